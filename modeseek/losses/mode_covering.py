@@ -1,0 +1,130 @@
+"""Mode-covering objectives: forward KL and (weighted) maximum likelihood.
+
+Each of these maximises a weighted log-likelihood of responses drawn from a
+fixed or reweighted distribution; in the population limit this is a forward KL,
+KL(p_data^w || pi_theta), which spreads mass over everything the data covers
+(PAPER_NOTES E.2: Pref-FT, offline best-of-N, offline RWR). Used on-policy,
+the same losses become iterated best-of-N / ReST / RWR.
+
+All functions are unbatched: ``logp`` is the (K,) log-probability vector of one
+context; batch over contexts with ``jax.vmap``. Each returns ``(loss, aux)``.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from modeseek.batches import BestOfN, Pairs, Points, Target
+
+__all__ = ["sft", "best_of_n", "pref_ft", "rwr", "forward_kl", "NEGATIVE_TERMS"]
+
+NEGATIVE_TERMS = ("worst", "mean_worse", "sum_worse", "log_complement")
+
+# -log(1 - p) diverges as p -> 1; capping p at 1 - 1e-6 keeps the log-complement
+# term finite (at most 13.8 per sample) once the policy has concentrated.
+_MAX_LOGP_COMPLEMENT = -1e-6
+
+
+def _wsum(w, x):
+    return jnp.sum(jax.lax.stop_gradient(w) * x)
+
+
+def sft(logp: jax.Array, batch: Points):
+    """Negative log-likelihood of the batch responses: -sum_j w_j log pi(y_j).
+
+    Family: mode-covering. Exact on q it is the cross-entropy H(q, pi), i.e.
+    forward KL(q || pi) up to a constant.
+
+    Args:
+      logp: (K,) log pi_theta(.|x).
+      batch: Points (only y and weight are used).
+    """
+    return -_wsum(batch.weight, logp[batch.y]), {}
+
+
+def log_complement(logp_y):
+    """log(1 - pi(y)) from log pi(y), stable near both 0 and 1."""
+    lp = jnp.minimum(logp_y, _MAX_LOGP_COMPLEMENT)
+    return jnp.where(lp > -0.6931472, jnp.log(-jnp.expm1(lp)), jnp.log1p(-jnp.exp(lp)))
+
+
+def best_of_n(logp: jax.Array, batch: BestOfN, *, negative: str | None = None, negative_coef=0.05):
+    """Best-of-N maximum likelihood, optionally with an explicit negative gradient.
+
+    Family: mode-covering without ``negative`` (offline: Pref-FT / filtered BC;
+    on-policy: iterated best-of-N / ReST / RAFT). With ``negative`` it gains a
+    negative gradient (PAPER_NOTES B.2, Lemma 6.2 with c2 = negative_coef):
+
+    * None: -log pi(y_best)
+    * "worst": ... + coef * log pi(y_worst)
+    * "mean_worse": ... + coef/(N-1) * sum_{j != best} log pi(y_j)
+    * "sum_worse": ... + coef * sum_{j != best} log pi(y_j)
+    * "log_complement": ... - coef * sum_{j != best} log(1 - pi(y_j))
+
+    The "worse" samples are all draws other than the best one, duplicates of the
+    best bin included, as in the paper's code.
+
+    Args:
+      logp: (K,) log pi_theta(.|x).
+      batch: BestOfN order statistics (sampled or exact).
+      negative: None or one of NEGATIVE_TERMS.
+      negative_coef: c2 >= 0 (the paper code's beta, default 0.05).
+    """
+    loss = -_wsum(batch.best_weight, logp[batch.best])
+    if negative is None:
+        return loss, {}
+    if negative == "worst":
+        neg = _wsum(batch.worst_weight, logp[batch.worst])
+    elif negative == "sum_worse":
+        neg = _wsum(batch.others_weight, logp[batch.others])
+    elif negative == "mean_worse":
+        neg = _wsum(batch.others_weight, logp[batch.others]) / jnp.maximum(batch.num_samples - 1.0, 1.0)
+    elif negative == "log_complement":
+        neg = -_wsum(batch.others_weight, log_complement(logp[batch.others]))
+    else:
+        raise ValueError(f"negative={negative!r} is not valid; expected None or one of {', '.join(NEGATIVE_TERMS)}")
+    return loss + negative_coef * neg, {}
+
+
+def pref_ft(logp: jax.Array, batch: Pairs):
+    """Preference fine-tuning: NLL of the chosen response of each pair, -sum w log pi(y_w).
+
+    Family: mode-covering (forward KL to the distribution of preferred responses).
+    """
+    return -_wsum(batch.weight, logp[batch.chosen]), {}
+
+
+def rwr(logp: jax.Array, batch: Points, *, beta, normalize: bool = False):
+    """Reward-weighted regression: NLL weighted by exp(r / beta), self-normalised per context.
+
+    Family: mode-covering. The weights w_j exp(r_j/beta) are normalised to sum to 1
+    within the context (computed in log space, so any beta > 0 is safe); exact on
+    q this is the forward KL(q exp(r/beta)/Z || pi) (PAPER_NOTES E.2). The paper
+    code uses unnormalised weights; the two differ by a positive per-batch factor.
+
+    Args:
+      logp: (K,) log pi_theta(.|x).
+      batch: Points.
+      beta: temperature > 0.
+      normalize: z-score the rewards within the context first (PAPER_NOTES B.3).
+    """
+    r = batch.reward
+    if normalize:
+        mean = jnp.sum(batch.weight * r)
+        std = jnp.sqrt(jnp.sum(batch.weight * (r - mean) ** 2))
+        r = (r - mean) / (std + 1e-8)
+    logw = jnp.where(batch.weight > 0, jnp.log(jnp.where(batch.weight > 0, batch.weight, 1.0)), -jnp.inf) + r / beta
+    w = jax.nn.softmax(logw)
+    return -_wsum(w, logp[batch.y]), {}
+
+
+def forward_kl(logp: jax.Array, target: Target):
+    """Exact forward KL(target || pi) = sum_i t_i (log t_i - log pi_i), with 0 log 0 = 0.
+
+    Family: mode-covering. Its gradient in the softmax logits is pi - target
+    (PAPER_NOTES E.4). Not rescaled by beta; beta enters only through the default
+    target pi_star.
+    """
+    t = jax.lax.stop_gradient(target.probs)
+    return jnp.sum(jax.scipy.special.xlogy(t, t) - t * logp), {}

@@ -1,0 +1,211 @@
+"""Data regimes: how a batch for one context is built from a sampling distribution.
+
+Two constructors per batch type: ``sample_*`` draws N responses (inverse-CDF
+sampling, one uniform per draw) and ``exact_*`` gives the population batch, the
+exact expectation over the K bins that the sampled batch estimates. Which
+distribution is sampled (the fixed data distribution for offline training, the
+current policy for on-policy training) is the engine's choice; these functions
+only see ``logq``.
+
+Exact batches and batch statistics: a batch statistic that is linear in the
+samples (best-of-N order statistics, pair indicators) is matched exactly; the
+per-context normalisers of advantages and the pair count are taken in the
+population limit (N -> inf), where the sampled estimators converge.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from modeseek import _checks
+from modeseek.batches import BestOfN, Pairs, Points
+
+__all__ = [
+    "sample_bins",
+    "sample_points",
+    "exact_points",
+    "sample_best_of_n",
+    "exact_best_of_n",
+    "sample_pairs",
+    "exact_pairs",
+    "PAIR_LABELS",
+    "PAIRINGS",
+]
+
+PAIR_LABELS = ("reward", "bradley_terry")
+PAIRINGS = ("all", "disjoint")
+
+
+def sample_bins(key: jax.Array, logq: jax.Array, n: int) -> jax.Array:
+    """Draw n bins from softmax-normalised ``logq`` (K,) by inverse CDF, one uniform per draw.
+
+    Much cheaper on CPU than Gumbel-max sampling, which needs n x K uniforms.
+    """
+    probs = jnp.exp(logq - jnp.max(logq))
+    cdf = jnp.cumsum(probs)
+    u = jax.random.uniform(key, (n,), dtype=cdf.dtype) * cdf[-1]
+    k = cdf.shape[0]
+    method = "compare_all" if k <= 512 else "scan"
+    idx = jnp.searchsorted(cdf, u, side="right", method=method)
+    return jnp.minimum(idx, k - 1).astype(jnp.int32)
+
+
+def sample_points(key, logq, reward, n: int) -> Points:
+    """N responses from q with rewards; weights 1/N. logq, reward: (K,)."""
+    y = sample_bins(key, logq, n)
+    logq_n = jax.nn.log_softmax(logq)
+    return Points(y, reward[y], jnp.full((n,), 1.0 / n), logq_n[y], jnp.asarray(n, jnp.float32))
+
+
+def exact_points(logq, reward) -> Points:
+    """All K bins weighted by q: the population version of :func:`sample_points`."""
+    logq_n = jax.nn.log_softmax(logq)
+    k = logq.shape[0]
+    return Points(
+        jnp.arange(k, dtype=jnp.int32),
+        reward,
+        jax.lax.stop_gradient(jnp.exp(logq_n)),
+        logq_n,
+        jnp.asarray(jnp.inf, jnp.float32),
+    )
+
+
+def sample_best_of_n(key, logq, reward, n: int) -> BestOfN:
+    """Draw N responses; keep the best (first index on ties), worst, and the rest.
+
+    Args:
+      key: PRNG key.
+      logq: (K,) log-probabilities of the sampling distribution.
+      reward: (K,) rewards.
+      n: N >= 1 draws.
+    """
+    y = sample_bins(key, logq, n)
+    r = reward[y]
+    jb, jw = jnp.argmax(r), jnp.argmin(r)
+    one = jnp.ones((1,))
+    others_w = jnp.ones((n,)).at[jb].set(0.0)
+    return BestOfN(y[jb][None], one, y[jw][None], one, y, others_w, jnp.asarray(n, jnp.float32))
+
+
+def exact_best_of_n(logq, reward, n: int) -> BestOfN:
+    """The exact distribution of the best and worst of N i.i.d. draws from q.
+
+    Bins are grouped by reward value. With F_le / F_lt the q-mass of bins with
+    reward <= / < r_i, the best draw falls in bin i's reward group with
+    probability F_le^N - F_lt^N; within a group it is proportional to q, as the
+    first-index tie-break among exchangeable draws makes it. The worst draw is the
+    same with the order reversed. The expected count of bin i among the N - 1
+    other draws is N q_i - P(best = i).
+    """
+    q = jax.lax.stop_gradient(jax.nn.softmax(logq))
+    k = q.shape[0]
+    order = jnp.argsort(reward)
+    rs = reward[order]
+    cq = jnp.concatenate([jnp.zeros((1,)), jnp.cumsum(q[order])])
+    total = cq[-1]
+    le = cq[jnp.searchsorted(rs, reward, side="right")]
+    lt = cq[jnp.searchsorted(rs, reward, side="left")]
+    group = le - lt
+    safe = jnp.where(group > 0, group, 1.0)
+    share = jnp.where(group > 0, q / safe, 0.0)
+    le_n, lt_n = jnp.clip(le / total, 0.0, 1.0), jnp.clip(lt / total, 0.0, 1.0)
+    p_best = share * (le_n**n - lt_n**n)
+    # Worst draw: mass of rewards >= r_i and > r_i, computed from the top for accuracy.
+    ge_n = jnp.clip((total - lt) / total, 0.0, 1.0)
+    gt_n = jnp.clip((total - le) / total, 0.0, 1.0)
+    p_worst = share * (ge_n**n - gt_n**n)
+    bins = jnp.arange(k, dtype=jnp.int32)
+    others = jnp.maximum(n * q - p_best, 0.0)
+    return BestOfN(bins, p_best, bins, p_worst, bins, others, jnp.asarray(n, jnp.float32))
+
+
+@functools.lru_cache(maxsize=None)
+def _pair_index(n: int, pairing: str):
+    if pairing == "all":
+        a, b = np.triu_indices(n, 1)
+    else:
+        a, b = np.arange(0, n - 1, 2), np.arange(1, n, 2)
+    return a.astype(np.int32), b.astype(np.int32)
+
+
+def _counted(gap, min_reward_gap):
+    # A pair counts when its rewards differ by at least the minimum gap (and differ at all).
+    return (jnp.abs(gap) >= min_reward_gap) & (gap != 0)
+
+
+def sample_pairs(
+    key,
+    logq,
+    reward,
+    n: int,
+    *,
+    labels: str = "reward",
+    pairing: str = "all",
+    min_reward_gap=0.0,
+    bt_scale=1.0,
+) -> Pairs:
+    """Preference pairs from N draws of q.
+
+    Args:
+      key: PRNG key.
+      logq: (K,) log-probabilities of the sampling distribution.
+      reward: (K,) rewards.
+      n: N draws; "all" pairing uses all N(N-1)/2 pairs (as the paper code,
+        PAPER_NOTES B.6), "disjoint" uses floor(N/2) independent pairs (0,1), (2,3), ...
+      labels: "reward" (the higher true reward is chosen; equal rewards are
+        skipped) or "bradley_terry" (the first of a pair is chosen with
+        probability sigmoid(bt_scale * (r_a - r_b))).
+      min_reward_gap: pairs with |r_a - r_b| below it are skipped (the paper's
+        threshold, 0.2 for offline IPO).
+      bt_scale: Bradley-Terry inverse temperature.
+
+    Returns:
+      Pairs with weight 1/(number counted) on counted pairs, 0 elsewhere.
+    """
+    _checks.choice("labels", labels, PAIR_LABELS)
+    _checks.choice("pairing", pairing, PAIRINGS)
+    if n < 2:
+        raise ValueError(f"num_samples={n!r} is too small for pairs; expected >= 2")
+    ks, kl = jax.random.split(key)
+    y = sample_bins(ks, logq, n)
+    a_idx, b_idx = _pair_index(n, pairing)
+    ya, yb = y[a_idx], y[b_idx]
+    gap = reward[ya] - reward[yb]
+    if labels == "reward":
+        a_wins = gap > 0
+        counted = _counted(gap, min_reward_gap)
+    else:
+        a_wins = jax.random.uniform(kl, gap.shape) < jax.nn.sigmoid(bt_scale * gap)
+        counted = jnp.abs(gap) >= min_reward_gap
+    chosen = jnp.where(a_wins, ya, yb)
+    rejected = jnp.where(a_wins, yb, ya)
+    c = counted.astype(jnp.float32)
+    return Pairs(chosen, rejected, c / jnp.maximum(c.sum(), 1.0))
+
+
+def exact_pairs(logq, reward, *, labels: str = "reward", min_reward_gap=0.0, bt_scale=1.0) -> Pairs:
+    """All K x K ordered pairs weighted by q_i q_j P(i preferred to j), over counted pairs.
+
+    The population version of :func:`sample_pairs` (either pairing: every pair
+    of draws has the same law).
+    """
+    _checks.choice("labels", labels, PAIR_LABELS)
+    q = jax.lax.stop_gradient(jax.nn.softmax(logq))
+    k = q.shape[0]
+    gap = reward[:, None] - reward[None, :]
+    if labels == "reward":
+        pref = (gap > 0).astype(q.dtype)
+        counted = _counted(gap, min_reward_gap)
+    else:
+        pref = jax.nn.sigmoid(bt_scale * gap)
+        counted = jnp.abs(gap) >= min_reward_gap
+    # P(chosen = i, rejected = j) over a random pair, restricted to counted pairs;
+    # its total is P(a pair counts), so normalising matches the sampled 1/(number counted).
+    w = q[:, None] * q[None, :] * pref * counted
+    w = w / jnp.maximum(jnp.sum(w), 1e-30)
+    i, j = jnp.meshgrid(jnp.arange(k, dtype=jnp.int32), jnp.arange(k, dtype=jnp.int32), indexing="ij")
+    return Pairs(i.ravel(), j.ravel(), w.ravel())
