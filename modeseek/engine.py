@@ -68,6 +68,8 @@ class RunConfig:
     labels: str = "reward"
     pairing: str = "all"
     sft_steps: int = 100
+    first_batch: str = "policy"
+    eval_samples: int = 0
     snapshot_every: int = 1
     has_target: bool = False
 
@@ -206,33 +208,54 @@ def _run_one(cfg: RunConfig, key, hp: HyperParams, ref_probs, reward, data_probs
                 logits = jax.lax.stop_gradient(policy.logits(p, contexts))
                 return batch_for(k, jax.nn.log_softmax(logits, axis=-1))
 
+            if cfg.first_batch == "data":
+                # The paper's epoch 0 samples from pi_data, later epochs from the policy (A.6).
+                on_policy_collect = collect
+                data_logq = jnp.broadcast_to(safe_log(data_probs), (c, cfg.num_bins))
+
+                def collect(k, p, i=None):
+                    if i is None:
+                        return on_policy_collect(k, p)
+                    return jax.lax.cond(i == 0, lambda: batch_for(k, data_logq), lambda: on_policy_collect(k, p))
+
     def loss_fn(p, batch):
         logp = jax.nn.log_softmax(policy.logits(p, contexts), axis=-1)
         vals, aux = jax.vmap(lambda lp, b: spec.apply(lp, b, ref_logp, hp, cfg))(logp, batch)
         return jnp.mean(vals), jax.tree.map(jnp.mean, aux)
 
-    def eval_metrics(p):
+    consts = metrics.metric_constants(ref_probs, reward, beta)
+
+    def eval_metrics(p, k=None):
         logp = jax.nn.log_softmax(policy.logits(p, eval_contexts), axis=-1)
-        m = jax.vmap(lambda lp: metrics.exact_metrics(lp, ref_probs, reward, beta))(logp)
-        return {k: jnp.mean(v) for k, v in m.items()}, jnp.mean(jnp.exp(logp), axis=0)
+        m = jax.vmap(lambda lp: metrics.metrics_from_constants(lp, consts))(logp)
+        m = {name: jnp.mean(v) for name, v in m.items()}
+        if cfg.eval_samples:
+            # Monte-Carlo reward as the paper reports it: eval_samples draws per eval context.
+            ys = jax.vmap(lambda kk, lp: regimes.sample_bins(kk, lp, cfg.eval_samples))(
+                jax.random.split(k, logp.shape[0]), logp
+            )
+            m["sampled_reward"] = jnp.mean(reward[ys])
+        return m, jnp.mean(jnp.exp(logp), axis=0)
 
     n_snap = len(cfg.snapshot_steps)
     every = cfg.snapshot_every
 
+    k_evals = jax.random.fold_in(k_eval, 1)
+
     def inner(carry, t):
         p, s, snaps, batch = carry
         (loss, aux), g = jax.value_and_grad(loss_fn, has_aux=True)(p, batch)
-        m, probs = eval_metrics(p)
+        m, probs = eval_metrics(p, jax.random.fold_in(k_evals, t))
         slot = jnp.minimum(t // every, n_snap - 1)
         snaps = snaps.at[slot].set(jnp.where(t % every == 0, probs, snaps[slot]))
         u, s = opt.update(g, s, p)
         p = optax.apply_updates(p, u)
-        return (p, s, snaps, batch), {**m, **aux, "loss": loss}
+        return (p, s, snaps, batch), {**m, **aux, "train_loss": loss}
 
     def outer(carry, xs):
         i, k = xs
         p, s, snaps, _ = carry
-        batch = collect(k, p)
+        batch = collect(k, p, i) if cfg.first_batch == "data" and cfg.sampling == "on_policy" else collect(k, p)
         ts = i * cfg.steps_per_batch + jnp.arange(cfg.steps_per_batch)
         return jax.lax.scan(inner, (p, s, snaps, batch), ts)
 
@@ -245,8 +268,8 @@ def _run_one(cfg: RunConfig, key, hp: HyperParams, ref_probs, reward, data_probs
 
     # The final policy: metrics, pair statistics and loss on the last batch.
     (loss, aux) = loss_fn(params, last_batch)
-    m, probs = eval_metrics(params)
-    final = {**m, **aux, "loss": loss}
+    m, probs = eval_metrics(params, jax.random.fold_in(k_evals, cfg.steps))
+    final = {**m, **aux, "train_loss": loss}
     snaps = snaps.at[n_snap - 1].set(probs)
     hist = {k: jnp.concatenate([hist[k], final[k][None]]) for k in hist}
     return {"metrics": hist, "snapshots": snaps, "final_probs": probs}
@@ -266,7 +289,7 @@ class Trajectory:
 
     Attributes:
       metrics: dict name -> array of shape grid_shape + (seeds, steps + 1); index 0
-        is the initial policy. Keys: metrics.EXACT_METRICS, "loss",
+        is the initial policy. Keys: metrics.EXACT_METRICS, "train_loss" (the loss on the current batch),
         "reward_queries", and metrics.PAIR_METRICS for pair losses.
       final_probs: grid_shape + (seeds, K) final policy (mean over eval contexts).
       snapshots: grid_shape + (seeds, len(snapshot_steps), K) policy snapshots.
@@ -371,7 +394,10 @@ def run(
       **hyperparameters: static options (RunConfig fields: reuse, num_samples,
         num_contexts, num_eval_contexts, policy, init, optimizer, negative,
         advantage, kl_estimator, kl_placement, normalize, labels, pairing,
-        sft_steps) and traced values (HyperParams fields: learning_rate, beta,
+        sft_steps, first_batch ("policy", or "data" for the paper's epoch 0
+        drawn from the data distribution in on-policy runs), eval_samples (> 0
+        adds a Monte-Carlo "sampled_reward" metric with that many draws per
+        evaluation context)) and traced values (HyperParams fields: learning_rate, beta,
         negative_coef, entropy_coef, clip_eps, target_margin, min_reward_gap,
         bt_scale, init_scale, sft_learning_rate). A traced value given as a 1-D
         array is swept; several swept values form an outer-product grid in the
@@ -415,6 +441,9 @@ def run(
     _checks.choice("kl_placement", static.get("kl_placement", "reward"), losses.KL_PLACEMENTS)
     _checks.choice("labels", static.get("labels", "reward"), regimes.PAIR_LABELS)
     _checks.choice("pairing", static.get("pairing", "all"), regimes.PAIRINGS)
+    _checks.choice("first_batch", static.get("first_batch", "policy"), ("policy", "data"))
+    if "eval_samples" in static and (not isinstance(static["eval_samples"], (int, np.integer)) or static["eval_samples"] < 0):
+        raise ValueError(f"eval_samples={static['eval_samples']!r} is invalid; expected an integer >= 0")
     for n in ("reuse", "num_samples", "num_contexts", "num_eval_contexts", "sft_steps"):
         if n in static and (not isinstance(static[n], (int, np.integer)) or static[n] < 1):
             raise ValueError(f"{n}={static[n]!r} is invalid; expected an integer >= 1")

@@ -6,13 +6,22 @@ Monte-Carlo estimates (the paper's code samples 100 eval responses, PAPER_NOTES 
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 
-from modeseek.losses.on_policy import entropy, kl
 from modeseek.problems import high_reward_mask, safe_log
 
-__all__ = ["EXACT_METRICS", "PAIR_METRICS", "exact_metrics", "expected_reward"]
+__all__ = [
+    "EXACT_METRICS",
+    "PAIR_METRICS",
+    "MetricConstants",
+    "metric_constants",
+    "metrics_from_constants",
+    "exact_metrics",
+    "expected_reward",
+]
 
 #: Keys computed at every step for every run.
 EXACT_METRICS = (
@@ -33,6 +42,51 @@ def expected_reward(logp, reward):
     return jnp.sum(jnp.exp(logp) * reward)
 
 
+class MetricConstants(NamedTuple):
+    """Per-problem quantities that do not change during a run (hoisted out of the step).
+
+    ``table`` stacks the vectors whose pi-expectations are metrics: rewards,
+    log pi_ref, log pi_star, the high-reward indicator and the best-bin
+    indicator. One matrix-vector product then gives all of them; on CPU this is
+    several times faster under vmap than separate reductions.
+    """
+
+    table: jax.Array
+    ref_probs: jax.Array
+    ref_neg_entropy: jax.Array
+
+
+def metric_constants(ref_probs, reward, beta) -> MetricConstants:
+    """Precompute the metric table for :func:`metrics_from_constants`."""
+    ref_logp = safe_log(ref_probs)
+    table = jnp.stack(
+        [
+            reward,
+            ref_logp,
+            jax.nn.log_softmax(ref_logp + reward / beta),
+            high_reward_mask(reward).astype(reward.dtype),
+            jax.nn.one_hot(jnp.argmax(reward), reward.shape[-1], dtype=reward.dtype),
+        ]
+    )
+    return MetricConstants(table, ref_probs, jnp.sum(jax.scipy.special.xlogy(ref_probs, ref_probs)))
+
+
+def metrics_from_constants(logp, c: MetricConstants) -> dict[str, jax.Array]:
+    """All EXACT_METRICS for one context, given precomputed constants (see exact_metrics)."""
+    p = jnp.exp(logp)
+    reward, ref, star, high, best = c.table @ p
+    neg_h = logp @ p
+    return {
+        "expected_reward": reward,
+        "kl_pi_ref": neg_h - ref,
+        "kl_ref_pi": c.ref_neg_entropy - c.ref_probs @ logp,
+        "kl_pi_star": neg_h - star,
+        "entropy": -neg_h,
+        "mass_high_reward": high,
+        "p_best": best,
+    }
+
+
 def exact_metrics(logp, ref_probs, reward, beta) -> dict[str, jax.Array]:
     """All EXACT_METRICS for one context.
 
@@ -47,15 +101,4 @@ def exact_metrics(logp, ref_probs, reward, beta) -> dict[str, jax.Array]:
       KL(pi_ref||pi), kl_pi_star = KL(pi||pi_star), entropy, mass_high_reward
       (mass on bins with r >= 0.5 max r) and p_best (mass of the first best bin).
     """
-    ref_logp = safe_log(ref_probs)
-    star_logp = jax.nn.log_softmax(ref_logp + reward / beta)
-    p = jnp.exp(logp)
-    return {
-        "expected_reward": jnp.sum(p * reward),
-        "kl_pi_ref": kl(logp, ref_logp),
-        "kl_ref_pi": jnp.sum(jax.scipy.special.xlogy(ref_probs, ref_probs) - ref_probs * logp),
-        "kl_pi_star": kl(logp, star_logp),
-        "entropy": entropy(logp),
-        "mass_high_reward": jnp.sum(jnp.where(high_reward_mask(reward), p, 0.0)),
-        "p_best": p[jnp.argmax(reward)],
-    }
+    return metrics_from_constants(logp, metric_constants(ref_probs, reward, beta))
