@@ -72,6 +72,7 @@ class RunConfig:
     eval_samples: int = 0
     snapshot_every: int = 1
     has_target: bool = False
+    has_train_reward: bool = False
 
     @property
     def iterations(self) -> int:
@@ -164,8 +165,13 @@ def _collector(spec, cfg: RunConfig, exact: bool, hp: HyperParams, reward):
     raise AssertionError(spec.batch)
 
 
-def _run_one(cfg: RunConfig, key, hp: HyperParams, ref_probs, reward, data_probs, target_probs):
-    """One run; every array argument is unbatched. Returns a dict of stacked outputs."""
+def _run_one(cfg: RunConfig, key, hp: HyperParams, ref_probs, reward, train_reward, data_probs, target_probs):
+    """One run; every array argument is unbatched. Returns a dict of stacked outputs.
+
+    ``reward`` is the gold reward behind every metric; ``train_reward`` is what the
+    learner sees (its batches' rewards, the default target pi_star); the two
+    differ only when a proxy reward model is given.
+    """
     _compile_counter[0] += 1  # Python side effect: runs once per trace.
     spec = losses.get(cfg.loss)
     k_init, k_eval, k_data, k_loop = jax.random.split(key, 4)
@@ -190,11 +196,11 @@ def _run_one(cfg: RunConfig, key, hp: HyperParams, ref_probs, reward, data_probs
     c = cfg.num_contexts
     exact = cfg.sampling in _EXACT
     if spec.batch == "target":
-        target = target_probs if cfg.has_target else jax.nn.softmax(ref_logp + reward / beta)
+        target = target_probs if cfg.has_target else jax.nn.softmax(ref_logp + train_reward / beta)
         fixed = Target(jnp.broadcast_to(target, (c, cfg.num_bins)))
         collect = lambda k, p: fixed  # noqa: E731
     else:
-        one = _collector(spec, cfg, exact, hp, reward)
+        one = _collector(spec, cfg, exact, hp, train_reward)
 
         def batch_for(k, logq):
             return jax.vmap(one)(jax.random.split(k, c), logq)
@@ -229,6 +235,8 @@ def _run_one(cfg: RunConfig, key, hp: HyperParams, ref_probs, reward, data_probs
         logp = jax.nn.log_softmax(policy.logits(p, eval_contexts), axis=-1)
         m = jax.vmap(lambda lp: metrics.metrics_from_constants(lp, consts))(logp)
         m = {name: jnp.mean(v) for name, v in m.items()}
+        if cfg.has_train_reward:
+            m["expected_train_reward"] = jnp.mean(jnp.exp(logp) @ train_reward)
         if cfg.eval_samples:
             # Monte-Carlo reward as the paper reports it: eval_samples draws per eval context.
             ys = jax.vmap(lambda kk, lp: regimes.sample_bins(kk, lp, cfg.eval_samples))(
@@ -375,6 +383,7 @@ def run(
     key: int | jax.Array = 0,
     data=None,
     target=None,
+    train_reward=None,
     snapshot_every: int | None = None,
     **hyperparameters,
 ) -> Trajectory:
@@ -390,6 +399,9 @@ def run(
       key: PRNG key or integer seed (keyword-only; same key, same bits).
       data: (K,) offline data distribution (default pi_ref), or (G, K) to sweep.
       target: (K,) target for forward_kl / reverse_kl (default pi_star(beta)).
+      train_reward: (K,) reward the learner sees instead of the problem's (a
+        proxy or learned reward model), or (G, K) to sweep; metrics stay on the
+        problem's (gold) reward and add "expected_train_reward".
       snapshot_every: store the policy every this many steps (default steps // 10).
       **hyperparameters: static options (RunConfig fields: reuse, num_samples,
         num_contexts, num_eval_contexts, policy, init, optimizer, negative,
@@ -461,7 +473,7 @@ def run(
         snapshot_every = max(1, steps // 10)
     if not isinstance(snapshot_every, (int, np.integer)) or snapshot_every < 1:
         raise ValueError(f"snapshot_every={snapshot_every!r} is invalid; expected an integer >= 1")
-    cfg = RunConfig(loss=loss, sampling=sampling, steps=int(steps), num_bins=k, snapshot_every=int(snapshot_every), has_target=target is not None, **static)
+    cfg = RunConfig(loss=loss, sampling=sampling, steps=int(steps), num_bins=k, snapshot_every=int(snapshot_every), has_target=target is not None, has_train_reward=train_reward is not None, **static)
 
     # Traced values and the grid.
     traced = {n: hyperparameters[n] for n in _TRACED_FIELDS if n in hyperparameters}
@@ -491,6 +503,17 @@ def run(
         if d.ndim == 2:
             grid["data"] = np.arange(len(rows))
         data_arr = rows
+    train_arr = None
+    if train_reward is not None:
+        tr_rows = np.asarray(train_reward, dtype=np.float64)
+        tr_rows = tr_rows[None] if tr_rows.ndim == 1 else tr_rows
+        if tr_rows.ndim != 2 or tr_rows.shape[1] != k:
+            raise ValueError(f"train_reward has shape {np.shape(train_reward)}; expected ({k},) or (G, {k})")
+        if not np.all(np.isfinite(tr_rows)):
+            raise ValueError("train_reward has non-finite entries; expected finite rewards")
+        if np.ndim(train_reward) == 2:
+            grid["train_reward"] = np.arange(len(tr_rows))
+        train_arr = tr_rows
     target_arr = None
     if target is not None:
         target_arr = _checks.probability_vector("target", target)
@@ -523,12 +546,17 @@ def run(
     else:
         di = per_run("data", 0).astype(int) if "data" in grid else np.zeros(runs, int)
         dat = jnp.asarray(data_arr[di], jnp.float32)
+    if train_arr is None:
+        trw = rew
+    else:
+        ti = per_run("train_reward", 0).astype(int) if "train_reward" in grid else np.zeros(runs, int)
+        trw = jnp.asarray(train_arr[ti], jnp.float32)
     tgt = jnp.asarray(np.broadcast_to(target_arr if target_arr is not None else np.zeros(k), (runs, k)), jnp.float32)
 
     base = jax.random.PRNGKey(key) if isinstance(key, (int, np.integer)) else key
     keys = jax.vmap(jax.random.fold_in, (None, 0))(base, jnp.asarray(idx[-1], jnp.uint32))
 
-    args = (keys, hp, ref, rew, dat, tgt)
+    args = (keys, hp, ref, rew, trw, dat, tgt)
     t0 = time.perf_counter()
     compiled, fresh = _executable(cfg, runs, args)
     t1 = time.perf_counter()

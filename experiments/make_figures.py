@@ -1,0 +1,29 @@
+"""Regenerate every figure, data table and the claims report into figures/ (``make figures``).
+
+Usage: python -m experiments.make_figures [--smoke] [--force] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from modeseek.paper.reproduce import reproduce
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--out", default="figures")
+    ap.add_argument("--smoke", action="store_true", help="tiny budgets (for tests)")
+    ap.add_argument("--force", action="store_true", help="rerun finished pieces")
+    args = ap.parse_args()
+    t0 = time.perf_counter()
+    results = reproduce(args.out, smoke=args.smoke, force=args.force)
+    for piece, claims, secs in results:
+        status = f"{sum(c.passed for c in claims)}/{len(claims)} claims pass"
+        print(f"{piece.name:24s} {secs:7.1f}s  {status}")
+    print(f"total {time.perf_counter() - t0:.1f}s; report: {args.out}/CLAIMS.md")
+
+
+if __name__ == "__main__":
+    main()

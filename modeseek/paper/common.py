@@ -1,0 +1,129 @@
+"""Shared helpers for figure pieces: claims, atomic writers, seed bands, captions."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+import numpy as np
+
+__all__ = [
+    "Claim",
+    "Piece",
+    "atomic_write_text",
+    "save_table",
+    "save_figure",
+    "write_caption",
+    "mean_band",
+    "fmt",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    """One checkable statement with its outcome, computed from results (never typed in).
+
+    Attributes:
+      id: short stable identifier, e.g. "far_on_policy_beats_offline".
+      statement: the claim in words.
+      passed: the outcome.
+      evidence: the measured numbers behind the outcome.
+      note: for a FAIL, one sentence on why (or what was found instead).
+    """
+
+    id: str
+    statement: str
+    passed: bool
+    evidence: str
+    note: str = ""
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+class Piece(NamedTuple):
+    """A figure of the reproduction: ``make(out_dir, smoke) -> list[Claim]``."""
+
+    name: str
+    title: str
+    make: Callable[[Path, bool], list[Claim]]
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write text to a temporary file beside ``path``, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_table(df, path: Path) -> None:
+    """Write a DataFrame to Parquet atomically (temporary name, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        df.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_figure(fig, path: Path, *, dpi: int = 120) -> None:
+    """Save a matplotlib figure atomically and close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=path.suffix.lstrip(".") or "png")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    finally:
+        plt.close(fig)
+
+
+def write_caption(path: Path, title: str, lines: list[str]) -> None:
+    """Write a Markdown caption: what was run (seeds, steps, hyperparameters) and what it shows."""
+    atomic_write_text(Path(path), f"# {title}\n\n" + "\n".join(f"- {line}" for line in lines) + "\n")
+
+
+def mean_band(x: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean and a 95% normal band (mean +- 1.96 standard errors) over ``axis`` (the seeds)."""
+    x = np.asarray(x, dtype=np.float64)
+    m = x.mean(axis=axis)
+    n = x.shape[axis]
+    se = x.std(axis=axis, ddof=1) / np.sqrt(n) if n > 1 else np.zeros_like(m)
+    return m, m - 1.96 * se, m + 1.96 * se
+
+
+def fmt(x: float, digits: int = 3) -> str:
+    """A number for claims and captions."""
+    return f"{float(x):.{digits}f}"
+
+
+def claims_to_json(claims: list[Claim]) -> str:
+    return json.dumps([c.to_dict() for c in claims], indent=1)
+
+
+def claims_from_json(text: str) -> list[Claim]:
+    return [Claim(**d) for d in json.loads(text)]
