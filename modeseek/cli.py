@@ -1,0 +1,277 @@
+"""The ``modeseek`` command: run a sweep to Parquet, list what exists, reproduce the figures.
+
+Three subcommands, each a frozen dataclass parsed by tyro (flags, defaults and
+help come from the fields and their docstrings):
+
+* ``modeseek run --problem far --loss dpo --sampling on_policy --steps 500 --seeds 8 --out runs.parquet``
+  runs :func:`modeseek.run` and writes ``Trajectory.to_dataframe()`` atomically;
+  a traced hyperparameter given several values (``--beta 0.03 0.1 0.3``) is swept
+  in one compiled call, exactly as a 1-D array passed to :func:`modeseek.run`.
+* ``modeseek list`` prints the losses (family and summary), sampling regimes,
+  problem presets and policies.
+* ``modeseek reproduce --out figures [--smoke] [--force] [--only NAME ...]``
+  regenerates the paper figures and the claims report.
+
+Importing this module stays light (no jax, pandas or matplotlib); the commands
+import what they need. Bad input (an unknown loss, problem or option value)
+exits with status 2 and a one-line message naming the value, never a traceback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Sequence
+
+import tyro
+
+__all__ = ["RunCommand", "ListCommand", "ReproduceCommand", "main"]
+
+# Options left unset (None) take modeseek.run's defaults; the help shows them in words.
+Floats = Annotated[
+    tuple[float, ...] | None,
+    tyro.conf.arg(metavar="FLOAT [FLOAT ...]", help_behavior_hint="(several values sweep)"),
+]
+OptInt = Annotated[int | None, tyro.conf.arg(metavar="INT", help_behavior_hint="")]
+OptStr = Annotated[str | None, tyro.conf.arg(metavar="STR", help_behavior_hint="")]
+
+
+class CommandError(Exception):
+    """Bad command-line input; reported as one line on stderr with exit status 2."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RunCommand:
+    """Run independent fine-tuning runs on a bandit and write the tidy per-step table.
+
+    Static options left unset take the engine's defaults (see modeseek.run).
+    Give a traced hyperparameter several values to sweep them in one compiled call.
+    """
+
+    loss: str
+    """Loss name (modeseek list shows them all), e.g. dpo, reinforce, best_of_n."""
+    problem: str = "far"
+    """Problem preset: far, near, far_w20, far_w30."""
+    sampling: str = "on_policy"
+    """Data regime: offline, on_policy, exact or exact_offline."""
+    steps: int = 500
+    """Gradient steps per run."""
+    seeds: int = 8
+    """Independent runs per grid point."""
+    out: Annotated[Path | None, tyro.conf.arg(metavar="FILE.parquet", help_behavior_hint="")] = None
+    """Parquet file for the tidy table (one row per grid point x seed x step); omit to only print the summary."""
+    key: Annotated[int, tyro.conf.arg(aliases=("--seed",))] = 0
+    """Integer PRNG seed; run i uses fold_in(key, i)."""
+
+    # Traced hyperparameters (HyperParams): several values sweep them.
+    learning_rate: Floats = None
+    """Optimiser step size (default 0.05 for tabular Adam, 1e-3 for the MLP)."""
+    beta: Floats = None
+    """KL temperature / DPO inverse temperature (default 0.1)."""
+    negative_coef: Floats = None
+    """Weight of best_of_n's negative term (default 0.05)."""
+    entropy_coef: Floats = None
+    """Exact entropy bonus for reinforce / ppo (default 0)."""
+    clip_eps: Floats = None
+    """PPO clip range (default 0.2)."""
+    target_margin: Floats = None
+    """IPO target margin (default 1 / (2 beta))."""
+    min_reward_gap: Floats = None
+    """Skip pairs whose rewards differ by less (default 0)."""
+    bt_scale: Floats = None
+    """Bradley-Terry inverse temperature for --labels bradley_terry (default 1)."""
+    init_scale: Floats = None
+    """Logit noise for --init random (default 1)."""
+    sft_learning_rate: Floats = None
+    """Adam step size of the MLP's SFT to pi_ref (default 1e-2)."""
+
+    # Static options (RunConfig): a new value compiles a new program.
+    num_samples: OptInt = None
+    """Responses drawn per context per batch (default 10)."""
+    num_contexts: OptInt = None
+    """Training contexts (default 1 for tabular, 10 for the MLP)."""
+    reuse: OptInt = None
+    """Gradient steps per on-policy batch (default 1); steps must be a multiple."""
+    policy: OptStr = None
+    """Policy: tabular or mlp (default tabular)."""
+    init: OptStr = None
+    """Initial policy: reference, zeros or random (default reference)."""
+    optimizer: OptStr = None
+    """Optimiser: adam or sgd (default adam)."""
+    negative: OptStr = None
+    """best_of_n negative term: worst, mean_worse, sum_worse, log_complement (default none)."""
+    advantage: OptStr = None
+    """REINFORCE/PPO baseline (default mean)."""
+    kl_estimator: OptStr = None
+    """KL-to-reference estimator for reinforce / ppo (default none)."""
+    kl_placement: OptStr = None
+    """Where the KL estimate goes: reward or loss (default reward)."""
+    normalize: bool = False
+    """Normalise RWR weights per batch (rwr only)."""
+    labels: OptStr = None
+    """Pair labels: reward or bradley_terry (default reward)."""
+    pairing: OptStr = None
+    """Pairs from N draws: all (N(N-1)/2 pairs) or disjoint (N/2 pairs) (default all)."""
+    sft_steps: OptInt = None
+    """SFT steps of the MLP to pi_ref (default 100)."""
+    first_batch: OptStr = None
+    """First on-policy batch from the policy or, as in the paper's epoch 0, from the data (default policy)."""
+    eval_samples: OptInt = None
+    """Monte-Carlo draws per evaluation context for the sampled_reward metric (default 0: off)."""
+
+    def execute(self) -> None:
+        import numpy as np
+
+        import modeseek as ms
+        from modeseek import problems
+
+        try:
+            problem = problems.get(self.problem)
+        except ValueError as e:
+            raise CommandError(str(e)) from None
+        options = {}
+        for field in dataclasses.fields(self):
+            if field.name in ("loss", "problem", "sampling", "steps", "seeds", "out", "key"):
+                continue
+            value = getattr(self, field.name)
+            if value is None:
+                continue
+            if isinstance(value, tuple):
+                if not value:
+                    raise CommandError(f"--{field.name.replace('_', '-')} was given no value; expected one or more numbers")
+                value = value[0] if len(value) == 1 else np.asarray(value)
+            elif field.name in ("negative", "kl_estimator") and value.lower() == "none":
+                continue
+            options[field.name] = value
+        if self.out is not None and self.out.exists() and self.out.is_dir():
+            raise CommandError(f"--out {str(self.out)!r} is a directory; expected a file name such as runs.parquet")
+        try:
+            traj = ms.run(problem, loss=self.loss, sampling=self.sampling, steps=self.steps, seeds=self.seeds, key=self.key, **options)
+        except ValueError as e:
+            raise CommandError(str(e)) from None
+        if self.out is not None:
+            from modeseek.paper.common import save_table
+
+            df = traj.to_dataframe()
+            save_table(df, self.out)
+        print(_summary(traj))
+        if self.out is not None:
+            print(f"wrote {len(df)} rows x {df.shape[1]} columns to {self.out}")
+
+
+def _summary(traj) -> str:
+    """Final expected reward (mean and standard error over seeds) per grid point, and timings."""
+    import numpy as np
+
+    final = np.asarray(traj.metrics["expected_reward"])[..., -1]
+    initial = float(np.mean(np.asarray(traj.metrics["expected_reward"])[..., 0]))
+    cfg = traj.config
+    lines = [
+        f"{cfg.loss} / {cfg.sampling} on {', '.join(traj.problem_names)}: {traj.seeds} seeds x {cfg.steps} steps",
+        f"initial expected reward {initial:.4f}",
+    ]
+    flat = final.reshape(-1, traj.seeds)
+    idx = np.indices(traj.grid_shape).reshape(len(traj.grid_shape), -1) if traj.grid else np.zeros((0, 1), int)
+    for g in range(flat.shape[0]):
+        label = ", ".join(f"{n}={_fmt(v[idx[a, g]])}" for a, (n, v) in enumerate(traj.grid.items()))
+        se = flat[g].std(ddof=1) / np.sqrt(traj.seeds) if traj.seeds > 1 else 0.0
+        prefix = f"[{label}] " if label else ""
+        lines.append(f"{prefix}final expected reward {flat[g].mean():.4f} +- {se:.4f} (s.e. over seeds)")
+    lines.append(f"compile {traj.compile_seconds:.2f} s, run {traj.run_seconds:.2f} s")
+    return "\n".join(lines)
+
+
+def _fmt(v) -> str:
+    import numpy as np
+
+    return f"{v:g}" if isinstance(v, (float, np.floating)) else str(v)
+
+
+_SAMPLING_NOTES = {
+    "offline": "one fixed dataset drawn once from the data distribution (default pi_ref)",
+    "on_policy": "a fresh batch from the current policy every `reuse` steps",
+    "exact": "population update on the current policy (no sampling noise)",
+    "exact_offline": "population update on the data distribution",
+}
+_POLICY_NOTES = {
+    "tabular": "free logits per context, initialised at pi_ref",
+    "mlp": "the paper's MLP of a 100-d context, SFT'd to pi_ref (PAPER_NOTES A.4-A.5)",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ListCommand:
+    """List the losses (with family and summary), sampling regimes, problem presets and policies."""
+
+    def execute(self) -> None:
+        import numpy as np
+
+        from modeseek import engine, losses, policies, problems
+
+        def section(title, rows):
+            print(f"{title}:")
+            width = max(len(r[0]) for r in rows)
+            for r in rows:
+                print("  " + "  ".join([f"{r[0]:<{width}}", *r[1:]]).rstrip())
+
+        section("losses", [(n, f"{losses.get(n).family:<13}", losses.get(n).summary) for n in losses.names()])
+        section("sampling regimes", [(s, _SAMPLING_NOTES.get(s, "")) for s in engine.SAMPLINGS])
+        rows = []
+        for name in problems.presets():
+            p = problems.get(name)
+            ref, r = np.asarray(p.ref_probs), np.asarray(p.reward)
+            peak = int(np.argmax(r))
+            rows.append((name, f"K={p.num_bins}, reward peak at bin {peak} (pi_ref mass {ref[peak]:.4f}), E_pi_ref[r]={ref @ r:.3f}"))
+        section("problem presets", rows)
+        section("policies", [(n, _POLICY_NOTES.get(n, "")) for n in policies.names()])
+
+
+@dataclasses.dataclass(frozen=True)
+class ReproduceCommand:
+    """Regenerate the paper figures, their data and captions, and CLAIMS.md."""
+
+    out: Path = Path("figures")
+    """Output folder (figures in it, tables in OUT/data)."""
+    smoke: bool = False
+    """Tiny budgets, for tests (the numbers are not meaningful)."""
+    force: bool = False
+    """Rerun pieces whose outputs already exist."""
+    only: tuple[str, ...] = ()
+    """Names of the pieces to run (default all)."""
+
+    def execute(self) -> None:
+        from modeseek.paper.reproduce import reproduce
+
+        t0 = time.perf_counter()
+        try:
+            results = reproduce(self.out, smoke=self.smoke, force=self.force, only=list(self.only) or None)
+        except ValueError as e:
+            raise CommandError(str(e)) from None
+        for piece, claims, secs in results:
+            status = f"{sum(c.passed for c in claims)}/{len(claims)} claims pass"
+            note = "" if secs else "  (already done; --force reruns it)"
+            print(f"{piece.name:24s} {secs:7.1f} s  {status}{note}")
+        print(f"total {time.perf_counter() - t0:.1f} s; report: {self.out / 'CLAIMS.md'}")
+
+
+COMMANDS = {"run": RunCommand, "list": ListCommand, "reproduce": ReproduceCommand}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``modeseek`` console script; returns 0 or exits with status 2 on bad input."""
+    command = tyro.extras.subcommand_cli_from_dict(
+        COMMANDS, prog="modeseek", description=__doc__.splitlines()[0], args=argv
+    )
+    name = next(n for n, c in COMMANDS.items() if isinstance(command, c))
+    try:
+        command.execute()
+    except CommandError as e:
+        print(f"modeseek {name}: error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
