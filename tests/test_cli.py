@@ -1,0 +1,172 @@
+"""The ``modeseek`` command line (run, list, reproduce) and the throughput benchmark script."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from modeseek import cli, losses, problems
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# One small static configuration shared by the run tests: 4 runs either as 4 seeds
+# or as 2 learning rates x 2 seeds, so the second test reuses the compiled program.
+RUN = ["run", "--problem", "far", "--loss", "dpo", "--sampling", "on_policy", "--steps", "12", "--num-samples", "4"]
+
+
+def _python(*args, timeout=600):
+    env = dict(os.environ, MPLBACKEND="Agg")
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_run_writes_tidy_parquet_atomically(tmp_path, capsys):
+    out = tmp_path / "runs" / "dpo.parquet"
+    assert cli.main([*RUN, "--seeds", "4", "--seed", "3", "--beta", "0.2", "--out", str(out)]) == 0
+    df = pd.read_parquet(out)
+    assert len(df) == 4 * 13
+    assert sorted(df["seed"].unique()) == [0, 1, 2, 3]
+    assert df["step"].min() == 0 and df["step"].max() == 12
+    for col in ("expected_reward", "kl_pi_ref", "margin", "loss", "sampling", "problem", "beta", "learning_rate"):
+        assert col in df.columns, col
+    assert set(df["loss"]) == {"dpo"} and set(df["sampling"]) == {"on_policy"} and set(df["problem"]) == {"far"}
+    assert np.allclose(df["beta"], 0.2)
+    # Only the final file is left: the temporary name was renamed away.
+    assert os.listdir(out.parent) == [out.name]
+    # The printed summary is the mean over seeds of the table's final expected reward.
+    text = capsys.readouterr().out
+    final = df.loc[df["step"] == 12, "expected_reward"].mean()
+    assert f"final expected reward {final:.4f}" in text
+    assert "compile" in text and f"wrote {len(df)} rows" in text
+
+
+def test_run_sweeps_several_values(tmp_path, capsys):
+    out = tmp_path / "sweep.parquet"
+    assert cli.main([*RUN, "--seeds", "2", "--learning-rate", "0.02", "0.2", "--out", str(out)]) == 0
+    df = pd.read_parquet(out)
+    assert len(df) == 2 * 2 * 13
+    assert sorted(df["learning_rate"].unique()) == pytest.approx([0.02, 0.2])
+    text = capsys.readouterr().out
+    assert "[learning_rate=0.02]" in text and "[learning_rate=0.2]" in text
+
+
+@pytest.mark.parametrize(
+    "args, named",
+    [
+        (["run", "--loss", "dpoo"], "loss='dpoo'"),
+        (["run", "--loss", "dpo", "--problem", "middle"], "problem='middle'"),
+        (["run", "--loss", "dpo", "--sampling", "sometimes"], "sampling='sometimes'"),
+        (["run", "--loss", "dpo", "--beta", "-1"], "beta=-1"),
+        (["run", "--loss", "reverse_kl", "--sampling", "on_policy"], "loss='reverse_kl'"),
+        (["reproduce", "--only", "no_such_figure"], "no_such_figure"),
+    ],
+)
+def test_bad_values_fail_cleanly(args, named, capsys, tmp_path):
+    if args[0] == "reproduce":
+        args = [*args, "--out", str(tmp_path)]
+    else:
+        args = [*args, "--out", str(tmp_path / "x.parquet")]
+    with pytest.raises(SystemExit) as exc:
+        cli.main(args)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert named in err and "error" in err and "Traceback" not in err
+    assert not (tmp_path / "x.parquet").exists()
+
+
+def test_unparsable_flag_exits_nonzero(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["run", "--loss", "dpo", "--steps", "many"])
+    assert exc.value.code != 0
+    assert "many" in capsys.readouterr().err
+
+
+def test_list_via_console_entry_point():
+    res = _python("-m", "modeseek.cli", "list", timeout=120)
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    for name in losses.names():
+        spec = losses.get(name)
+        assert any(line.split()[:2] == [name, spec.family] and spec.summary in line for line in lines), name
+    for name in ("offline", "on_policy", "exact", "exact_offline", "tabular", "mlp", *problems.presets()):
+        assert any(line.split()[:1] == [name] for line in lines), name
+
+
+def test_import_is_light():
+    code = "import sys, modeseek.cli; print(sorted(m for m in ('pandas', 'matplotlib', 'modeseek.paper') if m in sys.modules))"
+    res = _python("-c", code, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "[]"
+
+
+def test_reproduce_smoke_only_filmstrips(tmp_path, capsys):
+    assert cli.main(["reproduce", "--out", str(tmp_path), "--smoke", "--only", "filmstrips"]) == 0
+    text = capsys.readouterr().out
+    assert "filmstrips" in text and "claims pass" in text
+    assert list(tmp_path.glob("*.png")), "no figure written"
+    assert list(tmp_path.glob("filmstrips*.md")), "no caption written"
+    assert list((tmp_path / "data").glob("filmstrips*.parquet")), "no data table written"
+    report = (tmp_path / "CLAIMS.md").read_text()
+    assert "filmstrips" in report
+    # A second call finds the piece finished and skips it.
+    assert cli.main(["reproduce", "--out", str(tmp_path), "--smoke", "--only", "filmstrips"]) == 0
+    assert "already done" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- benchmark
+
+BENCH_KEYS = {"created", "quick", "settings", "machine", "reference_seed_steps_per_s", "results"}
+CASE_KEYS = {
+    "compile_seconds",
+    "run_seconds",
+    "wall_seconds",
+    "cpu_seconds",
+    "seed_steps_per_s_best",
+    "seed_steps_per_s_median",
+    "final_expected_reward_std_over_runs",
+    "reference_seed_steps_per_s",
+    "runs",
+    "steps",
+}
+
+
+def _check_bench(path: Path, cases: list[str], runs: int, steps: int):
+    report = json.loads(path.read_text())
+    assert BENCH_KEYS <= set(report)
+    assert {"cpu_count", "jax_version", "platform", "jax_backend"} <= set(report["machine"])
+    assert report["reference_seed_steps_per_s"] == {"reverse_kl_exact": 1.2e6, "reinforce_b64": 2.8e5, "dpo_64pairs": 1.5e5}
+    assert sorted(report["results"]) == sorted(cases)
+    for name, r in report["results"].items():
+        assert CASE_KEYS <= set(r), name
+        assert r["runs"] == runs and r["steps"] == steps
+        # Rates follow from the timings: best = runs * steps / fastest timed call.
+        assert r["seed_steps_per_s_best"] == pytest.approx(runs * steps / min(r["run_seconds"]))
+        assert r["seed_steps_per_s_best"] >= r["seed_steps_per_s_median"] > 0
+        # Every run differs (distinct learning rates or keys), so the batch is not collapsed.
+        assert r["final_expected_reward_std_over_runs"] > 0
+    assert [p.name for p in path.parent.iterdir()] == [path.name]
+
+
+def test_benchmark_quick_one_case(tmp_path):
+    out = tmp_path / "bench.json"
+    res = _python(
+        "-m", "experiments.benchmarks.throughput", "--quick", "--only", "reverse_kl_exact",
+        "--seeds", "16", "--steps", "20", "--repeats", "2", "--out", str(out), timeout=300,
+    )
+    assert res.returncode == 0, res.stderr
+    assert "reverse_kl_exact" in res.stdout and "seed-steps/s" in res.stdout
+    _check_bench(out, ["reverse_kl_exact"], runs=16, steps=20)
+
+
+@pytest.mark.slow
+def test_benchmark_quick_all_cases(tmp_path):
+    out = tmp_path / "bench.json"
+    res = _python("-m", "experiments.benchmarks.throughput", "--quick", "--out", str(out), timeout=900)
+    assert res.returncode == 0, res.stderr
+    _check_bench(out, ["reverse_kl_exact", "reinforce_b64", "dpo_64pairs", "dpo_66pairs_all"], runs=64, steps=100)
