@@ -34,7 +34,7 @@ def positive(name: str, value: Any, *, allow_zero: bool = False) -> Any:
     arr = np.asarray(value, dtype=np.float64)
     bad = ~np.isfinite(arr) | ((arr < 0) if allow_zero else (arr <= 0))
     if np.any(bad):
-        shown = arr[bad].ravel()[0] if arr.ndim else float(arr)
+        shown = float(arr[bad].ravel()[0]) if arr.ndim else float(arr)
         kind = "finite and >= 0" if allow_zero else "finite and > 0"
         raise ValueError(f"{name}={shown!r} is invalid; expected {kind}")
     return value
@@ -52,10 +52,10 @@ def probability_vector(name: str, probs: Any, *, atol: float = 1e-4) -> np.ndarr
         raise ValueError(f"{name} must have at least 2 bins; got {p.shape[0]}")
     if not np.all(np.isfinite(p)):
         i = int(np.flatnonzero(~np.isfinite(p))[0])
-        raise ValueError(f"{name} has a non-finite entry {p[i]!r} at bin {i}; expected finite probabilities")
+        raise ValueError(f"{name} has a non-finite entry {float(p[i])!r} at bin {i}; expected finite probabilities")
     if np.any(p < 0):
         i = int(np.argmin(p))
-        raise ValueError(f"{name} has a negative entry {p[i]!r} at bin {i}; expected probabilities >= 0")
+        raise ValueError(f"{name} has a negative entry {float(p[i])!r} at bin {i}; expected probabilities >= 0")
     total = float(p.sum())
     if abs(total - 1.0) > atol:
         raise ValueError(f"{name} sums to {total!r}; expected 1 within {atol}")

@@ -46,7 +46,7 @@ class Problem:
             )
         if not np.all(np.isfinite(r)):
             i = int(np.flatnonzero(~np.isfinite(r))[0])
-            raise ValueError(f"reward has a non-finite entry {r[i]!r} at bin {i}; expected finite rewards")
+            raise ValueError(f"reward has a non-finite entry {float(r[i])!r} at bin {i}; expected finite rewards")
         object.__setattr__(self, "ref_probs", jnp.asarray(p, dtype=jnp.float32))
         object.__setattr__(self, "reward", jnp.asarray(r, dtype=jnp.float32))
 

@@ -135,7 +135,7 @@ def from_logits(logits) -> jnp.ndarray:
         raise ValueError(f"logits must be a 1-D vector with at least 2 bins; got shape {z.shape}")
     if np.any(np.isnan(z)) or np.any(z == np.inf):
         i = int(np.flatnonzero(np.isnan(z) | (z == np.inf))[0])
-        raise ValueError(f"logits has an invalid entry {z[i]!r} at bin {i}; expected finite values or -inf")
+        raise ValueError(f"logits has an invalid entry {float(z[i])!r} at bin {i}; expected finite values or -inf")
     if np.all(z == -np.inf):
         raise ValueError("logits are all -inf; expected at least one finite logit")
     p = np.exp(z - z.max())

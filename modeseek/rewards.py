@@ -80,5 +80,5 @@ def from_array(values) -> jnp.ndarray:
         raise ValueError(f"reward must be a 1-D vector with at least 2 bins; got shape {r.shape}")
     if not np.all(np.isfinite(r)):
         i = int(np.flatnonzero(~np.isfinite(r))[0])
-        raise ValueError(f"reward has a non-finite entry {r[i]!r} at bin {i}; expected finite rewards")
+        raise ValueError(f"reward has a non-finite entry {float(r[i])!r} at bin {i}; expected finite rewards")
     return jnp.asarray(r, dtype=jnp.float32)
