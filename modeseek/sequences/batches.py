@@ -1,0 +1,113 @@
+"""The data a sequence loss sees for one prompt: N sampled sequences and how the loss uses them.
+
+A :class:`SequenceBatch` holds the N sequences drawn for one prompt with their
+rewards and per-token log-probabilities under the sampling policy and under
+pi_ref, plus ``items``: one of the core batch containers
+(:class:`modeseek.batches.Points`, ``BestOfN``, ``Pairs``) whose indices point
+at *rows of the batch* instead of bins. Given the (N,) vector of sequence
+log-probabilities, a core loss is then literally the sequence-level loss, which
+is how :mod:`modeseek.sequences.losses` reuses the core definitions.
+
+The builders follow the core samplers draw for draw (:mod:`modeseek.regimes`):
+best-of-N keeps the first index on ties and counts every other draw among the
+"worse" ones (PAPER_NOTES B.2); pairs use all N(N-1)/2 pairs or disjoint ones,
+skip equal rewards and gaps below ``min_reward_gap`` (B.6), and Bradley-Terry
+labels consume the second half of a split key exactly as the core does, so a
+1-token sequence batch equals the core batch drawn with the same key.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from modeseek import _checks, regimes
+from modeseek.batches import BestOfN, Pairs, Points
+
+__all__ = ["SequenceBatch", "BATCH_KINDS", "points_items", "best_of_n_items", "pair_items", "split_pair_key"]
+
+BATCH_KINDS = ("points", "best_of_n", "pairs")
+
+
+class SequenceBatch(NamedTuple):
+    """N sequences for one prompt.
+
+    Attributes:
+      tokens: (N, L + 1) int32 [prompt, y_1..y_L].
+      reward: (N,) sequence rewards.
+      logq: (N, T) per-token log-probabilities under the sampling policy (T = L,
+        or L + 1 with the authors' shift; PPO's old policy).
+      ref_logp: (N, T) per-token log-probabilities under pi_ref.
+      items: Points | BestOfN | Pairs indexing rows 0..N-1.
+      ref_next_logp: (N, L, V) pi_ref's next-token log-distributions along the
+        sequences, or None; only the exact per-token KL penalty needs it.
+    """
+
+    tokens: jax.Array
+    reward: jax.Array
+    logq: jax.Array
+    ref_logp: jax.Array
+    items: Any
+    ref_next_logp: Optional[jax.Array] = None
+
+
+def points_items(reward, logq_seq) -> Points:
+    """All N rows with weight 1/N (REINFORCE, PPO, RWR, SFT)."""
+    n = reward.shape[0]
+    return Points(jnp.arange(n, dtype=jnp.int32), reward, jnp.full((n,), 1.0 / n), logq_seq, jnp.asarray(n, jnp.float32))
+
+
+def best_of_n_items(reward) -> BestOfN:
+    """The best row (first on ties), the worst row and all rows but the best (duplicates included)."""
+    n = reward.shape[0]
+    jb, jw = jnp.argmax(reward), jnp.argmin(reward)
+    one = jnp.ones((1,))
+    others_w = jnp.ones((n,)).at[jb].set(0.0)
+    return BestOfN(jb[None].astype(jnp.int32), one, jw[None].astype(jnp.int32), one, jnp.arange(n, dtype=jnp.int32), others_w, jnp.asarray(n, jnp.float32))
+
+
+def _pair_index(n: int, pairing: str):
+    # The same pair order as the core sampler: all i < j row-major, or (0,1), (2,3), ...
+    if pairing == "all":
+        return np.triu_indices(n, 1)
+    return np.arange(0, n - 1, 2), np.arange(1, n, 2)
+
+
+def split_pair_key(key):
+    """(sampling key, label key): the split the core pair sampler uses."""
+    ks, kl = jax.random.split(key)
+    return ks, kl
+
+
+def pair_items(label_key, reward, *, labels: str = "reward", pairing: str = "all", min_reward_gap=0.0, bt_scale=1.0) -> Pairs:
+    """Preference pairs among the N rows (see :func:`modeseek.regimes.sample_pairs`).
+
+    Args:
+      label_key: key for Bradley-Terry labels (the second half of :func:`split_pair_key`).
+      reward: (N,) rewards.
+      labels: "reward" or "bradley_terry".
+      pairing: "all" or "disjoint".
+      min_reward_gap: pairs whose rewards differ by less are skipped.
+      bt_scale: Bradley-Terry inverse temperature.
+    """
+    _checks.choice("labels", labels, regimes.PAIR_LABELS)
+    _checks.choice("pairing", pairing, regimes.PAIRINGS)
+    n = reward.shape[0]
+    if n < 2:
+        raise ValueError(f"num_samples={n!r} is too small for pairs; expected >= 2")
+    a_idx, b_idx = _pair_index(n, pairing)
+    gap = reward[a_idx] - reward[b_idx]
+    if labels == "reward":
+        a_wins = gap > 0
+        counted = (jnp.abs(gap) >= min_reward_gap) & (gap != 0)
+    else:
+        a_wins = jax.random.uniform(label_key, gap.shape) < jax.nn.sigmoid(bt_scale * gap)
+        counted = jnp.abs(gap) >= min_reward_gap
+    a_idx, b_idx = jnp.asarray(a_idx), jnp.asarray(b_idx)
+    chosen = jnp.where(a_wins, a_idx, b_idx)
+    rejected = jnp.where(a_wins, b_idx, a_idx)
+    c = counted.astype(jnp.float32)
+    return Pairs(chosen, rejected, c / jnp.maximum(c.sum(), 1.0))

@@ -1,0 +1,307 @@
+"""Sequence policies: a prompt token, then ``length`` response tokens over a vocabulary of V.
+
+The paper's combinatorial bandit (PAPER_NOTES C.1-C.2) generates 9 tokens after
+a one-token prompt. A sequence is stored as ``tokens`` of shape (L + 1,):
+``tokens[0]`` is the prompt x and ``tokens[1:]`` the response y_1..y_L.
+
+A :class:`SequencePolicy` is a set of pure functions:
+
+* ``init(key, *, vocab, length, init_scale) -> params``;
+* ``logits(params, tokens, *, dropout_key=None) -> (L + 1, V)`` next-token
+  logits: row t is the distribution of token t + 1 given ``tokens[:t + 1]``
+  (teacher forcing). Row L predicts a token past the end; it is never sampled
+  and only the authors' off-by-one log-probability reads it
+  (:func:`modeseek.sequences.sampling.token_logprobs`);
+* ``start(params) -> state`` and ``step(params, state, token, position) ->
+  (logits (V,), state)`` for autoregressive sampling (the transformer keeps a
+  key/value cache in ``state``);
+* ``markov(params, prompt, length) -> (init_logp (V,), trans_logp (L - 1, V, V))`` or
+  None: the policy written as a first-order Markov chain over the response, the
+  form in which exact metrics are computed by dynamic programming
+  (:mod:`modeseek.sequences.markov`).
+
+Three classes: :func:`factorised` (independent per-position categoricals),
+:func:`bigram` (first-order Markov) and :func:`transformer` (the authors'
+"gpt-nano" in pure JAX).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+
+from modeseek import _checks
+from modeseek.problems import safe_log
+
+__all__ = [
+    "SequencePolicy",
+    "TransformerSizes",
+    "factorised",
+    "bigram",
+    "transformer",
+    "make",
+    "names",
+    "INITS",
+]
+
+INITS = ("reference", "zeros", "random")
+
+
+class SequencePolicy(NamedTuple):
+    """A sequence policy class (see the module docstring for the signatures)."""
+
+    name: str
+    init: Callable[..., Any]
+    logits: Callable[..., jax.Array]
+    start: Callable[[Any], Any]
+    step: Callable[..., tuple[jax.Array, Any]]
+    #: None for policies without an exact Markov form (the transformer).
+    markov: Optional[Callable[..., tuple[jax.Array, jax.Array]]]
+    #: True when the policy's output depends on the prompt beyond the first
+    #: response token in a way that generalises across prompts (the
+    #: transformer): its metrics are taken on fresh evaluation prompts.
+    generalises: bool
+
+
+def _base_logits(ref_probs, vocab: int, init: str):
+    if init == "zeros":
+        return jnp.zeros((vocab,), jnp.float32)
+    if ref_probs is None:
+        raise ValueError(f"init={init!r} needs ref_probs (the per-token reference distribution)")
+    base = safe_log(jnp.asarray(ref_probs, jnp.float32))
+    if base.shape != (vocab,):
+        raise ValueError(f"ref_probs has shape {base.shape}; expected ({vocab},) for vocab={vocab}")
+    return base
+
+
+def factorised(ref_probs=None, *, init: str = "reference") -> SequencePolicy:
+    """Independent per-position categoricals: pi(y|x) = prod_t p_t(y_t), ignoring the prompt.
+
+    Parameters are (L, V) logits. Exact per-position marginals are the
+    parameters' softmax; every metric is exact (PAPER_NOTES C.1 with the
+    transformer replaced by the simplest sequence model).
+
+    Args:
+      ref_probs: (V,) per-token reference, needed for init "reference"/"random".
+      init: "reference" (every position starts at ref_probs), "zeros" (uniform)
+        or "random" (reference logits + init_scale * N(0, 1)).
+    """
+    _checks.choice("init", init, INITS)
+
+    def init_fn(key, *, vocab: int, length: int, init_scale=1.0):
+        base = jnp.broadcast_to(_base_logits(ref_probs, vocab, init), (length, vocab))
+        if init == "random":
+            base = base + init_scale * jax.random.normal(key, base.shape)
+        return base
+
+    def logits_fn(params, tokens, *, dropout_key=None):
+        # Row L (past the end) is uniform: a constant that carries no gradient.
+        return jnp.concatenate([params, jnp.zeros((1, params.shape[-1]), params.dtype)], axis=0)
+
+    def step_fn(params, state, token, position):
+        return params[position], state
+
+    def markov_fn(params, prompt, length):
+        logp = jax.nn.log_softmax(params, axis=-1)
+        v = params.shape[-1]
+        trans = jnp.broadcast_to(logp[1:, None, :], (params.shape[0] - 1, v, v))
+        return logp[0], trans
+
+    return SequencePolicy("factorised", init_fn, logits_fn, lambda params: (), step_fn, markov_fn, generalises=False)
+
+
+def bigram(ref_probs=None, *, init: str = "reference", shared: bool = False) -> SequencePolicy:
+    """First-order Markov policy: pi(y|x) = prod_t p_t(y_t | y_{t-1}), with y_0 = the prompt.
+
+    Parameters are (L, V, V) logits (row [t, a] is the distribution of y_{t+1}
+    given the previous token a), or one shared (V, V) table with ``shared``.
+    Exact metrics follow by dynamic programming over the chain.
+
+    Args:
+      ref_probs: (V,) per-token reference, needed for init "reference"/"random".
+      init: as for :func:`factorised`; "reference" makes every row ref_probs,
+        i.e. the policy starts as i.i.d. reference tokens.
+      shared: one transition table for all positions.
+    """
+    _checks.choice("init", init, INITS)
+
+    def init_fn(key, *, vocab: int, length: int, init_scale=1.0):
+        shape = (vocab, vocab) if shared else (length, vocab, vocab)
+        base = jnp.broadcast_to(_base_logits(ref_probs, vocab, init), shape)
+        if init == "random":
+            base = base + init_scale * jax.random.normal(key, shape)
+        return base
+
+    def table(params, length):
+        return jnp.broadcast_to(params, (length,) + params.shape[-2:]) if shared else params
+
+    def logits_fn(params, tokens, *, dropout_key=None):
+        length = tokens.shape[0] - 1
+        rows = table(params, length)[jnp.arange(length), tokens[:length]]
+        return jnp.concatenate([rows, jnp.zeros((1, rows.shape[-1]), rows.dtype)], axis=0)
+
+    def step_fn(params, state, token, position):
+        return (params[token] if shared else params[position, token]), state
+
+    def markov_fn(params, prompt, length):
+        logp = jax.nn.log_softmax(table(params, length), axis=-1)
+        return logp[0, prompt], logp[1:]
+
+    return SequencePolicy("bigram", init_fn, logits_fn, lambda params: (), step_fn, markov_fn, generalises=False)
+
+
+# ----------------------------------------------------------------------------- transformer
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformerSizes:
+    """Sizes of the authors' minGPT "gpt-nano" (PAPER_NOTES C.2).
+
+    Attributes:
+      layers: transformer blocks (3).
+      heads: attention heads (3); ``embed`` must be divisible by it.
+      embed: embedding width (48).
+      dropout: dropout rate on embeddings, attention weights and residual
+        branches during gradient steps (the authors train with 0.1; default 0,
+        which makes a run deterministic in its data only). Sampling and
+        evaluation never use dropout (the authors sample in eval mode).
+      init_std: standard deviation of the normal weight init (0.02); residual
+        output projections use init_std / sqrt(2 * layers).
+    """
+
+    layers: int = 3
+    heads: int = 3
+    embed: int = 48
+    dropout: float = 0.0
+    init_std: float = 0.02
+
+    def __post_init__(self):
+        for name in ("layers", "heads", "embed"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name}={v!r} is invalid; expected an integer >= 1")
+        if self.embed % self.heads:
+            raise ValueError(f"embed={self.embed} is not divisible by heads={self.heads}; expected embed % heads == 0")
+        if not (0.0 <= self.dropout < 1.0):
+            raise ValueError(f"dropout={self.dropout!r} is invalid; expected 0 <= dropout < 1")
+
+
+def _layer_norm(x, g, b):
+    mu = x.mean(-1, keepdims=True)
+    var = ((x - mu) ** 2).mean(-1, keepdims=True)
+    return (x - mu) * jax.lax.rsqrt(var + 1e-5) * g + b
+
+
+def _dropout(x, rate, key):
+    if key is None or rate == 0.0:
+        return x
+    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), 0.0)
+
+
+def transformer(sizes: TransformerSizes = TransformerSizes()) -> SequencePolicy:
+    """The authors' tiny causal transformer ("gpt-nano", PAPER_NOTES C.2) in pure JAX.
+
+    Token and learned position embeddings, ``layers`` pre-LayerNorm blocks of
+    causal multi-head self-attention and a GELU (tanh) MLP of width 4 * embed,
+    a final LayerNorm and a bias-free LM head. Init: N(0, 0.02) weights, zero
+    biases, residual projections N(0, 0.02 / sqrt(2 * layers)). The context
+    window is L + 1 tokens (prompt and response). The initial policy is close to
+    uniform; the engine fits it to the reference before fine-tuning (C.4).
+
+    Sampling uses a key/value cache, so generating L tokens costs one forward
+    pass in total, not L.
+    """
+    nl, nh, d = sizes.layers, sizes.heads, sizes.embed
+    hd = d // nh
+
+    def init_fn(key, *, vocab: int, length: int, init_scale=1.0):
+        ks = jax.random.split(key, 7)
+        std = sizes.init_std
+        proj_std = std / math.sqrt(2 * nl)
+        n = lambda k, shape, s: s * jax.random.normal(k, shape)  # noqa: E731
+        return {
+            "wte": n(ks[0], (vocab, d), std),
+            "wpe": n(ks[1], (length + 1, d), std),
+            "ln1_g": jnp.ones((nl, d)),
+            "ln1_b": jnp.zeros((nl, d)),
+            "attn_w": n(ks[2], (nl, d, 3 * d), std),
+            "attn_b": jnp.zeros((nl, 3 * d)),
+            "proj_w": n(ks[3], (nl, d, d), proj_std),
+            "proj_b": jnp.zeros((nl, d)),
+            "ln2_g": jnp.ones((nl, d)),
+            "ln2_b": jnp.zeros((nl, d)),
+            "fc_w": n(ks[4], (nl, d, 4 * d), std),
+            "fc_b": jnp.zeros((nl, 4 * d)),
+            "fc_proj_w": n(ks[5], (nl, 4 * d, d), proj_std),
+            "fc_proj_b": jnp.zeros((nl, d)),
+            "lnf_g": jnp.ones((d,)),
+            "lnf_b": jnp.zeros((d,)),
+            "head": n(ks[6], (d, vocab), std),
+        }
+
+    def mlp(p, l, x, key):
+        h = jax.nn.gelu(x @ p["fc_w"][l] + p["fc_b"][l], approximate=True)
+        return _dropout(h @ p["fc_proj_w"][l] + p["fc_proj_b"][l], sizes.dropout, key)
+
+    def logits_fn(params, tokens, *, dropout_key=None):
+        p = params
+        t = tokens.shape[0]
+        keys = [None] * (1 + 3 * nl) if dropout_key is None else list(jax.random.split(dropout_key, 1 + 3 * nl))
+        x = _dropout(p["wte"][tokens] + p["wpe"][:t], sizes.dropout, keys[0])
+        causal = jnp.tril(jnp.ones((t, t), bool))
+        for l in range(nl):
+            h = _layer_norm(x, p["ln1_g"][l], p["ln1_b"][l])
+            qkv = h @ p["attn_w"][l] + p["attn_b"][l]
+            q, k, v = (a.reshape(t, nh, hd) for a in jnp.split(qkv, 3, axis=-1))
+            s = jnp.einsum("qhd,khd->hqk", q, k) / math.sqrt(hd)
+            a = jax.nn.softmax(jnp.where(causal, s, -1e9), axis=-1)
+            a = _dropout(a, sizes.dropout, keys[1 + 3 * l])
+            y = jnp.einsum("hqk,khd->qhd", a, v).reshape(t, d)
+            x = x + _dropout(y @ p["proj_w"][l] + p["proj_b"][l], sizes.dropout, keys[2 + 3 * l])
+            x = x + mlp(p, l, _layer_norm(x, p["ln2_g"][l], p["ln2_b"][l]), keys[3 + 3 * l])
+        return _layer_norm(x, p["lnf_g"], p["lnf_b"]) @ p["head"]
+
+    def start_fn(params):
+        t = params["wpe"].shape[0]
+        z = jnp.zeros((nl, t, nh, hd), params["wte"].dtype)
+        return (z, z)
+
+    def step_fn(params, state, token, position):
+        p = params
+        kc, vc = state
+        t = kc.shape[1]
+        x = p["wte"][token] + p["wpe"][position]
+        visible = jnp.arange(t) <= position
+        for l in range(nl):
+            h = _layer_norm(x, p["ln1_g"][l], p["ln1_b"][l])
+            q, k, v = (a.reshape(nh, hd) for a in jnp.split(h @ p["attn_w"][l] + p["attn_b"][l], 3))
+            kc = kc.at[l, position].set(k)
+            vc = vc.at[l, position].set(v)
+            s = jnp.einsum("hd,khd->hk", q, kc[l]) / math.sqrt(hd)
+            a = jax.nn.softmax(jnp.where(visible, s, -1e9), axis=-1)
+            y = jnp.einsum("hk,khd->hd", a, vc[l]).reshape(d)
+            x = x + y @ p["proj_w"][l] + p["proj_b"][l]
+            x = x + mlp(p, l, _layer_norm(x, p["ln2_g"][l], p["ln2_b"][l]), None)
+        return _layer_norm(x, p["lnf_g"], p["lnf_b"]) @ p["head"], (kc, vc)
+
+    return SequencePolicy("transformer", init_fn, logits_fn, start_fn, step_fn, None, generalises=True)
+
+
+def names() -> tuple[str, ...]:
+    """Names accepted by :func:`make`."""
+    return ("factorised", "bigram", "transformer")
+
+
+def make(name: str, ref_probs=None, *, init: str = "reference", sizes: TransformerSizes = TransformerSizes(), shared: bool = False) -> SequencePolicy:
+    """Build a sequence policy by name ("factorised", "bigram" or "transformer")."""
+    _checks.choice("policy", name, names())
+    if name == "factorised":
+        return factorised(ref_probs, init=init)
+    if name == "bigram":
+        return bigram(ref_probs, init=init, shared=shared)
+    return transformer(sizes)
