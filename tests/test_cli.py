@@ -129,6 +129,7 @@ CASE_KEYS = {
     "cpu_seconds",
     "seed_steps_per_s_best",
     "seed_steps_per_s_median",
+    "seed_steps_per_cpu_s_best",
     "final_expected_reward_std_over_runs",
     "reference_seed_steps_per_s",
     "runs",
