@@ -385,6 +385,7 @@ def run(
     target=None,
     train_reward=None,
     snapshot_every: int | None = None,
+    devices: Sequence[Any] | None = None,
     **hyperparameters,
 ) -> Trajectory:
     """Run ``seeds`` independent fine-tuning runs (per grid point) and return their trajectories.
@@ -403,6 +404,11 @@ def run(
         proxy or learned reward model), or (G, K) to sweep; metrics stay on the
         problem's (gold) reward and add "expected_train_reward".
       snapshot_every: store the policy every this many steps (default steps // 10).
+      devices: devices to shard the run axis over (default: all of ``jax.devices()``).
+        With several devices the flattened grid x seeds axis is split into equal
+        consecutive shards (padded by repeating the last run), each run by the
+        single-device program on its device; results are bit-identical to a
+        single-device run.
       **hyperparameters: static options (RunConfig fields: reuse, num_samples,
         num_contexts, num_eval_contexts, policy, init, optimizer, negative,
         advantage, kl_estimator, kl_placement, normalize, labels, pairing,
@@ -523,6 +529,11 @@ def run(
     gshape = tuple(len(v) for v in grid.values())
     runs = int(np.prod(gshape, dtype=int)) * seeds
     idx = np.indices(gshape + (seeds,)).reshape(len(gshape) + 1, runs)
+    devs = _resolve_devices(devices)
+    padded = -(-runs // len(devs)) * len(devs)
+    # Padding repeats the last run so every device gets an equal share; dropped below.
+    idx = np.concatenate([idx, np.repeat(idx[:, -1:], padded - runs, axis=1)], axis=1)
+    real_runs, runs = runs, padded
     axis_of = {n: i for i, n in enumerate(grid)}
 
     def per_run(name, scalar=None):
@@ -558,12 +569,16 @@ def run(
 
     args = (keys, hp, ref, rew, trw, dat, tgt)
     t0 = time.perf_counter()
-    compiled, fresh = _executable(cfg, runs, args)
+    shards = _shard(args, devs)
+    compiled, fresh = _executable(cfg, shards, devs)
     t1 = time.perf_counter()
-    out = jax.block_until_ready(compiled(*args))
+    # Dispatch is asynchronous: every device runs its shard concurrently.
+    outs = jax.block_until_ready([exe(*a) for exe, a in zip(compiled, shards)])
+    out = jax.tree.map(lambda *xs: np.concatenate([np.asarray(x) for x in xs]), *outs)
     t2 = time.perf_counter()
     compile_s = (t1 - t0) if fresh else 0.0
 
+    out = jax.tree.map(lambda a: np.asarray(a)[:real_runs], out)
     shape = gshape + (seeds,)
     mets = {n: np.asarray(v).reshape(shape + (steps + 1,)) for n, v in out["metrics"].items()}
     mets["reward_queries"] = np.broadcast_to(_reward_queries(cfg, spec), shape + (steps + 1,)).copy()
@@ -592,18 +607,48 @@ def run(
 _executables: dict[tuple, Any] = {}
 
 
-def _executable(cfg: RunConfig, runs: int, args):
-    """The compiled program for (cfg, number of runs), compiling it on first use.
+def _resolve_devices(devices):
+    devs = list(jax.devices() if devices is None else devices)
+    if not devs:
+        raise ValueError("devices is empty; expected at least one jax device")
+    return devs
 
-    Compiling ahead of time separates compile from run time; the cache key holds
-    everything that fixes shapes, so traced values never trigger a compile.
+
+def _shard(args, devs):
+    """Split the per-run arguments into equal consecutive shards, one per device."""
+    n = len(devs)
+    return [jax.tree.map(lambda x, i=i: jax.device_put(np.asarray(x).reshape((n, -1) + x.shape[1:])[i], d), args) for i, d in enumerate(devs)]
+
+
+def _executable(cfg: RunConfig, shards, devs):
+    """One compiled program per device for (cfg, runs per device), compiled on first use.
+
+    Each device runs the very program a single-device call would run on its share
+    of the runs, so sharded results are bit-identical to single-device ones (an
+    SPMD-partitioned program is not: it compiles with different float rounding).
+    Compiles for several devices run in parallel threads. Compiling ahead of time
+    separates compile from run time; the cache key holds everything that fixes
+    shapes and placement, so traced values never trigger a compile.
     """
-    key = (cfg, runs)
-    if key in _executables:
-        return _executables[key], False
-    exe = _program(cfg).lower(*args).compile()
-    _executables[key] = exe
-    return exe, True
+    per_device = int(jax.tree.leaves(shards[0])[0].shape[0])
+    keys = [(cfg, per_device, d.platform, d.id) for d in devs]
+    missing = [i for i, k in enumerate(keys) if k not in _executables]
+    if missing:
+        prog = _program(cfg)
+
+        def build(i):
+            return prog.lower(*shards[i]).compile()
+
+        if len(missing) == 1:
+            built = [build(missing[0])]
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(len(missing)) as pool:
+                built = list(pool.map(build, missing))
+        for i, exe in zip(missing, built):
+            _executables[keys[i]] = exe
+    return [_executables[k] for k in keys], bool(missing)
 
 
 def _reward_queries(cfg: RunConfig, spec) -> np.ndarray:
