@@ -307,6 +307,7 @@ class Trajectory:
       config: the static RunConfig.
       problem_names: names of the problems (one per grid value when swept).
       seeds: number of seeds.
+      seed_offset: index of the first seed (seed column = seed_offset + i).
       compile_seconds, run_seconds: wall times (compile 0 when the program was cached).
     """
 
@@ -321,6 +322,7 @@ class Trajectory:
     seeds: int
     compile_seconds: float
     run_seconds: float
+    seed_offset: int = 0
 
     @property
     def grid_shape(self) -> tuple[int, ...]:
@@ -344,7 +346,7 @@ class Trajectory:
         for axis, (name, values) in enumerate(self.grid.items()):
             vals = np.asarray(values)[idx[axis]]
             cols[name] = np.repeat(vals, t)
-        cols["seed"] = np.repeat(idx[-1], t)
+        cols["seed"] = np.repeat(idx[-1] + self.seed_offset, t)
         cols["step"] = np.tile(np.arange(t), runs)
         for name, value in self.hyperparameters.items():
             if name not in self.grid:
@@ -386,6 +388,7 @@ def run(
     train_reward=None,
     snapshot_every: int | None = None,
     devices: Sequence[Any] | None = None,
+    seed_offset: int = 0,
     **hyperparameters,
 ) -> Trajectory:
     """Run ``seeds`` independent fine-tuning runs (per grid point) and return their trajectories.
@@ -396,7 +399,7 @@ def run(
       sampling: "offline", "on_policy", "exact" (population update on the current
         policy) or "exact_offline" (population update on the data distribution).
       steps: gradient steps per run.
-      seeds: independent runs per grid point; run i uses ``fold_in(key, i)``.
+      seeds: independent runs per grid point; seed i uses ``fold_in(key, seed_offset + i)``.
       key: PRNG key or integer seed (keyword-only; same key, same bits).
       data: (K,) offline data distribution (default pi_ref), or (G, K) to sweep.
       target: (K,) target for forward_kl / reverse_kl (default pi_star(beta)).
@@ -409,6 +412,8 @@ def run(
         consecutive shards (padded by repeating the last run), each run by the
         single-device program on its device; results are bit-identical to a
         single-device run.
+      seed_offset: index of the first seed, so that a sweep split into chunks of
+        seeds (or over hosts) reproduces the unsplit sweep's runs exactly.
       **hyperparameters: static options (RunConfig fields: reuse, num_samples,
         num_contexts, num_eval_contexts, policy, init, optimizer, negative,
         advantage, kl_estimator, kl_placement, normalize, labels, pairing,
@@ -434,6 +439,8 @@ def run(
         raise ValueError(f"steps={steps!r} is invalid; expected an integer >= 1")
     if not isinstance(seeds, (int, np.integer)) or seeds < 1:
         raise ValueError(f"seeds={seeds!r} is invalid; expected an integer >= 1")
+    if not isinstance(seed_offset, (int, np.integer)) or seed_offset < 0:
+        raise ValueError(f"seed_offset={seed_offset!r} is invalid; expected an integer >= 0")
 
     # Problems: a single one, or a sweep.
     problems = list(problem) if isinstance(problem, (list, tuple)) else [problem]
@@ -565,7 +572,7 @@ def run(
     tgt = jnp.asarray(np.broadcast_to(target_arr if target_arr is not None else np.zeros(k), (runs, k)), jnp.float32)
 
     base = jax.random.PRNGKey(key) if isinstance(key, (int, np.integer)) else key
-    keys = jax.vmap(jax.random.fold_in, (None, 0))(base, jnp.asarray(idx[-1], jnp.uint32))
+    keys = jax.vmap(jax.random.fold_in, (None, 0))(base, jnp.asarray(idx[-1] + seed_offset, jnp.uint32))
 
     args = (keys, hp, ref, rew, trw, dat, tgt)
     t0 = time.perf_counter()
@@ -601,6 +608,7 @@ def run(
         seeds=int(seeds),
         compile_seconds=compile_s,
         run_seconds=t2 - t1,
+        seed_offset=int(seed_offset),
     )
 
 
