@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import time
 
+import modeseek
 from modeseek.paper.reproduce import reproduce
 
 
@@ -17,6 +18,8 @@ def main() -> None:
     ap.add_argument("--smoke", action="store_true", help="tiny budgets (for tests)")
     ap.add_argument("--force", action="store_true", help="rerun finished pieces")
     args = ap.parse_args()
+    # Reruns load compiled programs from disk instead of recompiling them.
+    modeseek.enable_compilation_cache()
     t0 = time.perf_counter()
     results = reproduce(args.out, smoke=args.smoke, force=args.force)
     for piece, claims, secs in results:

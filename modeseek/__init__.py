@@ -14,7 +14,7 @@ The public API, in the order a reader follows it:
 """
 
 from modeseek import batches, losses, metrics, policies, problems, references, regimes, rewards
-from modeseek.engine import HyperParams, RunConfig, Trajectory, run
+from modeseek.engine import HyperParams, RunConfig, Trajectory, enable_compilation_cache, run
 from modeseek.problems import Problem, paper_bandit, pi_star
 
 __version__ = "0.1.0"
@@ -24,6 +24,7 @@ __all__ = [
     "pi_star",
     "paper_bandit",
     "run",
+    "enable_compilation_cache",
     "Trajectory",
     "RunConfig",
     "HyperParams",

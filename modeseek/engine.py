@@ -31,7 +31,16 @@ from modeseek import _checks, losses, metrics, policies, regimes
 from modeseek.batches import Target
 from modeseek.problems import Problem, safe_log
 
-__all__ = ["RunConfig", "HyperParams", "Trajectory", "run", "SAMPLINGS", "OPTIMIZERS", "compile_count"]
+__all__ = [
+    "RunConfig",
+    "HyperParams",
+    "Trajectory",
+    "run",
+    "SAMPLINGS",
+    "OPTIMIZERS",
+    "compile_count",
+    "enable_compilation_cache",
+]
 
 #: Data regimes. "exact" is the population update on the current policy,
 #: "exact_offline" the population update on the data distribution.
@@ -134,6 +143,28 @@ _compile_counter = [0]
 def compile_count() -> int:
     """How many run programs have been traced and compiled in this process."""
     return _compile_counter[0]
+
+
+def enable_compilation_cache(path: str | None = None) -> str:
+    """Turn on JAX's persistent compilation cache so later processes skip XLA compiles.
+
+    A rerun of the same configuration then loads the compiled program from disk
+    (measured: an MLP run's compile drops from ~19 s to ~2 s, the rest being
+    tracing). Opt-in, since it writes to disk: ``make figures`` and the CLI call it.
+
+    Args:
+      path: cache folder (default $MODESEEK_CACHE_DIR or ~/.cache/modeseek/jax).
+
+    Returns:
+      The folder used.
+    """
+    import os
+
+    path = path or os.environ.get("MODESEEK_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "modeseek", "jax")
+    os.makedirs(path, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    return path
 
 
 def default_learning_rate(policy: str, optimizer: str) -> float:
