@@ -21,9 +21,10 @@ __all__ = ["pieces", "reproduce", "write_claims_report"]
 
 def pieces() -> list[Piece]:
     """All figure pieces in report order (imported lazily to keep the core import light)."""
-    from modeseek.paper import filmstrips
+    from modeseek.paper import filmstrips, fig_problem
 
     return [
+        fig_problem.PIECE,
         filmstrips.PIECE,
     ]
 
