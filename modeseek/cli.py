@@ -1,12 +1,19 @@
 """The ``modeseek`` command: run a sweep to Parquet, list what exists, reproduce the figures.
 
-Three subcommands, each a frozen dataclass parsed by tyro (flags, defaults and
+Five subcommands, each a frozen dataclass parsed by tyro (flags, defaults and
 help come from the fields and their docstrings):
 
 * ``modeseek run --problem far --loss dpo --sampling on_policy --steps 500 --seeds 8 --out runs.parquet``
   runs :func:`modeseek.run` and writes ``Trajectory.to_dataframe()`` atomically;
   a traced hyperparameter given several values (``--beta 0.03 0.1 0.3``) is swept
   in one compiled call, exactly as a 1-D array passed to :func:`modeseek.run`.
+* ``modeseek sweep --loss reinforce --seeds 4096 --chunk-seeds 512 --learning-rate 0.01 0.03 --out DIR``
+  runs a large sweep in chunks of seeds (:mod:`modeseek.sweep`), one Parquet
+  file per chunk, resumable, over several processes or hosts with
+  ``--coordinator HOST:PORT --num-processes N --process-id I`` (or as detected
+  under Slurm), and merges the chunks into ``DIR/sweep.parquet``.
+* ``modeseek merge DIR`` merges the chunk files of a sweep (e.g. copied from
+  several hosts) into ``DIR/sweep.parquet``.
 * ``modeseek list`` prints the losses (family and summary), sampling regimes,
   problem presets and policies.
 * ``modeseek reproduce --out figures [--smoke] [--force] [--only NAME ...]``
@@ -23,11 +30,11 @@ import dataclasses
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Sequence
+from typing import Annotated, ClassVar, Sequence
 
 import tyro
 
-__all__ = ["RunCommand", "ListCommand", "ReproduceCommand", "main"]
+__all__ = ["RunCommand", "SweepCommand", "MergeCommand", "ListCommand", "ReproduceCommand", "main"]
 
 # Options left unset (None) take modeseek.run's defaults; the help shows them in words.
 Floats = Annotated[
@@ -121,6 +128,26 @@ class RunCommand:
     eval_samples: OptInt = None
     """Monte-Carlo draws per evaluation context for the sampled_reward metric (default 0: off)."""
 
+    # Fields that are not options of modeseek.run.
+    _NOT_OPTIONS: ClassVar[tuple[str, ...]] = ("loss", "problem", "sampling", "steps", "seeds", "out", "key")
+
+    def _options(self) -> dict:
+        """The options that were set, by name; several values of a traced one stay a tuple."""
+        options = {}
+        for field in dataclasses.fields(self):
+            if field.name in self._NOT_OPTIONS:
+                continue
+            value = getattr(self, field.name)
+            if value is None:
+                continue
+            if isinstance(value, tuple):
+                if not value:
+                    raise CommandError(f"--{field.name.replace('_', '-')} was given no value; expected one or more numbers")
+            elif field.name in ("negative", "kl_estimator") and value.lower() == "none":
+                continue
+            options[field.name] = value
+        return options
+
     def execute(self) -> None:
         import numpy as np
 
@@ -132,19 +159,10 @@ class RunCommand:
         except ValueError as e:
             raise CommandError(str(e)) from None
         options = {}
-        for field in dataclasses.fields(self):
-            if field.name in ("loss", "problem", "sampling", "steps", "seeds", "out", "key"):
-                continue
-            value = getattr(self, field.name)
-            if value is None:
-                continue
+        for name, value in self._options().items():
             if isinstance(value, tuple):
-                if not value:
-                    raise CommandError(f"--{field.name.replace('_', '-')} was given no value; expected one or more numbers")
                 value = value[0] if len(value) == 1 else np.asarray(value)
-            elif field.name in ("negative", "kl_estimator") and value.lower() == "none":
-                continue
-            options[field.name] = value
+            options[name] = value
         if self.out is not None and self.out.exists() and self.out.is_dir():
             raise CommandError(f"--out {str(self.out)!r} is a directory; expected a file name such as runs.parquet")
         try:
@@ -187,6 +205,137 @@ def _fmt(v) -> str:
     import numpy as np
 
     return f"{v:g}" if isinstance(v, (float, np.floating)) else str(v)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SweepCommand(RunCommand):
+    """Run a large sweep in chunks of seeds, one Parquet file per chunk, resumable, on one or several hosts.
+
+    Every option of modeseek run applies; a traced hyperparameter given several
+    values forms the grid. Chunk i holds seeds [i*c, (i+1)*c) of every grid point,
+    c = --chunk-seeds, and goes to OUT/chunks/; chunks already there are not redone,
+    so rerunning the same command resumes an interrupted sweep. With several
+    processes (--num-processes, or detected under Slurm / Open MPI), process p runs
+    the chunks i with i % N == p on its local devices and process 0 writes the
+    merged table OUT/sweep.parquet when all are done.
+    """
+
+    _NOT_OPTIONS: ClassVar[tuple[str, ...]] = RunCommand._NOT_OPTIONS + (
+        "chunk_seeds", "coordinator", "num_processes", "process_id", "distributed",
+        "merge", "progress", "cache", "init_timeout", "barrier_timeout",
+    )
+
+    # field() without a default: a bare annotation would inherit run's default None.
+    out: Annotated[Path, tyro.conf.arg(metavar="DIR")] = dataclasses.field()
+    """Sweep folder: manifest.json, chunks/ and the merged sweep.parquet."""
+    problem: Annotated[tuple[str, ...], tyro.conf.arg(metavar="STR [STR ...]")] = ("far",)
+    """Problem preset(s): far, near, far_w20, far_w30; several sweep the problem."""
+    seeds: int = 1024
+    """Independent runs per grid point, in total over all chunks."""
+    chunk_seeds: int = 512
+    """Seeds per chunk: one compiled call runs this many seeds of every grid point."""
+    coordinator: OptStr = None
+    """HOST:PORT of process 0's coordinator (JAX distributed runtime); several processes only."""
+    num_processes: OptInt = None
+    """Number of processes in the sweep (default: detected under Slurm / Open MPI, else 1)."""
+    process_id: OptInt = None
+    """This process's index, 0 .. num-processes - 1 (default: detected)."""
+    distributed: bool = False
+    """Join the distributed runtime with every value detected by jax.distributed.initialize() (e.g. Cloud TPU)."""
+    merge: bool = True
+    """Write OUT/sweep.parquet when every chunk is done (process 0)."""
+    progress: bool = True
+    """Show a progress bar (runs/s, ETA) on stderr."""
+    cache: bool = True
+    """Use JAX's persistent compilation cache ($MODESEEK_CACHE_DIR or ~/.cache/modeseek/jax), so reruns skip compiling."""
+    init_timeout: float = 300.0
+    """Seconds to wait for every process to join the runtime."""
+    barrier_timeout: float = 7 * 24 * 3600.0
+    """Seconds a finished process waits for the others before process 0 merges."""
+
+    def execute(self) -> None:
+        from modeseek import sweep
+
+        grid, options = {}, {}
+        for name, value in self._options().items():
+            if isinstance(value, tuple) and len(value) > 1:
+                grid[name] = value
+            else:
+                options[name] = value[0] if isinstance(value, tuple) else value
+        try:
+            spec = sweep.SweepSpec(
+                loss=self.loss, sampling=self.sampling, problems=self.problem, steps=self.steps, seeds=self.seeds,
+                chunk_seeds=self.chunk_seeds, key=self.key, options=options, grid=grid,
+            )
+            if self.cache:
+                import modeseek as ms
+
+                ms.enable_compilation_cache()
+            result = sweep.run_sweep(
+                spec, self.out, coordinator=self.coordinator, num_processes=self.num_processes,
+                process_id=self.process_id, distributed=True if self.distributed else None,
+                merge_at_end=self.merge, progress=self.progress, init_timeout_s=self.init_timeout,
+                barrier_timeout_s=self.barrier_timeout,
+            )
+        except (ValueError, sweep.SweepError) as e:
+            raise CommandError(str(e)) from None
+        print(_sweep_summary(spec, result))
+
+
+@dataclasses.dataclass(frozen=True)
+class MergeCommand:
+    """Merge the chunk files of a sweep folder into DIR/sweep.parquet (checks none is missing or doubled)."""
+
+    out: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="DIR")]
+    """Sweep folder written by modeseek sweep (chunks from every host copied into DIR/chunks/)."""
+
+    def execute(self) -> None:
+        from modeseek import sweep
+
+        try:
+            spec = sweep.load_spec(self.out)
+            path = sweep.merge(self.out, spec=spec)
+        except (ValueError, sweep.SweepError) as e:
+            raise CommandError(str(e)) from None
+        print(_merged_summary(spec, path))
+
+
+def _sweep_summary(spec, result) -> str:
+    """What this process ran, and the merged table's final expected reward per grid point."""
+    runs_s = result.runs / result.wall_seconds if result.wall_seconds > 0 else 0.0
+    who = f"process {result.process_id}/{result.process_count}: " if result.process_count > 1 else ""
+    lines = [
+        f"{spec.loss} / {spec.sampling} on {', '.join(spec.problems)}: {spec.seeds} seeds x {spec.steps} steps, "
+        f"{spec.grid_points} grid point(s), {spec.num_chunks} chunk(s) of {spec.chunk_size} seeds",
+        f"{who}ran {len(result.computed)} chunk(s) ({result.runs} runs in {result.wall_seconds:.1f} s, {runs_s:.1f} runs/s); "
+        f"{len(result.skipped)} already done",
+    ]
+    if result.merged is not None:
+        lines.append(_merged_summary(spec, result.merged))
+    elif result.process_id != 0:
+        lines.append("process 0 writes the merged table")
+    return "\n".join(lines)
+
+
+def _merged_summary(spec, path) -> str:
+    """Final expected reward (mean and standard error over seeds) per grid point of a merged table."""
+    import numpy as np
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    keys = (["problem"] if len(spec.problems) > 1 else []) + [n for n, v in spec.grid if len(v) > 1]
+    final = pd.read_parquet(path, columns=keys + ["expected_reward"], filters=[("step", "==", spec.steps)])
+    lines = []
+    groups = final.groupby(keys, sort=False) if keys else [((), final)]
+    for values, g in groups:
+        values = values if isinstance(values, tuple) else (values,)
+        label = ", ".join(f"{n}={_fmt(v)}" for n, v in zip(keys, values))
+        x = g["expected_reward"].to_numpy(np.float64)
+        se = x.std(ddof=1) / np.sqrt(len(x)) if len(x) > 1 else 0.0
+        prefix = f"[{label}] " if label else ""
+        lines.append(f"{prefix}final expected reward {x.mean():.4f} +- {se:.4f} (s.e. over seeds)")
+    lines.append(f"wrote {pq.read_metadata(path).num_rows} rows to {path}")
+    return "\n".join(lines)
 
 
 _SAMPLING_NOTES = {
@@ -256,7 +405,13 @@ class ReproduceCommand:
         print(f"total {time.perf_counter() - t0:.1f} s; report: {self.out / 'CLAIMS.md'}")
 
 
-COMMANDS = {"run": RunCommand, "list": ListCommand, "reproduce": ReproduceCommand}
+COMMANDS = {
+    "run": RunCommand,
+    "sweep": SweepCommand,
+    "merge": MergeCommand,
+    "list": ListCommand,
+    "reproduce": ReproduceCommand,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -264,7 +419,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = tyro.extras.subcommand_cli_from_dict(
         COMMANDS, prog="modeseek", description=__doc__.splitlines()[0], args=argv
     )
-    name = next(n for n, c in COMMANDS.items() if isinstance(command, c))
+    name = next(n for n, c in COMMANDS.items() if type(command) is c)
     try:
         command.execute()
     except CommandError as e:

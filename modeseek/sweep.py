@@ -1,0 +1,836 @@
+"""Sweeps at scale: chunks of seeds streamed to Parquet, resumable, over several processes and hosts.
+
+A :class:`SweepSpec` names everything that fixes the runs (problem presets,
+loss, sampling, steps, total seeds, static options, a grid of traced
+hyperparameters, the key) and how they are cut into chunks of seeds.
+:func:`run_sweep` runs the chunks, each one :func:`modeseek.run` call with
+``seed_offset`` (seed ``i`` uses ``fold_in(key, i)`` exactly as in the unsplit
+sweep), and writes each chunk's tidy table to its own Parquet file under
+``out_dir/chunks/``. :func:`merge` concatenates the chunk files into the one
+tidy table ``out_dir/sweep.parquet``, row for row and bit for bit the table
+``modeseek.run(..., seeds=spec.seeds).to_dataframe()`` would have given.
+
+Layout of ``out_dir``::
+
+    manifest.json          spec, versions, per-chunk wall / compile / run seconds
+    chunks/chunk-000003.parquet   seeds [3c, 4c) of every grid point, c = chunk_seeds
+    sweep.parquet          the merged table (after merge)
+
+Choices, and why:
+
+* Every chunk runs the same compiled program: the last chunk, when smaller,
+  is padded with the seeds that follow (they are computed and dropped). A
+  tail chunk of another size would compile a second program (seconds to tens
+  of seconds), and a batch of very few runs can round the final-step pair
+  metrics differently from the unsplit sweep in the last bit; padding avoids
+  both at the cost of at most one chunk of extra runs. The chunk size is
+  capped at the total number of seeds.
+* Files are written atomically (temporary name, then rename) and a chunk file
+  counts as done only if its footer reads back with this sweep's spec hash,
+  its chunk index and the expected rows per grid point; a leftover temporary
+  file of an interrupted write, or a damaged file, is ignored and the chunk redone.
+* Each chunk file holds one Parquet row group per grid point, so the merge
+  streams: for each grid point, the chunks' row groups in seed order, one at a
+  time, whatever the size of the whole table.
+* Several processes (several hosts, or several processes on one host) join
+  JAX's own distributed runtime (:func:`jax.distributed.initialize`); process
+  ``p`` of ``n`` runs the chunks ``i`` with ``i % n == p`` on its local devices
+  (``jax.local_devices()``; ``modeseek.run`` shards a chunk's runs over them).
+  The processes check that they run the same spec and, when done, wait for
+  each other through the key-value store of the runtime's coordination
+  service (every process publishes its status; no device collective, so this
+  works on CPU hosts, every wait has a timeout, and a process that fails
+  stops the others at their next chunk); then they leave the runtime and
+  process 0 merges. The chunk files must land in one shared folder for that;
+  otherwise copy every host's ``chunks/`` into one folder and run
+  :func:`merge` (``modeseek merge DIR``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import json
+import math
+import os
+import platform
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+__all__ = ["SweepSpec", "SweepResult", "SweepError", "run_sweep", "merge", "chunk_files", "MERGED", "MANIFEST"]
+
+MANIFEST = "manifest.json"
+MERGED = "sweep.parquet"
+CHUNKS = "chunks"
+_META_KEY = b"modeseek.sweep"
+_FORMAT = 1
+
+# Static options a spec may set; loss, sampling and steps are fields of their own,
+# the rest of RunConfig is derived by modeseek.run.
+_DERIVED = {"loss", "sampling", "steps", "num_bins", "has_target", "has_train_reward", "snapshot_every"}
+
+
+class SweepError(RuntimeError):
+    """A sweep folder or run that cannot proceed (missing or foreign chunks, runtime failures)."""
+
+
+def _static_names() -> set[str]:
+    from modeseek.engine import RunConfig
+
+    return {f.name for f in dataclasses.fields(RunConfig)} - _DERIVED
+
+
+def _traced_names() -> list[str]:
+    from modeseek.engine import HyperParams
+
+    return [f.name for f in dataclasses.fields(HyperParams)]
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepSpec:
+    """What a sweep computes and how it is cut into chunks of seeds.
+
+    Attributes:
+      loss: a name from ``modeseek.losses.names()``.
+      sampling: "offline", "on_policy", "exact" or "exact_offline".
+      problems: preset names (``modeseek.problems.presets()``); several sweep
+        the problem as the grid's first axis, as a list of Problems does in
+        :func:`modeseek.run`.
+      steps: gradient steps per run.
+      seeds: total independent runs per grid point; seed ``i`` uses
+        ``fold_in(key, i)``.
+      chunk_seeds: seeds per chunk (one ``modeseek.run`` call covers these seeds
+        of every grid point: ``chunk_seeds x grid points`` runs). Capped at ``seeds``.
+      key: integer PRNG seed.
+      options: fixed options passed to :func:`modeseek.run`: static ones (RunConfig
+        fields such as num_samples, reuse, policy, negative) and traced
+        hyperparameters held at one value (e.g. ``beta=0.1``).
+      grid: traced hyperparameter name -> values (HyperParams fields); several
+        names form an outer-product grid in the order given, exactly as 1-D
+        arrays passed to :func:`modeseek.run`. Changing the values never recompiles.
+
+    Mappings are stored as tuples of pairs so that the spec stays hashable and
+    the grid keeps its order.
+    """
+
+    loss: str
+    sampling: str = "on_policy"
+    problems: tuple[str, ...] = ("far",)
+    steps: int = 500
+    seeds: int = 1024
+    chunk_seeds: int = 512
+    key: int = 0
+    options: Any = ()
+    grid: Any = ()
+
+    def __post_init__(self):
+        from modeseek import engine, losses, problems
+
+        problems_ = (self.problems,) if isinstance(self.problems, str) else tuple(self.problems)
+        object.__setattr__(self, "problems", problems_)
+        options = tuple((str(k), _plain(v)) for k, v in dict(self.options).items())
+        grid = tuple((str(k), tuple(float(x) for x in (v if isinstance(v, (list, tuple)) else [v]))) for k, v in dict(self.grid).items())
+        object.__setattr__(self, "options", options)
+        object.__setattr__(self, "grid", grid)
+
+        losses.get(self.loss)
+        if self.sampling not in engine.SAMPLINGS:
+            raise ValueError(f"sampling={self.sampling!r} is not valid; expected one of {', '.join(map(repr, engine.SAMPLINGS))}")
+        if not problems_:
+            raise ValueError("problems is empty; expected at least one preset name")
+        for name in problems_:
+            if name not in problems.presets():
+                raise ValueError(f"problem={name!r} is not valid; expected one of {', '.join(map(repr, problems.presets()))}")
+        if len(set(problems_)) != len(problems_):
+            raise ValueError(f"problems={list(problems_)} repeats a name; expected distinct presets")
+        for name in ("steps", "seeds", "chunk_seeds"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}={value!r} is invalid; expected an integer >= 1")
+        if isinstance(self.key, bool) or not isinstance(self.key, int) or self.key < 0:
+            raise ValueError(f"key={self.key!r} is invalid; expected an integer >= 0")
+        static, traced = _static_names(), _traced_names()
+        for name, value in options:
+            if name not in static and name not in traced:
+                raise ValueError(f"option {name!r} is not valid; expected one of {', '.join(sorted(static | set(traced)))}")
+            if isinstance(value, (list, tuple)):
+                raise ValueError(f"option {name}={value!r} has several values; put swept values in grid")
+        for name, values in grid:
+            if name not in traced:
+                raise ValueError(f"grid name {name!r} is not a traced hyperparameter; expected one of {', '.join(traced)}")
+            if name in dict(options):
+                raise ValueError(f"{name!r} is both an option and a grid axis; expected one of the two")
+            if not values:
+                raise ValueError(f"grid {name!r} has no values; expected one or more numbers")
+            if not all(math.isfinite(x) for x in values):
+                raise ValueError(f"grid {name}={list(values)} has a non-finite value; expected finite numbers")
+
+    # ------------------------------------------------------------------ derived
+
+    @property
+    def grid_points(self) -> int:
+        """Number of grid points (problems x swept values)."""
+        n = len(self.problems)
+        for _, values in self.grid:
+            n *= len(values) if len(values) > 1 else 1
+        return n
+
+    @property
+    def chunk_size(self) -> int:
+        """Seeds per chunk as run (``chunk_seeds`` capped at ``seeds``)."""
+        return min(self.chunk_seeds, self.seeds)
+
+    @property
+    def num_chunks(self) -> int:
+        """Number of chunks covering the seeds."""
+        return -(-self.seeds // self.chunk_size)
+
+    def chunk_seed_range(self, index: int) -> tuple[int, int]:
+        """Seeds [start, stop) of chunk ``index``."""
+        start = index * self.chunk_size
+        return start, min(start + self.chunk_size, self.seeds)
+
+    def to_dict(self) -> dict:
+        """A JSON-ready dict; the grid is a list of [name, values] pairs to keep its order."""
+        return {
+            "loss": self.loss,
+            "sampling": self.sampling,
+            "problems": list(self.problems),
+            "steps": self.steps,
+            "seeds": self.seeds,
+            "chunk_seeds": self.chunk_seeds,
+            "key": self.key,
+            "options": dict(self.options),
+            "grid": [[name, list(values)] for name, values in self.grid],
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "SweepSpec":
+        """Inverse of :meth:`to_dict`."""
+        d = dict(d)
+        d["problems"] = tuple(d["problems"])
+        d["grid"] = {name: tuple(values) for name, values in d.get("grid", [])}
+        return cls(**d)
+
+    @property
+    def digest(self) -> str:
+        """A digest of :meth:`to_dict`: chunk files carry it, so files of another sweep are never mixed in."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+    def run_kwargs(self) -> dict:
+        """Keyword arguments of :func:`modeseek.run` for this spec (without seeds and seed_offset)."""
+        import numpy as np
+
+        from modeseek import problems
+
+        probs = [problems.get(n) for n in self.problems]
+        kwargs: dict[str, Any] = dict(loss=self.loss, sampling=self.sampling, steps=self.steps, key=self.key)
+        kwargs.update(dict(self.options))
+        for name, values in self.grid:
+            kwargs[name] = values[0] if len(values) == 1 else np.asarray(values)
+        return {"problem": probs if len(probs) > 1 else probs[0], **kwargs}
+
+
+def _plain(v):
+    """Option values as plain JSON types (NumPy scalars from callers become Python ones)."""
+    if hasattr(v, "item") and not isinstance(v, (list, tuple)):
+        return v.item()
+    if isinstance(v, (list, tuple)):
+        return tuple(v)
+    return v
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepResult:
+    """What one process did.
+
+    Attributes:
+      out_dir: the sweep folder.
+      computed: chunk indices this process ran now.
+      skipped: chunk indices of this process found complete on disk.
+      process_id, process_count: this process's place in the runtime.
+      merged: path of the merged table, if this process wrote it.
+      wall_seconds: wall time of this process's chunks.
+      runs: runs computed now (padding included).
+    """
+
+    out_dir: Path
+    computed: tuple[int, ...]
+    skipped: tuple[int, ...]
+    process_id: int
+    process_count: int
+    merged: Path | None
+    wall_seconds: float
+    runs: int
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def chunk_path(out_dir: Path, index: int) -> Path:
+    """File of chunk ``index``."""
+    return Path(out_dir) / CHUNKS / f"chunk-{index:06d}.parquet"
+
+
+def chunk_files(out_dir: Path) -> list[Path]:
+    """Chunk files present in ``out_dir/chunks`` (temporary files of unfinished writes excluded)."""
+    d = Path(out_dir) / CHUNKS
+    return sorted(p for p in d.glob("*.parquet") if not p.name.startswith(".")) if d.is_dir() else []
+
+
+def _chunk_meta(path: Path) -> dict | None:
+    """This sweep's metadata from a chunk file's footer, or None if the file cannot be read."""
+    import pyarrow.parquet as pq
+
+    try:
+        md = pq.read_metadata(path)
+    except Exception:  # a damaged or truncated file: not done
+        return None
+    kv = md.metadata or {}
+    if _META_KEY not in kv:
+        return None
+    try:
+        meta = json.loads(kv[_META_KEY])
+    except ValueError:
+        return None
+    rows = [md.row_group(i).num_rows for i in range(md.num_row_groups)]
+    meta["_row_groups"] = rows
+    return meta
+
+
+def _chunk_ok(meta: dict | None, spec: SweepSpec, index: int) -> bool:
+    """Whether a chunk file's footer says it is chunk ``index`` of ``spec``, with every row."""
+    if meta is None or meta.get("spec_hash") != spec.digest or meta.get("chunk") != index:
+        return False
+    start, stop = spec.chunk_seed_range(index)
+    per_group = (stop - start) * (spec.steps + 1)
+    return meta["_row_groups"] == [per_group] * spec.grid_points
+
+
+def _atomic_write_bytes(path: Path, write: Callable[[str], None]) -> None:
+    """Call ``write(tmp)`` for a temporary file beside ``path``, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        # mkstemp makes the file private; other hosts' users of a shared folder may need to read it.
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _atomic_write_json(path: Path, obj) -> None:
+    def write(tmp):
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=1)
+            f.write("\n")
+
+    _atomic_write_bytes(Path(path), write)
+
+
+def _versions() -> dict:
+    import jax
+    import jaxlib
+    import numpy
+    import pandas
+    import pyarrow
+
+    import modeseek
+
+    return {
+        "modeseek": modeseek.__version__,
+        "jax": jax.__version__,
+        "jaxlib": jaxlib.__version__,
+        "numpy": numpy.__version__,
+        "pandas": pandas.__version__,
+        "pyarrow": pyarrow.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def _write_manifest(out_dir: Path, spec: SweepSpec, chunks: Mapping[int, dict], *, processes: int, merged: Path | None = None) -> None:
+    """Write manifest.json atomically: the spec, versions and what is known of every chunk."""
+    done = sorted(chunks)
+    missing = [i for i in range(spec.num_chunks) if i not in chunks]
+    entries = []
+    for i in done:
+        m = {k: v for k, v in chunks[i].items() if not k.startswith("_") and k != "spec_hash"}
+        entries.append(m)
+    manifest = {
+        "format": _FORMAT,
+        "spec": spec.to_dict(),
+        "spec_hash": spec.digest,
+        "versions": _versions(),
+        "num_chunks": spec.num_chunks,
+        "chunk_size": spec.chunk_size,
+        "grid_points": spec.grid_points,
+        "runs_per_chunk": spec.chunk_size * spec.grid_points,
+        "rows_per_full_chunk": spec.chunk_size * spec.grid_points * (spec.steps + 1),
+        "processes": processes,
+        "chunks": entries,
+        "missing": missing,
+        "merged": str(merged.name) if merged is not None else None,
+        "updated": _now(),
+    }
+    _atomic_write_json(Path(out_dir) / MANIFEST, manifest)
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _check_manifest(out_dir: Path, spec: SweepSpec) -> None:
+    """Refuse a folder that holds another sweep (names the differing fields)."""
+    path = Path(out_dir) / MANIFEST
+    if not path.exists():
+        return
+    try:
+        old = json.loads(path.read_text())["spec"]
+    except (ValueError, KeyError):
+        return  # unreadable manifest: chunk footers still guard against mixing sweeps
+    new = spec.to_dict()
+    diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    if diff:
+        shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff)
+        raise ValueError(f"{str(out_dir)!r} holds another sweep ({shown}); expected the same spec to resume, or a new folder")
+
+
+def _scan_chunks(out_dir: Path, spec: SweepSpec) -> dict[int, dict]:
+    """Complete chunk files of this spec, by index (foreign chunk files raise)."""
+    found: dict[int, dict] = {}
+    for path in chunk_files(out_dir):
+        meta = _chunk_meta(path)
+        if meta is not None and meta.get("spec_hash") not in (None, spec.digest):
+            raise ValueError(f"{str(path)!r} belongs to another sweep (spec hash {meta.get('spec_hash')}, expected {spec.digest}); expected one sweep per folder")
+        if meta is None:
+            continue
+        idx = meta.get("chunk")
+        if path != chunk_path(out_dir, idx) or not _chunk_ok(meta, spec, idx):
+            continue
+        found[idx] = meta
+    return found
+
+
+# ----------------------------------------------------------------------------- one chunk
+
+
+def _run_chunk(spec: SweepSpec, index: int, out_dir: Path, devices, *, process_id: int, process_count: int) -> dict:
+    """Run chunk ``index`` (padded to the full chunk size), write its file atomically; return its metadata."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    import modeseek as ms
+
+    t0 = time.perf_counter()
+    start, stop = spec.chunk_seed_range(index)
+    n = stop - start
+    traj = ms.run(seeds=spec.chunk_size, seed_offset=start, devices=devices, **spec.run_kwargs())
+    if n < spec.chunk_size:
+        # Drop the padding seeds: they only keep the compiled program the same.
+        traj = dataclasses.replace(
+            traj,
+            metrics={k: v[..., :n, :] for k, v in traj.metrics.items()},
+            final_probs=traj.final_probs[..., :n, :],
+            snapshots=traj.snapshots[..., :n, :, :],
+            seeds=n,
+        )
+    table = pa.Table.from_pandas(traj.to_dataframe(), preserve_index=False)
+    t1 = time.perf_counter()
+    meta = {
+        "spec_hash": spec.digest,
+        "chunk": index,
+        "seed_start": start,
+        "seed_stop": stop,
+        "runs": spec.chunk_size * spec.grid_points,
+        "rows": table.num_rows,
+        "compile_seconds": round(traj.compile_seconds, 4),
+        "run_seconds": round(traj.run_seconds, 4),
+        "process_id": process_id,
+        "process_count": process_count,
+        "host": socket.gethostname(),
+        "devices": [str(d) for d in devices],
+        "finished_at": _now(),
+    }
+    path = chunk_path(out_dir, index)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        # A write of this chunk interrupted earlier (this process owns the chunk now).
+        stale.unlink(missing_ok=True)
+    rows_per_group = n * (spec.steps + 1)
+
+    def finish(wall):
+        meta["wall_seconds"] = round(wall, 4)
+        schema_meta = dict(table.schema.metadata or {})
+        schema_meta[_META_KEY] = json.dumps(meta).encode()
+        return table.replace_schema_metadata(schema_meta)
+
+    # wall_seconds covers the run and the tidy table; the write itself is a small
+    # fraction and must happen after the metadata is final.
+    out = finish(time.perf_counter() - t0)
+    _atomic_write_bytes(path, lambda tmp: pq.write_table(out, tmp, row_group_size=rows_per_group))
+    meta["write_seconds"] = round(time.perf_counter() - t1, 4)
+    meta["_row_groups"] = [rows_per_group] * spec.grid_points
+    return meta
+
+
+# ----------------------------------------------------------------------------- distributed runtime
+
+
+def _cluster_env_present() -> bool:
+    """Whether a launcher that jax.distributed.initialize() detects started several processes."""
+    env = os.environ
+    if env.get("JAX_COORDINATOR_ADDRESS"):
+        return True
+    if env.get("SLURM_JOB_ID") and int(env.get("SLURM_NTASKS", env.get("SLURM_NPROCS", "1")) or 1) > 1:
+        return True
+    if int(env.get("OMPI_COMM_WORLD_SIZE", "1") or 1) > 1:
+        return True
+    return False
+
+
+def _is_loopback(host: str) -> bool:
+    return host in ("localhost", "::1", "[::1]") or host.startswith("127.")
+
+
+def _join_runtime(coordinator, num_processes, process_id, distributed, init_timeout_s) -> tuple[int, int, bool]:
+    """Join JAX's distributed runtime if asked to or if a cluster launcher is detected.
+
+    Returns (process_id, process_count, whether this call initialised the runtime).
+    """
+    import jax
+
+    if jax.distributed.is_initialized():
+        return jax.process_index(), jax.process_count(), False
+    given = any(v is not None for v in (coordinator, num_processes, process_id))
+    if num_processes is not None and (isinstance(num_processes, bool) or not isinstance(num_processes, int) or num_processes < 1):
+        raise ValueError(f"num_processes={num_processes!r} is invalid; expected an integer >= 1")
+    if process_id is not None and (isinstance(process_id, bool) or not isinstance(process_id, int) or process_id < 0):
+        raise ValueError(f"process_id={process_id!r} is invalid; expected an integer >= 0")
+    if num_processes is not None and process_id is not None and process_id >= num_processes:
+        raise ValueError(f"process_id={process_id} is invalid for num_processes={num_processes}; expected 0 <= process_id < num_processes")
+    if coordinator is not None:
+        host, sep, port = coordinator.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ValueError(f"coordinator={coordinator!r} is invalid; expected HOST:PORT, e.g. 10.0.0.1:1234")
+    if num_processes == 1 and coordinator is None:
+        return 0, 1, False
+    if distributed is False or (distributed is None and not given and not _cluster_env_present()):
+        return 0, 1, False
+    kwargs: dict[str, Any] = dict(initialization_timeout=int(init_timeout_s))
+    if coordinator is not None:
+        kwargs["coordinator_address"] = coordinator
+        if _is_loopback(coordinator.rpartition(":")[0]):
+            # A loopback coordinator serves local processes only: bind it there, not on every interface.
+            kwargs["coordinator_bind_address"] = coordinator
+    if num_processes is not None:
+        kwargs["num_processes"] = num_processes
+    if process_id is not None:
+        kwargs["process_id"] = process_id
+    try:
+        jax.distributed.initialize(**kwargs)
+    except Exception as e:  # JAX raises ValueError or runtime errors of its own kinds
+        where = coordinator or "the detected coordinator"
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SweepError(f"could not join JAX's distributed runtime at {where}: {first}") from None
+    return jax.process_index(), jax.process_count(), True
+
+
+class _Peers:
+    """The other processes of a sweep, seen through the coordination service's key-value store.
+
+    Each process publishes its spec digest when it starts and its status ("ok",
+    or the error that stopped it) when it ends; the others poll these keys. A
+    failure thus stops every process at its next chunk boundary instead of
+    leaving them waiting at a barrier until it times out. No device collective
+    is involved, so this works on CPU hosts as on accelerators.
+    """
+
+    PREFIX = "modeseek-sweep/"
+
+    def __init__(self, pid: int, nproc: int):
+        from jax._src import distributed as _dist  # the runtime's client: its key-value store
+
+        self.pid, self.nproc = pid, nproc
+        self.client = getattr(_dist.global_state, "client", None)
+
+    def _entries(self) -> dict[str, str]:
+        if self.client is None:
+            return {}
+        return {k.removeprefix(self.PREFIX): v for k, v in self.client.key_value_dir_get(self.PREFIX)}
+
+    def publish(self, what: str, value: str) -> None:
+        if self.client is not None:
+            self.client.key_value_set(f"{self.PREFIX}{what}/{self.pid}", value, allow_overwrite=True)
+
+    def check(self) -> None:
+        """Raise SweepError if another process reported a failure."""
+        for key, value in sorted(self._entries().items()):
+            what, _, p = key.rpartition("/")
+            if what == "status" and value != "ok" and int(p) != self.pid:
+                raise SweepError(f"stopped because process {p} failed: {value}")
+
+    def wait_all(self, what: str, timeout_s: float) -> dict[int, str]:
+        """Wait until every process has published ``what``; return process -> value."""
+        if self.client is None:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices(f"modeseek-sweep-{what}")  # no key-value store: plain barrier
+            return {}
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self.check()
+            entries = self._entries()
+            got = {int(k.rpartition("/")[2]): v for k, v in entries.items() if k.rpartition("/")[0] == what}
+            if len(got) == self.nproc:
+                return got
+            if time.monotonic() > deadline:
+                absent = sorted(set(range(self.nproc)) - set(got))
+                raise SweepError(f"timed out after {timeout_s:g} s waiting for process(es) {absent} ({what})")
+            time.sleep(0.2)
+
+
+# ----------------------------------------------------------------------------- the sweep
+
+
+def run_sweep(
+    spec: SweepSpec,
+    out_dir: str | os.PathLike,
+    *,
+    coordinator: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    distributed: bool | None = None,
+    merge_at_end: bool = True,
+    progress: bool = True,
+    init_timeout_s: float = 300,
+    barrier_timeout_s: float = 7 * 24 * 3600,
+    on_chunk: Callable[[int, dict], None] | None = None,
+) -> SweepResult:
+    """Run the chunks of ``spec`` that are not on disk yet, then merge.
+
+    Args:
+      spec: the sweep.
+      out_dir: sweep folder (created; must hold this spec's sweep or nothing).
+      coordinator: "HOST:PORT" of process 0's coordinator service.
+      num_processes: processes in the sweep.
+      process_id: this process's index in [0, num_processes).
+      distributed: None (default) joins JAX's distributed runtime when any of
+        the three above is given, or when a launcher that
+        ``jax.distributed.initialize()`` detects (Slurm with several tasks,
+        Open MPI, $JAX_COORDINATOR_ADDRESS) started this process, in which case
+        the missing values are detected by JAX; True always calls it (for other
+        detected environments, e.g. Cloud TPU); False runs alone.
+      merge_at_end: write the merged table when every chunk is done (process 0).
+      progress: show a progress bar (runs/s and ETA) on stderr.
+      init_timeout_s: how long to wait for every process to join the runtime.
+      barrier_timeout_s: how long a process that finished waits for the others
+        (the slowest process's remaining work must fit in it).
+      on_chunk: called as ``on_chunk(index, metadata)`` after each chunk file is written.
+
+    Returns:
+      A SweepResult for this process.
+
+    Raises:
+      ValueError: bad arguments, or a folder holding another sweep.
+      SweepError: the runtime could not be joined, another process failed, or
+        chunks are missing after every process finished.
+    """
+    if not isinstance(spec, SweepSpec):
+        raise ValueError(f"spec={spec!r} is not a SweepSpec")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"out_dir={str(out_dir)!r} is a file; expected a folder for the sweep")
+    # Must precede anything that initialises a JAX backend.
+    pid, nproc, joined = _join_runtime(coordinator, num_processes, process_id, distributed, init_timeout_s)
+    peers = _Peers(pid, nproc) if nproc > 1 else None
+    try:
+        try:
+            if peers is not None:
+                peers.publish("spec", spec.digest)
+                specs = peers.wait_all("spec", init_timeout_s)
+                other = {p: d for p, d in specs.items() if d != spec.digest}
+                if other:
+                    p = min(other)
+                    raise SweepError(f"process {p} runs another sweep (spec {other[p]}, this process {spec.digest}); expected the same options on every process")
+            result = _run_chunks(spec, out_dir, pid, nproc, progress, on_chunk, peers)
+            if peers is not None:
+                peers.publish("status", "ok")
+                peers.wait_all("status", barrier_timeout_s)
+        except BaseException as e:
+            if peers is not None:
+                text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                try:
+                    peers.publish("status", f"{type(e).__name__}: {text}")
+                except Exception:
+                    pass  # the runtime itself failed; the original error says more
+            raise
+    finally:
+        if joined:
+            import jax
+
+            jax.distributed.shutdown()
+    # Merge after leaving the runtime: the others need not wait for it.
+    if pid == 0:
+        done = _scan_chunks(out_dir, spec)
+        if merge_at_end and len(done) == spec.num_chunks:
+            result = dataclasses.replace(result, merged=merge(out_dir, spec=spec))
+        else:
+            _write_manifest(out_dir, spec, done, processes=nproc)
+            if merge_at_end:
+                missing = [i for i in range(spec.num_chunks) if i not in done]
+                hint = "; if the hosts do not share the folder, copy every host's chunks/ into it and run `modeseek merge`" if nproc > 1 else ""
+                raise SweepError(f"{str(out_dir)!r}: {_describe_missing(spec, missing)} after every process finished{hint}")
+    return result
+
+
+def _run_chunks(spec, out_dir, pid, nproc, progress, on_chunk, peers) -> SweepResult:
+    """Run this process's chunks that are not on disk yet."""
+    import jax
+
+    _check_manifest(out_dir, spec)
+    (out_dir / CHUNKS).mkdir(parents=True, exist_ok=True)
+    done = _scan_chunks(out_dir, spec)
+    mine = [i for i in range(spec.num_chunks) if i % nproc == pid]
+    todo = [i for i in mine if i not in done]
+    skipped = tuple(i for i in mine if i in done)
+    if pid == 0:
+        _write_manifest(out_dir, spec, done, processes=nproc)
+
+    devices = jax.local_devices()
+    runs_of = lambda i: (spec.chunk_seed_range(i)[1] - spec.chunk_seed_range(i)[0]) * spec.grid_points  # noqa: E731
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        desc = "sweep" if nproc == 1 else f"sweep {pid}/{nproc}"
+        bar = tqdm(total=sum(runs_of(i) for i in mine), initial=sum(runs_of(i) for i in skipped), unit="run", desc=desc, file=sys.stderr, dynamic_ncols=True)
+    t0 = time.perf_counter()
+    computed = []
+    try:
+        for i in todo:
+            if peers is not None:
+                peers.check()
+            meta = _run_chunk(spec, i, out_dir, devices, process_id=pid, process_count=nproc)
+            done[i] = meta
+            computed.append(i)
+            if pid == 0:
+                _write_manifest(out_dir, spec, done, processes=nproc)
+            if bar is not None:
+                bar.set_postfix_str(f"chunk {i}, compile {meta['compile_seconds']:.1f} s", refresh=False)
+                bar.update(runs_of(i))
+            if on_chunk is not None:
+                on_chunk(i, meta)
+    finally:
+        if bar is not None:
+            bar.close()
+    return SweepResult(
+        out_dir=out_dir,
+        computed=tuple(computed),
+        skipped=skipped,
+        process_id=pid,
+        process_count=nproc,
+        merged=None,
+        wall_seconds=time.perf_counter() - t0,
+        runs=len(computed) * spec.chunk_size * spec.grid_points,
+    )
+
+
+def _describe_missing(spec: SweepSpec, missing: Sequence[int]) -> str:
+    shown = ", ".join(f"{i} (seeds {a}-{b - 1})" for i in missing[:5] for a, b in [spec.chunk_seed_range(i)])
+    more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+    return f"{len(missing)} of {spec.num_chunks} chunks missing: chunk {shown}{more}"
+
+
+# ----------------------------------------------------------------------------- merge
+
+
+def load_spec(out_dir: str | os.PathLike) -> SweepSpec:
+    """The spec recorded in ``out_dir/manifest.json``."""
+    path = Path(out_dir) / MANIFEST
+    if not path.exists():
+        raise SweepError(f"{str(path)!r} does not exist; expected a folder written by modeseek sweep")
+    try:
+        return SweepSpec.from_dict(json.loads(path.read_text())["spec"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise SweepError(f"{str(path)!r} is not a sweep manifest ({e})") from None
+
+
+def merge(out_dir: str | os.PathLike, *, spec: SweepSpec | None = None) -> Path:
+    """Concatenate every chunk file of the sweep in ``out_dir`` into ``out_dir/sweep.parquet``.
+
+    The merged rows are ordered as :meth:`modeseek.Trajectory.to_dataframe` orders
+    them for one run of all seeds (grid point, then seed, then step), so the table
+    equals that of the unsplit sweep. The merge streams one row group (one grid
+    point of one chunk) at a time and writes atomically.
+
+    Args:
+      out_dir: the sweep folder (chunk files from every host copied into ``chunks/``).
+      spec: the sweep's spec (default: read from the manifest).
+
+    Returns:
+      The merged file's path.
+
+    Raises:
+      SweepError: a chunk is missing, present twice, incomplete or from another sweep.
+    """
+    import pyarrow.parquet as pq
+
+    out_dir = Path(out_dir)
+    spec = spec or load_spec(out_dir)
+    by_index: dict[int, list[Path]] = {}
+    metas: dict[int, dict] = {}
+    for path in chunk_files(out_dir):
+        meta = _chunk_meta(path)
+        if meta is None:
+            raise SweepError(f"{str(path)!r} is not a readable chunk file of a sweep; remove it (a rerun of the sweep recomputes the chunk)")
+        if meta.get("spec_hash") != spec.digest:
+            raise SweepError(f"{str(path)!r} belongs to another sweep (spec hash {meta.get('spec_hash')}, expected {spec.digest})")
+        idx = meta.get("chunk")
+        if not isinstance(idx, int) or not 0 <= idx < spec.num_chunks:
+            raise SweepError(f"{str(path)!r} claims chunk {idx!r}; expected 0..{spec.num_chunks - 1}")
+        if not _chunk_ok(meta, spec, idx):
+            raise SweepError(f"{str(path)!r} (chunk {idx}) has row groups {meta['_row_groups']}; expected {spec.grid_points} of {(lambda a, b: (b - a) * (spec.steps + 1))(*spec.chunk_seed_range(idx))} rows")
+        by_index.setdefault(idx, []).append(path)
+        metas[idx] = meta
+    dup = {i: ps for i, ps in by_index.items() if len(ps) > 1}
+    if dup:
+        i, ps = sorted(dup.items())[0]
+        raise SweepError(f"chunk {i} is present {len(ps)} times ({', '.join(p.name for p in ps)}); expected each chunk once")
+    missing = [i for i in range(spec.num_chunks) if i not in by_index]
+    if missing:
+        raise SweepError(f"{str(out_dir)!r}: {_describe_missing(spec, missing)}; rerun modeseek sweep with the same options and --out to compute them")
+
+    paths = [by_index[i][0] for i in range(spec.num_chunks)]
+    first = pq.ParquetFile(paths[0])
+    schema_meta = {k: v for k, v in (first.schema_arrow.metadata or {}).items() if k != _META_KEY}
+    schema_meta[_META_KEY] = json.dumps({"spec_hash": spec.digest, "merged": True, "seeds": spec.seeds, "num_chunks": spec.num_chunks}).encode()
+    schema = first.schema_arrow.with_metadata(schema_meta)
+    target = out_dir / MERGED
+
+    def write(tmp):
+        with pq.ParquetWriter(tmp, schema) as writer:
+            for g in range(spec.grid_points):
+                for path in paths:
+                    table = pq.ParquetFile(path).read_row_group(g)
+                    if not table.schema.equals(schema, check_metadata=False):
+                        raise SweepError(f"{str(path)!r} has columns {table.schema.names}; expected {schema.names}")
+                    writer.write_table(table.replace_schema_metadata(schema_meta))
+
+    _atomic_write_bytes(target, write)
+    procs = max((m.get("process_count", 1) for m in metas.values()), default=1)
+    _write_manifest(out_dir, spec, metas, processes=procs, merged=target)
+    return target
