@@ -17,7 +17,9 @@ say so in their captions.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Sequence
+
+import numpy as np
 
 from modeseek import _checks, losses
 
@@ -33,6 +35,15 @@ __all__ = [
     "offline_negative_best_of_n",
     "on_policy_rl",
     "EVAL_CONTEXTS",
+    "Budget",
+    "budget",
+    "problems",
+    "run_config",
+    "clear_cache",
+    "split_seeds",
+    "select_best",
+    "difference_band",
+    "steps_to_reach",
 ]
 
 #: Evaluation contexts per run (PAPER_NOTES A.1: 100, never changed by the scripts).
@@ -242,3 +253,226 @@ def on_policy_rl(loss: str, learning_rate: float = 1e-3) -> Config:
         source="on-policy best-of-N's budget, learning rate tuned",
         **kw,
     )
+
+
+# ----------------------------------------------------------------------------- budgets and runs
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """How much of the authors' protocol a reproduction run affords.
+
+    Attributes:
+      seeds: reported seeds per method and geometry (seed indices 0..seeds-1,
+        shared by every method, so runs with equal seed index share their
+        contexts, SFT initialisation and, at equal context count, their offline data).
+      tune_seeds: extra seeds (indices seeds..seeds+tune_seeds-1) on which open
+        hyperparameters are chosen, so the reported seeds are held out from the choice.
+      on_policy_epochs: epochs of the on-policy runs (the authors: 100).
+      offline_steps: gradient steps of the offline runs (the authors: T = 200).
+      eval_contexts: evaluation contexts (the authors: 100).
+      policy: "mlp" (the authors' network, A.4) or "tabular" (the smoke budget:
+        a fraction of the MLP's compile time, same pipeline).
+      smoke: tiny budget for tests; numbers are not meaningful.
+    """
+
+    seeds: int
+    tune_seeds: int
+    on_policy_epochs: int
+    offline_steps: int
+    eval_contexts: int = EVAL_CONTEXTS
+    policy: str = "mlp"
+    smoke: bool = False
+
+    def __post_init__(self):
+        for n in ("seeds", "tune_seeds", "on_policy_epochs", "offline_steps", "eval_contexts"):
+            v = getattr(self, n)
+            if not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"{n}={v!r} is invalid; expected an integer >= 1")
+        _checks.choice("policy", self.policy, ("mlp", "tabular"))
+
+    def on_policy_steps(self, cfg: Config) -> int:
+        """Gradient steps of an on-policy configuration under this budget (epochs x T)."""
+        return self.on_policy_epochs * cfg.reuse
+
+    def describe(self) -> str:
+        """One line for captions."""
+        return (
+            f"{self.seeds} reported seeds per curve (mean and 95% band, mean +- 1.96 s.e.)"
+            f"{f', open hyperparameters chosen on {self.tune_seeds} further held-out seeds' if self.tune_seeds else ''}; "
+            f"on-policy runs {self.on_policy_epochs} epochs (the authors: 100); offline runs {self.offline_steps} steps; "
+            f"{self.eval_contexts} evaluation contexts; {self.policy} policy"
+            + (" (SMOKE budget: numbers not meaningful)" if self.smoke else "")
+        )
+
+
+def budget(smoke: bool) -> Budget:
+    """The default budget (fits the pipeline's time limit on 2 CPU cores) or the smoke one.
+
+    Default: 10 reported seeds + 5 tuning seeds; on-policy runs shortened to 40
+    epochs of T = 15 (600 steps; every on-policy method has converged on both
+    geometries by then); offline runs at the authors' 200 steps.
+    """
+    if smoke:
+        return Budget(seeds=2, tune_seeds=1, on_policy_epochs=2, offline_steps=20, eval_contexts=10, policy="tabular", smoke=True)
+    return Budget(seeds=10, tune_seeds=5, on_policy_epochs=40, offline_steps=200)
+
+
+def problems() -> list:
+    """The two geometries of the figures, in order: "far" (reward id 4) and "near" (id 5)."""
+    from modeseek.problems import paper_bandit
+
+    return [paper_bandit("far"), paper_bandit("near")]
+
+
+_RUNS: dict[tuple, Any] = {}
+
+
+def _freeze(v):
+    if isinstance(v, np.ndarray) or isinstance(v, (list, tuple)):
+        return ("array",) + tuple(np.asarray(v, dtype=np.float64).ravel().tolist())
+    return v
+
+
+def run_config(cfg: Config, b: Budget, *, tuned: bool = False, key: int = 0, **overrides):
+    """Run ``cfg`` on both geometries under budget ``b``, memoised within the process.
+
+    The problem list is the first grid axis ("far", "near"), traced values
+    passed as arrays in ``overrides`` the next ones, then the seeds: reported
+    seeds first, then (with ``tuned``) the tuning seeds. Figures that show the
+    same runs share one call, so each static configuration compiles once.
+
+    Args:
+      cfg: the configuration.
+      b: the budget (seeds, on-policy epochs, offline steps, evaluation contexts).
+      tuned: add ``b.tune_seeds`` seeds for choosing open hyperparameters.
+      key: base PRNG seed.
+      **overrides: engine keywords replacing the configuration's (see Config.run_kwargs).
+
+    Returns:
+      The engine's Trajectory.
+    """
+    from modeseek.engine import run
+
+    steps = b.offline_steps if cfg.sampling == "offline" else b.on_policy_steps(cfg)
+    kw = cfg.run_kwargs(num_eval_contexts=b.eval_contexts, steps=steps, policy=b.policy, **overrides)
+    seeds = b.seeds + (b.tune_seeds if tuned else 0)
+    memo = (cfg, seeds, key, tuple(sorted((k, _freeze(v)) for k, v in kw.items())))
+    if memo not in _RUNS:
+        _RUNS[memo] = run(problems(), seeds=seeds, key=key, **kw)
+    return _RUNS[memo]
+
+
+def clear_cache() -> None:
+    """Forget memoised runs (e.g. between a smoke and a full reproduction in one process)."""
+    _RUNS.clear()
+
+
+# ----------------------------------------------------------------------------- summaries
+
+
+def split_seeds(x: np.ndarray, seeds: int, *, axis: int = -2) -> tuple[np.ndarray, np.ndarray]:
+    """Split ``x`` along its seed axis into (reported, tuning) parts: the first ``seeds`` and the rest.
+
+    Args:
+      x: array with a seed axis (the engine's metrics: grid + (seeds, steps + 1), so axis -2).
+      seeds: number of reported seeds.
+      axis: the seed axis.
+    """
+    x = np.asarray(x)
+    n = x.shape[axis]
+    if not 1 <= seeds <= n:
+        raise ValueError(f"seeds={seeds} is invalid for a seed axis of length {n}; expected 1 <= seeds <= {n}")
+    return np.take(x, np.arange(seeds), axis=axis), np.take(x, np.arange(seeds, n), axis=axis)
+
+
+def select_best(curves: np.ndarray) -> int:
+    """Index of the grid value with the highest mean over seeds and steps (area under the curve).
+
+    Rewarding the area favours settings that get high *and* get there early,
+    which is what a learning-rate choice at a fixed step budget should favour.
+
+    Args:
+      curves: (G, S, T) metric per grid value, seed and step.
+    """
+    c = np.asarray(curves, dtype=np.float64)
+    if c.ndim != 3 or c.shape[0] < 1:
+        raise ValueError(f"curves has shape {c.shape}; expected (grid values, seeds, steps)")
+    score = np.nan_to_num(c.mean(axis=(1, 2)), nan=-np.inf)
+    return int(np.argmax(score))
+
+
+def difference_band(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, float]:
+    """Mean of a minus mean of b, with a 95% normal band (Welch standard error, unpaired).
+
+    Args:
+      a, b: per-seed values of two methods.
+
+    Returns:
+      (difference, lower, upper).
+    """
+    a = np.asarray(a, dtype=np.float64).ravel()
+    b = np.asarray(b, dtype=np.float64).ravel()
+    if a.size < 1 or b.size < 1:
+        raise ValueError(f"need at least one value per side; got {a.size} and {b.size}")
+    var_a = a.var(ddof=1) / a.size if a.size > 1 else 0.0
+    var_b = b.var(ddof=1) / b.size if b.size > 1 else 0.0
+    d = float(a.mean() - b.mean())
+    half = 1.96 * float(np.sqrt(var_a + var_b))
+    return d, d - half, d + half
+
+
+def steps_to_reach(curve: Sequence[float], threshold: float) -> int | None:
+    """First step at which ``curve`` (values at steps 0, 1, ...) is >= threshold; None if never."""
+    c = np.asarray(curve, dtype=np.float64)
+    if c.ndim != 1:
+        raise ValueError(f"curve has shape {c.shape}; expected a 1-D curve over steps")
+    hit = np.flatnonzero(c >= threshold)
+    return int(hit[0]) if hit.size else None
+
+
+# ----------------------------------------------------------------------------- shared sweeps
+
+#: Coefficients of the "worst" negative term (0 first: plain offline best-of-N in the same program).
+WORST_COEFS = (0.0, 0.05, 0.1, 0.2, 0.5, 1.0)
+#: Coefficients of "mean over worse"; run as "sum over worse" with coef / (N - 1), the same loss for fixed N.
+MEAN_WORSE_COEFS = (0.05, 0.1, 0.2, 0.5, 1.0)
+#: Coefficients of "sum over worse" (N - 1 = 9 terms, hence a smaller range).
+SUM_WORSE_COEFS = (0.01, 0.02, 0.05, 0.1, 0.2)
+#: Learning rates tried for REINFORCE and PPO (a slice of the authors' grid, A.8, where 600 steps can move the MLP).
+RL_LEARNING_RATES = (1e-3, 3e-3, 1e-2)
+#: On-policy best-of-N at the authors' learning rate and at the contrastive methods' (onpolicy_ipo.sh).
+ON_POLICY_BEST_OF_N_LRS = (1e-3, 1e-2)
+
+
+def offline_worst_sweep(b: Budget):
+    """Offline best-of-N + "worst" over WORST_COEFS (coef 0 is plain offline best-of-N), with tuning seeds."""
+    return run_config(offline_negative_best_of_n("worst"), b, tuned=True, negative_coef=np.asarray(WORST_COEFS))
+
+
+def sum_worse_grid(num_samples: int = OFFLINE_BEST_OF_N.num_samples) -> tuple[np.ndarray, np.ndarray]:
+    """The "sum over worse" coefficients that realise MEAN_WORSE_COEFS and SUM_WORSE_COEFS.
+
+    Returns:
+      (coefs, is_mean): the swept sum-over-worse coefficients, and a mask of
+      those that stand for mean-over-worse (their coef x (N - 1) is the mean's).
+    """
+    mean = np.asarray(MEAN_WORSE_COEFS) / (num_samples - 1)
+    total = np.asarray(SUM_WORSE_COEFS)
+    return np.concatenate([mean, total]), np.concatenate([np.ones(mean.size, bool), np.zeros(total.size, bool)])
+
+
+def offline_sum_worse_sweep(b: Budget):
+    """Offline best-of-N + "sum over worse" over sum_worse_grid() (mean-over-worse included), with tuning seeds."""
+    coefs, _ = sum_worse_grid()
+    return run_config(offline_negative_best_of_n("sum_worse"), b, tuned=True, negative_coef=coefs)
+
+
+def on_policy_best_of_n(b: Budget):
+    """On-policy best-of-N at ON_POLICY_BEST_OF_N_LRS (index 0 is the authors' setting)."""
+    return run_config(ON_POLICY_BEST_OF_N, b, learning_rate=np.asarray(ON_POLICY_BEST_OF_N_LRS))
+
+
+def rl_sweep(loss: str, b: Budget):
+    """REINFORCE or PPO over RL_LEARNING_RATES, with tuning seeds."""
+    return run_config(on_policy_rl(loss), b, tuned=True, learning_rate=np.asarray(RL_LEARNING_RATES))
