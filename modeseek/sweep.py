@@ -7,8 +7,11 @@ hyperparameters, the key) and how they are cut into chunks of seeds.
 ``seed_offset`` (seed ``i`` uses ``fold_in(key, i)`` exactly as in the unsplit
 sweep), and writes each chunk's tidy table to its own Parquet file under
 ``out_dir/chunks/``. :func:`merge` concatenates the chunk files into the one
-tidy table ``out_dir/sweep.parquet``, row for row and bit for bit the table
-``modeseek.run(..., seeds=spec.seeds).to_dataframe()`` would have given.
+tidy table ``out_dir/sweep.parquet``, row for row the table
+``modeseek.run(..., seeds=spec.seeds).to_dataframe()`` would have given, and
+bit for bit except for the final step's pair statistics of pair losses
+(chosen_logp, rejected_logp, margin: the engine computes them after its scan,
+where XLA's rounding depends on a run's place in the vectorised batch).
 
 Layout of ``out_dir``::
 
@@ -21,10 +24,8 @@ Choices, and why:
 * Every chunk runs the same compiled program: the last chunk, when smaller,
   is padded with the seeds that follow (they are computed and dropped). A
   tail chunk of another size would compile a second program (seconds to tens
-  of seconds), and a batch of very few runs can round the final-step pair
-  metrics differently from the unsplit sweep in the last bit; padding avoids
-  both at the cost of at most one chunk of extra runs. The chunk size is
-  capped at the total number of seeds.
+  of seconds); padding costs at most one chunk of extra runs instead. The
+  chunk size is capped at the total number of seeds.
 * Files are written atomically (temporary name, then rename) and a chunk file
   counts as done only if its footer reads back with this sweep's spec hash,
   its chunk index and the expected rows per grid point; a leftover temporary
@@ -134,7 +135,7 @@ class SweepSpec:
         problems_ = (self.problems,) if isinstance(self.problems, str) else tuple(self.problems)
         object.__setattr__(self, "problems", problems_)
         options = tuple((str(k), _plain(v)) for k, v in dict(self.options).items())
-        grid = tuple((str(k), tuple(float(x) for x in (v if isinstance(v, (list, tuple)) else [v]))) for k, v in dict(self.grid).items())
+        grid = tuple((str(k), _numbers(k, v)) for k, v in dict(self.grid).items())
         object.__setattr__(self, "options", options)
         object.__setattr__(self, "grid", grid)
 
@@ -160,6 +161,8 @@ class SweepSpec:
                 raise ValueError(f"option {name!r} is not valid; expected one of {', '.join(sorted(static | set(traced)))}")
             if isinstance(value, (list, tuple)):
                 raise ValueError(f"option {name}={value!r} has several values; put swept values in grid")
+            if value is not None and not isinstance(value, (str, int, float, bool)):
+                raise ValueError(f"option {name}={value!r} is invalid; expected a number, a string, true/false or None")
         for name, values in grid:
             if name not in traced:
                 raise ValueError(f"grid name {name!r} is not a traced hyperparameter; expected one of {', '.join(traced)}")
@@ -234,6 +237,17 @@ class SweepSpec:
         for name, values in self.grid:
             kwargs[name] = values[0] if len(values) == 1 else np.asarray(values)
         return {"problem": probs if len(probs) > 1 else probs[0], **kwargs}
+
+
+def _numbers(name, v) -> tuple[float, ...]:
+    """Grid values as a tuple of floats (a scalar is one value)."""
+    import numpy as np
+
+    try:
+        arr = np.asarray(v, dtype=np.float64).ravel()
+    except (TypeError, ValueError):
+        raise ValueError(f"grid {name}={v!r} is invalid; expected numbers") from None
+    return tuple(float(x) for x in arr)
 
 
 def _plain(v):
@@ -369,7 +383,7 @@ def _write_manifest(out_dir: Path, spec: SweepSpec, chunks: Mapping[int, dict], 
     missing = [i for i in range(spec.num_chunks) if i not in chunks]
     entries = []
     for i in done:
-        m = {k: v for k, v in chunks[i].items() if not k.startswith("_") and k != "spec_hash"}
+        m = {k: v for k, v in chunks[i].items() if not k.startswith("_") and k not in ("spec_hash", "spec")}
         entries.append(m)
     manifest = {
         "format": _FORMAT,
@@ -453,6 +467,7 @@ def _run_chunk(spec: SweepSpec, index: int, out_dir: Path, devices, *, process_i
     t1 = time.perf_counter()
     meta = {
         "spec_hash": spec.digest,
+        "spec": spec.to_dict(),
         "chunk": index,
         "seed_start": start,
         "seed_stop": stop,
@@ -464,6 +479,7 @@ def _run_chunk(spec: SweepSpec, index: int, out_dir: Path, devices, *, process_i
         "process_count": process_count,
         "host": socket.gethostname(),
         "devices": [str(d) for d in devices],
+        "versions": {k: v for k, v in _versions().items() if k in ("modeseek", "jax", "jaxlib")},
         "finished_at": _now(),
     }
     path = chunk_path(out_dir, index)
@@ -528,6 +544,8 @@ def _join_runtime(coordinator, num_processes, process_id, distributed, init_time
             raise ValueError(f"coordinator={coordinator!r} is invalid; expected HOST:PORT, e.g. 10.0.0.1:1234")
     if num_processes == 1 and coordinator is None:
         return 0, 1, False
+    if given and coordinator is None and distributed is not True and not _cluster_env_present():
+        raise ValueError("coordinator=None with several processes outside Slurm / Open MPI; expected HOST:PORT of process 0")
     if distributed is False or (distributed is None and not given and not _cluster_env_present()):
         return 0, 1, False
     kwargs: dict[str, Any] = dict(initialization_timeout=int(init_timeout_s))
@@ -759,14 +777,22 @@ def _describe_missing(spec: SweepSpec, missing: Sequence[int]) -> str:
 
 
 def load_spec(out_dir: str | os.PathLike) -> SweepSpec:
-    """The spec recorded in ``out_dir/manifest.json``."""
+    """The spec recorded in ``out_dir/manifest.json``, or else in the footer of a chunk file.
+
+    A host that is not process 0 writes no manifest, but its chunk files
+    describe the sweep themselves, so chunks gathered from it can be merged.
+    """
     path = Path(out_dir) / MANIFEST
-    if not path.exists():
-        raise SweepError(f"{str(path)!r} does not exist; expected a folder written by modeseek sweep")
     try:
-        return SweepSpec.from_dict(json.loads(path.read_text())["spec"])
+        if path.exists():
+            return SweepSpec.from_dict(json.loads(path.read_text())["spec"])
+        for chunk in chunk_files(out_dir):
+            meta = _chunk_meta(chunk)
+            if meta is not None and "spec" in meta:
+                return SweepSpec.from_dict(meta["spec"])
     except (ValueError, KeyError, TypeError) as e:
-        raise SweepError(f"{str(path)!r} is not a sweep manifest ({e})") from None
+        raise SweepError(f"{str(path)!r} does not describe a sweep ({e})") from None
+    raise SweepError(f"{str(out_dir)!r} has neither {MANIFEST} nor chunk files; expected a folder written by modeseek sweep")
 
 
 def merge(out_dir: str | os.PathLike, *, spec: SweepSpec | None = None) -> Path:

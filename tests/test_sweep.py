@@ -138,7 +138,7 @@ def test_interrupted_chunks_are_ignored_and_redone(swept, reference, tmp_path):
     pd.testing.assert_frame_equal(_merged(out), reference, check_exact=True)
 
 
-def test_merge_detects_missing_and_doubled_chunks(swept, tmp_path, capsys):
+def test_merge_detects_missing_and_doubled_chunks(swept, reference, tmp_path, capsys):
     out = _copy(swept, tmp_path)
     moved = tmp_path / "chunk-000001.parquet"
     shutil.move(sweep.chunk_path(out, 1), moved)
@@ -156,8 +156,13 @@ def test_merge_detects_missing_and_doubled_chunks(swept, tmp_path, capsys):
     with pytest.raises(sweep.SweepError, match="chunk 0 is present 2 times"):
         sweep.merge(out)
     (out / "chunks" / "chunk-000000-host2.parquet").unlink()
+    # Chunks gathered from hosts that wrote no manifest describe the sweep themselves.
+    (out / sweep.MANIFEST).unlink()
+    (out / sweep.MERGED).unlink()
     assert cli.main(["merge", str(out)]) == 0
     assert "wrote 100 rows" in capsys.readouterr().out
+    pd.testing.assert_frame_equal(_merged(out), reference, check_exact=True)
+    assert json.loads((out / sweep.MANIFEST).read_text())["spec_hash"] == SPEC.digest
 
 
 def test_folder_of_another_sweep_is_refused(swept, tmp_path):
@@ -197,9 +202,12 @@ def test_bad_spec_values_are_named(change, named):
         (["--chunk-seeds", "0"], "chunk_seeds=0"),
         (["--num-processes", "2", "--process-id", "2", "--coordinator", "127.0.0.1:1"], "process_id=2"),
         (["--num-processes", "2", "--process-id", "0", "--coordinator", "127.0.0.1"], "coordinator='127.0.0.1'"),
+        (["--num-processes", "2", "--process-id", "0"], "coordinator=None"),
     ],
 )
-def test_cli_sweep_bad_values_fail_cleanly(extra, named, tmp_path, capsys):
+def test_cli_sweep_bad_values_fail_cleanly(extra, named, tmp_path, capsys, monkeypatch):
+    for var in ("SLURM_JOB_ID", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE", "JAX_COORDINATOR_ADDRESS"):
+        monkeypatch.delenv(var, raising=False)  # outside a cluster launcher
     with pytest.raises(SystemExit) as exc:
         cli.main(["sweep", *CLI_ARGS, "--no-cache", "--out", str(tmp_path / "s"), *extra])
     assert exc.value.code == 2
@@ -256,3 +264,65 @@ def test_two_processes_over_loopback(reference, tmp_path):
     manifest = json.loads((out / sweep.MANIFEST).read_text())
     assert [(c["chunk"], c["process_id"], c["process_count"]) for c in manifest["chunks"]] == [(0, 0, 2), (1, 1, 2), (2, 0, 2)]
     assert manifest["processes"] == 2 and manifest["missing"] == []
+
+
+# A two-process sweep in which process 1 fails after its first chunk.
+_FAILING = """
+import sys
+from modeseek import sweep
+pid, port, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+spec = sweep.SweepSpec(loss="reinforce", steps=4, seeds=40, chunk_seeds=4, key=3, options={"num_samples": 2})
+def fail(i, meta):
+    if pid == 1:
+        raise RuntimeError(f"disk full after chunk {i}")
+try:
+    sweep.run_sweep(spec, out, coordinator=f"127.0.0.1:{port}", num_processes=2, process_id=pid,
+                    progress=False, on_chunk=fail, init_timeout_s=60, barrier_timeout_s=120)
+except Exception as e:
+    print(f"{type(e).__name__}: {e}")
+    sys.exit(3)
+"""
+
+
+@pytest.mark.slow
+def test_failing_process_stops_the_other_and_mismatched_specs_are_refused(tmp_path):
+    # A failure stops the other process at its next chunk (long before the 120 s barrier timeout).
+    script = tmp_path / "failing.py"
+    script.write_text(_FAILING)
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    port = _free_loopback_port()
+    procs = [
+        subprocess.Popen([sys.executable, str(script), str(p), str(port), str(tmp_path / "f")], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for p in (0, 1)
+    ]
+    try:
+        outs = [p.communicate(timeout=100)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+    assert [p.returncode for p in procs] == [3, 3]
+    assert "SweepError: stopped because process 1 failed: RuntimeError: disk full after chunk 1" in outs[0]
+    assert "RuntimeError: disk full after chunk 1" in outs[1]
+    assert len(sweep.chunk_files(tmp_path / "f")) < 10
+
+    # Processes given different options refuse to start, naming the other process.
+    port = _free_loopback_port()
+    env["MODESEEK_CACHE_DIR"] = str(tmp_path / "cache")
+    common = [sys.executable, "-m", "modeseek.cli", "sweep", *CLI_ARGS, "--out", str(tmp_path / "m"), "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--init-timeout", "60"]
+    procs = [
+        subprocess.Popen([*common, "--process-id", "0"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True),
+        subprocess.Popen([*common, "--process-id", "1", "--steps", "6"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True),
+    ]
+    try:
+        errs = [p.communicate(timeout=100)[1] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+    assert [p.returncode for p in procs] == [2, 2]
+    # Whichever process sees the mismatch first reports it; the other stops because of it.
+    assert all("runs another sweep" in e and "Traceback" not in e for e in errs)
+    assert not sweep.chunk_files(tmp_path / "m")
