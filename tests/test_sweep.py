@@ -20,7 +20,6 @@ import sys
 from pathlib import Path
 
 import jax
-import numpy as np
 import pandas as pd
 import pytest
 
