@@ -16,6 +16,7 @@ population limit (N -> inf), where the sampled estimators converge.
 from __future__ import annotations
 
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -40,17 +41,60 @@ PAIR_LABELS = ("reward", "bradley_terry")
 PAIRINGS = ("all", "disjoint")
 
 
+# Up to this K the cumulative sum that XLA:CPU emits for jnp.cumsum (a blocked
+# scan with blocks of 16: sequential sums inside a block, plus the sequential
+# sum of the preceding block totals) is non-decreasing for non-negative inputs,
+# because each entry is that of its predecessor plus a non-negative term under
+# the same rounding. Beyond 256 bins a third level appears and adjacent entries
+# can decrease by an ulp (measured: K = 300 and 512), so only the exhaustive
+# count is exact there. tests/test_sample_bins_fast.py checks both facts.
+_MONOTONE_CDF_BINS = 256
+
+
+def _le(x, u):
+    # searchsorted's total order for these values: u is NaN only when the whole
+    # CDF is (cumsum propagates NaN), and a NaN query sorts after everything.
+    return (x <= u) | jnp.isnan(u)
+
+
+def _blocked_count(cdf, u):
+    """#{j : cdf_j <= u} for each u, for a non-decreasing (K,) cdf, in O(n sqrt K).
+
+    Count the blocks of about sqrt(K) entries whose last entry is <= u (all of
+    their entries are), then the entries <= u in the first block that is not.
+    """
+    k = cdf.shape[0]
+    s = 1 << (math.isqrt(k).bit_length() - 1)
+    nb = -(-k // s)
+    # +inf padding never counts for a finite u; a NaN u counts it, and the
+    # final clip to K - 1 then agrees with the exhaustive count (K).
+    blocks = jnp.concatenate([cdf, jnp.full((nb * s - k,), jnp.inf, cdf.dtype)]).reshape(nb, s)
+    full = jnp.sum(_le(blocks[None, :, -1], u[:, None]), axis=1, dtype=jnp.int32)
+    full = jnp.minimum(full, nb - 1)
+    partial = jnp.sum(_le(blocks[full], u[:, None]), axis=1, dtype=jnp.int32)
+    return full * s + partial
+
+
 def sample_bins(key: jax.Array, logq: jax.Array, n: int) -> jax.Array:
     """Draw n bins from softmax-normalised ``logq`` (K,) by inverse CDF, one uniform per draw.
 
     Much cheaper on CPU than Gumbel-max sampling, which needs n x K uniforms.
+    Bin = #{j : cdf_j <= u}, clipped to K - 1, with u uniform on [0, total).
+    The search is two-level (O(n sqrt K)) for K <= 256, an exhaustive O(n K)
+    count for K <= 512 and a binary search beyond. The two-level search returns
+    exactly the exhaustive count's bins for the same key, because the CDF is
+    non-decreasing there (see ``_MONOTONE_CDF_BINS``); it is 2.4x faster than a
+    binary search and 10x faster than the exhaustive count at K = 100.
     """
     probs = jnp.exp(logq - jnp.max(logq))
     cdf = jnp.cumsum(probs)
     u = jax.random.uniform(key, (n,), dtype=cdf.dtype) * cdf[-1]
     k = cdf.shape[0]
-    method = "compare_all" if k <= 512 else "scan"
-    idx = jnp.searchsorted(cdf, u, side="right", method=method)
+    if k <= _MONOTONE_CDF_BINS:
+        idx = _blocked_count(cdf, u)
+    else:
+        method = "compare_all" if k <= 512 else "scan"
+        idx = jnp.searchsorted(cdf, u, side="right", method=method)
     return jnp.minimum(idx, k - 1).astype(jnp.int32)
 
 
