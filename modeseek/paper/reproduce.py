@@ -29,6 +29,7 @@ def pieces() -> list[Piece]:
         fig_negative_gradient.PIECE,
         fig_complementarity.PIECE,
         filmstrips.PIECE,
+        __import__("modeseek.phase", fromlist=["PIECE"]).PIECE,
     ]
 
 
