@@ -281,37 +281,39 @@ def _run_one(cfg: RunConfig, key, hp: HyperParams, ref_probs, reward, train_rewa
 
     k_evals = jax.random.fold_in(k_eval, 1)
 
-    def inner(carry, t):
+    offline = cfg.sampling in _OFFLINE or spec.batch == "target"
+    iters = cfg.iterations
+    batch_keys = jax.random.split(k_loop, iters)
+
+    def step(carry, t):
+        # One loop body for every evaluation point t = 0..steps, the last one
+        # included: code outside the loop is compiled per batch shape and may
+        # round differently, which would break bit-identity across shardings.
         p, s, snaps, batch = carry
+        if not offline:
+            i = t // cfg.reuse
+            fresh = (t % cfg.reuse == 0) & (t < cfg.steps)
+            # t is not batched over runs, so this cond runs one branch, not both.
+            if cfg.first_batch == "data" and cfg.sampling == "on_policy":
+                batch = jax.lax.cond(fresh, lambda: collect(batch_keys[i], p, i), lambda: batch)
+            else:
+                batch = jax.lax.cond(fresh, lambda: collect(batch_keys[i], p), lambda: batch)
         (loss, aux), g = jax.value_and_grad(loss_fn, has_aux=True)(p, batch)
         m, probs = eval_metrics(p, jax.random.fold_in(k_evals, t))
-        slot = jnp.minimum(t // every, n_snap - 1)
-        snaps = snaps.at[slot].set(jnp.where(t % every == 0, probs, snaps[slot]))
-        u, s = opt.update(g, s, p)
-        p = optax.apply_updates(p, u)
+        slot = jnp.where(t == cfg.steps, n_snap - 1, jnp.minimum(t // every, n_snap - 1))
+        keep = (t % every == 0) | (t == cfg.steps)
+        snaps = snaps.at[slot].set(jnp.where(keep, probs, snaps[slot]))
+        u, s_new = opt.update(g, s, p)
+        p, s = jax.lax.cond(t < cfg.steps, lambda: (optax.apply_updates(p, u), s_new), lambda: (p, s))
         return (p, s, snaps, batch), {**m, **aux, "train_loss": loss}
 
-    def outer(carry, xs):
-        i, k = xs
-        p, s, snaps, _ = carry
-        batch = collect(k, p, i) if cfg.first_batch == "data" and cfg.sampling == "on_policy" else collect(k, p)
-        ts = i * cfg.steps_per_batch + jnp.arange(cfg.steps_per_batch)
-        return jax.lax.scan(inner, (p, s, snaps, batch), ts)
-
-    batch0 = jax.tree.map(jnp.zeros_like, jax.eval_shape(collect, k_loop, params))
+    if offline:
+        batch0 = collect(k_loop, params)
+    else:
+        batch0 = jax.tree.map(jnp.zeros_like, jax.eval_shape(collect, k_loop, params))
     snaps0 = jnp.zeros((n_snap, cfg.num_bins))
-    iters = cfg.iterations
-    xs = (jnp.arange(iters), jax.random.split(k_loop, iters))
-    (params, _, snaps, last_batch), hist = jax.lax.scan(outer, (params, opt_state, snaps0, batch0), xs)
-    hist = jax.tree.map(lambda a: a.reshape((cfg.steps,) + a.shape[2:]), hist)
-
-    # The final policy: metrics, pair statistics and loss on the last batch.
-    (loss, aux) = loss_fn(params, last_batch)
-    m, probs = eval_metrics(params, jax.random.fold_in(k_evals, cfg.steps))
-    final = {**m, **aux, "train_loss": loss}
-    snaps = snaps.at[n_snap - 1].set(probs)
-    hist = {k: jnp.concatenate([hist[k], final[k][None]]) for k in hist}
-    return {"metrics": hist, "snapshots": snaps, "final_probs": probs}
+    (params, _, snaps, _), hist = jax.lax.scan(step, (params, opt_state, snaps0, batch0), jnp.arange(cfg.steps + 1))
+    return {"metrics": hist, "snapshots": snaps, "final_probs": snaps[n_snap - 1]}
 
 
 @functools.lru_cache(maxsize=None)
