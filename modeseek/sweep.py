@@ -8,10 +8,8 @@ hyperparameters, the key) and how they are cut into chunks of seeds.
 sweep), and writes each chunk's tidy table to its own Parquet file under
 ``out_dir/chunks/``. :func:`merge` concatenates the chunk files into the one
 tidy table ``out_dir/sweep.parquet``, row for row the table
-``modeseek.run(..., seeds=spec.seeds).to_dataframe()`` would have given, and
-bit for bit except for the final step's pair statistics of pair losses
-(chosen_logp, rejected_logp, margin: the engine computes them after its scan,
-where XLA's rounding depends on a run's place in the vectorised batch).
+``modeseek.run(..., seeds=spec.seeds).to_dataframe()`` would have given, bit
+for bit (the engine's results do not depend on how runs are batched or sharded).
 
 Layout of ``out_dir``::
 
