@@ -58,5 +58,5 @@ def probability_vector(name: str, probs: Any, *, atol: float = 1e-4) -> np.ndarr
         raise ValueError(f"{name} has a negative entry {float(p[i])!r} at bin {i}; expected probabilities >= 0")
     total = float(p.sum())
     if abs(total - 1.0) > atol:
-        raise ValueError(f"{name} sums to {total!r}; expected 1 within {atol}")
+        raise ValueError(f"{name} sums to {total:.10g}; expected 1 within {atol}")
     return p / total
