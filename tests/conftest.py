@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 
@@ -71,8 +70,3 @@ def x64():
     with jax.enable_x64(True):
         yield
 
-
-def cosine(a, b) -> float:
-    """Cosine similarity of two vectors."""
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))

@@ -80,8 +80,13 @@ def test_shapes_with_a_grid_and_the_dataframe(far):
 def test_sweeps_of_problems_and_data_reuse_the_compiled_program(far, near):
     # 12 runs like the grid test (3 problems x 2 lrs x 2 seeds): same static config and
     # run count, so only traced data changes and nothing compiles.
-    _run(far, seeds=2, key=0, beta=np.array([0.1, 1.0]), learning_rate=np.array([0.01, 0.05, 0.2]))
+    first = _run(far, seeds=2, key=0, beta=np.array([0.1, 1.0]), learning_rate=np.array([0.01, 0.05, 0.2]))
     before = engine.compile_count()
+    # New values, same lengths: no compile, and the new values are used.
+    again = _run(far, seeds=2, key=0, beta=np.array([0.3, 3.0]), learning_rate=np.array([0.02, 0.1, 0.4]))
+    assert engine.compile_count() == before and again.compile_seconds == 0.0
+    np.testing.assert_array_equal(again.grid["learning_rate"], [0.02, 0.1, 0.4])
+    assert not np.array_equal(again.final_probs, first.final_probs)
     probs = [far, near, ms.paper_bandit("far", width=20.0)]
     tr = _run(probs, seeds=2, key=0, learning_rate=np.array([0.05, 0.2]))
     assert engine.compile_count() == before and tr.compile_seconds == 0.0
@@ -261,7 +266,7 @@ _BAD_RUNS = [
     (dict(loss="dpo", num_samples=1), "num_samples=1 is too small for pair losses; expected >= 2"),
     (dict(target=np.full(100, 0.01)), "target is only used by forward_kl and reverse_kl, not loss='best_of_n'"),
     (dict(loss="forward_kl", sampling="exact", target=np.full(50, 0.02)), "target has 50 bins; expected 100"),
-    (dict(loss="forward_kl", sampling="exact", target=np.full(100, 0.02)), r"target sums to (2\.0|1\.99+\d*); expected 1"),
+    (dict(loss="forward_kl", sampling="exact", target=np.full(100, 0.02)), r"target sums to 2; expected 1"),
     (dict(learning_rate=0.0), "learning_rate=0.0 is invalid; expected finite and > 0"),
     (dict(learning_rate=-1e-3), "learning_rate=-0.001 is invalid"),
     (dict(learning_rate=np.array([0.1, np.nan])), "learning_rate=nan is invalid"),
@@ -271,7 +276,7 @@ _BAD_RUNS = [
     (dict(learning_rate=np.ones((2, 2))), r"learning_rate has shape \(2, 2\); expected a scalar or a 1-D array"),
     (dict(beta=np.array([])), "beta is an empty array"),
     (dict(data=np.full(50, 0.02)), r"data has shape \(50,\); expected \(100,\) or \(G, 100\)"),
-    (dict(data=np.full(100, 0.02)), r"data\[0\] sums to (2\.0|1\.99+\d*); expected 1"),
+    (dict(data=np.full(100, 0.02)), r"data\[0\] sums to 2; expected 1"),
     (dict(data=np.full((2, 100), -0.01)), r"data\[0\] has a negative entry -0.01 at bin 0"),
     (dict(train_reward=np.zeros(99)), r"train_reward has shape \(99,\); expected \(100,\) or \(G, 100\)"),
     (dict(train_reward=np.full(100, np.inf)), "train_reward has non-finite entries"),
