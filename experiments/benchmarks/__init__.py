@@ -1,1 +1,1 @@
-"""Benchmarks: ``python -m experiments.benchmarks.throughput``."""
+"""Benchmarks: ``python -m experiments.benchmarks.all`` runs throughput, suite, scaling, naive and roofline."""

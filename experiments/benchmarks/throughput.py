@@ -102,20 +102,28 @@ def machine() -> dict:
         "jax_version": jax.__version__,
         "jax_backend": jax.default_backend(),
         "device": getattr(dev, "device_kind", str(dev)),
+        "jax_device_count": jax.device_count(),
+        "compilation_cache_dir": jax.config.jax_compilation_cache_dir,
         "load_average_1m_at_start": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }
 
 
-def bench_case(case: Case, *, seeds: int, steps: int, repeats: int) -> dict:
-    """Compile once, then time ``repeats`` calls with fresh keys/values."""
+def bench_case(case: Case, *, seeds: int, steps: int, repeats: int, problem=None, devices=None) -> dict:
+    """Compile once, then time ``repeats`` calls with fresh keys/values.
+
+    ``problem`` defaults to the "far" paper bandit (K = 100); ``devices`` is passed
+    to modeseek.run (default: every visible device).
+    """
     import modeseek as ms
 
-    problem = ms.paper_bandit("far")
+    problem = ms.paper_bandit("far") if problem is None else problem
     opts = dict(case.options)
+    if devices is not None:
+        opts["devices"] = devices
 
     def call(i: int):
         kw = dict(opts)
-        if case.sampling == "exact":
+        if case.sampling in ("exact", "exact_offline"):
             # Deterministic runs: make every run differ through its learning rate,
             # and every call through a slightly shifted grid.
             kw["learning_rate"] = np.geomspace(0.01, 0.1, seeds) * (1.0 + 0.01 * i)
@@ -144,7 +152,9 @@ def bench_case(case: Case, *, seeds: int, steps: int, repeats: int) -> dict:
         "description": case.description,
         "loss": case.loss,
         "sampling": case.sampling,
-        "options": opts,
+        "options": dict(case.options),
+        "num_bins": problem.num_bins,
+        "devices": len(devices) if devices is not None else _device_count(),
         "runs": runs,
         "steps": steps,
         "compile_seconds": first.compile_seconds,
@@ -162,8 +172,15 @@ def bench_case(case: Case, *, seeds: int, steps: int, repeats: int) -> dict:
         "seed_steps_per_cpu_s_best": max(seed_steps / c for c in cpus),
         # Evidence that the runs differ (a collapsed batch would have zero spread).
         "final_expected_reward_std_over_runs": float(np.std(final0)),
+        "final_expected_reward_mean_over_runs": float(np.mean(final0)),
         "reference_seed_steps_per_s": REFERENCE.get(case.name),
     }
+
+
+def _device_count() -> int:
+    import jax
+
+    return jax.device_count()
 
 
 def _rate(x: float) -> str:

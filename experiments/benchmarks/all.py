@@ -1,0 +1,120 @@
+"""Every benchmark at full size, one after the other, and a summary of the issue's targets.
+
+Usage: python -m experiments.benchmarks.all [--quick --out-dir DIR] [--only suite scaling naive roofline throughput]
+
+Runs throughput.py, suite.py, scaling.py and naive.py, then roofline.py (which
+reads the suite and scaling reports for its measured rates), each writing its
+JSON beside this script (or into ``--out-dir``), and finally summary.json: the
+targets (2x a straightforward jit(vmap(scan)) on the three reference cases,
+1000x the naive NumPy loop at 1024 seeds), the achieved fractions of the
+roofline limit, and the largest speed-up over the naive loop that the limit
+allows on this machine. On an idle 2-core machine the full run takes roughly
+half an hour, most of it compiling (about 80 programs) and the seeds sweep.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Annotated
+
+import tyro
+
+from experiments.benchmarks import common
+
+SCRIPTS = ("throughput", "suite", "scaling", "naive", "roofline")
+
+
+@dataclasses.dataclass(frozen=True)
+class Args:
+    """Run every benchmark and summarise the targets."""
+
+    quick: bool = False
+    """Every script in its --quick mode (needs --out-dir)."""
+    out_dir: Annotated[Path | None, tyro.conf.arg(metavar="DIR")] = None
+    """Where the JSON reports go (default: beside the scripts)."""
+    only: tuple[str, ...] = SCRIPTS
+    """Which scripts to run (the summary uses whatever reports exist)."""
+    host_devices: int | None = None
+    """XLA CPU devices to shard runs over (default: one per usable core)."""
+
+
+def _read(path: Path):
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def summarise(out_dir: Path) -> dict:
+    """The targets and fractions from the reports in ``out_dir``."""
+    suite = _read(out_dir / "suite.json")
+    naive = _read(out_dir / "naive.json")
+    roof = _read(out_dir / "roofline.json")
+    s: dict = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    if suite:
+        s["target_2x_reference"] = suite["targets"]
+    if naive:
+        s["target_1000x_naive"] = naive["target"]
+    if roof:
+        s["fraction_of_limit"] = {
+            name: {"cpu": r["fraction_of_limit_cpu"], "wall": r["fraction_of_limit_wall"], "bound": r["limit"]["bound"]}
+            for name, r in roof["results"].items()
+        }
+    if roof and naive:
+        # The best any program could do per core (the roofline limit) against the
+        # naive loop's CPU seconds per seed-step, times the cores of the machine.
+        cores = roof["machine"]["usable_cpus"]
+        names = {"reinforce_b64": "reinforce/on_policy", "dpo_64pairs": "dpo/on_policy"}
+        s["largest_possible_speedup_over_naive"] = {
+            name: naive["results"][name]["naive"]["cpu_seconds_per_seed_step"] / roof["results"][rc]["limit"]["seconds"] * cores
+            for name, rc in names.items()
+            if rc in roof["results"] and name in naive["results"]
+        }
+    return s
+
+
+def main(argv=None) -> dict:
+    args = tyro.cli(Args, args=argv, description=__doc__.splitlines()[0])
+    bad = sorted(set(args.only) - set(SCRIPTS))
+    if bad:
+        raise SystemExit(f"unknown script(s) {bad}; valid names are {', '.join(SCRIPTS)}")
+    if args.quick and args.out_dir is None:
+        raise SystemExit("--quick needs --out-dir (quick reports must not replace the full ones beside the scripts)")
+    common.configure_host_devices(args.host_devices)
+    import importlib
+
+    out_dir = args.out_dir or common.HERE
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    quick = ["--quick"] if args.quick else []
+    for name in SCRIPTS:
+        if name not in args.only:
+            continue
+        mod = importlib.import_module(f"experiments.benchmarks.{name}")
+        extra = []
+        if name == "roofline":
+            extra = ["--suite", str(out_dir / "suite.json"), "--scaling", str(out_dir / "scaling.json")]
+            extra = [e for pair in zip(extra[::2], extra[1::2]) if Path(pair[1]).exists() for e in pair]
+        print(f"\n=== {name} ===", flush=True)
+        mod.main([*quick, "--out", str(out_dir / f"{name}.json"), *extra])
+    summary = summarise(out_dir)
+    summary["total_seconds"] = time.perf_counter() - t0
+    common.write_json(out_dir / "summary.json", summary)
+    print("\n=== summary ===")
+    for name, t in summary.get("target_2x_reference", {}).items():
+        print(f"{name:22s} 2x reference: need {common.rate(t['required_seed_steps_per_s'])}, measured {common.rate(t['measured_seed_steps_per_s'])}"
+              f" -> {'met' if t['met'] else 'NOT met'} (idle estimate {common.rate(t['estimated_idle_seed_steps_per_s'])})")
+    tgt = summary.get("target_1000x_naive", {})
+    for name, t in tgt.items():
+        if isinstance(t, dict):
+            print(f"{name:22s} vs naive at {tgt['at_seeds']} seeds: x{t['speedup_wall']:.0f} wall, x{t['speedup_cpu']:.0f} CPU -> {'met' if t['met'] else 'NOT met'}")
+    for name, v in summary.get("largest_possible_speedup_over_naive", {}).items():
+        print(f"{name:22s} largest speed-up over naive the roofline allows: x{v:.0f}")
+    for name, f in summary.get("fraction_of_limit", {}).items():
+        print(f"{name:26s} {f['cpu']:.0%} of the limit per CPU-second ({f['bound']}-bound), {f['wall']:.0%} by wall time")
+    print(f"total {summary['total_seconds']:.0f} s; reports in {out_dir}")
+    return summary
+
+
+if __name__ == "__main__":
+    main()

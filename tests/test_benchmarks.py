@@ -1,0 +1,195 @@
+"""The benchmark scripts of experiments/benchmarks: quick modes, JSON reports, and the naive baseline's algebra.
+
+The quick modes run in this process (they share its compiled programs and its
+single JAX device) with tiny budgets; the numbers are meaningless, only the
+structure of the reports and their internal consistency are checked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments.benchmarks import naive, roofline, scaling, suite
+from modeseek import losses, regimes
+from modeseek.batches import Pairs, Points
+
+ROOT = Path(__file__).resolve().parents[1]
+HEAD = {"benchmark", "created", "quick", "machine", "results"}
+MACHINE = {"cpu_count", "usable_cpus", "jax_version", "jax_backend", "jax_device_count", "load_average_1m_at_start"}
+TIMING = {"runs", "steps", "compile_seconds", "run_seconds", "wall_seconds", "cpu_seconds", "seed_steps_per_s_best", "seed_steps_per_cpu_s_best"}
+
+
+def _report(path: Path, what: str) -> dict:
+    rep = json.loads(path.read_text())
+    assert HEAD <= set(rep), set(rep)
+    assert rep["benchmark"] == what and rep["quick"] is True
+    assert MACHINE <= set(rep["machine"])
+    # Written atomically: no temporary file is left beside the report.
+    assert [p.name for p in path.parent.iterdir() if p.name.startswith(".")] == []
+    return rep
+
+
+def _consistent(r: dict):
+    assert TIMING <= set(r), set(r)
+    assert r["seed_steps_per_s_best"] == pytest.approx(r["runs"] * r["steps"] / min(r["run_seconds"]))
+    assert r["seed_steps_per_cpu_s_best"] == pytest.approx(r["runs"] * r["steps"] / min(r["cpu_seconds"]))
+
+
+# ----------------------------------------------------------------------------- naive baseline algebra
+
+
+def test_naive_reinforce_gradient_is_the_engine_losss_gradient(far):
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=100)
+    y = rng.integers(0, 100, size=64)
+    reward = np.asarray(far.reward, np.float64)
+    loss, grad = naive.reinforce_grad(logits, y, reward)
+    with jax.enable_x64(True):
+        batch = Points(jnp.asarray(y), jnp.asarray(reward[y]), jnp.full(64, 1 / 64), jnp.zeros(64), jnp.asarray(64.0))
+
+        def f(z):
+            return losses.reinforce(jax.nn.log_softmax(z), batch, ref_logp=jnp.zeros(100))[0]
+
+        ref_loss, ref_grad = jax.value_and_grad(f)(jnp.asarray(logits))
+    np.testing.assert_allclose(loss, float(ref_loss), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(grad, np.asarray(ref_grad), rtol=1e-10, atol=1e-14)
+
+
+def test_naive_dpo_gradient_is_the_engine_losss_gradient(far):
+    rng = np.random.default_rng(1)
+    logits = rng.normal(size=100)
+    ref_logp = np.log(np.asarray(far.ref_probs, np.float64))
+    y = rng.integers(0, 100, size=128)
+    y[2] = y[3]  # a tied pair, which must be skipped
+    chosen, rejected, w = naive.disjoint_pairs(y, np.asarray(far.reward, np.float64))
+    assert w[1] == 0 and w.sum() == pytest.approx(1.0)
+    loss, grad = naive.dpo_grad(logits, ref_logp, chosen, rejected, w, 0.1)
+    with jax.enable_x64(True):
+        batch = Pairs(jnp.asarray(chosen), jnp.asarray(rejected), jnp.asarray(w))
+
+        def f(z):
+            return losses.dpo(jax.nn.log_softmax(z), batch, ref_logp=jnp.asarray(ref_logp), beta=0.1)[0]
+
+        ref_loss, ref_grad = jax.value_and_grad(f)(jnp.asarray(logits))
+    np.testing.assert_allclose(loss, float(ref_loss), rtol=1e-12)
+    np.testing.assert_allclose(grad, np.asarray(ref_grad), rtol=1e-10, atol=1e-14)
+
+
+def test_naive_pairs_follow_the_engines_pairing_rule(far):
+    # regimes.sample_pairs splits its key and draws the bins with the first half:
+    # the naive rule applied to those bins must give the same pairs and weights.
+    logq = jnp.log(far.ref_probs)
+    for seed in range(5):
+        key = jax.random.PRNGKey(seed)
+        pairs = regimes.sample_pairs(key, logq, far.reward, 128, pairing="disjoint")
+        y = np.asarray(regimes.sample_bins(jax.random.split(key)[0], logq, 128))
+        chosen, rejected, w = naive.disjoint_pairs(y, np.asarray(far.reward))
+        np.testing.assert_array_equal(np.asarray(pairs.chosen), chosen)
+        np.testing.assert_array_equal(np.asarray(pairs.rejected), rejected)
+        np.testing.assert_allclose(np.asarray(pairs.weight), w, rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------- quick modes
+
+
+def test_suite_quick_report(tmp_path):
+    out = tmp_path / "suite.json"
+    suite.main(["--quick", "--only", "reverse_kl/exact", "--seeds", "4", "--steps", "5", "--out", str(out)])
+    rep = _report(out, "suite")
+    assert list(rep["results"]) == ["reverse_kl/exact"]
+    r = rep["results"]["reverse_kl/exact"]
+    _consistent(r)
+    assert r["runs"] == 4 and r["steps"] == 5 and r["family"] == "on_policy"
+    t = rep["targets"]["reverse_kl/exact"]
+    assert t["required_seed_steps_per_s"] == 2 * 1.2e6
+    assert t["met"] == (r["seed_steps_per_s_best"] >= 2.4e6)
+
+
+def test_suite_lists_every_loss_in_every_valid_regime():
+    names = [c.name for c in suite.cases()]
+    assert len(names) == len(set(names)) == 8 * 4 + 2 * 2
+    assert "reverse_kl/exact_offline" in names and "forward_kl/on_policy" not in names
+    assert set(suite.REFERENCE) <= set(names)
+
+
+def test_scaling_quick_report(tmp_path):
+    out = tmp_path / "scaling.json"
+    scaling.main(["--quick", "--axes", "seeds", "--budget", "16", "--out", str(out)])
+    rep = _report(out, "scaling")
+    pts = rep["results"]["seeds"]["reverse_kl_exact"]
+    assert [p["seeds"] for p in pts] == [1, 4]
+    # Steps shrink as seeds grow (budget 16 seed-steps, at least 20 steps).
+    assert [p["steps"] for p in pts] == [20, 20]
+    for p in pts:
+        _consistent(p)
+    assert any("K x K" in s for s in rep["limitations"])
+
+
+def test_naive_quick_report(tmp_path):
+    out = tmp_path / "naive.json"
+    naive.main(["--quick", "--only", "reinforce_b64", "--seeds", "1", "2", "--steps", "5", "--out", str(out)])
+    rep = _report(out, "naive")
+    r = rep["results"]["reinforce_b64"]
+    assert r["naive"]["seeds"] == 1 and r["naive"]["steps"] == 5
+    for p in r["points"]:
+        # Linear extrapolation of the naive loop, as the report states.
+        assert p["naive_wall_seconds_extrapolated"] == pytest.approx(p["seeds"] * 5 * r["naive"]["wall_seconds_per_seed_step"])
+        assert p["speedup_wall"] == pytest.approx(p["naive_wall_seconds_extrapolated"] / p["engine_run_seconds"])
+    t = rep["target"]
+    assert t["at_seeds"] == 2 and t["required_speedup"] == 1000.0
+    assert t["reinforce_b64"]["met"] == (t["reinforce_b64"]["speedup_wall"] >= 1000.0)
+    assert 0.0 <= r["check_final_expected_reward"]["naive_mean"] <= 1.0
+
+
+def test_roofline_quick_report(tmp_path):
+    out = tmp_path / "roofline.json"
+    roofline.main(["--quick", "--only", "reverse_kl/exact", "--repeats", "1", "--out", str(out)])
+    rep = _report(out, "roofline")
+    lim = rep["machine_limits"]
+    for key in ("elementwise_flops_per_s", "transcendentals_per_s", "matmul_flops_per_s", "numpy_copy_bytes_per_s"):
+        assert lim[key]["per_s_cpu"] > 0, key
+    assert set(lim["bandwidth_bytes_per_s"]) == {"l2", "l3", "dram"}
+    r = rep["results"]["reverse_kl/exact"]
+    c = r["per_seed_step"]
+    # Exact reverse KL over K = 100 bins: at least a softmax (K exps) and its
+    # gradient per step, so flops and transcendentals scale with K.
+    assert c["flops"] > 5 * 100 and 100 <= c["transcendentals"] < 100 * 100 and c["bytes"] > 4 * 100
+    assert r["limit"]["seconds"] == pytest.approx(max(r["limit"]["seconds_compute"], r["limit"]["seconds_memory"]))
+    assert r["fraction_of_limit_cpu"] == pytest.approx(r["seed_steps_per_cpu_s"] * r["limit"]["seconds"])
+
+
+def test_step_cost_grows_with_the_number_of_bins():
+    import modeseek as ms
+
+    small = roofline.step_cost("reverse_kl", "exact", {}, ms.paper_bandit("far", num_bins=50))
+    big = roofline.step_cost("reverse_kl", "exact", {}, ms.paper_bandit("far", num_bins=500))
+    # O(K) per step: ten times the bins, about ten times the work (fixed per-step
+    # costs such as the Adam step counter make it a little less).
+    for key in ("flops", "transcendentals", "bytes"):
+        assert 7 < big[key] / small[key] < 11, (key, small, big)
+
+
+@pytest.mark.slow
+def test_all_quick_writes_every_report_and_the_summary(tmp_path):
+    env = dict(os.environ, MPLBACKEND="Agg")
+    res = subprocess.run(
+        [sys.executable, "-m", "experiments.benchmarks.all", "--quick", "--out-dir", str(tmp_path)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    names = {p.name for p in tmp_path.iterdir()}
+    assert {"throughput.json", "suite.json", "scaling.json", "naive.json", "roofline.json", "summary.json"} <= names
+    s = json.loads((tmp_path / "summary.json").read_text())
+    assert set(s["target_2x_reference"]) == set(suite.REFERENCE)
+    assert {"reinforce_b64", "dpo_64pairs"} <= set(s["target_1000x_naive"])
+    assert set(s["fraction_of_limit"]) == {"reverse_kl/exact", "reinforce/on_policy"}
+    assert "summary" in res.stdout
