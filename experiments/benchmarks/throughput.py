@@ -16,7 +16,8 @@ Each case runs once to compile, then ``repeats`` timed calls with fresh keys
 (and, for reverse KL, fresh learning rates), so no call repeats another's
 values. Throughput is seeds x steps / run_seconds (the engine's timing of the
 compiled call, up to block_until_ready); the CPU time of each call is recorded
-too, since on a shared machine wall time overstates the cost. The table is printed and written as
+too, since on a shared machine wall time overstates the cost. Runs are sharded over one XLA CPU
+device per usable core (``--host-devices``). The table is printed and written as
 JSON beside this script (atomically), with the machine and the reference
 numbers of a straightforward jit(vmap(scan)) on a 2-core CPU.
 """
@@ -76,6 +77,8 @@ class Args:
     """JSON output (default: throughput.json beside this script, except with --quick)."""
     only: tuple[str, ...] = ()
     """Names of the cases to run (default all)."""
+    host_devices: int | None = None
+    """XLA CPU devices to shard runs over (default: one per usable core; set before JAX starts)."""
 
 
 def _atomic_write_json(path: Path, obj) -> None:
@@ -204,6 +207,9 @@ def table(results: dict) -> str:
 
 def main(argv=None) -> dict:
     args = tyro.cli(Args, args=argv, description=__doc__.splitlines()[0])
+    from experiments.benchmarks.common import configure_host_devices
+
+    configure_host_devices(args.host_devices)
     seeds = args.seeds or (64 if args.quick else 1024)
     steps = args.steps or (100 if args.quick else 1000)
     repeats = args.repeats or (1 if args.quick else 3)
