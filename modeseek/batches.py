@@ -15,8 +15,9 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import jax
+import jax.numpy as jnp
 
-__all__ = ["Points", "BestOfN", "Pairs", "Target"]
+__all__ = ["Points", "BestOfN", "Pairs", "PairTable", "Target", "pair_weight_block", "pair_expectation", "PAIR_BLOCK"]
 
 
 class Points(NamedTuple):
@@ -71,6 +72,74 @@ class Pairs(NamedTuple):
     chosen: jax.Array
     rejected: jax.Array
     weight: jax.Array
+
+
+class PairTable(NamedTuple):
+    """All K x K preference pairs of a distribution, kept factored for large K.
+
+    The population pair batch without materialising K^2 items: the weight of
+    (chosen i, rejected j) is q_i q_j P(i preferred to j) [pair counts] / total,
+    computed block by block (:func:`pair_expectation`), so memory stays O(B K).
+
+    Attributes:
+      probs: (K,) sampling probabilities q.
+      reward: (K,) rewards.
+      min_reward_gap: () pairs with |r_i - r_j| below it are skipped.
+      bt_scale: () Bradley-Terry inverse temperature.
+      bradley_terry: () bool, Bradley-Terry labels instead of reward labels.
+      total: () sum of the unnormalised weights (P(a pair counts)).
+    """
+
+    probs: jax.Array
+    reward: jax.Array
+    min_reward_gap: jax.Array
+    bt_scale: jax.Array
+    bradley_terry: jax.Array
+    total: jax.Array
+
+
+#: Rows of the pair table handled at once (memory O(PAIR_BLOCK x K)).
+PAIR_BLOCK = 256
+
+
+def pair_weight_block(table: PairTable, rows: jax.Array) -> jax.Array:
+    """(B, K) unnormalised weights of the pairs (chosen = rows[b], rejected = j)."""
+    gap = table.reward[rows][:, None] - table.reward[None, :]
+    bt = table.bradley_terry
+    pref = jnp.where(bt, jax.nn.sigmoid(table.bt_scale * gap), (gap > 0).astype(gap.dtype))
+    counted = (jnp.abs(gap) >= table.min_reward_gap) & (bt | (gap != 0))
+    q = jax.lax.stop_gradient(table.probs)
+    return q[rows][:, None] * q[None, :] * pref * counted
+
+
+def pair_expectation(table: PairTable, fn, *, normalise: bool = True, block: int = PAIR_BLOCK):
+    """sum_ij W_ij fn(rows)_ij over all pairs, block by block.
+
+    Args:
+      table: the pair table.
+      fn: rows (B,) int32 -> pytree of (B, K) per-pair values (chosen in rows,
+        rejected every bin).
+      normalise: divide by ``table.total`` (weights summing to 1).
+      block: rows per block.
+
+    Returns:
+      The pytree of weighted sums.
+    """
+    k = table.probs.shape[0]
+    b = min(block, k)
+    nb = -(-k // b)
+    rows = jnp.arange(nb * b, dtype=jnp.int32).reshape(nb, b)
+
+    def one(r):
+        valid = (r < k)[:, None]
+        rr = jnp.minimum(r, k - 1)
+        w = jnp.where(valid, pair_weight_block(table, rr), 0.0)
+        return jax.tree.map(lambda v: jnp.sum(w * v), fn(rr))
+
+    sums = jax.tree.map(lambda x: jnp.sum(x, axis=0), jax.lax.map(one, rows))
+    if normalise:
+        sums = jax.tree.map(lambda x: x / jnp.maximum(table.total, 1e-30), sums)
+    return sums
 
 
 class Target(NamedTuple):

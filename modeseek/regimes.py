@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from modeseek import _checks
-from modeseek.batches import BestOfN, Pairs, Points
+from modeseek.batches import BestOfN, PairTable, Pairs, Points, pair_expectation
 
 __all__ = [
     "sample_bins",
@@ -33,6 +33,8 @@ __all__ = [
     "exact_best_of_n",
     "sample_pairs",
     "exact_pairs",
+    "exact_pair_table",
+    "MAX_MATERIALISED_PAIR_BINS",
     "PAIR_LABELS",
     "PAIRINGS",
 ]
@@ -231,13 +233,39 @@ def sample_pairs(
     return Pairs(chosen, rejected, c / jnp.maximum(c.sum(), 1.0))
 
 
-def exact_pairs(logq, reward, *, labels: str = "reward", min_reward_gap=0.0, bt_scale=1.0) -> Pairs:
+#: Above this many bins the exact pair batch stays factored (PairTable, O(K) memory).
+MAX_MATERIALISED_PAIR_BINS = 512
+
+
+def exact_pair_table(logq, reward, *, labels: str = "reward", min_reward_gap=0.0, bt_scale=1.0) -> PairTable:
+    """The exact pair batch in factored form, for large K (see :class:`PairTable`)."""
+    _checks.choice("labels", labels, PAIR_LABELS)
+    q = jax.lax.stop_gradient(jax.nn.softmax(logq))
+    f32 = q.dtype
+    table = PairTable(
+        q,
+        reward,
+        jnp.asarray(min_reward_gap, f32),
+        jnp.asarray(bt_scale, f32),
+        jnp.asarray(labels == "bradley_terry"),
+        jnp.asarray(1.0, f32),
+    )
+    total = pair_expectation(table, lambda rows: jnp.ones((rows.shape[0], q.shape[0]), f32), normalise=False)
+    return table._replace(total=total)
+
+
+def exact_pairs(logq, reward, *, labels: str = "reward", min_reward_gap=0.0, bt_scale=1.0, factored: bool | None = None):
     """All K x K ordered pairs weighted by q_i q_j P(i preferred to j), over counted pairs.
 
     The population version of :func:`sample_pairs` (either pairing: every pair
-    of draws has the same law).
+    of draws has the same law). Up to MAX_MATERIALISED_PAIR_BINS bins the K^2
+    pairs are materialised as :class:`Pairs`; above (or with ``factored=True``)
+    a :class:`PairTable` is returned, which the pair losses evaluate block by
+    block in O(K) memory.
     """
     _checks.choice("labels", labels, PAIR_LABELS)
+    if factored or (factored is None and logq.shape[0] > MAX_MATERIALISED_PAIR_BINS):
+        return exact_pair_table(logq, reward, labels=labels, min_reward_gap=min_reward_gap, bt_scale=bt_scale)
     q = jax.lax.stop_gradient(jax.nn.softmax(logq))
     k = q.shape[0]
     gap = reward[:, None] - reward[None, :]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from modeseek.batches import Pairs
+from modeseek.batches import PairTable, Pairs, pair_expectation
 
 __all__ = ["implicit_margin", "dpo", "ipo", "pair_statistics"]
 
@@ -23,8 +23,24 @@ def implicit_margin(logp, ref_logp, chosen, rejected):
     return (logp[chosen] - ref_logp[chosen]) - (logp[rejected] - ref_logp[rejected])
 
 
-def pair_statistics(logp, ref_logp, batch: Pairs):
+def _table_statistics(logp, ref_logp, table: PairTable):
+    u = logp - ref_logp
+    k = logp.shape[0]
+    stats = pair_expectation(
+        table,
+        lambda rows: {
+            "chosen_logp": jnp.broadcast_to(logp[rows][:, None], (rows.shape[0], k)),
+            "rejected_logp": jnp.broadcast_to(logp[None, :], (rows.shape[0], k)),
+            "margin": u[rows][:, None] - u[None, :],
+        },
+    )
+    return jax.lax.stop_gradient(stats)
+
+
+def pair_statistics(logp, ref_logp, batch: Pairs | PairTable):
     """Weighted means of the chosen and rejected log-probabilities and the margin h."""
+    if isinstance(batch, PairTable):
+        return _table_statistics(logp, ref_logp, batch)
     w = jax.lax.stop_gradient(batch.weight)
     total = jnp.maximum(jnp.sum(w), 1e-30)
     h = implicit_margin(logp, ref_logp, batch.chosen, batch.rejected)
@@ -49,6 +65,10 @@ def dpo(logp, batch: Pairs, *, ref_logp, beta):
       ref_logp: (K,) log pi_ref.
       beta: inverse temperature > 0.
     """
+    if isinstance(batch, PairTable):
+        u = logp - ref_logp
+        loss = pair_expectation(batch, lambda rows: -jax.nn.log_sigmoid(beta * (u[rows][:, None] - u[None, :])))
+        return loss, pair_statistics(logp, ref_logp, batch)
     h = implicit_margin(logp, ref_logp, batch.chosen, batch.rejected)
     loss = jnp.sum(jax.lax.stop_gradient(batch.weight) * -jax.nn.log_sigmoid(beta * h))
     return loss, pair_statistics(logp, ref_logp, batch)
@@ -68,6 +88,10 @@ def ipo(logp, batch: Pairs, *, ref_logp, target_margin):
       ref_logp: (K,) log pi_ref.
       target_margin: target h, > 0.
     """
+    if isinstance(batch, PairTable):
+        u = logp - ref_logp
+        loss = pair_expectation(batch, lambda rows: (u[rows][:, None] - u[None, :] - target_margin) ** 2)
+        return loss, pair_statistics(logp, ref_logp, batch)
     h = implicit_margin(logp, ref_logp, batch.chosen, batch.rejected)
     loss = jnp.sum(jax.lax.stop_gradient(batch.weight) * (h - target_margin) ** 2)
     return loss, pair_statistics(logp, ref_logp, batch)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from modeseek.batches import BestOfN, Pairs, Points, Target
+from modeseek.batches import BestOfN, PairTable, Pairs, Points, Target, pair_expectation
 
 __all__ = ["sft", "best_of_n", "pref_ft", "rwr", "forward_kl", "NEGATIVE_TERMS"]
 
@@ -92,6 +92,9 @@ def pref_ft(logp: jax.Array, batch: Pairs):
 
     Family: mode-covering (forward KL to the distribution of preferred responses).
     """
+    if isinstance(batch, PairTable):
+        k = logp.shape[0]
+        return pair_expectation(batch, lambda rows: jnp.broadcast_to(-logp[rows][:, None], (rows.shape[0], k))), {}
     return -_wsum(batch.weight, logp[batch.chosen]), {}
 
 
