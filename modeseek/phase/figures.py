@@ -114,7 +114,7 @@ def heatmaps(summary, cfg, path: Path) -> Path:
         _axes_labels(ax, cfg, rho, left=j == 0, bottom=True)
         _overlay(ax, cfg, presets)
     handles, names = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, names, loc="outside lower center", ncol=3, fontsize=7, title="length presets (red markers); white squares: cells of the mass plots", title_fontsize=7)
+    fig.legend(handles, names, loc="outside lower center", ncol=3, fontsize=7, title="length presets (markers); white squares: cells of the mass plots", title_fontsize=7)
     fig.colorbar(im0, ax=axes[0, :].tolist(), shrink=0.8, label="final gold reward E_pi[r*]")
     fig.colorbar(im1, ax=axes[1, :].tolist(), shrink=0.8, label=f"steps to {analysis.PROGRESS_LEVEL:.0%} of best achievable (grey/-: never)")
     fig.suptitle(f"Phase diagrams over rarity x coverage ({cfg.seeds} seeds, {cfg.steps} steps; budget '{cfg.name}')", fontsize=10)
