@@ -46,11 +46,21 @@ class Claim:
 
 
 class Piece(NamedTuple):
-    """A figure of the reproduction: ``make(out_dir, smoke) -> list[Claim]``."""
+    """A figure of the reproduction: ``make(out_dir, smoke) -> list[Claim]``.
+
+    Attributes:
+      name: stable identifier; outputs are ``<name>.caption.md``, ``data/<name>.parquet``
+        and ``data/<name>.claims.json``.
+      title: heading in CLAIMS.md and the gallery.
+      make: runs the experiments and writes the outputs.
+      summary: two lines for the gallery (figures/README.md): what the figure shows
+        and what to look for. Empty: the gallery falls back to the caption's first line.
+    """
 
     name: str
     title: str
     make: Callable[[Path, bool], list[Claim]]
+    summary: str = ""
 
 
 def atomic_write_text(path: Path, text: str) -> None:
