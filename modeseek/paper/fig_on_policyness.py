@@ -64,10 +64,10 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
             f"B in {sizes}. Total samples ({b.steps * b.base * b.contexts:,}), minibatch and gradient steps ({b.steps}) are equal for every B; "
             f"a larger B means staler samples (the last minibatch of an iteration comes from a policy B/{b.base} - 1 steps old).",
             "Protocol: " + b.describe() + ".",
-            "Algorithms: " + "; ".join(ALGORITHMS[n].describe() for n in ALGORITHMS) + " (learning rate, N and T replaced as stated here).",
+            "Algorithms: " + "; ".join(fig_reuse.algorithm_line(n) for n in ALGORITHMS) + ".",
             *fig_reuse._tuning_lines(tunes, lrs, b),
             "PPO's ratio is taken against the policy that drew each minibatch (the clipped surrogate corrects for staleness); best-of-N has no correction.",
-            "Left and middle: exact expected reward against reward queries. Right: area under each curve (solid) and final reward (dashed) against B.",
+            f"Left and middle: exact expected reward against reward queries (every {b.eval_every} steps). Right: area under each curve (solid) and final reward (dashed) against B.",
             "A companion to figure 5: there a larger batch is reused for T full-batch steps; here each sample is used once.",
             "The paper's own on-policyness figure is on AlpacaFarm (D.7: smaller B better for RWR and REINFORCE); this is the bandit analogue.",
             f"Compile {seconds:.1f} s (0 when figure 5 ran first in the same process), run {run_seconds:.1f} s.",

@@ -254,6 +254,15 @@ def tidy(runs: dict, tunes: dict, lrs: dict, b: Budget, extra_columns: dict):
     return df
 
 
+def algorithm_line(name: str) -> str:
+    """The loss and its knobs for captions (the schedule and learning rate are the figure's own)."""
+    cfg = ALGORITHMS[name]
+    kw = options(cfg)
+    knobs = ", ".join(f"{k} {v}" for k, v in kw.items() if k not in ("target_margin",))
+    source = f"published: {cfg.source}" if cfg.published else "no published bandit setting: knobs of protocol.on_policy_rl (PAPER_NOTES B.4-B.5)"
+    return f"{name}: loss {cfg.loss}" + (f" ({knobs})" if knobs else "") + f"; {source}"
+
+
 def _tuning_lines(tunes: dict, lrs: dict, b: Budget) -> list[str]:
     lines = []
     for name, r in tunes.items():
@@ -261,6 +270,11 @@ def _tuning_lines(tunes: dict, lrs: dict, b: Budget) -> list[str]:
         lines.append(
             f"{name}: learning rate chosen at T = 1 on 'far' from {list(LEARNING_RATES)} by the area under the reward curve on "
             f"{b.tune_seeds} held-out seeds (areas {', '.join(common.fmt(s) for s in scores)}): {lrs[name]:g}."
+        )
+    if any(v == max(LEARNING_RATES) for v in lrs.values()):
+        lines.append(
+            f"The grid stops at {max(LEARNING_RATES):g}, figure 2's largest rate: faster rates finish both algorithms' climb within a few "
+            "batches, which leaves the budget nothing for reuse or batch size to change."
         )
     return lines
 
@@ -299,10 +313,10 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
             f"N = {b.base}T responses per train context, for {b.steps}/T iterations, so every T uses the same {b.steps} gradient "
             f"steps and the same {b.steps * b.base * b.contexts:,} reward queries. T in {list(REUSES)}; epoch 0 from pi_data, later epochs from the policy.",
             "Protocol: " + b.describe() + ".",
-            "Algorithms: " + "; ".join(ALGORITHMS[n].describe() for n in ALGORITHMS) + " (learning rate and N, T replaced as stated here).",
+            "Algorithms: " + "; ".join(algorithm_line(n) for n in ALGORITHMS) + ".",
             *_tuning_lines(tunes, lrs, b),
-            "Left and middle: exact expected reward over the evaluation contexts after every step. Right: the area under each curve "
-            "(mean over steps 0..S, solid) and the final reward (dashed) against T.",
+            f"Left and middle: exact expected reward over the evaluation contexts (every {b.eval_every} steps). Right: the area under each curve "
+            f"(mean over the evaluations from step 0 to {b.steps}, solid) and the final reward (dashed) against T.",
             "Claims use the area on 'far' with paired 95% bands over seeds (every T starts from the same SFT policy per seed).",
             f"Runs with modeseek.paper.schedules (one compile per algorithm for every T); compile {seconds:.1f} s, run {run_seconds:.1f} s in this process.",
         ],

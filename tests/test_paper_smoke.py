@@ -1,0 +1,102 @@
+"""The whole reproduction pipeline in smoke mode: every registered piece, the reports, skipping and --force.
+
+One smoke reproduction (all pieces, tiny budgets) is shared by the module's tests;
+it is what `make test` has of the experiment code. Its numbers are not meaningful,
+so only the outputs' presence, structure and consistency are checked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import pandas as pd
+import pytest
+
+from modeseek.paper import reproduce as rp
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("figures")
+    t0 = time.perf_counter()
+    results = rp.reproduce(out, smoke=True, progress=False)
+    seconds = time.perf_counter() - t0
+    print(f"smoke reproduction: {seconds:.1f} s; " + ", ".join(f"{p.name} {s:.1f} s" for p, _, s in results))
+    return out, results
+
+
+def test_every_registered_piece_ran(smoke_run):
+    out, results = smoke_run
+    names = [p.name for p, _, _ in results]
+    assert names == [p.name for p in rp.pieces()]
+    assert len(set(names)) == len(names), f"piece names must be unique: {names}"
+    assert all(s > 0 for _, _, s in results), "a fresh output folder must run every piece"
+
+
+@pytest.mark.parametrize("piece", rp.pieces(), ids=lambda p: p.name)
+def test_piece_outputs(smoke_run, piece):
+    out, _ = smoke_run
+    caption = out / f"{piece.name}.caption.md"
+    assert caption.exists() and caption.read_text().startswith("# "), f"{piece.name}: missing or malformed caption"
+    table = pd.read_parquet(out / "data" / f"{piece.name}.parquet")
+    assert len(table) > 0, f"{piece.name}: empty data table"
+    images = rp.piece_images(out, piece)
+    assert images, f"{piece.name}: no figure found"
+    for img in images:
+        head = (out / img).read_bytes()[:8]
+        assert head == PNG_MAGIC, f"{piece.name}: {img} is not a PNG"
+    claims = json.loads((out / "data" / f"{piece.name}.claims.json").read_text())
+    for c in claims:
+        assert isinstance(c["passed"], bool) and c["id"] and c["statement"] and c["evidence"], f"{piece.name}: incomplete claim {c}"
+
+
+def test_reports_list_every_piece(smoke_run):
+    out, results = smoke_run
+    report = (out / "CLAIMS.md").read_text()
+    gallery = (out / "README.md").read_text()
+    n_pass = sum(c.passed for _, cs, _ in results for c in cs)
+    n_all = sum(len(cs) for _, cs, _ in results)
+    assert f"**{n_pass} of {n_all} claims pass.**" in report
+    assert f"({n_pass} of {n_all} pass)" in gallery
+    for piece, claims, _ in results:
+        if claims:
+            assert f"(`{piece.name}`)" in report, f"CLAIMS.md misses {piece.name}"
+            for c in claims:
+                assert f"**{'PASS' if c.passed else 'FAIL'}** {c.statement}" in report
+        assert f"## {piece.title}" in gallery, f"README.md misses {piece.name}"
+        for img in rp.piece_images(out, piece):
+            assert f"]({img})" in gallery, f"README.md does not show {img}"
+        assert f"[caption]({piece.name}.caption.md)" in gallery
+
+
+def test_rerun_skips_finished_pieces_and_force_reruns(smoke_run):
+    out, first = smoke_run
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.suffix in (".png", ".parquet", ".json")}
+    t0 = time.perf_counter()
+    again = rp.reproduce(out, smoke=True, progress=False)
+    elapsed = time.perf_counter() - t0
+    assert [s for _, _, s in again] == [0.0] * len(again)
+    # Skipping reads the claims files and rewrites the two reports only; running even the
+    # cheapest piece compiles or plots for seconds, so 5 s separates the two cases.
+    assert elapsed < 5.0, f"rerun took {elapsed:.1f} s; finished pieces should be skipped"
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items()), "a skipped piece rewrote its outputs"
+    assert [[c.to_dict() for c in cs] for _, cs, _ in again] == [[c.to_dict() for c in cs] for _, cs, _ in first]
+
+    # --force reruns (the cheapest piece, to keep the test short) and rewrites its outputs.
+    cheapest = min(first, key=lambda r: r[2])[0]
+    marker = out / "data" / f"{cheapest.name}.claims.json"
+    before = marker.stat().st_mtime_ns
+    os.utime(marker, ns=(before - 10**9, before - 10**9))
+    forced = rp.reproduce(out, smoke=True, progress=False, force=True, only=[cheapest.name])
+    assert [p.name for p, _, _ in forced] == [cheapest.name] and forced[0][2] > 0
+    assert marker.stat().st_mtime_ns > before - 10**9
+    assert f"## {cheapest.title}" in (out / "README.md").read_text()
+
+
+def test_unknown_piece_is_rejected(tmp_path):
+    with pytest.raises(ValueError, match="unknown piece"):
+        rp.reproduce(tmp_path, smoke=True, progress=False, only=["no_such_figure"])
