@@ -61,7 +61,13 @@ def kl_estimate(logp_y, ref_logp_y, estimator: str):
     if estimator == "k2":
         return 0.5 * d**2
     if estimator == "k3":
-        return jnp.expm1(-d) + d
+        # Below d = -_MAX_LOG_RATIO, continue k3 linearly (same value and slope
+        # there): under sample reuse the policy can put a sampled bin e^-88 below
+        # pi_ref, where exp(-d) overflows float32 and the step turns into NaN.
+        lo = -_MAX_LOG_RATIO
+        dc = jnp.where(d >= lo, d, lo)
+        linear = jnp.expm1(-lo) + lo - jnp.expm1(-lo) * (d - lo)
+        return jnp.where(d >= lo, jnp.expm1(-dc) + dc, linear)
     raise ValueError(f"kl_estimator={estimator!r} is not valid here; expected one of k1, k2, k3")
 
 
