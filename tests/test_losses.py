@@ -279,6 +279,29 @@ def test_theory_toy_forward_kl_step(x64):
     np.testing.assert_allclose(p1, [0.33, 0.225, 0.22, 0.225], atol=0.007)
 
 
+def test_kl_estimators_values_gradients_and_overflow():
+    from modeseek.losses.on_policy import kl_estimate
+
+    d = jnp.asarray([-19.0, -1.0, 0.0, 0.5, 5.0])
+    dn = np.asarray(d, np.float64)
+    np.testing.assert_allclose(np.asarray(kl_estimate(d, 0.0, "k1")), dn)
+    np.testing.assert_allclose(np.asarray(kl_estimate(d, 0.0, "k2")), dn**2 / 2)
+    np.testing.assert_allclose(np.asarray(kl_estimate(d + 1.0, 1.0, "k3")), np.expm1(-dn) + dn, rtol=1e-5)
+    grad_k3 = jax.vmap(jax.grad(lambda x: kl_estimate(x, 0.0, "k3")))
+    np.testing.assert_allclose(np.asarray(grad_k3(d)), 1 - np.exp(-dn), rtol=1e-5)
+    # A sampled bin far below pi_ref (possible under sample reuse): exp(-d) would
+    # overflow float32 below d = -88; the estimator continues linearly from
+    # d = -20 with the slope there, so value and gradient stay finite and the
+    # gradient still raises log pi(y).
+    far_below = jnp.asarray([-20.0, -100.0, -1e4])
+    vals, grads = kl_estimate(far_below, 0.0, "k3"), grad_k3(far_below)
+    assert np.all(np.isfinite(np.asarray(vals))) and np.all(np.isfinite(np.asarray(grads)))
+    np.testing.assert_allclose(np.asarray(grads), -np.expm1(20.0), rtol=1e-6)
+    assert float(vals[1]) > float(vals[0]) > 0
+    with pytest.raises(ValueError, match="kl_estimator='k4' is not valid here"):
+        kl_estimate(d, 0.0, "k4")
+
+
 def test_gradients_treat_batch_weights_as_constants(x64):
     # No gradient may flow into the sampling distribution through the batch.
     z, q, ref, r = _random_case(seed=3)
