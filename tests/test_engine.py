@@ -257,6 +257,8 @@ _BAD_RUNS = [
     (dict(steps=0), "steps=0 is invalid; expected an integer >= 1"),
     (dict(steps=2.5), "steps=2.5 is invalid"),
     (dict(seeds=0), "seeds=0 is invalid; expected an integer >= 1"),
+    (dict(seed_offset=-1), "seed_offset=-1 is invalid; expected an integer >= 0"),
+    (dict(devices=[]), "devices is empty; expected at least one jax device"),
     (dict(steps=7, reuse=3), "steps=7 is not a multiple of reuse=3"),
     (dict(reuse=0), "reuse=0 is invalid; expected an integer >= 1"),
     (dict(num_samples=0), "num_samples=0 is invalid"),
