@@ -70,7 +70,8 @@ ax2 = ax.twinx()
 ax2.plot(bins, np.asarray(problem.reward), color="C3", label="reward")
 ax2.set_ylabel("reward", color="C3")
 ax.set_title(f"E_ref[r] = {float(problem.ref_probs @ problem.reward):.3f}")
-fig.legend(loc="upper center", ncol=2, frameon=False)
+handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
+ax.legend(handles, [h.get_label() for h in handles], loc="upper center", fontsize=8)
 plt.show()
 
 # %% [markdown]
