@@ -88,8 +88,8 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
                 )
         handles, labels = axes[0, 0].get_legend_handles_labels()
         fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
-        fig.tight_layout(rect=(0, 0.05, 1, 1))
         fig.suptitle(f'Probability mass over bins, "{kind}" reward (red: reward, scaled to the row; dashed: pi_ref)', fontsize=10)
+        fig.tight_layout(rect=(0, 0.05, 1, 0.97))
         common.save_figure(fig, out_dir / f"filmstrip_{kind}.png")
         # Claim: the mode-seeking run ends with more mass on the high-reward set than the mode-covering one.
         final = {kw["loss"]: float(ex.metrics["mass_high_reward"][0, -1]) for _, kw, ex, _ in runs}
