@@ -34,6 +34,7 @@ def pieces() -> list[Piece]:
         __import__("modeseek.paper.fig_theory", fromlist=["PIECE"]).PIECE,
         filmstrips.PIECE,
         __import__("modeseek.phase", fromlist=["PIECE"]).PIECE,
+        __import__("modeseek.sequences.figures", fromlist=["PIECE"]).PIECE,
     ]
 
 

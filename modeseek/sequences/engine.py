@@ -1,11 +1,15 @@
-"""The sequence engine: a whole run as one ``lax.scan``, many runs under ``jit(vmap)``.
+"""The sequence engine: a whole run as one ``lax.scan``, many runs in one compiled program.
 
 Same conventions as :func:`modeseek.run`: static options (:class:`SequenceRunConfig`)
 compile a program once; traced hyperparameters (the core
 :class:`modeseek.engine.HyperParams`) and the problems' arrays are data, swept
 as 1-D arrays (an outer-product grid in the order given) without recompiling;
 run i of a grid point uses ``fold_in(key, i)``; metrics are stacked as
-grid_shape + (seeds, evaluations).
+grid_shape + (seeds, evaluations). The runs share one ``jit`` program, batched
+by ``vmap`` (Markov policies) or, for the transformer, run one after another
+by a ``lax.map`` inside it (``batching``; a run's numbers do not depend on
+which, up to float rounding). Offline and on-policy arms with their own
+hyperparameters can share a program (``arms``).
 
 One run (PAPER_NOTES C.4-C.6, Algorithm 1):
 
@@ -45,7 +49,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -93,6 +97,11 @@ class SequenceRunConfig:
       eval_every / snapshot_every: evaluation and marginal-snapshot periods (steps).
       sft_steps / sft_batch: the transformer's fit to pi_data (C.4: 100 steps).
       layers / heads / embed / dropout: transformer sizes (gpt-nano: 3, 3, 48; dropout 0).
+      batching: how the runs of a sweep share the program: "vmap" (batched,
+        the core convention) or "map" (one run after another inside the same
+        compiled program). ``run`` defaults to "map" for the transformer, whose
+        per-run matmuls already fill a CPU core (batched they run slower, and
+        the program compiles ~30% slower), and "vmap" for the Markov policies.
     """
 
     loss: str
@@ -128,14 +137,12 @@ class SequenceRunConfig:
     heads: int = 3
     embed: int = 48
     dropout: float = 0.0
+    batching: str = "map"
 
     @property
     def iterations(self) -> int:
+        """Batch collections of an on-policy run (1 when every run is offline)."""
         return 1 if self.sampling == "offline" else self.steps // self.reuse
-
-    @property
-    def steps_per_batch(self) -> int:
-        return self.steps if self.sampling == "offline" else self.reuse
 
     @property
     def eval_steps(self) -> np.ndarray:
@@ -188,220 +195,272 @@ def _needs(cfg: SequenceRunConfig, spec):
     return logq, ref, ref_next
 
 
-def _sft(policy, params, key, target_logp, cfg: SequenceRunConfig, lr):
-    """Fit the transformer to pi_data: per-token reverse KL on self-generated prefixes (C.4)."""
-    opt = optax.adam(lr)
+def _make_policy(cfg: SequenceRunConfig, ref_probs):
+    sizes = seq_policies.TransformerSizes(cfg.layers, cfg.heads, cfg.embed, cfg.dropout)
+    return seq_policies.make(cfg.policy, ref_probs, init=cfg.init, sizes=sizes, shared=cfg.shared)
 
-    def step(carry, k):
+
+def _init_one(cfg: SequenceRunConfig, key, hp: HyperParams, ref_probs):
+    """The initial policy of one run, which is also its pi_ref (PAPER_NOTES C.4).
+
+    Markov policies start exactly at i.i.d. pi_data tokens (init "reference").
+    The transformer is fit to pi_data by ``sft_steps`` Adam steps on the
+    per-token reverse KL. The authors score prefixes the model generates
+    itself; here the prefixes are i.i.d. pi_data tokens after a uniform
+    prompt, i.e. what a model that fits pi_data generates (the fixed point of
+    their procedure), which keeps a sampler out of this program.
+    """
+    _compile_counter[0] += 1
+    policy = _make_policy(cfg, ref_probs)
+    k_init, k_sft = jax.random.split(jax.random.fold_in(key, 0))
+    params = policy.init(k_init, vocab=cfg.vocab, length=cfg.length, init_scale=hp.init_scale)
+    if cfg.policy != "transformer" or cfg.sft_steps == 0:
+        return params
+    target = safe_log(ref_probs)
+    opt = optax.adam(hp.sft_learning_rate)
+    b, L = cfg.sft_batch, cfg.length
+    u = jax.random.uniform(k_sft, (cfg.sft_steps, b, L + 1))
+    # Column 0 picks a uniform prompt, columns 1..L pi_data tokens, by inverse CDF.
+    uniform_logits = jnp.zeros((cfg.vocab,))
+    toks = jnp.concatenate(
+        [
+            jax.vmap(jax.vmap(lambda x: seq_sampling.inverse_cdf(uniform_logits, x)))(u[..., :1]),
+            jax.vmap(jax.vmap(jax.vmap(lambda x: seq_sampling.inverse_cdf(target, x))))(u[..., 1:]),
+        ],
+        axis=-1,
+    )
+    drop_keys = jax.random.split(jax.random.fold_in(k_sft, 1), cfg.sft_steps) if cfg.dropout > 0 else jnp.zeros((cfg.sft_steps,))
+
+    def step(carry, xs):
         p, s = carry
-        kp, ks, kd = jax.random.split(k, 3)
-        prompts = jax.random.randint(kp, (cfg.sft_batch,), 0, cfg.vocab)
-        u = jax.random.uniform(ks, (cfg.sft_batch, cfg.length))
-        toks, _ = jax.vmap(lambda x, row: seq_sampling.sample_with_uniforms(policy, jax.lax.stop_gradient(p), x, row))(prompts, u)
+        tk, kd = xs
 
         def loss(q):
-            _, nxt = seq_sampling.sequence_logprobs(policy, q, toks, dropout_key=kd if cfg.dropout > 0 else None)
-            return seq_losses.reference_kl(nxt, target_logp)
+            _, nxt = seq_sampling.sequence_logprobs(policy, q, tk, dropout_key=kd if cfg.dropout > 0 else None)
+            return seq_losses.reference_kl(nxt, target)
 
         g = jax.grad(loss)(p)
         upd, s = opt.update(g, s, p)
         return (optax.apply_updates(p, upd), s), None
 
-    (params, _), _ = jax.lax.scan(step, (params, opt.init(params)), jax.random.split(key, cfg.sft_steps))
+    (params, _), _ = jax.lax.scan(step, (params, opt.init(params)), (toks, drop_keys))
     return params
 
 
-def _run_one(cfg: SequenceRunConfig, key, hp: HyperParams, ref_probs, reward):
-    """One run (all arguments unbatched). Returns a dict of stacked outputs."""
+def _run_one(cfg: SequenceRunConfig, key, hp: HyperParams, ref_probs, reward, init_params, offline):
+    """One run from its initial (= reference) parameters; all arguments unbatched.
+
+    ``offline`` is a traced flag, so offline and on-policy arms share a program
+    (``cfg.sampling == "mixed"``).
+    """
     _compile_counter[0] += 1
     spec = seq_losses.get(cfg.loss)
     need_logq, need_ref, need_ref_next = _needs(cfg, spec)
-    sizes = seq_policies.TransformerSizes(cfg.layers, cfg.heads, cfg.embed, cfg.dropout)
-    policy = seq_policies.make(cfg.policy, ref_probs, init=cfg.init, sizes=sizes, shared=cfg.shared)
-    k_init, k_sft, k_prompts, k_evp, k_data, k_loop, k_eval, k_drop = jax.random.split(key, 8)
+    policy = _make_policy(cfg, ref_probs)
     L, V, P, N, T = cfg.length, cfg.vocab, cfg.num_prompts, cfg.num_samples, cfg.tokens_scored
-    data_logp = safe_log(ref_probs)
+    exact_eval = policy.markov is not None
+    E, S = (0, 0) if exact_eval else (cfg.num_eval_prompts, cfg.eval_samples)
+    every, snap_every = cfg.eval_every, cfg.snapshot_every
+    n_eval, n_snap = len(cfg.eval_steps), len(cfg.snapshot_steps)
+    all_offline = cfg.sampling == "offline"
+    n_collect = cfg.iterations
+    n_pairs = N * (N - 1) // 2 if cfg.pairing == "all" else N // 2
 
-    params = policy.init(k_init, vocab=V, length=L, init_scale=hp.init_scale)
-    if cfg.policy == "transformer" and cfg.sft_steps > 0:
-        params = _sft(policy, params, k_sft, data_logp, cfg, hp.sft_learning_rate)
-    ref_params = params
+    # Every random number of the run is drawn here, by a handful of PRNG calls
+    # outside the loop: each call is a kernel to compile, and the loop indexes
+    # the draws instead (one uniform per sampled token, convention 5).
+    k_prompts, k_evp, k_collect, k_labels, k_eval, k_drop = jax.random.split(jax.random.fold_in(key, 1), 6)
     prompts = jax.random.randint(k_prompts, (P,), 0, V)
-    eval_prompts = jax.random.randint(k_evp, (cfg.num_eval_prompts,), 0, V) if policy.generalises else prompts
+    eval_prompts = prompts if exact_eval else jax.random.randint(k_evp, (E,), 0, V)
+    u_collect = jax.random.uniform(k_collect, (n_collect, P, N, L))
+    u_eval = jax.random.uniform(k_eval, (n_eval, E, S, L))
+    bt = spec.batch == "pairs" and cfg.labels == "bradley_terry"
+    u_labels = jax.random.uniform(k_labels, (n_collect, P, n_pairs)) if bt else None
+    dropout_on = cfg.policy == "transformer" and cfg.dropout > 0
 
+    params = init_params
+    ref_params = init_params
     opt = optax.adam(hp.learning_rate) if cfg.optimizer == "adam" else optax.sgd(hp.learning_rate)
     opt_state = opt.init(params)
-    dropout_on = cfg.policy == "transformer" and cfg.dropout > 0
     compact_bon = spec.batch == "best_of_n" and cfg.negative in (None, "worst")
+    batch_prompts = jnp.repeat(prompts, N)
+    all_prompts = jnp.concatenate([batch_prompts, jnp.repeat(eval_prompts, S)])
 
-    def collect_one(k, prompt, p):
-        ks, kl = sb.split_pair_key(k) if spec.batch == "pairs" else (k, None)
-        tokens, logq = seq_sampling.sample(policy, p, ks, prompt, N, L)
+    def draw(p, i, slot):
+        """Sample the batch (P x N) and evaluation (E x S) sequences in one call."""
+        u = jnp.concatenate([u_collect[i].reshape(P * N, L), u_eval[slot].reshape(E * S, L)])
+        return jax.vmap(lambda x, row: seq_sampling.sample_with_uniforms(policy, p, x, row, full=True))(all_prompts, u)
+
+    def ref_pass(tokens):
+        return seq_sampling.sequence_logprobs(policy, ref_params, tokens, shift=cfg.shift)
+
+    def build_one(tokens, logq, ref_tok, ref_next, lab_u):
         r = jax.vmap(reward)(tokens)
         if compact_bon:
             # best_of_n without a sum over the other draws reads only the best and
-            # worst rows: keep those two, so the gradient step scores 2 sequences, not N.
-            jb, jw = jnp.argmax(r), jnp.argmin(r)
-            rows = jnp.stack([jb, jw])
-            tokens, logq, r = tokens[rows], logq[rows], r[rows]
+            # worst rows: keep those two, so a gradient step scores 2 sequences, not N.
+            rows = jnp.stack([jnp.argmax(r), jnp.argmin(r)])
+            tokens, logq, r, ref_tok = tokens[rows], logq[rows], r[rows], ref_tok[rows]
             one = jnp.ones((1,))
-            items = BestOfN(
-                jnp.zeros((1,), jnp.int32), one, jnp.ones((1,), jnp.int32), one, jnp.arange(2, dtype=jnp.int32), jnp.array([0.0, 1.0]), jnp.asarray(N, jnp.float32)
-            )
-        m = tokens.shape[0]
-        if need_logq and cfg.shift == "authors":
-            logq, _ = seq_sampling.sequence_logprobs(policy, p, tokens, shift="authors")
-        elif not need_logq:
-            logq = jnp.zeros((m, T))
-        if need_ref:
-            ref_tok, ref_next = seq_sampling.sequence_logprobs(policy, ref_params, tokens, shift=cfg.shift)
+            items = BestOfN(jnp.zeros((1,), jnp.int32), one, jnp.ones((1,), jnp.int32), one, jnp.arange(2, dtype=jnp.int32), jnp.array([0.0, 1.0]), jnp.asarray(N, jnp.float32))
+        elif spec.batch == "points":
+            items = sb.points_items(r, jnp.sum(logq, -1))
+        elif spec.batch == "best_of_n":
+            items = sb.best_of_n_items(r)
         else:
-            ref_tok, ref_next = jnp.zeros((m, T)), None
-        if not compact_bon:
-            if spec.batch == "points":
-                items = sb.points_items(r, jnp.sum(logq, -1))
-            elif spec.batch == "best_of_n":
-                items = sb.best_of_n_items(r)
-            else:
-                items = sb.pair_items(kl, r, labels=cfg.labels, pairing=cfg.pairing, min_reward_gap=hp.min_reward_gap, bt_scale=hp.bt_scale)
-        return sb.SequenceBatch(tokens, r, jax.lax.stop_gradient(logq), ref_tok, items, ref_next if need_ref_next else None)
+            items = sb.pair_items(None, r, labels="reward", pairing=cfg.pairing, min_reward_gap=hp.min_reward_gap) if not bt else _bt_pairs(r, lab_u)
+        return sb.SequenceBatch(tokens, r, logq, ref_tok, items, ref_next if need_ref_next else None)
 
-    def collect(k, p):
+    def _bt_pairs(r, lab_u):
+        a_idx, b_idx = sb._pair_index(N, cfg.pairing)
+        gap = r[a_idx] - r[b_idx]
+        a_wins = lab_u < jax.nn.sigmoid(hp.bt_scale * gap)
+        counted = (jnp.abs(gap) >= hp.min_reward_gap).astype(jnp.float32)
+        a_idx, b_idx = jnp.asarray(a_idx), jnp.asarray(b_idx)
+        return sb.Pairs(jnp.where(a_wins, a_idx, b_idx), jnp.where(a_wins, b_idx, a_idx), counted / jnp.maximum(counted.sum(), 1.0))
+
+    def fresh(p, t, i, slot):
+        """New batch (from p's samples) and evaluation statistics at step t."""
         p = jax.lax.stop_gradient(p)
-        return jax.vmap(collect_one, (0, 0, None))(jax.random.split(k, P), prompts, p)
+        toks, logq, nxt = draw(p, i, slot)
+        btoks, blogq = toks[: P * N], logq[: P * N]
+        etoks, enxt = toks[P * N :], nxt[P * N :]
+        scored = jnp.concatenate([btoks if (need_ref or need_logq and cfg.shift == "authors") else btoks[:0], etoks])
+        if scored.shape[0]:
+            rtok, rnxt = ref_pass(scored)
+        nb = btoks.shape[0] if scored.shape[0] and scored.shape[0] > etoks.shape[0] else 0
+        ref_tok = rtok[:nb].reshape(P, N, T) if nb else jnp.zeros((P, N, T))
+        ref_next = rnxt[:nb].reshape(P, N, L, V) if (nb and need_ref_next) else jnp.zeros((P, N, 0, V))
+        if need_logq and cfg.shift == "authors":
+            blogq, _ = seq_sampling.sequence_logprobs(policy, p, btoks, shift="authors")
+        elif not need_logq:
+            blogq = jnp.zeros((P * N, T))
+        lab = u_labels[i] if bt else jnp.zeros((P, 0))
+        batch = jax.vmap(build_one)(btoks.reshape(P, N, L + 1), blogq.reshape(P, N, T), ref_tok, ref_next, lab)
+        if exact_eval:
+            return batch, {}
+        rn = rnxt[nb:]
+        probs = jnp.exp(enxt)
+        r = jax.vmap(reward)(etoks)
+        if reward.additive:
+            er = jnp.mean(jax.vmap(reward.expected_from_marginals)(etoks[:, 0], probs))
+        else:
+            er = jnp.mean(r)
+        stats = {
+            "expected_reward": er,
+            "kl_pi_ref": jnp.mean(jnp.sum(probs * (enxt - rn), axis=(-2, -1))),
+            "entropy": jnp.mean(-jnp.sum(probs * enxt, axis=(-2, -1))),
+            "sampled_reward": jnp.mean(r),
+            "marginals": jnp.mean(probs, axis=0),
+        }
+        return batch, stats
 
-    def loss_fn(p, batch, kd):
+    def loss_fn(p, batch, t):
         m = batch.tokens.shape[1]
         flat = batch.tokens.reshape(P * m, L + 1)
-        tok, nxt = seq_sampling.sequence_logprobs(policy, p, flat, shift=cfg.shift, dropout_key=kd if dropout_on else None)
+        kd = jax.random.fold_in(k_drop, t) if dropout_on else None
+        tok, nxt = seq_sampling.sequence_logprobs(policy, p, flat, shift=cfg.shift, dropout_key=kd)
         tok, nxt = tok.reshape(P, m, T), nxt.reshape(P, m, L, V)
         vals, aux = jax.vmap(lambda a, b, c: spec.apply(a, b, c, hp, cfg))(tok, batch, nxt)
         return jnp.mean(vals), jax.tree.map(jnp.mean, aux)
 
-    table = reward.table
-    high = high_reward_mask(table).astype(jnp.float32)
+    high = high_reward_mask(reward.table).astype(jnp.float32)
     token_kind = reward.kind != "length"
 
-    def eval_markov(p):
+    def exact_stats(p):
         def one(x):
             il, tl = policy.markov(p, x, L)
             ril, rtl = policy.markov(ref_params, x, L)
             ip, tp = jnp.exp(il), jnp.exp(tl)
-            marg = markov.marginals(ip, tp)
-            out = {
+            return {
                 "expected_reward": reward.expected_markov(x, ip, tp),
                 "kl_pi_ref": markov.kl(il, tl, ril, rtl),
                 "entropy": markov.entropy(il, tl),
+                "marginals": markov.marginals(ip, tp),
             }
-            return out, marg
 
-        m, marg = jax.vmap(one)(eval_prompts)
-        return jax.tree.map(jnp.mean, m), jnp.mean(marg, axis=0)
+        return jax.tree.map(lambda a: jnp.mean(a, axis=0), jax.vmap(one)(eval_prompts))
 
-    def eval_sampled(p, k):
-        ne = eval_prompts.shape[0]
-        u = jax.random.uniform(k, (ne, cfg.eval_samples, L))
-        toks, _ = jax.vmap(lambda x, rows: jax.vmap(lambda row: seq_sampling.sample_with_uniforms(policy, p, x, row))(rows))(eval_prompts, u)
-        toks = toks.reshape(ne * cfg.eval_samples, L + 1)
-        _, nxt = seq_sampling.sequence_logprobs(policy, p, toks)
-        _, rnxt = seq_sampling.sequence_logprobs(policy, ref_params, toks)
-        probs = jnp.exp(nxt)
-        r = jax.vmap(reward)(toks)
-        if reward.additive:
-            er = jnp.mean(jax.vmap(reward.expected_from_marginals)(toks[:, 0], probs))
-        else:
-            er = jnp.mean(r)
-        out = {
-            "expected_reward": er,
-            "kl_pi_ref": jnp.mean(jnp.sum(jnp.sum(probs * (nxt - rnxt), -1), -1)),
-            "entropy": jnp.mean(-jnp.sum(probs * nxt, axis=(-2, -1))),
-            "sampled_reward": jnp.mean(r),
-        }
-        return out, jnp.mean(probs, axis=0)
-
-    def eval_metrics(p, k):
-        p = jax.lax.stop_gradient(p)
-        m, marg = eval_markov(p) if policy.markov is not None else eval_sampled(p, k)
+    def record(p, stats, loss, aux):
+        m = dict(exact_stats(jax.lax.stop_gradient(p)) if exact_eval else stats)
+        marg = m.pop("marginals")
         if token_kind:
             m["mass_high_reward"] = jnp.mean(marg @ high)
-        return m, marg
-
-    every, snap_every = cfg.eval_every, cfg.snapshot_every
-    n_eval, n_snap = len(cfg.eval_steps), len(cfg.snapshot_steps)
-    batch0 = jax.tree.map(jnp.zeros_like, jax.eval_shape(collect, k_loop, params))
-
-    def record(p, loss, aux, k):
-        m, marg = eval_metrics(p, k)
         return {**m, **aux, "train_loss": loss}, marg
 
-    def probe():
-        loss, aux = loss_fn(params, batch0, k_drop)
-        return record(params, loss, aux, k_eval)[0]
-
-    buf0 = jax.tree.map(lambda s: jnp.zeros((n_eval,) + s.shape, s.dtype), jax.eval_shape(probe))
+    batch_shape, stats_shape = jax.eval_shape(lambda: fresh(params, 0, 0, 0))
+    batch0 = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), batch_shape)
+    stats0 = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), stats_shape)
+    probe = jax.eval_shape(lambda: record(params, stats0, *loss_fn(params, batch0, 0))[0])
+    buf0 = jax.tree.map(lambda s: jnp.zeros((n_eval,) + s.shape, s.dtype), probe)
     snaps0 = jnp.zeros((n_snap, L, V))
 
-    def inner(carry, t):
+    def body(carry, t):
+        # One scan over t = 0..steps: sample (a new batch when due, evaluation
+        # sequences when due) with a single sampler call, score the batch,
+        # record the metrics when due, update. Step ``steps`` only records (its
+        # update is discarded), so the sampler, the loss and the evaluation are
+        # each compiled once. Offline runs collect at t = 0 only, from the
+        # initial policy, which is pi_ref. The predicates depend on t alone, so
+        # under vmap the conds stay branches instead of both-sides selects.
         p, s, buf, snaps, batch = carry
-        (loss, aux), g = jax.value_and_grad(loss_fn, has_aux=True)(p, batch, jax.random.fold_in(k_drop, t))
+        last = t == cfg.steps
+        eval_due = (t % every == 0) | last
+        on_schedule = (t == 0) if all_offline else ((t % cfg.reuse == 0) & ~last)
+        collect_due = jnp.where(offline, t == 0, on_schedule)  # per run (offline is traced)
+        i = jnp.where(offline, 0, jnp.minimum(t // cfg.reuse, n_collect - 1))
+        slot = jnp.where(last, n_eval - 1, t // every)
+        # The branch predicate depends on t only (a real branch under vmap);
+        # which runs take the new batch is decided inside, per run.
+        need_draw = on_schedule | (eval_due & (not exact_eval))
+
+        def draw_branch(b):
+            nb, st = fresh(p, t, i, slot)
+            return jax.tree.map(lambda new, old: jnp.where(collect_due, new, old), nb, b), st
+
+        batch, stats = jax.lax.cond(need_draw, draw_branch, lambda b: (b, stats0), batch)
+        (loss, aux), g = jax.value_and_grad(loss_fn, has_aux=True)(p, batch, t)
 
         def write(buf, snaps):
-            m, marg = record(p, loss, aux, jax.random.fold_in(k_eval, t))
-            buf = jax.tree.map(lambda b, v: b.at[t // every].set(v), buf, m)
-            slot = jnp.minimum(t // snap_every, n_snap - 1)
-            snaps = snaps.at[slot].set(jnp.where(t % snap_every == 0, marg, snaps[slot]))
+            m, marg = record(p, stats, loss, aux)
+            buf = jax.tree.map(lambda b, v: b.at[slot].set(v), buf, m)
+            sslot = jnp.where(last, n_snap - 1, t // snap_every)
+            snaps = snaps.at[sslot].set(jnp.where((t % snap_every == 0) | last, marg, snaps[sslot]))
             return buf, snaps
 
-        buf, snaps = jax.lax.cond(t % every == 0, write, lambda b, s_: (b, s_), buf, snaps)
+        buf, snaps = jax.lax.cond(eval_due, write, lambda b, s_: (b, s_), buf, snaps)
         upd, s = opt.update(g, s, p)
         return (optax.apply_updates(p, upd), s, buf, snaps, batch), None
 
-    def outer(carry, xs):
-        i, k = xs
-        p, s, buf, snaps, _ = carry
-        batch = collect(k, p)
-        ts = i * cfg.steps_per_batch + jnp.arange(cfg.steps_per_batch)
-        carry, _ = jax.lax.scan(inner, (p, s, buf, snaps, batch), ts)
-        return carry, None
-
-    if cfg.sampling == "offline":
-        fixed = collect(k_data, ref_params)
-        init_batch = fixed
-
-        def outer_offline(carry, xs):
-            p, s, buf, snaps, _ = carry
-            i, _k = xs
-            ts = i * cfg.steps_per_batch + jnp.arange(cfg.steps_per_batch)
-            carry, _ = jax.lax.scan(inner, (p, s, buf, snaps, fixed), ts)
-            return carry, None
-
-        body = outer_offline
-    else:
-        init_batch = batch0
-        body = outer
-
-    xs = (jnp.arange(cfg.iterations), jax.random.split(k_loop, cfg.iterations))
-    (params, _, buf, snaps, last), _ = jax.lax.scan(body, (params, opt_state, buf0, snaps0, init_batch), xs)
-    loss, aux = loss_fn(params, last, jax.random.fold_in(k_drop, cfg.steps))
-    m, marg = record(params, loss, aux, jax.random.fold_in(k_eval, cfg.steps))
-    buf = jax.tree.map(lambda b, v: b.at[n_eval - 1].set(v), buf, m)
-    snaps = snaps.at[n_snap - 1].set(marg)
-    return {"metrics": buf, "snapshots": snaps, "final_marginals": marg}
+    (_, _, buf, snaps, _), _ = jax.lax.scan(body, (params, opt_state, buf0, snaps0, batch0), jnp.arange(cfg.steps + 1))
+    return {"metrics": buf, "snapshots": snaps, "final_marginals": snaps[n_snap - 1]}
 
 
-@functools.lru_cache(maxsize=None)
-def _program(cfg: SequenceRunConfig):
-    return jax.jit(jax.vmap(functools.partial(_run_one, cfg)))
+_INIT_FIELDS = ("policy", "init", "shared", "vocab", "length", "sft_steps", "sft_batch", "layers", "heads", "embed", "dropout", "batching")
+
+
+def _init_key(cfg: SequenceRunConfig) -> SequenceRunConfig:
+    # The initialisation depends on these fields only: runs that share them share
+    # the compiled initialisation (the transformer's SFT) whatever their loss.
+    return SequenceRunConfig(loss="sft", sampling="offline", steps=1, reward_kind="token_mean", include_prompt=False, **{f: getattr(cfg, f) for f in _INIT_FIELDS})
 
 
 _executables: dict[tuple, Any] = {}
 
 
-def _executable(cfg: SequenceRunConfig, runs: int, args):
-    key = (cfg, runs)
+def _executable(kind: str, cfg: SequenceRunConfig, runs: int, args):
+    """The compiled program for (kind, cfg, number of runs), compiled on first use."""
+    key = (kind, cfg, runs)
     if key in _executables:
         return _executables[key], False
-    exe = _program(cfg).lower(*args).compile()
+    fn = functools.partial(_init_one if kind == "init" else _run_one, cfg)
+    if cfg.batching == "vmap":
+        batched = jax.vmap(fn)
+    else:
+        # Runs one after another inside the program (a lax.map): on CPU the
+        # transformer's matmuls are faster unbatched than as batched dots.
+        batched = lambda *a: jax.lax.map(lambda x: fn(*x), a)  # noqa: E731
+    exe = jax.jit(batched).lower(*args).compile()
     _executables[key] = exe
     return exe, True
 
@@ -423,6 +482,8 @@ class SequenceTrajectory:
       final_marginals: grid_shape + (seeds, L, V).
       grid, hyperparameters, config, problem_names, seeds, compile_seconds,
       run_seconds: as in :class:`modeseek.Trajectory`.
+      arm_values: with arms, name -> (A,) per-arm values ("sampling" and the
+        traced hyperparameters the arms set).
     """
 
     metrics: dict[str, np.ndarray]
@@ -437,6 +498,7 @@ class SequenceTrajectory:
     seeds: int
     compile_seconds: float
     run_seconds: float
+    arm_values: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
     @property
     def grid_shape(self) -> tuple[int, ...]:
@@ -449,6 +511,9 @@ class SequenceTrajectory:
         cols: dict[str, Any] = {}
         for axis, (name, values) in enumerate(self.grid.items()):
             cols[name] = np.repeat(np.asarray(values)[idx[axis]], t)
+            if name == "arm":
+                for n, per_arm in self.arm_values.items():
+                    cols[n] = np.repeat(np.asarray(per_arm)[idx[axis]], t)
         cols["seed"] = np.repeat(idx[-1], t)
         return cols, runs
 
@@ -463,8 +528,9 @@ class SequenceTrajectory:
             if name not in self.grid:
                 cols[name] = value
         for name in ("loss", "sampling", "policy", "reuse", "num_samples", "num_prompts", "negative", "advantage", "kl_estimator", "ratio", "shift"):
-            v = getattr(self.config, name)
-            cols[name] = "none" if v is None else v
+            if name not in cols:
+                v = getattr(self.config, name)
+                cols[name] = "none" if v is None else v
         if "problem" not in self.grid:
             cols["problem"] = self.problem_names[0]
         for name, arr in self.metrics.items():
@@ -508,6 +574,41 @@ def _as_sweep(name, value):
     return arr.ndim == 1, arr
 
 
+def _check_traced(name, arr):
+    if name in _POSITIVE:
+        _checks.positive(name, arr)
+    elif name in _NONNEGATIVE:
+        _checks.positive(name, arr, allow_zero=True)
+
+
+def _check_arms(arms, sampling):
+    """(arms or None, labels, per-arm sampling); without arms, one implicit arm."""
+    if arms is None:
+        return None, [sampling], [sampling]
+    arms = list(arms)
+    if not arms:
+        raise ValueError("arms is empty; expected at least one dict of per-arm settings")
+    labels, samplings = [], []
+    for i, a in enumerate(arms):
+        if not isinstance(a, Mapping):
+            raise ValueError(f"arms[{i}]={a!r} is not a dict; expected a dict of per-arm settings")
+        bad = sorted(set(a) - set(_TRACED) - {"sampling", "label"})
+        if bad:
+            raise ValueError(f"arms[{i}] sets {bad}; an arm may set 'sampling', 'label' and traced hyperparameters ({', '.join(_TRACED)})")
+        samp = a.get("sampling", sampling)
+        _checks.choice(f"arms[{i}]['sampling']", samp, SAMPLINGS)
+        for n, v in a.items():
+            if n in _TRACED:
+                if np.ndim(v):
+                    raise ValueError(f"arms[{i}][{n!r}] has shape {np.shape(v)}; expected a scalar")
+                _check_traced(n, v)
+        samplings.append(samp)
+        labels.append(str(a.get("label", f"{samp} " + " ".join(f"{n}={a[n]:g}" for n in a if n in _TRACED)).strip()))
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"arm labels {labels} are not unique; give each arm a distinct 'label'")
+    return arms, labels, samplings
+
+
 def _positive_int(name, v, minimum=1):
     if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < minimum:
         raise ValueError(f"{name}={v!r} is invalid; expected an integer >= {minimum}")
@@ -518,6 +619,7 @@ def run(
     *,
     loss: str,
     sampling: str = "on_policy",
+    arms: Sequence[Mapping[str, Any]] | None = None,
     steps: int = 100,
     seeds: int = 1,
     key: int | jax.Array = 0,
@@ -534,6 +636,12 @@ def run(
       loss: a name from :func:`modeseek.sequences.losses.names`.
       sampling: "offline" (one dataset from pi_ref, the frozen initial policy)
         or "on_policy" (fresh sequences every ``reuse`` steps).
+      arms: optional list of dicts, each setting "sampling" and/or traced
+        hyperparameters (and an optional "label"): a zipped grid axis "arm"
+        (after "problem"), e.g. the paper's offline best-of-N at lr 1e-4 and
+        on-policy best-of-N at lr 3e-5. All arms share one compiled program
+        (the regime is a traced flag); values set by an arm override the
+        keyword values.
       steps: gradient steps per run.
       seeds: independent runs per grid point.
       key: PRNG key or integer seed.
@@ -545,7 +653,7 @@ def run(
         num_prompts, num_eval_prompts, eval_samples, init, shared, optimizer,
         negative, advantage, kl_estimator, kl_placement, ratio, normalize,
         labels, pairing, shift, sft_steps, sft_batch, layers, heads, embed,
-        dropout) and traced HyperParams fields (learning_rate, beta,
+        dropout, batching) and traced HyperParams fields (learning_rate, beta,
         negative_coef, entropy_coef, clip_eps, target_margin, min_reward_gap,
         bt_scale, init_scale, sft_learning_rate), swept when given as 1-D arrays.
 
@@ -554,6 +662,7 @@ def run(
     """
     spec = seq_losses.get(loss)
     _checks.choice("sampling", sampling, SAMPLINGS)
+    arm_list, arm_labels, arm_samplings = _check_arms(arms, sampling)
     unknown = set(hyperparameters) - _STATIC - set(_TRACED)
     if unknown:
         raise ValueError(f"unknown hyperparameter(s) {sorted(unknown)}; valid names are {', '.join(sorted(_STATIC | set(_TRACED)))}")
@@ -588,11 +697,14 @@ def run(
     _checks.choice("shift", static.get("shift", "correct"), seq_sampling.SHIFTS)
     _checks.choice("labels", static.get("labels", "reward"), ("reward", "bradley_terry"))
     _checks.choice("pairing", static.get("pairing", "all"), ("all", "disjoint"))
+    static.setdefault("batching", "map" if policy == "transformer" else "vmap")
+    _checks.choice("batching", static["batching"], ("vmap", "map"))
     seq_policies.TransformerSizes(static.get("layers", 3), static.get("heads", 3), static.get("embed", 48), float(static.get("dropout", 0.0)))
     if static.get("shift") == "authors" and policy != "transformer":
         raise ValueError(f"shift='authors' is the transformer's off-by-one log-probability; expected policy='transformer' (got {policy!r})")
     reuse = static.get("reuse", 1)
-    if sampling == "on_policy" and steps % reuse:
+    mode = arm_samplings[0] if len(set(arm_samplings)) == 1 else "mixed"
+    if mode != "offline" and steps % reuse:
         raise ValueError(f"steps={steps} is not a multiple of reuse={reuse}; expected steps = iterations * reuse")
     if spec.batch == "pairs" and static.get("num_samples", 10) < 2:
         raise ValueError(f"num_samples={static.get('num_samples')} is too small for pair losses; expected >= 2")
@@ -605,7 +717,7 @@ def run(
         static["dropout"] = float(static["dropout"])
     cfg = SequenceRunConfig(
         loss=loss,
-        sampling=sampling,
+        sampling=mode,
         steps=int(steps),
         length=p0.length,
         vocab=p0.vocab,
@@ -621,15 +733,18 @@ def run(
     grid: dict[str, np.ndarray] = {}
     if len(problems) > 1:
         grid["problem"] = np.arange(len(problems))
+    if arm_list is not None:
+        grid["arm"] = np.asarray(arm_labels)
     values: dict[str, np.ndarray] = {}
     order = [n for n in hyperparameters if n in traced] + [n for n in traced if n not in hyperparameters]
     for n in order:
         swept, arr = _as_sweep(n, traced[n])
-        if n in _POSITIVE:
-            _checks.positive(n, arr)
-        elif n in _NONNEGATIVE:
-            _checks.positive(n, arr, allow_zero=True)
+        _check_traced(n, arr)
         (grid if swept else values)[n] = arr
+    arm_set = {n for a in (arm_list or []) for n in a if n in _TRACED}
+    clash = sorted(n for n in arm_set if n in grid)
+    if clash:
+        raise ValueError(f"{clash} are both swept and set by arms; expected each traced value in one place")
 
     gshape = tuple(len(v) for v in grid.values())
     runs = int(np.prod(gshape, dtype=int)) * seeds
@@ -642,9 +757,16 @@ def run(
         return np.full(runs, scalar)
 
     hp_values = {n: per_run(n, values.get(n)) for n in _TRACED if n in grid or n in values}
-    if "target_margin" not in hp_values:
-        hp_values["target_margin"] = 1.0 / (2.0 * per_run("beta", values.get("beta", HyperParams.beta)))
+    arm_of = idx[axis_of["arm"]] if arm_list is not None else np.zeros(runs, int)
+    for n in arm_set:
+        base_v = hp_values.get(n, np.full(runs, getattr(HyperParams, n) if getattr(HyperParams, n) is not None else np.nan))
+        hp_values[n] = np.array([float(arm_list[a].get(n, b)) for a, b in zip(arm_of, base_v)])
+    if "target_margin" not in hp_values or np.any(np.isnan(hp_values["target_margin"])):
+        beta = hp_values.get("beta", per_run("beta", values.get("beta", HyperParams.beta)))
+        tm = hp_values.get("target_margin", np.full(runs, np.nan))
+        hp_values["target_margin"] = np.where(np.isnan(tm), 1.0 / (2.0 * beta), tm)
     hp = HyperParams(**{n: jnp.asarray(hp_values.get(n, np.full(runs, getattr(HyperParams, n))), jnp.float32) for n in _TRACED})
+    offline = np.array([arm_samplings[a] == "offline" for a in arm_of])
 
     pi = per_run("problem", 0).astype(int) if "problem" in grid else np.zeros(runs, int)
     stacked = jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *[(p.ref_probs, p.reward) for p in problems])
@@ -652,23 +774,35 @@ def run(
 
     base = jax.random.PRNGKey(key) if isinstance(key, (int, np.integer)) else key
     keys = jax.vmap(jax.random.fold_in, (None, 0))(base, jnp.asarray(idx[-1], jnp.uint32))
-    args = (keys, hp, ref, rew)
     t0 = time.perf_counter()
-    compiled, fresh = _executable(cfg, runs, args)
+    icfg = _init_key(cfg)
+    init_exe, fresh_init = _executable("init", icfg, runs, (keys, hp, ref))
     t1 = time.perf_counter()
-    out = jax.block_until_ready(compiled(*args))
+    init_params = init_exe(keys, hp, ref)
     t2 = time.perf_counter()
-
+    args = (keys, hp, ref, rew, init_params, jnp.asarray(offline))
+    compiled, fresh = _executable("run", cfg, runs, args)
+    t3 = time.perf_counter()
+    out = jax.block_until_ready(compiled(*args))
+    t4 = time.perf_counter()
+    compile_s = (t1 - t0 if fresh_init else 0.0) + (t3 - t2 if fresh else 0.0)
+    run_s = (t2 - t1) + (t4 - t3)
     shape = gshape + (seeds,)
     e = len(cfg.eval_steps)
     mets = {n: np.asarray(v).reshape(shape + (e,)) for n, v in out["metrics"].items()}
-    mets["reward_queries"] = np.broadcast_to(_reward_queries(cfg), shape + (e,)).copy()
-    hp_report = {n: float(values[n]) for n in values}
+    mets["reward_queries"] = np.stack([_reward_queries(cfg, o) for o in offline]).reshape(shape + (e,))
+    hp_report = {n: float(values[n]) for n in values if n not in arm_set}
     if "target_margin" not in grid and "target_margin" not in hp_report and "beta" not in grid:
         hp_report["target_margin"] = float(np.asarray(hp.target_margin)[0])
     for n in _TRACED:
-        if n not in grid and n not in hp_report:
+        if n not in grid and n not in hp_report and n not in arm_set:
             hp_report[n] = float(np.asarray(getattr(hp, n))[0])
+    arm_values = {}
+    if arm_list is not None:
+        arm_values["sampling"] = np.asarray(arm_samplings)
+        first = {a: int(np.flatnonzero(arm_of == a)[0]) for a in range(len(arm_list))}
+        for n in sorted(arm_set | ({"target_margin"} if "target_margin" not in hp_report and "target_margin" not in grid else set())):
+            arm_values[n] = np.array([float(hp_values[n][first[a]]) for a in range(len(arm_list))])
     return SequenceTrajectory(
         metrics=mets,
         eval_steps=cfg.eval_steps,
@@ -680,16 +814,17 @@ def run(
         config=cfg,
         problem_names=tuple(p.name for p in problems),
         seeds=int(seeds),
-        compile_seconds=(t1 - t0) if fresh else 0.0,
-        run_seconds=t2 - t1,
+        compile_seconds=compile_s,
+        run_seconds=run_s,
+        arm_values=arm_values,
     )
 
 
-def _reward_queries(cfg: SequenceRunConfig) -> np.ndarray:
+def _reward_queries(cfg: SequenceRunConfig, offline: bool) -> np.ndarray:
     """Reward queries behind the policy at each evaluation step (N per prompt per collection)."""
     t = cfg.eval_steps
     per = cfg.num_samples * cfg.num_prompts
-    if cfg.sampling == "offline":
+    if offline:
         return np.where(t > 0, per, 0).astype(np.float64)
     return (np.ceil(t / cfg.reuse) * per).astype(np.float64)
 

@@ -28,6 +28,7 @@ Three classes: :func:`factorised` (independent per-position categoricals),
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from typing import Any, Callable, NamedTuple, Optional
 
@@ -171,6 +172,8 @@ class TransformerSizes:
         evaluation never use dropout (the authors sample in eval mode).
       init_std: standard deviation of the normal weight init (0.02); residual
         output projections use init_std / sqrt(2 * layers).
+      scan_layers: run the blocks as a ``lax.scan`` (compiles one block instead
+        of ``layers``; same numbers) rather than unrolled.
     """
 
     layers: int = 3
@@ -178,6 +181,7 @@ class TransformerSizes:
     embed: int = 48
     dropout: float = 0.0
     init_std: float = 0.02
+    scan_layers: bool = True
 
     def __post_init__(self):
         for name in ("layers", "heads", "embed"):
@@ -220,50 +224,80 @@ def transformer(sizes: TransformerSizes = TransformerSizes()) -> SequencePolicy:
     hd = d // nh
 
     def init_fn(key, *, vocab: int, length: int, init_scale=1.0):
-        ks = jax.random.split(key, 7)
         std = sizes.init_std
         proj_std = std / math.sqrt(2 * nl)
-        n = lambda k, shape, s: s * jax.random.normal(k, shape)  # noqa: E731
-        return {
-            "wte": n(ks[0], (vocab, d), std),
-            "wpe": n(ks[1], (length + 1, d), std),
-            "ln1_g": jnp.ones((nl, d)),
-            "ln1_b": jnp.zeros((nl, d)),
-            "attn_w": n(ks[2], (nl, d, 3 * d), std),
-            "attn_b": jnp.zeros((nl, 3 * d)),
-            "proj_w": n(ks[3], (nl, d, d), proj_std),
-            "proj_b": jnp.zeros((nl, d)),
-            "ln2_g": jnp.ones((nl, d)),
-            "ln2_b": jnp.zeros((nl, d)),
-            "fc_w": n(ks[4], (nl, d, 4 * d), std),
-            "fc_b": jnp.zeros((nl, 4 * d)),
-            "fc_proj_w": n(ks[5], (nl, 4 * d, d), proj_std),
-            "fc_proj_b": jnp.zeros((nl, d)),
-            "lnf_g": jnp.ones((d,)),
-            "lnf_b": jnp.zeros((d,)),
-            "head": n(ks[6], (d, vocab), std),
+        normal = {
+            "wte": ((vocab, d), std),
+            "wpe": ((length + 1, d), std),
+            "attn_w": ((nl, d, 3 * d), std),
+            "proj_w": ((nl, d, d), proj_std),
+            "fc_w": ((nl, d, 4 * d), std),
+            "fc_proj_w": ((nl, 4 * d, d), proj_std),
+            "head": ((d, vocab), std),
         }
+        # One normal draw for every weight (each PRNG call is a separate kernel to compile).
+        sizes_ = [math.prod(shape) for shape, _ in normal.values()]
+        z = jax.random.normal(key, (sum(sizes_),))
+        offsets = [0, *itertools.accumulate(sizes_)]
+        params = {
+            name: s * z[o : o + math.prod(shape)].reshape(shape)
+            for (name, (shape, s)), o in zip(normal.items(), offsets)
+        }
+        params.update(
+            ln1_g=jnp.ones((nl, d)),
+            ln1_b=jnp.zeros((nl, d)),
+            attn_b=jnp.zeros((nl, 3 * d)),
+            proj_b=jnp.zeros((nl, d)),
+            ln2_g=jnp.ones((nl, d)),
+            ln2_b=jnp.zeros((nl, d)),
+            fc_b=jnp.zeros((nl, 4 * d)),
+            fc_proj_b=jnp.zeros((nl, d)),
+            lnf_g=jnp.ones((d,)),
+            lnf_b=jnp.zeros((d,)),
+        )
+        return params
 
-    def mlp(p, l, x, key):
-        h = jax.nn.gelu(x @ p["fc_w"][l] + p["fc_b"][l], approximate=True)
-        return _dropout(h @ p["fc_proj_w"][l] + p["fc_proj_b"][l], sizes.dropout, key)
+    layer_names = ("ln1_g", "ln1_b", "attn_w", "attn_b", "proj_w", "proj_b", "ln2_g", "ln2_b", "fc_w", "fc_b", "fc_proj_w", "fc_proj_b")
+
+    def over_layers(fn, x, params, xs):
+        """Apply ``fn(x, layer_params, extra) -> (x, out)`` to every block.
+
+        With ``scan_layers`` the block is one compiled loop body (about a third
+        of the program to compile); otherwise it is unrolled.
+        """
+        stacked = ({n: params[n] for n in layer_names}, xs)
+        if sizes.scan_layers:
+            return jax.lax.scan(lambda c, a: fn(c, *a), x, stacked)
+        outs = []
+        for l in range(nl):
+            x, o = fn(x, *jax.tree.map(lambda a: a[l], stacked))
+            outs.append(o)
+        return x, jax.tree.map(lambda *o: jnp.stack(o), *outs)
+
+    def mlp(lp, x, key):
+        h = jax.nn.gelu(x @ lp["fc_w"] + lp["fc_b"], approximate=True)
+        return _dropout(h @ lp["fc_proj_w"] + lp["fc_proj_b"], sizes.dropout, key)
 
     def logits_fn(params, tokens, *, dropout_key=None):
         p = params
         t = tokens.shape[0]
-        keys = [None] * (1 + 3 * nl) if dropout_key is None else list(jax.random.split(dropout_key, 1 + 3 * nl))
-        x = _dropout(p["wte"][tokens] + p["wpe"][:t], sizes.dropout, keys[0])
+        drop = dropout_key is not None and sizes.dropout > 0
+        keys = jax.random.split(dropout_key, 1 + 3 * nl) if drop else None
+        x = _dropout(p["wte"][tokens] + p["wpe"][:t], sizes.dropout, keys[0] if drop else None)
         causal = jnp.tril(jnp.ones((t, t), bool))
-        for l in range(nl):
-            h = _layer_norm(x, p["ln1_g"][l], p["ln1_b"][l])
-            qkv = h @ p["attn_w"][l] + p["attn_b"][l]
-            q, k, v = (a.reshape(t, nh, hd) for a in jnp.split(qkv, 3, axis=-1))
+
+        def block(x, lp, ks):
+            k1, k2, k3 = (ks[0], ks[1], ks[2]) if drop else (None, None, None)
+            h = _layer_norm(x, lp["ln1_g"], lp["ln1_b"])
+            q, k, v = (a.reshape(t, nh, hd) for a in jnp.split(h @ lp["attn_w"] + lp["attn_b"], 3, axis=-1))
             s = jnp.einsum("qhd,khd->hqk", q, k) / math.sqrt(hd)
-            a = jax.nn.softmax(jnp.where(causal, s, -1e9), axis=-1)
-            a = _dropout(a, sizes.dropout, keys[1 + 3 * l])
+            a = _dropout(jax.nn.softmax(jnp.where(causal, s, -1e9), axis=-1), sizes.dropout, k1)
             y = jnp.einsum("hqk,khd->qhd", a, v).reshape(t, d)
-            x = x + _dropout(y @ p["proj_w"][l] + p["proj_b"][l], sizes.dropout, keys[2 + 3 * l])
-            x = x + mlp(p, l, _layer_norm(x, p["ln2_g"][l], p["ln2_b"][l]), keys[3 + 3 * l])
+            x = x + _dropout(y @ lp["proj_w"] + lp["proj_b"], sizes.dropout, k2)
+            return x + mlp(lp, _layer_norm(x, lp["ln2_g"], lp["ln2_b"]), k3), None
+
+        ks = keys[1:].reshape(nl, 3, *keys.shape[1:]) if drop else jnp.zeros((nl, 0))
+        x, _ = over_layers(block, x, p, ks)
         return _layer_norm(x, p["lnf_g"], p["lnf_b"]) @ p["head"]
 
     def start_fn(params):
@@ -273,21 +307,24 @@ def transformer(sizes: TransformerSizes = TransformerSizes()) -> SequencePolicy:
 
     def step_fn(params, state, token, position):
         p = params
-        kc, vc = state
-        t = kc.shape[1]
+        t = state[0].shape[1]
         x = p["wte"][token] + p["wpe"][position]
         visible = jnp.arange(t) <= position
-        for l in range(nl):
-            h = _layer_norm(x, p["ln1_g"][l], p["ln1_b"][l])
-            q, k, v = (a.reshape(nh, hd) for a in jnp.split(h @ p["attn_w"][l] + p["attn_b"][l], 3))
-            kc = kc.at[l, position].set(k)
-            vc = vc.at[l, position].set(v)
-            s = jnp.einsum("hd,khd->hk", q, kc[l]) / math.sqrt(hd)
+
+        def block(x, lp, cache):
+            kc, vc = cache
+            h = _layer_norm(x, lp["ln1_g"], lp["ln1_b"])
+            q, k, v = (a.reshape(nh, hd) for a in jnp.split(h @ lp["attn_w"] + lp["attn_b"], 3))
+            kc = kc.at[position].set(k)
+            vc = vc.at[position].set(v)
+            s = jnp.einsum("hd,khd->hk", q, kc) / math.sqrt(hd)
             a = jax.nn.softmax(jnp.where(visible, s, -1e9), axis=-1)
-            y = jnp.einsum("hk,khd->hd", a, vc[l]).reshape(d)
-            x = x + y @ p["proj_w"][l] + p["proj_b"][l]
-            x = x + mlp(p, l, _layer_norm(x, p["ln2_g"][l], p["ln2_b"][l]), None)
-        return _layer_norm(x, p["lnf_g"], p["lnf_b"]) @ p["head"], (kc, vc)
+            y = jnp.einsum("hk,khd->hd", a, vc).reshape(d)
+            x = x + y @ lp["proj_w"] + lp["proj_b"]
+            return x + mlp(lp, _layer_norm(x, lp["ln2_g"], lp["ln2_b"]), None), (kc, vc)
+
+        x, state = over_layers(block, x, p, state)
+        return _layer_norm(x, p["lnf_g"], p["lnf_b"]) @ p["head"], state
 
     return SequencePolicy("transformer", init_fn, logits_fn, start_fn, step_fn, None, generalises=True)
 

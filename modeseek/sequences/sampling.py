@@ -16,10 +16,10 @@ is ``shift="authors"``, offered to reproduce their curves and off by default.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
-
-from modeseek import _checks
 
 __all__ = ["SHIFTS", "inverse_cdf", "token_logprobs", "sequence_logprobs", "sample", "sample_with_uniforms"]
 
@@ -60,6 +60,7 @@ def token_logprobs(next_logits, tokens, shift: str = "correct"):
     raise ValueError(f"shift={shift!r} is not valid; expected one of {', '.join(SHIFTS)}")
 
 
+@functools.partial(jax.jit, static_argnames=("policy", "shift"))
 def sequence_logprobs(policy, params, tokens, *, shift: str = "correct", dropout_key=None):
     """Per-token log-probabilities and next-token log-distributions of a batch of sequences.
 
@@ -88,13 +89,18 @@ def sequence_logprobs(policy, params, tokens, *, shift: str = "correct", dropout
     return jax.vmap(one)(tokens, keys)
 
 
-def sample_with_uniforms(policy, params, prompt, u):
-    """Sample one sequence given its (L,) uniforms; returns tokens (L + 1,) and (L,) log pi(y_t | prefix).
+def sample_with_uniforms(policy, params, prompt, u, *, full: bool = False):
+    """Sample one sequence given its (L,) uniforms.
 
     The prompt is fed at position 0; at position t the policy's next-token
     logits are inverted at u[t]. The log-probabilities are those of the
     sampling distribution (no dropout), i.e. the correct-shift token
     log-probabilities of the returned sequence.
+
+    Returns:
+      tokens (L + 1,) int32 and logq (L,); with ``full`` also the (L, V)
+      next-token log-distributions along the sequence (what a teacher-forced
+      forward pass would give, without running one).
     """
     length = u.shape[0]
 
@@ -102,11 +108,19 @@ def sample_with_uniforms(policy, params, prompt, u):
         state, token = carry
         logits, state = policy.step(params, state, token, t)
         nxt = inverse_cdf(logits, u[t])
-        return (state, nxt), (nxt, jax.nn.log_softmax(logits)[nxt])
+        logp = jax.nn.log_softmax(logits)
+        return (state, nxt), (nxt, logp[nxt], logp if full else None)
 
     prompt = jnp.asarray(prompt, jnp.int32)
-    _, (ys, logq) = jax.lax.scan(f, (policy.start(params), prompt), jnp.arange(length))
-    return jnp.concatenate([prompt[None], ys]), logq
+    _, (ys, logq, rows) = jax.lax.scan(f, (policy.start(params), prompt), jnp.arange(length))
+    tokens = jnp.concatenate([prompt[None], ys])
+    return (tokens, logq, rows) if full else (tokens, logq)
+
+
+@functools.partial(jax.jit, static_argnames=("policy", "n", "length"))
+def _sample(policy, params, key, prompt, n: int, length: int):
+    u = jax.random.uniform(key, (n, length))
+    return jax.vmap(lambda row: sample_with_uniforms(policy, params, prompt, row))(u)
 
 
 def sample(policy, params, key, prompt, n: int, length: int):
@@ -125,6 +139,6 @@ def sample(policy, params, key, prompt, n: int, length: int):
     """
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"n={n!r} is invalid; expected an integer >= 1")
-    _checks.positive("length", length)
-    u = jax.random.uniform(key, (n, length))
-    return jax.vmap(lambda row: sample_with_uniforms(policy, params, prompt, row))(u)
+    if not isinstance(length, int) or length < 1:
+        raise ValueError(f"length={length!r} is invalid; expected an integer >= 1")
+    return _sample(policy, params, key, prompt, n, length)
