@@ -70,6 +70,10 @@ def tidy(traj, method: str, *, grid_name: str | None = None, chosen=None, seeds:
         df["chosen"] = df[grid_name].to_numpy() == df["problem"].map(pick).to_numpy()
     for k, v in columns.items():
         df[k] = v
+    if "learning_rate" not in df:
+        df["learning_rate"] = traj.hyperparameters["learning_rate"]
+    df["loss"] = traj.config.loss
+    df["sampling"] = traj.config.sampling
     return df
 
 
@@ -142,7 +146,7 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
         for ax in (ax_s, ax_m):
             ax.axvline(h_off, color="0.5", ls=":", lw=1)
             ax.set_xlabel("gradient steps")
-        ax_s.text(h_off, 0.02, f" offline budget ({h_off} steps)", fontsize=7, color="0.4")
+        ax_s.text(h_off, 0.99, f"offline budget ({h_off} steps) ", fontsize=7, color="0.4", ha="right", rotation=90, va="top")
         ax_q.set_xscale("log")
         ax_q.set_xlabel("reward queries (log scale)")
         ax_s.set_ylabel(f'"{kind}"\nexact expected reward')
@@ -155,8 +159,8 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
             ax_s.set_title("exact E[r] against gradient steps", fontsize=10)
             ax_q.set_title("exact E[r] against reward queries", fontsize=10)
             ax_m.set_title("Monte-Carlo reward as the authors plot it", fontsize=10)
-        ax_s.legend(fontsize=7, loc="lower right")
-        ax_q.legend(fontsize=7, loc="lower right")
+        ax_s.legend(fontsize=7, loc="lower right" if kind == "far" else "center right")
+        ax_q.legend(fontsize=7, loc="upper left" if kind == "far" else "lower right")
     fig.suptitle(
         f"On-policy sampling (MLP policy, mean and 95% band over {b.seeds} seeds)" + (" [SMOKE]" if smoke else ""),
         fontsize=11,
@@ -175,9 +179,8 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
         chosen = [protocol.RL_LEARNING_RATES.index(lr) for lr in res[name]["chosen_lr"]]
         frames.append(tidy(sweeps[name], name, grid_name="learning_rate", chosen=chosen, seeds=b.seeds))
     df = pd.concat(frames, ignore_index=True)
-    df.loc[(df["method"] == "on-policy best-of-N") & (df["learning_rate"] != protocol.ON_POLICY_BEST_OF_N.learning_rate), "method"] = (
-        "on-policy best-of-N (lr 0.01)"
-    )
+    other_lr = (df["method"] == "on-policy best-of-N") & (df["learning_rate"] != protocol.ON_POLICY_BEST_OF_N.learning_rate)
+    df.loc[other_lr, ["method", "chosen"]] = ["on-policy best-of-N (lr 0.01)", True]
     common.save_table(df, out_dir / "data" / "fig_on_policy.parquet")
 
     claims = _claims(res, h_off, h_on)
@@ -241,9 +244,9 @@ def _caption(b, res, h_off, h_on, worst, on, sweeps) -> list[str]:
         protocol.ON_POLICY_BEST_OF_N.describe() + f"; shortened to {b.on_policy_epochs} epochs = {h_on} steps. "
         "The same runs at lr 0.01 (the on-policy IPO script's rate) are in the data table as 'on-policy best-of-N (lr 0.01)'.",
         protocol.on_policy_rl("reinforce").describe().replace("lr 0.001, ", "") + f"; learning rate grid {list(protocol.RL_LEARNING_RATES)}, "
-        f"chosen per geometry: far {rl['REINFORCE'][0]:g}, near {rl['REINFORCE'][1]:g}.",
+        f"chosen per geometry: far {rl['REINFORCE'][0]:g}, near {rl['REINFORCE'][1]:g}; shortened to {b.on_policy_epochs} epochs like on-policy best-of-N.",
         protocol.on_policy_rl("ppo").describe().replace("lr 0.001, ", "") + f"; learning rate grid {list(protocol.RL_LEARNING_RATES)}, "
-        f"chosen per geometry: far {rl['PPO'][0]:g}, near {rl['PPO'][1]:g}.",
+        f"chosen per geometry: far {rl['PPO'][0]:g}, near {rl['PPO'][1]:g}; shortened to {b.on_policy_epochs} epochs.",
         f"Tuning rule (our choice): the learning rate with the highest mean exact expected reward over all steps (area under the curve) "
         f"on {b.tune_seeds} tuning seeds (seed indices {b.seeds}..{b.seeds + b.tune_seeds - 1}); curves and claims use the other {b.seeds} seeds.",
         "Metrics: exact expected reward E_pi[r] averaged over the evaluation contexts (main), and the authors' Monte-Carlo reward "

@@ -309,13 +309,15 @@ class Budget:
 def budget(smoke: bool) -> Budget:
     """The default budget (fits the pipeline's time limit on 2 CPU cores) or the smoke one.
 
-    Default: 10 reported seeds + 5 tuning seeds; on-policy runs shortened to 40
-    epochs of T = 15 (600 steps; every on-policy method has converged on both
-    geometries by then); offline runs at the authors' 200 steps.
+    Default: 10 reported seeds + 3 tuning seeds; on-policy runs shortened to 20
+    epochs of T = 15 (300 steps, against the authors' 1500, to fit the time
+    budget: every claim is read by step 300, and every tuned on-policy method
+    but best-of-N at the authors' lr 0.001 on "far" has plateaued by then);
+    offline runs at the authors' 200 steps; the authors' 100 evaluation contexts.
     """
     if smoke:
         return Budget(seeds=2, tune_seeds=1, on_policy_epochs=2, offline_steps=20, eval_contexts=10, policy="tabular", smoke=True)
-    return Budget(seeds=10, tune_seeds=5, on_policy_epochs=40, offline_steps=200)
+    return Budget(seeds=10, tune_seeds=3, on_policy_epochs=20, offline_steps=200)
 
 
 def problems() -> list:
@@ -434,12 +436,12 @@ def steps_to_reach(curve: Sequence[float], threshold: float) -> int | None:
 # ----------------------------------------------------------------------------- shared sweeps
 
 #: Coefficients of the "worst" negative term (0 first: plain offline best-of-N in the same program).
-WORST_COEFS = (0.0, 0.05, 0.1, 0.2, 0.5, 1.0)
+WORST_COEFS = (0.0, 0.05, 0.2, 1.0)
 #: Coefficients of "mean over worse"; run as "sum over worse" with coef / (N - 1), the same loss for fixed N.
-MEAN_WORSE_COEFS = (0.05, 0.1, 0.2, 0.5, 1.0)
+MEAN_WORSE_COEFS = (0.05, 0.2, 1.0)
 #: Coefficients of "sum over worse" (N - 1 = 9 terms, hence a smaller range).
-SUM_WORSE_COEFS = (0.01, 0.02, 0.05, 0.1, 0.2)
-#: Learning rates tried for REINFORCE and PPO (a slice of the authors' grid, A.8, where 600 steps can move the MLP).
+SUM_WORSE_COEFS = (0.01, 0.05, 0.2)
+#: Learning rates tried for REINFORCE and PPO (a slice of the authors' grid, A.8, where a few hundred steps can move the MLP).
 RL_LEARNING_RATES = (1e-3, 3e-3, 1e-2)
 #: On-policy best-of-N at the authors' learning rate and at the contrastive methods' (onpolicy_ipo.sh).
 ON_POLICY_BEST_OF_N_LRS = (1e-3, 1e-2)
