@@ -237,7 +237,9 @@ def _load(path: Path | None, default: Path, quick: bool):
 def _measure_rate(case, problem, quick, seeds=None, steps=None) -> dict:
     from experiments.benchmarks.throughput import bench_case
 
-    seeds = seeds or (16 if quick else 256)
+    from experiments.benchmarks.suite import seeds_for
+
+    seeds = seeds or seeds_for(case, 16 if quick else 256)
     steps = steps or (20 if quick else 200)
     return bench_case(case, seeds=seeds, steps=steps, repeats=1 if quick else 2, problem=problem)
 

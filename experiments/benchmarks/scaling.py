@@ -11,7 +11,7 @@ Three sweeps, each point compiled once and timed on ``repeats`` fresh calls
   (between 20 and 1000 steps);
 * K = 10, 100, ..., 100,000 (32 runs; the "far" bandit rescaled: peak at 0.7 K,
   width K / 10): the same three cases, plus exact DPO (the population of K x K
-  pairs) up to K = 1000 only: exact pair losses materialise K^2 pairs per step,
+  pairs, 4 runs) up to K = 1000 only: exact pair losses materialise K^2 pairs per step,
   so K = 10,000 would need 400 MB per run. Steps shrink as K grows so that a call
   touches about ``budget x 100`` bin-steps (pair-steps for exact DPO; at least 10 steps);
 * batch size 1, 4, ..., 1024 (256 runs x 200 steps, K = 100): REINFORCE with
@@ -112,10 +112,12 @@ def sweep_bins(values, runs, budget, repeats, names=("reverse_kl_exact", "reinfo
             if name == "dpo_exact" and k > EXACT_PAIRS_MAX_BINS:
                 continue
             problem = ms.paper_bandit("far", width=k / 10, num_bins=k)
-            # A step touches K bins (K^2 pairs for exact DPO): keep the work per call level.
+            # A step touches K bins (K^2 pairs for exact DPO, with an eighth of the
+            # runs): keep the work per call level.
+            n = max(1, runs // 8) if name == "dpo_exact" else runs
             per_step = k * k if name == "dpo_exact" else k
-            steps = _steps(budget * 100 / (runs * per_step), 10, 1000)
-            r = _point(cases[name], seeds=runs, steps=steps, repeats=repeats, problem=problem)
+            steps = _steps(budget * 100 / (n * per_step), 10, 1000)
+            r = _point(cases[name], seeds=n, steps=steps, repeats=repeats, problem=problem)
             r["bins"] = k
             out[name].append(r)
             _show("bins", name, k, r)

@@ -4,12 +4,15 @@ Usage: python -m experiments.benchmarks.suite [--quick] [--only NAME ...] [--out
 
 One case per (loss, sampling regime) that the engine accepts: 10 losses (three
 families) x offline / on_policy / exact / exact_offline, the analytic
-divergences (forward_kl, reverse_kl) in the exact regimes only; 34 cases.
+divergences (forward_kl, reverse_kl) in the exact regimes only; 36 cases.
 K = 100 (the "far" paper bandit), tabular policy, Adam, one context, exact
 metrics recorded at every step. Batch sizes: 64 samples for the point losses
 (sft, rwr, reinforce, ppo) and best-of-64 for best_of_n; 64 disjoint pairs (128
 samples) for the pair losses (pref_ft, dpo, ipo). Exact regimes replace the
 batch by its population version (all K bins; K x K pairs for pair losses).
+The exact pair cases do K^2 = 10,000 pair terms per step, 100 to 1000 times
+the time of the others, so they run 1/64 of the seeds (at least 1; 10,000
+pair terms per run are already plenty of work for vmap to batch).
 
 Timing is throughput.bench_case: compile once, then ``repeats`` calls with fresh
 keys (exact regimes: a fresh grid of distinct learning rates, one per run,
@@ -40,6 +43,7 @@ DEFAULT_OUT = common.HERE / "suite.json"
 REFERENCE = {"reverse_kl/exact": 1.2e6, "reinforce/on_policy": 2.8e5, "dpo/on_policy": 1.5e5}
 TARGET_FACTOR = 2.0
 SAMPLINGS = ("offline", "on_policy", "exact", "exact_offline")
+EXACT = ("exact", "exact_offline")
 
 
 def _options(batch: str) -> tuple[tuple[str, object], ...]:
@@ -62,7 +66,7 @@ def cases():
             if spec.family != family:
                 continue
             for sampling in SAMPLINGS:
-                if spec.batch == "target" and sampling not in ("exact", "exact_offline"):
+                if spec.batch == "target" and sampling not in EXACT:
                     continue
                 desc = {"points": "64 samples", "best_of_n": "best of 64", "pairs": "64 disjoint pairs", "target": "analytic"}[spec.batch]
                 out.append(Case(f"{name}/{sampling}", name, sampling, _options(spec.batch), f"{family}: {name}, {sampling}, {desc}"))
@@ -82,7 +86,7 @@ class Args:
     repeats: int | None = None
     """Timed calls per case after the compiling one (default 2)."""
     only: tuple[str, ...] = ()
-    """Case names ("loss/sampling") or loss names to run (default: all 34)."""
+    """Case names ("loss/sampling") or loss names to run (default: all 36)."""
     out: Annotated[Path | None, tyro.conf.arg(metavar="FILE.json")] = None
     """JSON output (default: suite.json beside this script, except with --quick)."""
     host_devices: int | None = None
@@ -126,6 +130,15 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def seeds_for(case, seeds: int) -> int:
+    """Runs for a case: 1/64 of ``seeds`` for the exact pair cases (K x K pairs per step)."""
+    from modeseek import losses
+
+    if case.sampling in EXACT and losses.get(case.loss).batch == "pairs":
+        return max(1, seeds // 64)
+    return seeds
+
+
 def select(all_cases, only, quick):
     if not only:
         return [c for c in all_cases if c.name in REFERENCE] if quick else list(all_cases)
@@ -151,7 +164,7 @@ def main(argv=None) -> dict:
     print(f"suite: {len(chosen)} cases, {seeds} runs x {steps} steps, {repeats} timed calls; {m['jax_device_count']} device(s), load {m['load_average_1m_at_start']}")
     results = {}
     for case in chosen:
-        r = bench_case(case, seeds=seeds, steps=steps, repeats=repeats)
+        r = bench_case(case, seeds=seeds_for(case, seeds), steps=steps, repeats=repeats)
         r["family"] = r["description"].split(":")[0]
         r["seed_steps_per_cpu_s_median"] = statistics.median(r["runs"] * steps / c for c in r["cpu_seconds"])
         results[case.name] = r
