@@ -218,4 +218,11 @@ def _caption(b, res, timing) -> list[str]:
     ]
 
 
-PIECE = Piece("fig_negative_gradient", "Figure 3: negative gradient", make)
+PIECE = Piece(
+    "fig_negative_gradient",
+    "Figure 3: negative gradient",
+    make,
+    "All-offline methods on one batch from pi_ref: best-of-N, best-of-N with each negative term (coefficient tuned on held-out seeds), DPO and IPO; "
+    "expected reward, KL(pi || pi_ref) and the final mass over bins.\n"
+    "It tests whether pushing down dispreferred samples lets an offline method move mass toward the far peak.",
+)
