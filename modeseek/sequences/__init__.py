@@ -1,7 +1,40 @@
 """Token-sequence policies: the paper's combinatorial bandit with autoregressive models.
 
-A prompt token, then L response tokens (PAPER_NOTES C): sequence problems and
-rewards, three policy classes (factorised, bigram, a tiny causal transformer),
-autoregressive sampling, the core losses at sequence level and a compile-once
-``run`` with the conventions of :func:`modeseek.run`.
+A prompt token, then L response tokens (PAPER_NOTES C), in the order a reader
+follows it:
+
+* problems and rewards: :mod:`modeseek.sequences.problems`
+  (:class:`SequenceProblem`, :func:`paper_sequence_bandit`),
+  :mod:`modeseek.sequences.rewards` (token bumps, length-like, sparse);
+* policies: :mod:`modeseek.sequences.policies` (factorised, bigram, the
+  gpt-nano transformer);
+* sampling and log-probabilities: :mod:`modeseek.sequences.sampling`;
+* batches and losses: :mod:`modeseek.sequences.batches`,
+  :mod:`modeseek.sequences.losses` (the core losses at sequence level);
+* exact Markov-chain metrics: :mod:`modeseek.sequences.markov`;
+* engine: :func:`run`, :class:`SequenceTrajectory`.
+
+The reproduction piece lives in :mod:`modeseek.sequences.figures` (not
+imported here, to keep this import free of the paper layer).
 """
+
+from modeseek.sequences import batches, losses, markov, policies, problems, rewards, sampling
+from modeseek.sequences.engine import SequenceRunConfig, SequenceTrajectory, run
+from modeseek.sequences.problems import SequenceProblem, paper_sequence_bandit
+from modeseek.sequences.rewards import SequenceReward
+
+__all__ = [
+    "SequenceProblem",
+    "SequenceReward",
+    "paper_sequence_bandit",
+    "run",
+    "SequenceTrajectory",
+    "SequenceRunConfig",
+    "problems",
+    "rewards",
+    "policies",
+    "sampling",
+    "batches",
+    "losses",
+    "markov",
+]

@@ -27,7 +27,7 @@ import numpy as np
 from modeseek import _checks, regimes
 from modeseek.batches import BestOfN, Pairs, Points
 
-__all__ = ["SequenceBatch", "BATCH_KINDS", "points_items", "best_of_n_items", "pair_items", "split_pair_key"]
+__all__ = ["SequenceBatch", "BATCH_KINDS", "points_items", "best_of_n_items", "pair_items", "pair_index", "split_pair_key"]
 
 BATCH_KINDS = ("points", "best_of_n", "pairs")
 
@@ -69,8 +69,11 @@ def best_of_n_items(reward) -> BestOfN:
     return BestOfN(jb[None].astype(jnp.int32), one, jw[None].astype(jnp.int32), one, jnp.arange(n, dtype=jnp.int32), others_w, jnp.asarray(n, jnp.float32))
 
 
-def _pair_index(n: int, pairing: str):
-    # The same pair order as the core sampler: all i < j row-major, or (0,1), (2,3), ...
+def pair_index(n: int, pairing: str):
+    """Row indices (a, b) of the pairs among n draws, in the core sampler's order.
+
+    "all": every i < j, row-major; "disjoint": (0, 1), (2, 3), ...
+    """
     if pairing == "all":
         return np.triu_indices(n, 1)
     return np.arange(0, n - 1, 2), np.arange(1, n, 2)
@@ -98,7 +101,7 @@ def pair_items(label_key, reward, *, labels: str = "reward", pairing: str = "all
     n = reward.shape[0]
     if n < 2:
         raise ValueError(f"num_samples={n!r} is too small for pairs; expected >= 2")
-    a_idx, b_idx = _pair_index(n, pairing)
+    a_idx, b_idx = pair_index(n, pairing)
     gap = reward[a_idx] - reward[b_idx]
     if labels == "reward":
         a_wins = gap > 0

@@ -87,6 +87,8 @@ class SequenceRunConfig:
     """Static configuration of a sequence run; a new value compiles a new program.
 
     Attributes beyond the core RunConfig's meaning:
+      sampling: "offline", "on_policy", or "mixed" when ``arms`` combine both
+        (the regime is then a traced per-run flag).
       policy: "factorised", "bigram" or "transformer".
       shared: one bigram transition table for every position.
       shift: "correct" or "authors" (the off-by-one log-probability, PAPER_NOTES C.5).
@@ -312,7 +314,7 @@ def _run_one(cfg: SequenceRunConfig, key, hp: HyperParams, ref_probs, reward, in
         return sb.SequenceBatch(tokens, r, logq, ref_tok, items, ref_next if need_ref_next else None)
 
     def _bt_pairs(r, lab_u):
-        a_idx, b_idx = sb._pair_index(N, cfg.pairing)
+        a_idx, b_idx = sb.pair_index(N, cfg.pairing)
         gap = r[a_idx] - r[b_idx]
         a_wins = lab_u < jax.nn.sigmoid(hp.bt_scale * gap)
         counted = (jnp.abs(gap) >= hp.min_reward_gap).astype(jnp.float32)
@@ -325,10 +327,12 @@ def _run_one(cfg: SequenceRunConfig, key, hp: HyperParams, ref_probs, reward, in
         toks, logq, nxt = draw(p, i, slot)
         btoks, blogq = toks[: P * N], logq[: P * N]
         etoks, enxt = toks[P * N :], nxt[P * N :]
-        scored = jnp.concatenate([btoks if (need_ref or need_logq and cfg.shift == "authors") else btoks[:0], etoks])
+        # One reference pass scores the batch (when the loss needs pi_ref) and the
+        # evaluation sequences (for the KL metric) together.
+        nb = P * N if need_ref else 0
+        scored = jnp.concatenate([btoks[:nb], etoks])
         if scored.shape[0]:
             rtok, rnxt = ref_pass(scored)
-        nb = btoks.shape[0] if scored.shape[0] and scored.shape[0] > etoks.shape[0] else 0
         ref_tok = rtok[:nb].reshape(P, N, T) if nb else jnp.zeros((P, N, T))
         ref_next = rnxt[:nb].reshape(P, N, L, V) if (nb and need_ref_next) else jnp.zeros((P, N, 0, V))
         if need_logq and cfg.shift == "authors":
