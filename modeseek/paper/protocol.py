@@ -272,7 +272,7 @@ class Budget:
       offline_steps: gradient steps of the offline runs (the authors: T = 200).
       eval_contexts: evaluation contexts (the authors: 100).
       policy: "mlp" (the authors' network, A.4) or "tabular" (the smoke budget:
-        a fraction of the MLP's compile time, same pipeline).
+        about half the MLP's compile time, same pipeline).
       smoke: tiny budget for tests; numbers are not meaningful.
     """
 
