@@ -248,3 +248,45 @@ def test_no_nan_or_inf_for_extreme_beta_and_learning_rate(far, loss):
         np.testing.assert_allclose(tr.final_probs.sum(-1), 1.0, atol=1e-4)
 
     check()
+
+
+def _stability_matrix():
+    """Every static variant of every loss, in the sampling regimes that apply to it."""
+    rows = []
+    for sampling in ("offline", "on_policy", "exact", "exact_offline"):
+        rows.append(("sft", dict(sampling=sampling)))
+        for neg in (None,) + ms.losses.NEGATIVE_TERMS:
+            rows.append(("best_of_n", dict(sampling=sampling, negative=neg, negative_coef=np.array([0.0, 1.0, 10.0]))))
+        for normalize in (False, True):
+            rows.append(("rwr", dict(sampling=sampling, normalize=normalize)))
+        for loss in ("pref_ft", "dpo", "ipo"):
+            for labels in ms.regimes.PAIR_LABELS:
+                rows.append((loss, dict(sampling=sampling, labels=labels, min_reward_gap=np.array([0.0, 0.2]))))
+    for loss in ("pref_ft", "dpo", "ipo"):
+        rows.append((loss, dict(sampling="on_policy", pairing="disjoint", num_samples=2)))
+    for adv in ms.losses.ADVANTAGES:
+        for sampling in ("on_policy", "exact"):
+            rows.append(("reinforce", dict(sampling=sampling, advantage=adv, entropy_coef=np.array([0.0, 1.0]))))
+    for est in ms.losses.KL_ESTIMATORS:
+        for place in ms.losses.KL_PLACEMENTS:
+            rows.append(("reinforce", dict(sampling="on_policy", kl_estimator=est, kl_placement=place)))
+            rows.append(("ppo", dict(sampling="on_policy", reuse=4, kl_estimator=est, kl_placement=place)))
+    rows.append(("ppo", dict(sampling="on_policy", reuse=8, advantage="zscore", clip_eps=np.array([0.01, 10.0]))))
+    rows.append(("forward_kl", dict(sampling="exact")))
+    rows.append(("reverse_kl", dict(sampling="exact")))
+    rows.append(("sft", dict(sampling="on_policy", first_batch="data", reuse=4, data=np.full(100, 0.01))))
+    return [(loss, dict(opts, optimizer=opt)) for loss, opts in rows for opt in ("adam", "sgd")]
+
+
+@pytest.mark.slow
+def test_no_nan_or_inf_for_every_static_variant(far):
+    # Not hypothesis-driven: a fixed corner grid (beta 1e-3, 1, 1e3 x lr 1e-3, 1)
+    # over every static variant and both optimizers (~150 compiles).
+    bad = []
+    for loss, opts in _stability_matrix():
+        tr = ms.run(far, loss=loss, steps=8, beta=np.array([1e-3, 1.0, 1e3]), learning_rate=np.array([1e-3, 1.0]), snapshot_every=8, **opts)
+        nonfinite = [n for n, v in tr.metrics.items() if not np.all(np.isfinite(v))]
+        if nonfinite or not np.all(np.isfinite(tr.final_probs)):
+            shown = {k: v for k, v in opts.items() if not isinstance(v, np.ndarray)}
+            bad.append(f"{loss} {shown}: {nonfinite or 'final_probs'}")
+    assert not bad, "\n".join(bad)
