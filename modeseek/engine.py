@@ -505,6 +505,10 @@ def run(
     for n in ("reuse", "num_samples", "num_contexts", "num_eval_contexts", "sft_steps"):
         if n in static and (not isinstance(static[n], (int, np.integer)) or static[n] < 1):
             raise ValueError(f"{n}={static[n]!r} is invalid; expected an integer >= 1")
+    if sampling in _OFFLINE:
+        # Offline regimes collect once and never use these: normalising them lets
+        # equal offline runs from different callers share one compiled program.
+        static["reuse"], static["first_batch"] = 1, "policy"
     reuse = static.get("reuse", 1)
     if sampling not in _OFFLINE and steps % reuse:
         raise ValueError(f"steps={steps} is not a multiple of reuse={reuse}; expected steps = iterations * reuse")
