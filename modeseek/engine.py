@@ -505,6 +505,8 @@ def run(
     for n in ("reuse", "num_samples", "num_contexts", "num_eval_contexts", "sft_steps"):
         if n in static and (not isinstance(static[n], (int, np.integer)) or static[n] < 1):
             raise ValueError(f"{n}={static[n]!r} is invalid; expected an integer >= 1")
+    if static.get("first_batch", "policy") == "data" and sampling == "exact":
+        raise ValueError("first_batch='data' applies to sampling='on_policy' only (offline regimes always use the data); got sampling='exact'")
     if sampling in _OFFLINE:
         # Offline regimes collect once and never use these: normalising them lets
         # equal offline runs from different callers share one compiled program.
