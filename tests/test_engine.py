@@ -292,6 +292,7 @@ _BAD_RUNS = [
     (dict(loss="dpo", labels="human"), "labels='human' is not valid"),
     (dict(loss="dpo", pairing="random"), "pairing='random' is not valid"),
     (dict(first_batch="reference"), "first_batch='reference' is not valid; expected one of 'policy', 'data'"),
+    (dict(sampling="exact", first_batch="data"), "first_batch='data' applies to sampling='on_policy' only"),
     (dict(eval_samples=-1), "eval_samples=-1 is invalid; expected an integer >= 0"),
     (dict(snapshot_every=0), "snapshot_every=0 is invalid; expected an integer >= 1"),
 ]
