@@ -85,16 +85,19 @@ def split_pair_key(key):
     return ks, kl
 
 
-def pair_items(label_key, reward, *, labels: str = "reward", pairing: str = "all", min_reward_gap=0.0, bt_scale=1.0) -> Pairs:
+def pair_items(label_key, reward, *, labels: str = "reward", pairing: str = "all", min_reward_gap=0.0, bt_scale=1.0, label_uniforms=None) -> Pairs:
     """Preference pairs among the N rows (see :func:`modeseek.regimes.sample_pairs`).
 
     Args:
-      label_key: key for Bradley-Terry labels (the second half of :func:`split_pair_key`).
+      label_key: key for Bradley-Terry labels (the second half of
+        :func:`split_pair_key`); unused with ``label_uniforms`` or reward labels.
       reward: (N,) rewards.
       labels: "reward" or "bradley_terry".
       pairing: "all" or "disjoint".
       min_reward_gap: pairs whose rewards differ by less are skipped.
       bt_scale: Bradley-Terry inverse temperature.
+      label_uniforms: (number of pairs,) uniforms for Bradley-Terry labels drawn
+        ahead (the engine draws all of a run's randomness before its loop).
     """
     _checks.choice("labels", labels, regimes.PAIR_LABELS)
     _checks.choice("pairing", pairing, regimes.PAIRINGS)
@@ -107,7 +110,8 @@ def pair_items(label_key, reward, *, labels: str = "reward", pairing: str = "all
         a_wins = gap > 0
         counted = (jnp.abs(gap) >= min_reward_gap) & (gap != 0)
     else:
-        a_wins = jax.random.uniform(label_key, gap.shape) < jax.nn.sigmoid(bt_scale * gap)
+        u = jax.random.uniform(label_key, gap.shape) if label_uniforms is None else label_uniforms
+        a_wins = u < jax.nn.sigmoid(bt_scale * gap)
         counted = jnp.abs(gap) >= min_reward_gap
     a_idx, b_idx = jnp.asarray(a_idx), jnp.asarray(b_idx)
     chosen = jnp.where(a_wins, a_idx, b_idx)

@@ -310,16 +310,8 @@ def _run_one(cfg: SequenceRunConfig, key, hp: HyperParams, ref_probs, reward, in
         elif spec.batch == "best_of_n":
             items = sb.best_of_n_items(r)
         else:
-            items = sb.pair_items(None, r, labels="reward", pairing=cfg.pairing, min_reward_gap=hp.min_reward_gap) if not bt else _bt_pairs(r, lab_u)
+            items = sb.pair_items(None, r, labels=cfg.labels, pairing=cfg.pairing, min_reward_gap=hp.min_reward_gap, bt_scale=hp.bt_scale, label_uniforms=lab_u if bt else None)
         return sb.SequenceBatch(tokens, r, logq, ref_tok, items, ref_next if need_ref_next else None)
-
-    def _bt_pairs(r, lab_u):
-        a_idx, b_idx = sb.pair_index(N, cfg.pairing)
-        gap = r[a_idx] - r[b_idx]
-        a_wins = lab_u < jax.nn.sigmoid(hp.bt_scale * gap)
-        counted = (jnp.abs(gap) >= hp.min_reward_gap).astype(jnp.float32)
-        a_idx, b_idx = jnp.asarray(a_idx), jnp.asarray(b_idx)
-        return sb.Pairs(jnp.where(a_wins, a_idx, b_idx), jnp.where(a_wins, b_idx, a_idx), counted / jnp.maximum(counted.sum(), 1.0))
 
     def fresh(p, t, i, slot):
         """New batch (from p's samples) and evaluation statistics at step t."""
