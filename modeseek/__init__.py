@@ -10,10 +10,11 @@ The public API, in the order a reader follows it:
 * policies: :mod:`modeseek.policies`;
 * losses: :mod:`modeseek.losses` (registry and the three families);
 * data regimes: :mod:`modeseek.regimes`, batches in :mod:`modeseek.batches`;
-* engine: :func:`run`, :class:`Trajectory`; metrics: :mod:`modeseek.metrics`.
+* engine: :func:`run`, :class:`Trajectory`; metrics: :mod:`modeseek.metrics`;
+* token sequences (the paper's combinatorial bandit): :mod:`modeseek.sequences`.
 """
 
-from modeseek import batches, losses, metrics, policies, problems, references, regimes, rewards
+from modeseek import batches, losses, metrics, policies, problems, references, regimes, rewards, sequences
 from modeseek.engine import HyperParams, RunConfig, Trajectory, enable_compilation_cache, run
 from modeseek.problems import Problem, paper_bandit, pi_star
 
@@ -36,5 +37,6 @@ __all__ = [
     "batches",
     "regimes",
     "metrics",
+    "sequences",
     "__version__",
 ]
