@@ -18,10 +18,10 @@ figures: $(STAMP)
 	MPLBACKEND=Agg $(PY) -m experiments.make_figures
 
 test: $(STAMP)
-	MPLBACKEND=Agg $(PY) -m pytest -q -n 2
+	MPLBACKEND=Agg $(PY) -m pytest -q -n 2 --dist loadgroup
 
 test-slow: $(STAMP)
-	MPLBACKEND=Agg $(PY) -m pytest -q -n 2 -m slow
+	MPLBACKEND=Agg $(PY) -m pytest -q -n 2 --dist loadgroup -m slow
 
 bench: $(STAMP)
 	$(PY) -m experiments.benchmarks.throughput

@@ -16,6 +16,10 @@ import pytest
 
 from modeseek.paper import reproduce as rp
 
+# One worker runs the whole smoke pipeline once for every test here (with
+# `pytest -n 2 --dist loadgroup`, as `make test` runs it), instead of once per worker.
+pytestmark = pytest.mark.xdist_group("paper_smoke")
+
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
