@@ -4,12 +4,14 @@ Usage: python -m experiments.benchmarks.roofline [--quick] [--only NAME ...] [--
 
 1. The machine (measured here, best of ``repeats``; rates per core from CPU time):
    * streaming bandwidth of an XLA loop ``x = a x + b`` over float32 arrays of
-     256 KiB (in L2), 8 MiB (in L3) and 256 MiB (DRAM), counting one read and
+     768 KiB (in L2), 8 MiB (in L3) and 256 MiB (DRAM), counting one read and
      one write per element; plus a NumPy copy of 256 MiB for comparison;
    * arithmetic rate of an XLA loop of fused multiply-adds on an in-cache array
-     (elementwise float32 flops, the kind of code the engine runs), and of
-     ``exp`` on the same (transcendentals per second); a 1024^3 float32 matmul
+     (elementwise float32 flops, the kind of code the engine runs; eight
+     independent chains per element), and of ``exp`` on the same
+     (transcendentals per second); a 1024^3 float32 matmul
      for comparison (not used as a roof: the engine has no large matmuls).
+     Each measurement lasts about 0.25 s per call (loops lengthened to fit).
 2. The work of one seed-step (one gradient step of one run, with its exact
    metrics and, on-policy, its sampling), from XLA's cost analysis of the
    engine's own program for 16 runs: XLA counts a loop body once, so the
@@ -97,54 +99,84 @@ def _best(fn, work, repeats):
     return {"per_s_wall": work / wall, "per_s_cpu": work / max(cpu, 1e-9), "seconds_wall": wall, "seconds_cpu": cpu}
 
 
+def _loop_rate(body, x, work_per_iter, repeats, target_s):
+    """Rate of ``body`` applied in an XLA loop, with the trip count grown until a call lasts ~target_s.
+
+    Long calls matter: CPU time is accounted in ticks of a few milliseconds, and
+    the loop's per-iteration overhead must stay small against the body.
+    """
+    import jax
+
+    f = jax.jit(lambda v, n: jax.lax.fori_loop(0, n, lambda i, u: body(u), v))
+    f(x, 1).block_until_ready()  # compile (the trip count is traced: one program)
+    # At least 8 passes: a call's first pass over a fresh output buffer pays page faults.
+    n = 8
+    while True:
+        t0 = time.perf_counter()
+        f(x, n).block_until_ready()
+        dt = time.perf_counter() - t0
+        if dt >= target_s / 8 or n >= 1 << 30:
+            break
+        n *= 4
+    n = max(1, int(n * target_s / max(dt, 1e-9)))
+    r = _best(lambda: f(x, n).block_until_ready(), work_per_iter * n, repeats)
+    r["iterations"] = n
+    return r
+
+
 def measure_machine(quick: bool, repeats: int) -> dict:
     """Bandwidths and arithmetic rates of this machine (see the module docstring)."""
-    import jax
     import jax.numpy as jnp
 
+    target = 0.05 if quick else 0.25
     out = {"caches": cache_sizes()}
-
-    def stream(nbytes, iters):
-        x = jnp.ones(nbytes // 4, jnp.float32)
-        f = jax.jit(lambda x: jax.lax.fori_loop(0, iters, lambda i, v: v * 0.999 + 0.001, x))
-        return _best(lambda: f(x).block_until_ready(), 2.0 * nbytes * iters, repeats)
-
-    sizes = {"l2": 256 << 10, "l3": 8 << 20, "dram": (32 << 20) if quick else (256 << 20)}
-    # Enough passes for ~0.1 s per call at tens of GB/s.
-    passes = {"l2": 2000, "l3": 60, "dram": 4}
-    if quick:
-        passes = {k: max(1, v // 10) for k, v in passes.items()}
-    out["bandwidth_bytes_per_s"] = {lvl: stream(sizes[lvl], passes[lvl]) for lvl in sizes}
+    # L2: 768 KiB of a 1 MiB L2 (a smaller array would time the loop's overhead).
+    sizes = {"l2": 768 << 10, "l3": 8 << 20, "dram": (32 << 20) if quick else (256 << 20)}
     out["bandwidth_array_bytes"] = sizes
+    out["bandwidth_bytes_per_s"] = {
+        lvl: _loop_rate(lambda v: v * 0.999 + 0.001, jnp.ones(nb // 4, jnp.float32), 2.0 * nb, repeats, target)
+        for lvl, nb in sizes.items()
+    }
 
-    n = (32 << 20) // 4 if quick else (256 << 20) // 4
+    n = sizes["dram"] // 4
     src, dst = np.ones(n, np.float32), np.empty(n, np.float32)
-    out["numpy_copy_bytes_per_s"] = _best(lambda: np.copyto(dst, src), 2.0 * src.nbytes, repeats)
+    copies = max(1, int(target / 0.01))
 
-    m = 4096  # 16 KiB: in L1
-    iters = 200 if quick else 2000
+    def copy():
+        for _ in range(copies):
+            np.copyto(dst, src)
+
+    out["numpy_copy_bytes_per_s"] = _best(copy, 2.0 * src.nbytes * copies, repeats)
+
+    # 64 KiB arrays (in L2) and eight independent chains per element, so that the
+    # rates are not limited by the latency of one dependent chain (a single
+    # chain of FMAs or exps measures 3-4x less on this machine).
+    m = 16384
     x = jnp.linspace(0.1, 0.9, m, dtype=jnp.float32)
 
-    def fma_body(i, v):
-        for _ in range(8):
-            v = v * 0.999 + 0.0005
-        return v
+    def fma_body(v):
+        a = [v * (0.99 + 0.001 * j) + 0.001 * j for j in range(8)]
+        for _ in range(7):
+            a = [u * 0.999 + 0.0005 for u in a]
+        total = a[0]
+        for u in a[1:]:
+            total = total + u
+        return total * 0.125
 
-    fma = jax.jit(lambda v: jax.lax.fori_loop(0, iters, fma_body, v))
-    out["elementwise_flops_per_s"] = _best(lambda: fma(x).block_until_ready(), 16.0 * m * iters, repeats)
+    def exp_body(v):
+        e = [jnp.exp(-v * (1.0 - 0.1 * j)) for j in range(8)]
+        total = e[0]
+        for u in e[1:]:
+            total = total + u
+        return total * 0.125
 
-    def exp_body(i, v):
-        for _ in range(4):
-            v = jnp.exp(-v)
-        return v
-
-    ex = jax.jit(lambda v: jax.lax.fori_loop(0, iters, exp_body, v))
-    out["transcendentals_per_s"] = _best(lambda: ex(x).block_until_ready(), 4.0 * m * iters, repeats)
-
+    # 8 x 8 multiply-adds, 7 adds and a scale per element; 8 exps per element
+    # (their 16 other flops are not counted, which makes T a little low).
+    out["elementwise_flops_per_s"] = _loop_rate(fma_body, x, (8 * 8 * 2 + 8) * m, repeats, target)
+    out["transcendentals_per_s"] = _loop_rate(exp_body, x, 8.0 * m, repeats, target)
     d = 512 if quick else 1024
-    a = jnp.ones((d, d), jnp.float32) / d
-    mm = jax.jit(lambda a: a @ a)
-    out["matmul_flops_per_s"] = _best(lambda: mm(a).block_until_ready(), 2.0 * d**3, repeats)
+    a = jnp.ones((d, d), jnp.float32) / d  # a @ a = a: a fixed point, no overflow
+    out["matmul_flops_per_s"] = _loop_rate(lambda v: v @ v, a, 2.0 * d**3, repeats, target)
     return out
 
 
@@ -206,8 +238,13 @@ def working_set_bytes(runs_per_device: int, k: int) -> int:
 def limit(cost: dict, machine: dict, ws_bytes: int) -> dict:
     """Lower bound on the seconds per seed-step on one core, and which roof sets it."""
     caches = machine["caches"]
-    level = "l2" if ws_bytes <= caches["l2"] else "l3" if ws_bytes <= caches["l3"] else "dram"
-    bw = machine["bandwidth_bytes_per_s"][level]["per_s_cpu"]
+    bws = machine["bandwidth_bytes_per_s"]
+    if ws_bytes <= caches["l3"]:
+        # Streaming from L2 measured no faster than from L3 here (loop overhead
+        # weighs on the smaller array), so a cache-resident set gets the better of the two.
+        level, bw = "cache", max(bws["l2"]["per_s_cpu"], bws["l3"]["per_s_cpu"])
+    else:
+        level, bw = "dram", bws["dram"]["per_s_cpu"]
     f = machine["elementwise_flops_per_s"]["per_s_cpu"]
     t = machine["transcendentals_per_s"]["per_s_cpu"]
     t_compute = cost["flops"] / f + cost["transcendentals"] / t

@@ -8,7 +8,8 @@ Three sweeps, each point compiled once and timed on ``repeats`` fresh calls
 * seeds 1, 4, ..., 65,536 (K = 100): exact reverse KL (one learning rate per
   run), REINFORCE with 64 samples, on-policy DPO with 64 disjoint pairs. Steps
   shrink as seeds grow so that a call does about ``budget`` seed-steps
-  (between 20 and 1000 steps);
+  (between 100 and 1000 steps: a call's fixed work, initialisation and the
+  transfer of 11 policy snapshots per run, must stay small against its steps);
 * K = 10, 100, ..., 100,000 (32 runs; the "far" bandit rescaled: peak at 0.7 K,
   width K / 10): the same three cases, plus exact DPO (the population of K x K
   pairs, 4 runs) up to K = 1000 only: exact pair losses materialise K^2 pairs per step,
@@ -93,7 +94,7 @@ def sweep_seeds(values, budget, repeats, names=("reverse_kl_exact", "reinforce_b
     for name in names:
         out[name] = []
         for s in values:
-            steps = _steps(budget / s, 20, 1000)
+            steps = _steps(budget / s, 100, 1000)
             r = _point(cases[name], seeds=s, steps=steps, repeats=repeats)
             r["seeds"] = s
             out[name].append(r)
