@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments.benchmarks import naive, roofline, scaling, suite
+from experiments.benchmarks import naive, report, roofline, scaling, suite
 from modeseek import losses, regimes
 from modeseek.batches import Pairs, Points
 
@@ -112,6 +112,9 @@ def test_suite_quick_report(tmp_path):
     t = rep["targets"]["reverse_kl/exact"]
     assert t["required_seed_steps_per_s"] == 2 * 1.2e6
     assert t["met"] == (r["seed_steps_per_s_best"] >= 2.4e6)
+    md = report.markdown(tmp_path)
+    assert "| reverse_kl/exact | 1.20 M | 2.40 M |" in md
+    assert "| reverse_kl (on_policy) | - | - |" in md
 
 
 def test_suite_lists_every_loss_in_every_valid_regime():
@@ -148,6 +151,7 @@ def test_naive_quick_report(tmp_path):
     assert t["at_seeds"] == 2 and t["required_speedup"] == 1000.0
     assert t["reinforce_b64"]["met"] == (t["reinforce_b64"]["speedup_wall"] >= 1000.0)
     assert 0.0 <= r["check_final_expected_reward"]["naive_mean"] <= 1.0
+    assert report.markdown(tmp_path).count("| reinforce_b64 |") == 2
 
 
 def test_roofline_quick_report(tmp_path):
@@ -187,7 +191,7 @@ def test_all_quick_writes_every_report_and_the_summary(tmp_path):
     )
     assert res.returncode == 0, res.stderr[-3000:]
     names = {p.name for p in tmp_path.iterdir()}
-    assert {"throughput.json", "suite.json", "scaling.json", "naive.json", "roofline.json", "summary.json"} <= names
+    assert {"throughput.json", "suite.json", "scaling.json", "naive.json", "roofline.json", "summary.json", "summary.md"} <= names
     s = json.loads((tmp_path / "summary.json").read_text())
     assert set(s["target_2x_reference"]) == set(suite.REFERENCE)
     assert {"reinforce_b64", "dpo_64pairs"} <= set(s["target_1000x_naive"])

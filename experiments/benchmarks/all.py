@@ -4,7 +4,8 @@ Usage: python -m experiments.benchmarks.all [--quick --out-dir DIR] [--only suit
 
 Runs throughput.py, suite.py, scaling.py and naive.py, then roofline.py (which
 reads the suite and scaling reports for its measured rates), each writing its
-JSON beside this script (or into ``--out-dir``), and finally summary.json: the
+JSON beside this script (or into ``--out-dir``), and finally summary.json (and
+summary.md, the Markdown tables of report.py for the README): the
 targets (2x a straightforward jit(vmap(scan)) on the three reference cases,
 1000x the naive NumPy loop at 1024 seeds), the achieved fractions of the
 roofline limit, and the largest speed-up over the naive loop that the limit
@@ -100,6 +101,10 @@ def main(argv=None) -> dict:
     summary = summarise(out_dir)
     summary["total_seconds"] = time.perf_counter() - t0
     common.write_json(out_dir / "summary.json", summary)
+    from experiments.benchmarks import report
+    from modeseek.paper.common import atomic_write_text
+
+    atomic_write_text(out_dir / "summary.md", report.markdown(out_dir))
     print("\n=== summary ===")
     for name, t in summary.get("target_2x_reference", {}).items():
         print(f"{name:22s} 2x reference: need {common.rate(t['required_seed_steps_per_s'])}, measured {common.rate(t['measured_seed_steps_per_s'])}"
@@ -112,7 +117,7 @@ def main(argv=None) -> dict:
         print(f"{name:22s} largest speed-up over naive the roofline allows: x{v:.0f}")
     for name, f in summary.get("fraction_of_limit", {}).items():
         print(f"{name:26s} {f['cpu']:.0%} of the limit per CPU-second ({f['bound']}-bound), {f['wall']:.0%} by wall time")
-    print(f"total {summary['total_seconds']:.0f} s; reports in {out_dir}")
+    print(f"total {summary['total_seconds']:.0f} s; reports in {out_dir} (summary.md: the README's tables)")
     return summary
 
 
