@@ -94,3 +94,29 @@ def timed(fn, repeats: int):
         walls.append(time.perf_counter() - t0)
         cpus.append(time.process_time() - c0)
     return min(walls), min(cpus)
+
+
+def targets(results: dict, reference: dict, factor: float = 2.0) -> dict:
+    """Whether each reference case reaches ``factor`` x its reference wall rate (seed-steps/s).
+
+    ``results`` maps case names to throughput.bench_case reports. Besides the
+    measured verdict, the CPU-time rate times the number of devices estimates
+    an idle machine on which every device has a core to itself (labelled as an
+    estimate: it assumes the devices scale perfectly).
+    """
+    out = {}
+    for name, ref in reference.items():
+        r = results.get(name)
+        if r is None:
+            continue
+        need = factor * ref
+        idle = r["seed_steps_per_cpu_s_best"] * r["devices"]
+        out[name] = {
+            "reference_seed_steps_per_s": ref,
+            "required_seed_steps_per_s": need,
+            "measured_seed_steps_per_s": r["seed_steps_per_s_best"],
+            "met": r["seed_steps_per_s_best"] >= need,
+            "estimated_idle_seed_steps_per_s": idle,
+            "met_estimated_idle": idle >= need,
+        }
+    return out

@@ -2,7 +2,7 @@
 
 Usage: python -m experiments.benchmarks.report [--dir DIR]
 
-Reads suite.json, scaling.json, naive.json and roofline.json from ``DIR``
+Reads throughput.json, suite.json, scaling.json, naive.json and roofline.json from ``DIR``
 (default: beside this script) and prints one table per report; missing
 reports are skipped. ``all.py`` writes the same text to summary.md.
 """
@@ -28,13 +28,13 @@ def _conditions(rep) -> str:
     return f"{m['jax_device_count']} device(s) on {m['usable_cpus']} cores, load {m['load_average_1m_at_start']:.1f}"
 
 
-def targets_table(suite) -> str:
+def targets_table(rep) -> str:
     lines = [
         "| case | reference | target (2x) | measured | per CPU-second | idle estimate | met |",
         "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
-    for name, t in suite["targets"].items():
-        r = suite["results"][name]
+    for name, t in rep["targets"].items():
+        r = rep["results"][name]
         met = "yes" if t["met"] else ("no (idle estimate: yes)" if t["met_estimated_idle"] else "no")
         lines.append(
             f"| {name} | {common.rate(t['reference_seed_steps_per_s'])} | {common.rate(t['required_seed_steps_per_s'])} | "
@@ -151,9 +151,13 @@ def markdown(d: Path) -> str:
     """All tables, with a heading and the measuring conditions for each report."""
     parts = []
     suite = _read(d, "suite")
+    thr = _read(d, "throughput")
+    src = thr if thr and "targets" in thr else suite
+    if src:
+        s = src["settings"]
+        what = "throughput.py" if src is thr else "suite.py"
+        parts.append(f"Targets ({what}: {s['seeds']} runs x {s['steps']} steps; {_conditions(src)}):\n\n" + targets_table(src))
     if suite:
-        s = suite["settings"]
-        parts.append(f"Targets ({s['seeds']} runs x {s['steps']} steps; {_conditions(suite)}):\n\n" + targets_table(suite))
         parts.append(f"Suite, seed-steps/s by wall time / per CPU-second:\n\n" + suite_table(suite))
     naive = _read(d, "naive")
     if naive:

@@ -94,25 +94,8 @@ class Args:
 
 
 def targets(results: dict) -> dict:
-    """Whether each reference case reaches TARGET_FACTOR x the reference rate."""
-    out = {}
-    for name, ref in REFERENCE.items():
-        r = results.get(name)
-        if r is None:
-            continue
-        need = TARGET_FACTOR * ref
-        idle = r["seed_steps_per_cpu_s_best"] * r["devices"]
-        out[name] = {
-            "reference_seed_steps_per_s": ref,
-            "required_seed_steps_per_s": need,
-            "measured_seed_steps_per_s": r["seed_steps_per_s_best"],
-            "met": r["seed_steps_per_s_best"] >= need,
-            # CPU-time rate x devices: what an idle machine would give if every
-            # device had a core to itself. An estimate, not a measurement.
-            "estimated_idle_seed_steps_per_s": idle,
-            "met_estimated_idle": idle >= need,
-        }
-    return out
+    """Whether each reference case reaches TARGET_FACTOR x the reference rate (see common.targets)."""
+    return common.targets(results, REFERENCE, TARGET_FACTOR)
 
 
 def table(results: dict) -> str:

@@ -235,6 +235,10 @@ def main(argv=None) -> dict:
         "reference_seed_steps_per_s": REFERENCE,
         "results": results,
     }
+    from experiments.benchmarks.common import targets
+
+    # The targets: 2x the reference on each of its three cases.
+    report["targets"] = targets(results, REFERENCE, 2.0)
     print()
     print(table(results))
     out = args.out or (None if args.quick else DEFAULT_OUT)
