@@ -80,6 +80,10 @@ def scaling_tables(scaling) -> list[str]:
     return out
 
 
+def _secs(x: float) -> str:
+    return f"{x:.3f}" if x < 10 else f"{x:.1f}"
+
+
 def naive_table(naive) -> str:
     lines = [
         "| case | naive (us per seed-step, CPU) | seeds | engine (s) | naive (s, extrapolated) | speed-up (wall) | speed-up (CPU) |",
@@ -88,8 +92,8 @@ def naive_table(naive) -> str:
     for name, r in naive["results"].items():
         for p in r["points"]:
             lines.append(
-                f"| {name} | {r['naive']['cpu_seconds_per_seed_step'] * 1e6:.0f} | {p['seeds']:,} | {p['engine_run_seconds']:.3f} | "
-                f"{p['naive_wall_seconds_extrapolated']:.1f} | {p['speedup_wall']:.0f}x | {p['speedup_cpu']:.0f}x |"
+                f"| {name} | {r['naive']['cpu_seconds_per_seed_step'] * 1e6:.0f} | {p['seeds']:,} | {_secs(p['engine_run_seconds'])} | "
+                f"{_secs(p['naive_wall_seconds_extrapolated'])} | {p['speedup_wall']:.0f}x | {p['speedup_cpu']:.0f}x |"
             )
     return "\n".join(lines)
 
