@@ -561,13 +561,8 @@ class SequenceTrajectory:
 # ----------------------------------------------------------------------------- run()
 
 
-def _as_sweep(name, value):
-    arr = np.asarray(value, dtype=np.float64)
-    if arr.ndim > 1:
-        raise ValueError(f"{name} has shape {arr.shape}; expected a scalar or a 1-D array of values to sweep")
-    if arr.ndim == 1 and arr.size == 0:
-        raise ValueError(f"{name} is an empty array; expected at least one value to sweep")
-    return arr.ndim == 1, arr
+# Swept values are parsed exactly as the 1-token engine parses them.
+from modeseek.engine import _as_sweep  # noqa: E402
 
 
 def _check_traced(name, arr):
