@@ -9,6 +9,7 @@ import argparse
 import time
 
 import modeseek
+from modeseek.compile_log import CompileLog
 from modeseek.paper.reproduce import reproduce
 
 
@@ -21,11 +22,16 @@ def main() -> None:
     # Reruns load compiled programs from disk instead of recompiling them.
     modeseek.enable_compilation_cache()
     t0 = time.perf_counter()
-    results = reproduce(args.out, smoke=args.smoke, force=args.force)
+    logs: dict = {}
+    results = reproduce(args.out, smoke=args.smoke, force=args.force, compile_logs=logs)
     for piece, claims, secs in results:
         status = f"{sum(c.passed for c in claims)}/{len(claims)} claims pass"
-        print(f"{piece.name:24s} {secs:7.1f}s  {status}")
-    print(f"total {time.perf_counter() - t0:.1f}s; report: {args.out}/CLAIMS.md")
+        log = logs.get(piece.name)
+        print(f"{piece.name:24s} {secs:7.1f}s  {status}" + (f"  {log.summary()}" if log else ""))
+        if log and log.xla_by_function:
+            print("    slowest XLA compiles: " + ", ".join(f"{n} {s:.1f} s" for n, s in log.slowest(3)))
+    total = sum(logs.values(), CompileLog())
+    print(f"total {time.perf_counter() - t0:.1f}s, of which {total.summary()}; report: {args.out}/CLAIMS.md")
 
 
 if __name__ == "__main__":

@@ -11,10 +11,13 @@ The public API, in the order a reader follows it:
 * losses: :mod:`modeseek.losses` (registry and the three families);
 * data regimes: :mod:`modeseek.regimes`, batches in :mod:`modeseek.batches`;
 * engine: :func:`run`, :class:`Trajectory`; metrics: :mod:`modeseek.metrics`;
+  compile time: :func:`enable_compilation_cache`, :func:`fast_compile`,
+  :class:`modeseek.compile_log.CompileLog`;
 * token sequences (the paper's combinatorial bandit): :mod:`modeseek.sequences`.
 """
 
 from modeseek import batches, losses, metrics, policies, problems, references, regimes, rewards, sequences
+from modeseek._xla import fast_compile
 from modeseek.engine import HyperParams, RunConfig, Trajectory, enable_compilation_cache, run
 from modeseek.problems import Problem, paper_bandit, pi_star
 
@@ -26,6 +29,7 @@ __all__ = [
     "paper_bandit",
     "run",
     "enable_compilation_cache",
+    "fast_compile",
     "Trajectory",
     "RunConfig",
     "HyperParams",

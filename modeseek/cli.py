@@ -393,16 +393,20 @@ class ReproduceCommand:
     def execute(self) -> None:
         from modeseek.paper.reproduce import reproduce
 
+        from modeseek.compile_log import CompileLog
+
         t0 = time.perf_counter()
+        logs: dict = {}
         try:
-            results = reproduce(self.out, smoke=self.smoke, force=self.force, only=list(self.only) or None)
+            results = reproduce(self.out, smoke=self.smoke, force=self.force, only=list(self.only) or None, compile_logs=logs)
         except ValueError as e:
             raise CommandError(str(e)) from None
         for piece, claims, secs in results:
             status = f"{sum(c.passed for c in claims)}/{len(claims)} claims pass"
-            note = "" if secs else "  (already done; --force reruns it)"
+            note = f"  {logs[piece.name].summary()}" if piece.name in logs else "  (already done; --force reruns it)"
             print(f"{piece.name:24s} {secs:7.1f} s  {status}{note}")
-        print(f"total {time.perf_counter() - t0:.1f} s; report: {self.out / 'CLAIMS.md'}")
+        total = sum(logs.values(), CompileLog())
+        print(f"total {time.perf_counter() - t0:.1f} s, of which {total.summary()}; report: {self.out / 'CLAIMS.md'}")
 
 
 COMMANDS = {

@@ -28,6 +28,7 @@ import numpy as np
 import optax
 
 from modeseek import _checks, losses, metrics, policies, regimes
+from modeseek._xla import compile_lowered, options_key
 from modeseek.batches import Target
 from modeseek.problems import Problem, safe_log
 
@@ -678,13 +679,13 @@ def _executable(cfg: RunConfig, shards, devs):
     shapes and placement, so traced values never trigger a compile.
     """
     per_device = int(jax.tree.leaves(shards[0])[0].shape[0])
-    keys = [(cfg, per_device, d.platform, d.id) for d in devs]
+    keys = [(cfg, per_device, d.platform, d.id, options_key(d.platform)) for d in devs]
     missing = [i for i, k in enumerate(keys) if k not in _executables]
     if missing:
         prog = _program(cfg)
 
         def build(i):
-            return prog.lower(*shards[i]).compile()
+            return compile_lowered(prog.lower(*shards[i]), devs[i].platform)
 
         if len(missing) == 1:
             built = [build(missing[0])]

@@ -27,10 +27,15 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def smoke_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("figures")
     t0 = time.perf_counter()
-    results = rp.reproduce(out, smoke=True, progress=False)
+    logs: dict = {}
+    results = rp.reproduce(out, smoke=True, progress=False, compile_logs=logs)
     seconds = time.perf_counter() - t0
-    print(f"smoke reproduction: {seconds:.1f} s; " + ", ".join(f"{p.name} {s:.1f} s" for p, _, s in results))
+    print(f"smoke reproduction: {seconds:.1f} s; " + ", ".join(f"{p.name} {s:.1f} s ({logs[p.name].summary()})" for p, _, s in results))
+    smoke_run_logs.update(logs)
     return out, results
+
+
+smoke_run_logs: dict = {}
 
 
 def test_every_registered_piece_ran(smoke_run):
@@ -39,6 +44,12 @@ def test_every_registered_piece_ran(smoke_run):
     assert names == [p.name for p in rp.pieces()]
     assert len(set(names)) == len(names), f"piece names must be unique: {names}"
     assert all(s > 0 for _, _, s in results), "a fresh output folder must run every piece"
+    # Every piece that ran has its compile statistics, and they fit inside its wall time.
+    assert sorted(smoke_run_logs) == sorted(names)
+    for piece, _, secs in results:
+        log = smoke_run_logs[piece.name]
+        assert log.trace_seconds + log.lower_seconds <= secs, f"{piece.name}: {log.summary()} exceeds its {secs:.1f} s"
+    assert sum(log.programs for log in smoke_run_logs.values()) > 0
 
 
 @pytest.mark.parametrize("piece", rp.pieces(), ids=lambda p: p.name)

@@ -39,6 +39,7 @@ import numpy as np
 import optax
 
 from modeseek import losses, metrics, policies, regimes
+from modeseek._xla import compile_lowered, options_key
 from modeseek.batches import BestOfN, Points
 from modeseek.engine import HyperParams, RunConfig
 from modeseek.problems import Problem, safe_log
@@ -260,10 +261,10 @@ _inits: dict[tuple, Any] = {}
 
 def _executable(fn, st: _Static, runs: int, args, in_axes=0):
     """The compiled ``jit(vmap(fn))`` for (st, runs), compiled on first use."""
-    key = (fn.__name__, st, runs)
+    key = (fn.__name__, st, runs, options_key())
     if key in _executables:
         return _executables[key], False
-    exe = jax.jit(jax.vmap(functools.partial(fn, st), in_axes=in_axes)).lower(*args).compile()
+    exe = compile_lowered(jax.jit(jax.vmap(functools.partial(fn, st), in_axes=in_axes)).lower(*args))
     _executables[key] = exe
     return exe, True
 

@@ -58,6 +58,7 @@ import optax
 
 from modeseek import _checks
 from modeseek import losses as core_losses
+from modeseek._xla import compile_lowered, options_key
 from modeseek.batches import BestOfN
 from modeseek.engine import HyperParams
 from modeseek.problems import high_reward_mask, safe_log
@@ -446,7 +447,7 @@ _executables: dict[tuple, Any] = {}
 
 def _executable(kind: str, cfg: SequenceRunConfig, runs: int, args):
     """The compiled program for (kind, cfg, number of runs), compiled on first use."""
-    key = (kind, cfg, runs)
+    key = (kind, cfg, runs, options_key())
     if key in _executables:
         return _executables[key], False
     fn = functools.partial(_init_one if kind == "init" else _run_one, cfg)
@@ -456,7 +457,7 @@ def _executable(kind: str, cfg: SequenceRunConfig, runs: int, args):
         # Runs one after another inside the program (a lax.map): on CPU the
         # transformer's matmuls are faster unbatched than as batched dots.
         batched = lambda *a: jax.lax.map(lambda x: fn(*x), a)  # noqa: E731
-    exe = jax.jit(batched).lower(*args).compile()
+    exe = compile_lowered(jax.jit(batched).lower(*args))
     _executables[key] = exe
     return exe, True
 

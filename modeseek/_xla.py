@@ -1,0 +1,75 @@
+"""Compiler options shared by every modeseek program, and a faster-compiling mode for short runs.
+
+XLA's CPU backend runs LLVM at -O2 by default. At -O1 the programs here compile
+about twice as fast (an MLP run program 4.5 s -> 2.1 s, a tabular REINFORCE one
+1.4 s -> 0.9 s on the 2-core CPU) and run as fast (the throughput benchmark's
+rates are unchanged within noise): their loops are dominated by small kernels
+that the extra LLVM optimisation does not speed up. So every CPU program is
+compiled at -O1.
+
+:func:`fast_compile` goes one step further for workloads that are mostly
+compile time, such as the figure pipeline, whose ~40 programs each run for a
+few seconds: it also turns off XLA's fusion emitters, which cuts compile time
+by another ~30% and costs ~10% of run time (measured: MLP DPO program 2.4 s ->
+1.7 s compile, 0.92 s -> 1.00 s run; tabular REINFORCE 0.85 s -> 0.42 s
+compile, 0.34 s -> 0.38 s run).
+
+Results are deterministic for a given option set but may differ in the last
+bits between option sets, so the options are part of every compiled-program
+cache key (in-process and JAX's persistent cache alike).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+
+import jax
+
+__all__ = ["CPU_COMPILER_OPTIONS", "FAST_COMPILE_OPTIONS", "compile_lowered", "options_key", "fast_compile"]
+
+#: Options passed to ``Lowered.compile`` for every CPU program.
+CPU_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
+#: Added inside :func:`fast_compile`.
+FAST_COMPILE_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
+
+_lock = threading.Lock()
+# A plain global rather than a context variable: compiles for several devices
+# run in worker threads, which must see the caller's setting.
+_fast_depth = [0]
+
+
+def _cpu_options() -> dict:
+    opts = dict(CPU_COMPILER_OPTIONS)
+    if _fast_depth[0]:
+        opts.update(FAST_COMPILE_OPTIONS)
+    return opts
+
+
+def options_key(platform: str | None = None) -> tuple:
+    """The current compiler options for ``platform`` as a hashable cache-key part."""
+    platform = platform or jax.default_backend()
+    return tuple(sorted(_cpu_options().items())) if platform == "cpu" else ()
+
+
+def compile_lowered(lowered, platform: str | None = None):
+    """Compile a ``jax.stages.Lowered`` with modeseek's options for ``platform`` (default: the default backend)."""
+    opts = dict(options_key(platform))
+    return lowered.compile(compiler_options=opts or None)
+
+
+@contextlib.contextmanager
+def fast_compile():
+    """Compile CPU programs for compile speed inside the block (about 30% faster compiles, about 10% slower runs).
+
+    Meant for workloads dominated by compile time: ``make figures`` and
+    ``modeseek reproduce`` run under it. Programs compiled inside and outside the
+    block are cached separately, since they may round differently.
+    """
+    with _lock:
+        _fast_depth[0] += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            _fast_depth[0] -= 1
