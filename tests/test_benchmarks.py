@@ -197,3 +197,18 @@ def test_all_quick_writes_every_report_and_the_summary(tmp_path):
     assert {"reinforce_b64", "dpo_64pairs"} <= set(s["target_1000x_naive"])
     assert set(s["fraction_of_limit"]) == {"reverse_kl/exact", "reinforce/on_policy"}
     assert "summary" in res.stdout
+
+
+def test_sequence_benchmark_work_model_and_matmul_floor():
+    from experiments.benchmarks import sequences as seqbench
+
+    # Work model by hand for one layer, d = 2, V = 3, L = 1 (t = 2), B = 1:
+    # per token 12 d^2 + 2 t d + d V = 48 + 8 + 6 = 62 multiply-adds;
+    # gradient 3 x B t tokens + sampling B L tokens = 7 token passes.
+    assert seqbench.step_gflop(vocab=3, length=1, layers=1, embed=2, batch=1) == 2 * 62 * 7 / 1e9
+    # The gpt-nano default the README quotes.
+    assert round(seqbench.step_gflop(), 2) == 0.71
+    one = seqbench.matmul_floor(1, repeats=2, vocab=5, length=2, layers=1, embed=8, batch=3)
+    two = seqbench.matmul_floor(2, repeats=2, vocab=5, length=2, layers=1, embed=8, batch=3)
+    assert one["seeds"] == 1 and two["seeds"] == 2
+    assert one["seconds"] > 0 and two["seconds"] > 0
