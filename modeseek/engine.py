@@ -186,9 +186,11 @@ def _collector(spec, cfg: RunConfig, exact: bool, hp: HyperParams, reward):
             lambda key, lq: regimes.sample_points(key, lq, reward, n)
         )
     if spec.batch == "best_of_n":
-        return (lambda key, lq: regimes.exact_best_of_n(lq, reward, n)) if exact else (
-            lambda key, lq: regimes.sample_best_of_n(key, lq, reward, n)
-        )
+        if exact:
+            # The reward's sort order is fixed for the run: sort it once, outside the loop.
+            order = regimes.reward_order(reward)
+            return lambda key, lq: regimes.exact_best_of_n(lq, reward, n, order=order)
+        return lambda key, lq: regimes.sample_best_of_n(key, lq, reward, n)
     if spec.batch == "pairs":
         kw = dict(labels=cfg.labels, min_reward_gap=hp.min_reward_gap, bt_scale=hp.bt_scale)
         if exact:

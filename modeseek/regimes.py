@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -31,6 +32,8 @@ __all__ = [
     "exact_points",
     "sample_best_of_n",
     "exact_best_of_n",
+    "RewardOrder",
+    "reward_order",
     "sample_pairs",
     "exact_pairs",
     "exact_pair_table",
@@ -137,7 +140,28 @@ def sample_best_of_n(key, logq, reward, n: int) -> BestOfN:
     return BestOfN(y[jb][None], one, y[jw][None], one, y, others_w, jnp.asarray(n, jnp.float32))
 
 
-def exact_best_of_n(logq, reward, n: int) -> BestOfN:
+class RewardOrder(NamedTuple):
+    """The reward's sort order, which :func:`exact_best_of_n` needs and which depends on the reward only.
+
+    Attributes:
+      order: (K,) bins sorted by reward (``argsort``).
+      le_index: (K,) for each bin, how many bins have a reward <= its own.
+      lt_index: (K,) for each bin, how many bins have a reward < its own.
+    """
+
+    order: jax.Array
+    le_index: jax.Array
+    lt_index: jax.Array
+
+
+def reward_order(reward) -> RewardOrder:
+    """Sort the (K,) reward once, so that a loop of :func:`exact_best_of_n` calls need not re-sort it every step."""
+    order = jnp.argsort(reward)
+    rs = reward[order]
+    return RewardOrder(order, jnp.searchsorted(rs, reward, side="right"), jnp.searchsorted(rs, reward, side="left"))
+
+
+def exact_best_of_n(logq, reward, n: int, *, order: RewardOrder | None = None) -> BestOfN:
     """The exact distribution of the best and worst of N i.i.d. draws from q.
 
     Bins are grouped by reward value. With F_le / F_lt the q-mass of bins with
@@ -146,15 +170,23 @@ def exact_best_of_n(logq, reward, n: int) -> BestOfN:
     first-index tie-break among exchangeable draws makes it. The worst draw is the
     same with the order reversed. The expected count of bin i among the N - 1
     other draws is N q_i - P(best = i).
+
+    Args:
+      logq: (K,) log-probabilities of the sampling distribution.
+      reward: (K,) rewards.
+      n: N, draws per batch.
+      order: ``reward_order(reward)``, computed once outside a training loop
+        (the engine does); computed here when omitted. Sorting every step cost
+        about 8 us per run on CPU, most of an exact best-of-N step.
     """
     q = jax.lax.stop_gradient(jax.nn.softmax(logq))
     k = q.shape[0]
-    order = jnp.argsort(reward)
-    rs = reward[order]
-    cq = jnp.concatenate([jnp.zeros((1,)), jnp.cumsum(q[order])])
+    if order is None:
+        order = reward_order(reward)
+    cq = jnp.concatenate([jnp.zeros((1,)), jnp.cumsum(q[order.order])])
     total = cq[-1]
-    le = cq[jnp.searchsorted(rs, reward, side="right")]
-    lt = cq[jnp.searchsorted(rs, reward, side="left")]
+    le = cq[order.le_index]
+    lt = cq[order.lt_index]
     group = le - lt
     safe = jnp.where(group > 0, group, 1.0)
     share = jnp.where(group > 0, q / safe, 0.0)

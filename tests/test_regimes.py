@@ -126,6 +126,21 @@ def test_exact_best_of_n_matches_order_statistics(small_problem, small_data_logq
         np.testing.assert_allclose(np.asarray(b.worst_weight), q, atol=1e-6)
 
 
+def test_exact_best_of_n_with_a_precomputed_reward_order_is_identical(small_problem, small_data_logq, far):
+    # The engine sorts the reward once per run and passes the order in; the
+    # result must be bit-for-bit what the self-sorting call gives, ties included.
+    for lq, r in ((small_data_logq, small_problem.reward), (jnp.log(far.ref_probs), far.reward)):
+        order = regimes.reward_order(r)
+        assert np.all(np.diff(np.asarray(r)[np.asarray(order.order)]) >= 0)
+        # le - lt is the size of each bin's tie group.
+        sizes = np.asarray(order.le_index - order.lt_index)
+        np.testing.assert_array_equal(sizes, (np.asarray(r)[:, None] == np.asarray(r)[None, :]).sum(1))
+        f = jax.jit(lambda lq, o: regimes.exact_best_of_n(lq, r, 7, order=o))
+        g = jax.jit(lambda lq: regimes.exact_best_of_n(lq, r, 7))
+        for a, b in zip(jax.tree.leaves(f(lq, order)), jax.tree.leaves(g(lq))):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
 def test_exact_best_of_n_on_the_paper_problem(far):
     # 100 bins, many tied pairs (symmetric about bin 70), mass 0.002 per bin near the peak.
     lq = jnp.log(far.ref_probs)
