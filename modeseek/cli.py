@@ -192,8 +192,9 @@ def _summary(traj) -> str:
     ]
     flat = final.reshape(-1, traj.seeds)
     idx = np.indices(traj.grid_shape).reshape(len(traj.grid_shape), -1) if traj.grid else np.zeros((0, 1), int)
+    axis_of = {n: a for a, names in enumerate(traj.axes) for n in names}
     for g in range(flat.shape[0]):
-        label = ", ".join(f"{n}={_fmt(v[idx[a, g]])}" for a, (n, v) in enumerate(traj.grid.items()))
+        label = ", ".join(f"{n}={_fmt(v[idx[axis_of[n], g]])}" for n, v in traj.grid.items())
         se = flat[g].std(ddof=1) / np.sqrt(traj.seeds) if traj.seeds > 1 else 0.0
         prefix = f"[{label}] " if label else ""
         lines.append(f"{prefix}final expected reward {flat[g].mean():.4f} +- {se:.4f} (s.e. over seeds)")

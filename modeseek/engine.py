@@ -339,6 +339,8 @@ class Trajectory:
       snapshots: grid_shape + (seeds, len(snapshot_steps), K) policy snapshots.
       snapshot_steps: (S,) steps of the snapshots.
       grid: ordered dict of swept hyperparameter name -> (G_i,) values.
+      axes: the grid's axes, each a tuple of the names that vary along it (one
+        name per axis unless ``run(paired=...)`` zipped several into one).
       hyperparameters: every resolved hyperparameter (scalars for unswept ones).
       config: the static RunConfig.
       problem_names: names of the problems (one per grid value when swept).
@@ -359,11 +361,16 @@ class Trajectory:
     compile_seconds: float
     run_seconds: float
     seed_offset: int = 0
+    axes: tuple[tuple[str, ...], ...] | None = None
+
+    def __post_init__(self):
+        if self.axes is None:
+            self.axes = tuple((name,) for name in self.grid)
 
     @property
     def grid_shape(self) -> tuple[int, ...]:
-        """Lengths of the swept axes, in the order they were given."""
-        return tuple(len(v) for v in self.grid.values())
+        """Lengths of the grid's axes, in the order they were given (paired names share one axis)."""
+        return tuple(len(self.grid[names[0]]) for names in self.axes)
 
     @property
     def steps(self) -> np.ndarray:
@@ -379,8 +386,9 @@ class Trajectory:
         t = self.config.steps + 1
         cols: dict[str, Any] = {}
         idx = np.indices(gshape + (self.seeds,)).reshape(len(gshape) + 1, runs)
-        for axis, (name, values) in enumerate(self.grid.items()):
-            vals = np.asarray(values)[idx[axis]]
+        axis_of = {name: axis for axis, names in enumerate(self.axes) for name in names}
+        for name, values in self.grid.items():
+            vals = np.asarray(values)[idx[axis_of[name]]]
             cols[name] = np.repeat(vals, t)
         cols["seed"] = np.repeat(idx[-1] + self.seed_offset, t)
         cols["step"] = np.tile(np.arange(t), runs)
@@ -425,6 +433,7 @@ def run(
     snapshot_every: int | None = None,
     devices: Sequence[Any] | None = None,
     seed_offset: int = 0,
+    paired: Sequence[str] | Sequence[Sequence[str]] = (),
     **hyperparameters,
 ) -> Trajectory:
     """Run ``seeds`` independent fine-tuning runs (per grid point) and return their trajectories.
@@ -450,6 +459,12 @@ def run(
         single-device run.
       seed_offset: index of the first seed, so that a sweep split into chunks of
         seeds (or over hosts) reproduces the unsplit sweep's runs exactly.
+      paired: names of swept axes to zip instead of crossing: they must have
+        equal lengths and vary together along one grid axis, placed where the
+        first of them is (e.g. ``("problem", "data")`` with G problems and a
+        (G, K) data array runs problem i on data i: G grid points, not G x G).
+        Names: "problem", "data", "train_reward" or a swept traced
+        hyperparameter; several groups as a sequence of sequences.
       **hyperparameters: static options (RunConfig fields: reuse, num_samples,
         num_contexts, num_eval_contexts, policy, init, optimizer, negative,
         advantage, kl_estimator, kl_placement, normalize, labels, pairing,
@@ -460,7 +475,7 @@ def run(
         negative_coef, entropy_coef, clip_eps, target_margin, min_reward_gap,
         bt_scale, init_scale, sft_learning_rate). A traced value given as a 1-D
         array is swept; several swept values form an outer-product grid in the
-        order given.
+        order given (zip some of them with ``paired``).
 
     Returns:
       A Trajectory.
@@ -575,7 +590,8 @@ def run(
         if target_arr.shape[0] != k:
             raise ValueError(f"target has {target_arr.shape[0]} bins; expected {k}")
 
-    gshape = tuple(len(v) for v in grid.values())
+    axes = _grid_axes(grid, paired)
+    gshape = tuple(len(grid[names[0]]) for names in axes)
     runs = int(np.prod(gshape, dtype=int)) * seeds
     idx = np.indices(gshape + (seeds,)).reshape(len(gshape) + 1, runs)
     devs = _resolve_devices(devices)
@@ -583,7 +599,7 @@ def run(
     # Padding repeats the last run so every device gets an equal share; dropped below.
     idx = np.concatenate([idx, np.repeat(idx[:, -1:], padded - runs, axis=1)], axis=1)
     real_runs, runs = runs, padded
-    axis_of = {n: i for i, n in enumerate(grid)}
+    axis_of = {n: i for i, names in enumerate(axes) for n in names}
 
     def per_run(name, scalar=None):
         if name in grid:
@@ -651,7 +667,38 @@ def run(
         compile_seconds=compile_s,
         run_seconds=t2 - t1,
         seed_offset=int(seed_offset),
+        axes=axes,
     )
+
+
+def _grid_axes(grid: dict, paired) -> tuple[tuple[str, ...], ...]:
+    """The grid's axes: one per swept name, except that each ``paired`` group shares one."""
+    if isinstance(paired, str):
+        raise ValueError(f"paired={paired!r} is a single name; expected a sequence of names, e.g. ('problem', 'data')")
+    groups = [tuple(paired)] if paired and all(isinstance(n, str) for n in paired) else [tuple(g) for g in paired]
+    seen: set[str] = set()
+    for g in groups:
+        if len(g) < 2 or not all(isinstance(n, str) for n in g):
+            raise ValueError(f"paired group {g!r} is invalid; expected two or more axis names")
+        for n in g:
+            if n not in grid:
+                swept = ", ".join(grid) or "none"
+                raise ValueError(f"paired name {n!r} is not a swept axis; swept axes here: {swept}")
+            if n in seen:
+                raise ValueError(f"paired name {n!r} appears in more than one group; expected each axis once")
+            seen.add(n)
+        lengths = {n: len(grid[n]) for n in g}
+        if len(set(lengths.values())) > 1:
+            raise ValueError(f"paired axes must have equal lengths; got {lengths}")
+    group_of = {n: g for g in groups for n in g}
+    order = list(grid)
+    axes: list[tuple[str, ...]] = []
+    for n in order:
+        # A group sits where its first name is, its names in grid order.
+        g = tuple(sorted(group_of.get(n, (n,)), key=order.index))
+        if g not in axes:
+            axes.append(g)
+    return tuple(axes)
 
 
 _executables: dict[tuple, Any] = {}
