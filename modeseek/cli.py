@@ -127,9 +127,11 @@ class RunCommand:
     """First on-policy batch from the policy or, as in the paper's epoch 0, from the data (default policy)."""
     eval_samples: OptInt = None
     """Monte-Carlo draws per evaluation context for the sampled_reward metric (default 0: off)."""
+    paired: Annotated[tuple[str, ...], tyro.conf.arg(metavar="NAME [NAME ...]")] = ()
+    """Swept axes to zip instead of crossing (equal numbers of values), e.g. --paired beta learning_rate."""
 
     # Fields that are not options of modeseek.run.
-    _NOT_OPTIONS: ClassVar[tuple[str, ...]] = ("loss", "problem", "sampling", "steps", "seeds", "out", "key")
+    _NOT_OPTIONS: ClassVar[tuple[str, ...]] = ("loss", "problem", "sampling", "steps", "seeds", "out", "key", "paired")
 
     def _options(self) -> dict:
         """The options that were set, by name; several values of a traced one stay a tuple."""
@@ -147,6 +149,10 @@ class RunCommand:
                 continue
             options[field.name] = value
         return options
+
+    def _paired(self) -> tuple[str, ...]:
+        """The --paired names as modeseek.run takes them (underscores)."""
+        return tuple(n.replace("-", "_") for n in self.paired)
 
     def execute(self) -> None:
         import numpy as np
@@ -166,7 +172,7 @@ class RunCommand:
         if self.out is not None and self.out.exists() and self.out.is_dir():
             raise CommandError(f"--out {str(self.out)!r} is a directory; expected a file name such as runs.parquet")
         try:
-            traj = ms.run(problem, loss=self.loss, sampling=self.sampling, steps=self.steps, seeds=self.seeds, key=self.key, **options)
+            traj = ms.run(problem, loss=self.loss, sampling=self.sampling, steps=self.steps, seeds=self.seeds, key=self.key, paired=self._paired(), **options)
         except ValueError as e:
             raise CommandError(str(e)) from None
         if self.out is not None:
@@ -266,7 +272,7 @@ class SweepCommand(RunCommand):
         try:
             spec = sweep.SweepSpec(
                 loss=self.loss, sampling=self.sampling, problems=self.problem, steps=self.steps, seeds=self.seeds,
-                chunk_seeds=self.chunk_seeds, key=self.key, options=options, grid=grid,
+                chunk_seeds=self.chunk_seeds, key=self.key, options=options, grid=grid, paired=self._paired(),
             )
             if self.cache:
                 import modeseek as ms

@@ -112,6 +112,9 @@ class SweepSpec:
       grid: traced hyperparameter name -> values (HyperParams fields); several
         names form an outer-product grid in the order given, exactly as 1-D
         arrays passed to :func:`modeseek.run`. Changing the values never recompiles.
+      paired: names of swept axes ("problem" or grid names) to zip instead of
+        crossing, as ``modeseek.run(paired=...)``: equal numbers of values,
+        one grid axis.
 
     Mappings are stored as tuples of pairs so that the spec stays hashable and
     the grid keeps its order.
@@ -126,6 +129,7 @@ class SweepSpec:
     key: int = 0
     options: Any = ()
     grid: Any = ()
+    paired: Any = ()
 
     def __post_init__(self):
         from modeseek import engine, losses, problems
@@ -136,6 +140,9 @@ class SweepSpec:
         grid = tuple((str(k), _numbers(k, v)) for k, v in dict(self.grid).items())
         object.__setattr__(self, "options", options)
         object.__setattr__(self, "grid", grid)
+        if isinstance(self.paired, str):
+            raise ValueError(f"paired={self.paired!r} is a single name; expected a sequence of names, e.g. ('beta', 'learning_rate')")
+        object.__setattr__(self, "paired", tuple(str(n) for n in self.paired))
 
         losses.get(self.loss)
         if self.sampling not in engine.SAMPLINGS:
@@ -170,15 +177,28 @@ class SweepSpec:
                 raise ValueError(f"grid {name!r} has no values; expected one or more numbers")
             if not all(math.isfinite(x) for x in values):
                 raise ValueError(f"grid {name}={list(values)} has a non-finite value; expected finite numbers")
+        self._axes()  # validates paired
+
+    def _swept(self) -> dict:
+        """The swept axes in modeseek.run's order: the problem first, then the grid's names."""
+        swept = {"problem": self.problems} if len(self.problems) > 1 else {}
+        swept.update({name: values for name, values in self.grid if len(values) > 1})
+        return swept
+
+    def _axes(self) -> tuple[tuple[str, ...], ...]:
+        from modeseek.engine import _grid_axes
+
+        return _grid_axes(self._swept(), self.paired)
 
     # ------------------------------------------------------------------ derived
 
     @property
     def grid_points(self) -> int:
-        """Number of grid points (problems x swept values)."""
-        n = len(self.problems)
-        for _, values in self.grid:
-            n *= len(values) if len(values) > 1 else 1
+        """Number of grid points (problems x swept values, paired axes counted once)."""
+        swept = self._swept()
+        n = 1
+        for names in self._axes():
+            n *= len(swept[names[0]])
         return n
 
     @property
@@ -208,6 +228,8 @@ class SweepSpec:
             "key": self.key,
             "options": dict(self.options),
             "grid": [[name, list(values)] for name, values in self.grid],
+            # Only when set, so that specs written before the option keep their digest.
+            **({"paired": list(self.paired)} if self.paired else {}),
         }
 
     @classmethod
@@ -216,6 +238,7 @@ class SweepSpec:
         d = dict(d)
         d["problems"] = tuple(d["problems"])
         d["grid"] = {name: tuple(values) for name, values in d.get("grid", [])}
+        d["paired"] = tuple(d.get("paired", ()))
         return cls(**d)
 
     @property
@@ -234,6 +257,8 @@ class SweepSpec:
         kwargs.update(dict(self.options))
         for name, values in self.grid:
             kwargs[name] = values[0] if len(values) == 1 else np.asarray(values)
+        if self.paired:
+            kwargs["paired"] = self.paired
         return {"problem": probs if len(probs) > 1 else probs[0], **kwargs}
 
 

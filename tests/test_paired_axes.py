@@ -85,3 +85,42 @@ def test_cli_summary_labels_paired_points(two_problems):
     assert "[problem=far, learning_rate=0.05, data=0]" in text
     assert "[problem=near, learning_rate=0.01, data=1]" in text
     assert "data=1" not in text.split("problem=near")[0]
+
+
+def test_chunked_sweep_with_paired_axes_equals_one_run(tmp_path):
+    import pandas as pd
+
+    from modeseek import sweep
+
+    spec = sweep.SweepSpec(
+        loss="reinforce", sampling="on_policy", problems=("far", "near"), steps=4, seeds=5, chunk_seeds=2, key=2,
+        options={"num_samples": 2}, grid={"learning_rate": (0.01, 0.03), "beta": (0.1, 0.2, 0.3)},
+        paired=("problem", "learning_rate"),
+    )
+    assert spec.grid_points == 2 * 3
+    assert sweep.SweepSpec.from_dict(spec.to_dict()) == spec
+    # A spec without pairing serialises as before (its digest does not change).
+    assert "paired" not in sweep.SweepSpec(loss="dpo").to_dict()
+    result = sweep.run_sweep(spec, tmp_path / "sw", progress=False)
+    merged = pd.read_parquet(result.merged)
+    reference = ms.run(**spec.run_kwargs(), seeds=spec.seeds).to_dataframe()
+    pd.testing.assert_frame_equal(merged, reference, check_exact=True)
+    assert set(map(tuple, merged[["problem", "learning_rate"]].drop_duplicates().to_numpy())) == {("far", 0.01), ("near", 0.03)}
+    with pytest.raises(ValueError, match="equal lengths"):
+        sweep.SweepSpec(loss="dpo", problems=("far", "near"), grid={"beta": (0.1, 0.2, 0.3)}, paired=("problem", "beta"))
+    with pytest.raises(ValueError, match="not a swept axis"):
+        sweep.SweepSpec(loss="dpo", grid={"beta": (0.1, 0.2)}, paired=("problem", "beta"))
+
+
+def test_cli_run_paired(tmp_path, capsys):
+    from modeseek import cli
+
+    out = tmp_path / "runs.parquet"
+    args = ["run", "--loss", "dpo", "--sampling", "offline", "--steps", "5", "--seeds", "2", "--out", str(out),
+            "--beta", "0.1", "0.3", "--learning-rate", "0.05", "0.02", "--paired", "beta", "learning-rate"]
+    assert cli.main(args) == 0
+    import pandas as pd
+
+    df = pd.read_parquet(out)
+    assert set(map(tuple, df[["beta", "learning_rate"]].drop_duplicates().to_numpy())) == {(0.1, 0.05), (0.3, 0.02)}
+    assert len(df) == 2 * 2 * 6
