@@ -1,6 +1,11 @@
 """Regenerate every figure, data table and the claims report into figures/ (``make figures``).
 
-Usage: python -m experiments.make_figures [--smoke] [--force] [--out DIR]
+Usage: python -m experiments.make_figures [--smoke] [--resume] [--out DIR]
+
+Every piece is recomputed, so the committed figures always come from the code
+as it is. ``--resume`` skips pieces whose results are already in the output
+folder (to finish an interrupted run); ``modeseek reproduce`` does the same by
+default.
 """
 
 from __future__ import annotations
@@ -17,13 +22,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", default="figures")
     ap.add_argument("--smoke", action="store_true", help="tiny budgets (for tests)")
-    ap.add_argument("--force", action="store_true", help="rerun finished pieces")
+    ap.add_argument("--resume", action="store_true", help="skip pieces whose results are already in --out")
     args = ap.parse_args()
     # Reruns load compiled programs from disk instead of recompiling them.
     modeseek.enable_compilation_cache()
     t0 = time.perf_counter()
     logs: dict = {}
-    results = reproduce(args.out, smoke=args.smoke, force=args.force, compile_logs=logs)
+    results = reproduce(args.out, smoke=args.smoke, force=not args.resume, compile_logs=logs)
     for piece, claims, secs in results:
         status = f"{sum(c.passed for c in claims)}/{len(claims)} claims pass"
         log = logs.get(piece.name)

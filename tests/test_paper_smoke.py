@@ -115,3 +115,32 @@ def test_rerun_skips_finished_pieces_and_force_reruns(smoke_run):
 def test_unknown_piece_is_rejected(tmp_path):
     with pytest.raises(ValueError, match="unknown piece"):
         rp.reproduce(tmp_path, smoke=True, progress=False, only=["no_such_figure"])
+
+
+def test_force_resets_pieces_with_their_own_partial_results(tmp_path, monkeypatch):
+    from modeseek.paper.common import Claim, Piece
+    from modeseek.phase import piece as phase_piece
+    from modeseek.phase.sweep import table_paths
+
+    calls = []
+
+    def make(out_dir, smoke):
+        calls.append("make")
+        return [Claim("c", "a claim", True, "measured")]
+
+    fake = Piece("fake", "Fake", make, reset=lambda out_dir: calls.append("reset"))
+    monkeypatch.setattr(rp, "pieces", lambda: [fake])
+    rp.reproduce(tmp_path, progress=False)
+    assert calls == ["make"], "a first run has nothing to reset"
+    rp.reproduce(tmp_path, progress=False)
+    assert calls == ["make"], "a finished piece is skipped"
+    rp.reproduce(tmp_path, progress=False, force=True)
+    assert calls == ["make", "reset", "make"], "force resets before rerunning"
+
+    # The phase piece's reset removes its resumable sweep, so a forced run recomputes it.
+    paths = table_paths(tmp_path)
+    for p in paths.values():
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text("x")
+    phase_piece.PIECE.reset(tmp_path)
+    assert not any(p.exists() for p in paths.values())

@@ -55,12 +55,15 @@ class Piece(NamedTuple):
       make: runs the experiments and writes the outputs.
       summary: two lines for the gallery (figures/README.md): what the figure shows
         and what to look for. Empty: the gallery falls back to the caption's first line.
+      reset: for a piece that resumes partial results of its own (the phase
+        sweep), removes them so that a forced rerun starts afresh; None otherwise.
     """
 
     name: str
     title: str
     make: Callable[[Path, bool], list[Claim]]
     summary: str = ""
+    reset: Callable[[Path], None] | None = None
 
 
 def _publish(tmp: str, path: Path) -> None:

@@ -179,6 +179,8 @@ def reproduce(
         if marker.exists() and not force:
             results.append((piece, common.claims_from_json(marker.read_text()), 0.0))
             continue
+        if force and piece.reset is not None:
+            piece.reset(out_dir)
         t0 = time.perf_counter()
         # The pieces' programs each run for seconds: compile them for compile speed.
         with CompileLog() as log, fast_compile():

@@ -15,7 +15,7 @@ from modeseek.paper import common
 from modeseek.paper.common import Claim, Piece
 from modeseek.phase import analysis, figures
 from modeseek.phase.grid import FAMILIES, budget
-from modeseek.phase.sweep import sweep
+from modeseek.phase.sweep import sweep, table_paths
 
 __all__ = ["make", "PIECE", "FIGURES"]
 
@@ -78,4 +78,10 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
     return analysis.claims(summary, cfg)
 
 
-PIECE = Piece("phase", "Phase diagrams: rarity x coverage with learned reward models", make)
+def reset(out_dir: Path) -> None:
+    """Remove the sweep's table, mass table and manifest, so that the next make() recomputes every chunk."""
+    for path in table_paths(out_dir).values():
+        path.unlink(missing_ok=True)
+
+
+PIECE = Piece("phase", "Phase diagrams: rarity x coverage with learned reward models", make, reset=reset)
