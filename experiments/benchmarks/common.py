@@ -56,6 +56,15 @@ def write_json(path: Path, obj) -> None:
     atomic_write_text(Path(path), json.dumps(obj, indent=1, default=_jsonable) + "\n")
 
 
+def save_report(report: dict, out: Path | None, quick: bool, default: Path) -> Path | None:
+    """Write a script's report to ``out``, or to ``default`` unless ``quick`` (a quick run writes only where told)."""
+    path = out or (None if quick else default)
+    if path is not None:
+        write_json(path, report)
+        print(f"wrote {path}")
+    return path
+
+
 def _jsonable(x):
     import numpy as np
 

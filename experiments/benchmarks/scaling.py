@@ -205,10 +205,7 @@ def main(argv=None) -> dict:
     ]
     print()
     print(table(results))
-    out = args.out or (None if args.quick else DEFAULT_OUT)
-    if out is not None:
-        common.write_json(out, report)
-        print(f"wrote {out}")
+    common.save_report(report, args.out, args.quick, DEFAULT_OUT)
     return report
 
 

@@ -32,9 +32,10 @@ import argparse
 import json
 import os
 import platform
-import tempfile
 import time
 from pathlib import Path
+
+from experiments.benchmarks import common
 
 DEFAULT_OUT = Path(__file__).with_name("sequences.json")
 
@@ -208,11 +209,7 @@ def main() -> None:
         "results": results,
         "summary": summary,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=args.out.parent, prefix=f".{args.out.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(record, f, indent=1)
-    os.replace(tmp, args.out)
+    common.write_json(args.out, record)
     print(f"wrote {args.out}")
 
 

@@ -161,10 +161,7 @@ def main(argv=None) -> dict:
     for name, t in report["targets"].items():
         print(f"target {name}: need {common.rate(t['required_seed_steps_per_s'])}, measured {common.rate(t['measured_seed_steps_per_s'])}"
               f" ({'met' if t['met'] else 'not met'}); idle estimate {common.rate(t['estimated_idle_seed_steps_per_s'])}")
-    out = args.out or (None if args.quick else DEFAULT_OUT)
-    if out is not None:
-        common.write_json(out, report)
-        print(f"wrote {out}")
+    common.save_report(report, args.out, args.quick, DEFAULT_OUT)
     return report
 
 

@@ -25,7 +25,6 @@ numbers of a straightforward jit(vmap(scan)) on a 2-core CPU.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import platform
 import statistics
@@ -35,6 +34,8 @@ from typing import Annotated
 
 import numpy as np
 import tyro
+
+from experiments.benchmarks import common
 
 #: Seed-steps per second of a straightforward jit(vmap(scan)) on a 2-core CPU (issue #10).
 REFERENCE = {"reverse_kl_exact": 1.2e6, "reinforce_b64": 2.8e5, "dpo_64pairs": 1.5e5}
@@ -81,24 +82,14 @@ class Args:
     """XLA CPU devices to shard runs over (default: one per usable core; set before JAX starts)."""
 
 
-def _atomic_write_json(path: Path, obj) -> None:
-    from modeseek.paper.common import atomic_write_text
-
-    atomic_write_text(path, json.dumps(obj, indent=1) + "\n")
-
-
 def machine() -> dict:
     """What the numbers were measured on."""
     import jax
 
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        usable = os.cpu_count()
     dev = jax.devices()[0]
     return {
         "cpu_count": os.cpu_count(),
-        "usable_cpus": usable,
+        "usable_cpus": common.usable_cpus(),
         "processor": platform.processor() or platform.machine(),
         "platform": platform.platform(),
         "python": platform.python_version(),
@@ -186,10 +177,6 @@ def _device_count() -> int:
     return jax.device_count()
 
 
-def _rate(x: float) -> str:
-    return f"{x / 1e6:.2f} M" if x >= 1e6 else f"{x / 1e3:.0f} k"
-
-
 def table(results: dict) -> str:
     """A Markdown table of the results."""
     lines = [
@@ -199,17 +186,15 @@ def table(results: dict) -> str:
     for name, r in results.items():
         ref = r["reference_seed_steps_per_s"]
         lines.append(
-            f"| {name} | {r['compile_seconds']:.1f} | {_rate(r['seed_steps_per_s_best'])} | "
-            f"{_rate(r['seed_steps_per_s_median'])} | {_rate(r['seed_steps_per_cpu_s_best'])} | {_rate(ref) if ref else '-'} |"
+            f"| {name} | {r['compile_seconds']:.1f} | {common.rate(r['seed_steps_per_s_best'])} | "
+            f"{common.rate(r['seed_steps_per_s_median'])} | {common.rate(r['seed_steps_per_cpu_s_best'])} | {common.rate(ref) if ref else '-'} |"
         )
     return "\n".join(lines)
 
 
 def main(argv=None) -> dict:
     args = tyro.cli(Args, args=argv, description=__doc__.splitlines()[0])
-    from experiments.benchmarks.common import configure_host_devices
-
-    configure_host_devices(args.host_devices)
+    common.configure_host_devices(args.host_devices)
     seeds = args.seeds or (64 if args.quick else 1024)
     steps = args.steps or (100 if args.quick else 1000)
     repeats = args.repeats or (1 if args.quick else 3)
@@ -225,8 +210,8 @@ def main(argv=None) -> dict:
     results = {}
     for case in cases:
         results[case.name] = r = bench_case(case, seeds=seeds, steps=steps, repeats=repeats)
-        print(f"  {case.name:18s} compile {r['compile_seconds']:5.1f} s  best {_rate(r['seed_steps_per_s_best'])}  "
-              f"median {_rate(r['seed_steps_per_s_median'])} seed-steps/s", flush=True)
+        print(f"  {case.name:18s} compile {r['compile_seconds']:5.1f} s  best {common.rate(r['seed_steps_per_s_best'])}  "
+              f"median {common.rate(r['seed_steps_per_s_median'])} seed-steps/s", flush=True)
     report = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "quick": args.quick,
@@ -235,16 +220,12 @@ def main(argv=None) -> dict:
         "reference_seed_steps_per_s": REFERENCE,
         "results": results,
     }
-    from experiments.benchmarks.common import targets
-
     # The issue's targets: 2x the reference on each of its three cases.
-    report["targets"] = targets(results, REFERENCE, 2.0)
+    report["targets"] = common.targets(results, REFERENCE, 2.0)
     print()
     print(table(results))
-    out = args.out or (None if args.quick else DEFAULT_OUT)
-    if out is not None:
-        _atomic_write_json(out, report)
-        print(f"\nwrote {out}")
+    print()
+    common.save_report(report, args.out, args.quick, DEFAULT_OUT)
     return report
 
 
