@@ -14,8 +14,7 @@ import argparse
 import time
 
 import modeseek
-from modeseek.compile_log import CompileLog
-from modeseek.paper.reproduce import reproduce
+from modeseek.paper.reproduce import report_lines, reproduce
 
 
 def main() -> None:
@@ -29,14 +28,7 @@ def main() -> None:
     t0 = time.perf_counter()
     logs: dict = {}
     results = reproduce(args.out, smoke=args.smoke, force=not args.resume, compile_logs=logs)
-    for piece, claims, secs in results:
-        status = f"{sum(c.passed for c in claims)}/{len(claims)} claims pass"
-        log = logs.get(piece.name)
-        print(f"{piece.name:24s} {secs:7.1f}s  {status}" + (f"  {log.summary()}" if log else ""))
-        if log and log.xla_by_function:
-            print("    slowest XLA compiles: " + ", ".join(f"{n} {s:.1f} s" for n, s in log.slowest(3)))
-    total = sum(logs.values(), CompileLog())
-    print(f"total {time.perf_counter() - t0:.1f}s, of which {total.summary()}; report: {args.out}/CLAIMS.md")
+    print("\n".join(report_lines(results, logs, time.perf_counter() - t0, args.out, rerun_hint="without --resume it reruns")))
 
 
 if __name__ == "__main__":

@@ -398,9 +398,7 @@ class ReproduceCommand:
     """Names of the pieces to run (default all)."""
 
     def execute(self) -> None:
-        from modeseek.paper.reproduce import reproduce
-
-        from modeseek.compile_log import CompileLog
+        from modeseek.paper.reproduce import report_lines, reproduce
 
         t0 = time.perf_counter()
         logs: dict = {}
@@ -408,12 +406,7 @@ class ReproduceCommand:
             results = reproduce(self.out, smoke=self.smoke, force=self.force, only=list(self.only) or None, compile_logs=logs)
         except ValueError as e:
             raise CommandError(str(e)) from None
-        for piece, claims, secs in results:
-            status = f"{sum(c.passed for c in claims)}/{len(claims)} claims pass"
-            note = f"  {logs[piece.name].summary()}" if piece.name in logs else "  (already done; --force reruns it)"
-            print(f"{piece.name:24s} {secs:7.1f} s  {status}{note}")
-        total = sum(logs.values(), CompileLog())
-        print(f"total {time.perf_counter() - t0:.1f} s, of which {total.summary()}; report: {self.out / 'CLAIMS.md'}")
+        print("\n".join(report_lines(results, logs, time.perf_counter() - t0, self.out, rerun_hint="--force reruns it")))
 
 
 COMMANDS = {

@@ -14,6 +14,7 @@ import time
 import pandas as pd
 import pytest
 
+from modeseek.compile_log import CompileLog
 from modeseek.paper import reproduce as rp
 
 # One worker runs the whole smoke pipeline once for every test here (with
@@ -144,3 +145,17 @@ def test_force_resets_pieces_with_their_own_partial_results(tmp_path, monkeypatc
         p.write_text("x")
     phase_piece.PIECE.reset(tmp_path)
     assert not any(p.exists() for p in paths.values())
+
+
+def test_report_lines_for_run_and_skipped_pieces(smoke_run):
+    out, results = smoke_run
+    lines = rp.report_lines(results, smoke_run_logs, 12.5, out, rerun_hint="--force reruns it", slowest=2)
+    per_piece = [line for line in lines if not line.startswith(" ") and not line.startswith("total")]
+    assert [line.split()[0] for line in per_piece] == [p.name for p, _, _ in results]
+    assert all("claims pass  compile" in line for line in per_piece)
+    assert all(line.count(" s,") <= 1 for line in lines if line.startswith("    slowest XLA compiles: "))
+    total = sum(smoke_run_logs.values(), CompileLog())
+    assert lines[-1] == f"total 12.5 s, of which {total.summary()}; report: {out / 'CLAIMS.md'}"
+    # Without compile logs every piece reads as skipped, with the caller's hint.
+    skipped = rp.report_lines(results, {}, 0.0, out, rerun_hint="drop --resume")
+    assert all(line.endswith("(already done; drop --resume)") for line in skipped[:-1])

@@ -19,7 +19,7 @@ from modeseek.compile_log import CompileLog
 from modeseek.paper import common
 from modeseek.paper.common import Claim, Piece
 
-__all__ = ["pieces", "reproduce", "write_claims_report", "write_gallery", "piece_images"]
+__all__ = ["pieces", "reproduce", "report_lines", "write_claims_report", "write_gallery", "piece_images"]
 
 
 def pieces() -> list[Piece]:
@@ -135,6 +135,33 @@ def write_gallery(out_dir: Path, results: Sequence[tuple[Piece, list[Claim]]], *
     path = out_dir / "README.md"
     common.atomic_write_text(path, "\n".join(lines))
     return path
+
+
+def report_lines(results, compile_logs: dict, seconds: float, out_dir: str | Path, *, rerun_hint: str, slowest: int = 3) -> list[str]:
+    """What ``make figures`` and ``modeseek reproduce`` print after :func:`reproduce`.
+
+    One line per piece (seconds, claims passed, its compile statistics or that
+    it was skipped), its ``slowest`` XLA compiles, and a total line.
+
+    Args:
+      results: what :func:`reproduce` returned.
+      compile_logs: the dict :func:`reproduce` filled (pieces run in this call).
+      seconds: wall time of the call.
+      out_dir: its output folder.
+      rerun_hint: how to rerun a skipped piece (the caller's option), e.g. "--force reruns it".
+      slowest: XLA compiles to list per piece (0: none).
+    """
+    lines = []
+    for piece, claims, secs in results:
+        status = f"{sum(c.passed for c in claims)}/{len(claims)} claims pass"
+        log = compile_logs.get(piece.name)
+        note = f"  {log.summary()}" if log else f"  (already done; {rerun_hint})"
+        lines.append(f"{piece.name:24s} {secs:7.1f} s  {status}{note}")
+        if log and slowest and log.xla_by_function:
+            lines.append("    slowest XLA compiles: " + ", ".join(f"{n} {s:.1f} s" for n, s in log.slowest(slowest)))
+    total = sum(compile_logs.values(), CompileLog())
+    lines.append(f"total {seconds:.1f} s, of which {total.summary()}; report: {Path(out_dir) / 'CLAIMS.md'}")
+    return lines
 
 
 def reproduce(
