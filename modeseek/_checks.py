@@ -60,3 +60,37 @@ def probability_vector(name: str, probs: Any, *, atol: float = 1e-4) -> np.ndarr
     if abs(total - 1.0) > atol:
         raise ValueError(f"{name} sums to {total:.10g}; expected 1 within {atol}")
     return p / total
+
+
+def prng_key(key: Any) -> np.ndarray:
+    """Normalise a user's ``key`` to the raw threefry key data, a (2,) uint32 array.
+
+    Accepted, and never colliding with one another:
+
+    * an int 0 <= key < 2**64 (not a bool): the words ``(key >> 32, key & 0xFFFFFFFF)``,
+      which is ``jax.random.PRNGKey(key)`` for key < 2**32 and JAX's own
+      64-bit seeding above it (so 2**40 and 0 are different keys);
+    * a typed key, ``jax.random.key(seed)`` (threefry, JAX's default): its key data,
+      so ``key(0)`` and ``PRNGKey(0)`` give bit-identical runs;
+    * a legacy ``jax.random.PRNGKey`` array: a (2,) uint32 array.
+
+    Anything else raises a one-line ValueError naming the value.
+    """
+    if isinstance(key, bool) or isinstance(key, np.bool_):
+        raise ValueError(f"key={key!r} is invalid; expected an int in [0, 2**64), a jax.random.key or a PRNGKey array")
+    if isinstance(key, (int, np.integer)):
+        k = int(key)
+        if not 0 <= k < 2**64:
+            raise ValueError(f"key={k!r} is out of range; expected an int in [0, 2**64), a jax.random.key or a PRNGKey array")
+        return np.array([k >> 32, k & 0xFFFFFFFF], np.uint32)
+    if isinstance(key, jax.Array) and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+        impl = str(jax.random.key_impl(key))
+        if key.shape != () or "threefry" not in impl:
+            raise ValueError(f"key has shape {key.shape} and implementation {impl}; expected one threefry2x32 key (jax.random.key(seed))")
+        return np.asarray(jax.random.key_data(key), np.uint32)
+    if isinstance(key, (jax.Array, np.ndarray)):
+        arr = np.asarray(key)
+        if arr.shape == (2,) and arr.dtype == np.uint32:
+            return arr.copy()
+        raise ValueError(f"key has shape {arr.shape} and dtype {arr.dtype}; expected a (2,) uint32 PRNGKey array, a jax.random.key or an int")
+    raise ValueError(f"key={key!r} is invalid; expected an int in [0, 2**64), a jax.random.key or a PRNGKey array")

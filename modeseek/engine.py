@@ -28,7 +28,7 @@ import numpy as np
 import optax
 
 from modeseek import _checks, losses, metrics, policies, regimes
-from modeseek._xla import compile_lowered, options_key
+from modeseek._blocks import run_blocks
 from modeseek.batches import Target
 from modeseek.problems import Problem, safe_log
 
@@ -81,6 +81,7 @@ class RunConfig:
     first_batch: str = "policy"
     eval_samples: int = 0
     snapshot_every: int = 1
+    block: int = 32
     has_target: bool = False
     has_train_reward: bool = False
 
@@ -175,6 +176,16 @@ def default_learning_rate(policy: str, optimizer: str) -> float:
     if policy == "mlp":
         return 1e-3 if optimizer == "adam" else 1e-1
     return 0.05 if optimizer == "adam" else 1.0
+
+
+def default_block(policy: str) -> int:
+    """Runs per compiled call (see :mod:`modeseek._blocks`); a seed's bits depend on it, never on the call's size.
+
+    Chosen from ``experiments/benchmarks/blocks.py`` (README, "Reproducibility"):
+    large enough that a block runs near the throughput of one wide program, small
+    enough that a single seed does not pay for many padded ones.
+    """
+    return 8 if policy == "mlp" else 32
 
 
 # ----------------------------------------------------------------------------- one run
@@ -321,11 +332,6 @@ def _run_one(cfg: RunConfig, key, hp: HyperParams, ref_probs, reward, train_rewa
     return {"metrics": hist, "snapshots": snaps, "final_probs": snaps[n_snap - 1]}
 
 
-@functools.lru_cache(maxsize=None)
-def _program(cfg: RunConfig):
-    return jax.jit(jax.vmap(functools.partial(_run_one, cfg)))
-
-
 # ----------------------------------------------------------------------------- results
 
 
@@ -447,18 +453,21 @@ def run(
         policy) or "exact_offline" (population update on the data distribution).
       steps: gradient steps per run.
       seeds: independent runs per grid point; seed i uses ``fold_in(key, seed_offset + i)``.
-      key: PRNG key or integer seed (keyword-only; same key, same bits).
+      key: an int in [0, 2**64), a ``jax.random.key`` (threefry) or a legacy
+        ``PRNGKey`` array; ``key(n)`` and ``PRNGKey(n)`` give the same bits, and
+        distinct ints never share runs (see :func:`modeseek._checks.prng_key`).
       data: (K,) offline data distribution (default pi_ref), or (G, K) to sweep.
       target: (K,) target for forward_kl / reverse_kl (default pi_star(beta)).
       train_reward: (K,) reward the learner sees instead of the problem's (a
         proxy or learned reward model), or (G, K) to sweep; metrics stay on the
         problem's (gold) reward and add "expected_train_reward".
       snapshot_every: store the policy every this many steps (default steps // 10).
-      devices: devices to shard the run axis over (default: all of ``jax.devices()``).
-        With several devices the flattened grid x seeds axis is split into equal
-        consecutive shards (padded by repeating the last run), each run by the
-        single-device program on its device; results are bit-identical to a
-        single-device run.
+      devices: devices to spread the runs over (default: all of ``jax.devices()``).
+        The flattened grid x seeds axis is cut into blocks of ``block`` runs
+        (the last padded by repeating its last run), every block computed by
+        the same fixed-width program, block j on device j mod n. A run's bits
+        therefore depend on its key, hyperparameters and ``block`` only: not
+        on the number of seeds, the grid, the chunking or the devices.
       seed_offset: index of the first seed, so that a sweep split into chunks of
         seeds (or over hosts) reproduces the unsplit sweep's runs exactly.
       paired: names of swept axes to zip instead of crossing: they must have
@@ -470,7 +479,8 @@ def run(
       **hyperparameters: static options (RunConfig fields: reuse, num_samples,
         num_contexts, num_eval_contexts, policy, init, optimizer, negative,
         advantage, kl_estimator, kl_placement, normalize, labels, pairing,
-        sft_steps, first_batch ("policy", or "data" for the paper's epoch 0
+        sft_steps, block (runs per compiled call, default :func:`default_block`),
+        first_batch ("policy", or "data" for the paper's epoch 0
         drawn from the data distribution in on-policy runs), eval_samples (> 0
         adds a Monte-Carlo "sampled_reward" metric with that many draws per
         evaluation context)) and traced values (HyperParams fields: learning_rate, beta,
@@ -494,6 +504,9 @@ def run(
         raise ValueError(f"seeds={seeds!r} is invalid; expected an integer >= 1")
     if not isinstance(seed_offset, (int, np.integer)) or seed_offset < 0:
         raise ValueError(f"seed_offset={seed_offset!r} is invalid; expected an integer >= 0")
+    if seed_offset + seeds > 2**32:
+        raise ValueError(f"seed_offset + seeds = {seed_offset + seeds} is too large; expected at most 2**32 seed indices")
+    base_key = _checks.prng_key(key)
 
     # Problems: a single one, or a sweep.
     problems = list(problem) if isinstance(problem, (list, tuple)) else [problem]
@@ -522,7 +535,8 @@ def run(
     _checks.choice("first_batch", static.get("first_batch", "policy"), ("policy", "data"))
     if "eval_samples" in static and (not isinstance(static["eval_samples"], (int, np.integer)) or static["eval_samples"] < 0):
         raise ValueError(f"eval_samples={static['eval_samples']!r} is invalid; expected an integer >= 0")
-    for n in ("reuse", "num_samples", "num_contexts", "num_eval_contexts", "sft_steps"):
+    static.setdefault("block", default_block(policy))
+    for n in ("reuse", "num_samples", "num_contexts", "num_eval_contexts", "sft_steps", "block"):
         if n in static and (not isinstance(static[n], (int, np.integer)) or static[n] < 1):
             raise ValueError(f"{n}={static[n]!r} is invalid; expected an integer >= 1")
     if static.get("first_batch", "policy") == "data" and sampling == "exact":
@@ -597,10 +611,6 @@ def run(
     runs = int(np.prod(gshape, dtype=int)) * seeds
     idx = np.indices(gshape + (seeds,)).reshape(len(gshape) + 1, runs)
     devs = _resolve_devices(devices)
-    padded = -(-runs // len(devs)) * len(devs)
-    # Padding repeats the last run so every device gets an equal share; dropped below.
-    idx = np.concatenate([idx, np.repeat(idx[:, -1:], padded - runs, axis=1)], axis=1)
-    real_runs, runs = runs, padded
     axis_of = {n: i for i, names in enumerate(axes) for n in names}
 
     def per_run(name, scalar=None):
@@ -631,21 +641,13 @@ def run(
         trw = jnp.asarray(train_arr[ti], jnp.float32)
     tgt = jnp.asarray(np.broadcast_to(target_arr if target_arr is not None else np.zeros(k), (runs, k)), jnp.float32)
 
-    base = jax.random.PRNGKey(key) if isinstance(key, (int, np.integer)) else key
-    keys = jax.vmap(jax.random.fold_in, (None, 0))(base, jnp.asarray(idx[-1] + seed_offset, jnp.uint32))
+    keys = _run_keys(base_key, idx[-1] + seed_offset)
 
-    args = (keys, hp, ref, rew, trw, dat, tgt)
     t0 = time.perf_counter()
-    shards = _shard(args, devs)
-    compiled, fresh = _executable(cfg, shards, devs)
-    t1 = time.perf_counter()
-    # Dispatch is asynchronous: every device runs its shard concurrently.
-    outs = jax.block_until_ready([exe(*a) for exe, a in zip(compiled, shards)])
-    out = jax.tree.map(lambda *xs: np.concatenate([np.asarray(x) for x in xs]), *outs)
-    t2 = time.perf_counter()
-    compile_s = (t1 - t0) if fresh else 0.0
-
-    out = jax.tree.map(lambda a: np.asarray(a)[:real_runs], out)
+    out, fresh, compile_s = run_blocks(
+        functools.partial(_run_one, cfg), (keys, hp, ref, rew, trw, dat, tgt), block=cfg.block, devices=devs, cache_key=("bandit", cfg)
+    )
+    run_s = time.perf_counter() - t0 - compile_s
     shape = gshape + (seeds,)
     mets = {n: np.asarray(v).reshape(shape + (steps + 1,)) for n, v in out["metrics"].items()}
     mets["reward_queries"] = np.broadcast_to(_reward_queries(cfg, spec), shape + (steps + 1,)).copy()
@@ -667,7 +669,7 @@ def run(
         problem_names=tuple(p.name for p in problems),
         seeds=int(seeds),
         compile_seconds=compile_s,
-        run_seconds=t2 - t1,
+        run_seconds=run_s,
         seed_offset=int(seed_offset),
         axes=axes,
     )
@@ -703,9 +705,6 @@ def _grid_axes(grid: dict, paired) -> tuple[tuple[str, ...], ...]:
     return tuple(axes)
 
 
-_executables: dict[tuple, Any] = {}
-
-
 def _resolve_devices(devices):
     devs = list(jax.devices() if devices is None else devices)
     if not devs:
@@ -713,41 +712,9 @@ def _resolve_devices(devices):
     return devs
 
 
-def _shard(args, devs):
-    """Split the per-run arguments into equal consecutive shards, one per device."""
-    n = len(devs)
-    return [jax.tree.map(lambda x, i=i: jax.device_put(np.asarray(x).reshape((n, -1) + x.shape[1:])[i], d), args) for i, d in enumerate(devs)]
-
-
-def _executable(cfg: RunConfig, shards, devs):
-    """One compiled program per device for (cfg, runs per device), compiled on first use.
-
-    Each device runs the very program a single-device call would run on its share
-    of the runs, so sharded results are bit-identical to single-device ones (an
-    SPMD-partitioned program is not: it compiles with different float rounding).
-    Compiles for several devices run in parallel threads. Compiling ahead of time
-    separates compile from run time; the cache key holds everything that fixes
-    shapes and placement, so traced values never trigger a compile.
-    """
-    per_device = int(jax.tree.leaves(shards[0])[0].shape[0])
-    keys = [(cfg, per_device, d.platform, d.id, options_key(d.platform)) for d in devs]
-    missing = [i for i, k in enumerate(keys) if k not in _executables]
-    if missing:
-        prog = _program(cfg)
-
-        def build(i):
-            return compile_lowered(prog.lower(*shards[i]), devs[i].platform)
-
-        if len(missing) == 1:
-            built = [build(missing[0])]
-        else:
-            from concurrent.futures import ThreadPoolExecutor
-
-            with ThreadPoolExecutor(len(missing)) as pool:
-                built = list(pool.map(build, missing))
-        for i, exe in zip(missing, built):
-            _executables[keys[i]] = exe
-    return [_executables[k] for k in keys], bool(missing)
+def _run_keys(base: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+    """(runs, 2) raw keys ``fold_in(base, seed)``: a run's key depends on its seed index alone."""
+    return np.asarray(jax.vmap(jax.random.fold_in, (None, 0))(jnp.asarray(base), jnp.asarray(seeds, jnp.uint32)))
 
 
 def _reward_queries(cfg: RunConfig, spec) -> np.ndarray:

@@ -38,10 +38,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from modeseek import losses, metrics, policies, regimes
-from modeseek._xla import compile_lowered, options_key
+from modeseek import _checks, losses, metrics, policies, regimes
+from modeseek._blocks import run_blocks
 from modeseek.batches import BestOfN, Points
-from modeseek.engine import HyperParams, RunConfig
+from modeseek.engine import HyperParams, RunConfig, _resolve_devices, _run_keys, default_block
 from modeseek.problems import Problem, safe_log
 
 __all__ = ["Schedule", "ScheduleRun", "run_schedules", "reuse_schedule", "minibatch_schedule", "LOSSES", "STATIC_OPTIONS"]
@@ -255,18 +255,7 @@ def _run_one(st: _Static, key, hp: HyperParams, ref_probs, reward, init, reuse, 
     return hist, jnp.concatenate([probs, p_last[None]])
 
 
-_executables: dict[tuple, Any] = {}
 _inits: dict[tuple, Any] = {}
-
-
-def _executable(fn, st: _Static, runs: int, args, in_axes=0):
-    """The compiled ``jit(vmap(fn))`` for (st, runs), compiled on first use."""
-    key = (fn.__name__, st, runs, options_key())
-    if key in _executables:
-        return _executables[key], False
-    exe = compile_lowered(jax.jit(jax.vmap(functools.partial(fn, st), in_axes=in_axes)).lower(*args))
-    _executables[key] = exe
-    return exe, True
 
 
 #: Static loss options the runner accepts (RunConfig fields read by the losses).
@@ -281,7 +270,7 @@ def run_schedules(
     schedules: Sequence[Schedule],
     steps: int,
     seeds: int,
-    key: int = 0,
+    key: int | jax.Array = 0,
     seed_offset: int = 0,
     policy: str = "mlp",
     num_contexts: int = 10,
@@ -302,7 +291,7 @@ def run_schedules(
       seeds: seeds per (schedule, problem, grid value); seed i uses
         ``fold_in(key, seed_offset + i)`` under every schedule, so schedules are
         compared on the same contexts and initial policies.
-      key: integer seed.
+      key: an int in [0, 2**64), a ``jax.random.key`` or a ``PRNGKey`` array.
       seed_offset: index of the first seed (e.g. held-out tuning seeds after the reported ones).
       policy: "mlp" (the paper's network, SFT to pi_ref first) or "tabular".
       num_contexts: train contexts.
@@ -339,6 +328,9 @@ def run_schedules(
         raise ValueError(f"steps={steps} is not a multiple of reuse {bad}; expected steps = iterations * reuse")
     if steps % eval_every:
         raise ValueError(f"eval_every={eval_every} does not divide steps={steps}")
+    if not isinstance(seed_offset, (int, np.integer)) or isinstance(seed_offset, bool) or seed_offset < 0:
+        raise ValueError(f"seed_offset={seed_offset!r} is invalid; expected an integer >= 0")
+    base_key = _checks.prng_key(key)
     if policy not in ("mlp", "tabular"):
         raise ValueError(f"policy={policy!r} is invalid; expected 'mlp' or 'tabular'")
     largest = max(s.batch for s in schedules)
@@ -384,30 +376,32 @@ def run_schedules(
     hp = HyperParams(**{n: jnp.asarray(v, jnp.float32) for n, v in hp_cols.items()})
     ref = jnp.asarray(np.stack([np.asarray(p.ref_probs) for p in problems])[idx[0]])
     rew = jnp.asarray(np.stack([np.asarray(p.reward) for p in problems])[idx[0]])
-    keys = jax.vmap(jax.random.fold_in, (None, 0))(jax.random.PRNGKey(key), jnp.asarray(seed_offset + idx[2], jnp.uint32))
+    keys = _run_keys(base_key, seed_offset + idx[2])
+    blocked = functools.partial(run_blocks, block=default_block(policy), devices=_resolve_devices(None))
 
     # The initial policies depend neither on the schedule nor on the loss: fit
     # them once per process and start every schedule from them.
     st_init = dataclasses.replace(st, loss="", steps=0, max_batch=0, eval_samples=0, eval_every=0, cfg=None)
-    memo = (st_init, runs, key, seed_offset, hp_cols["sft_learning_rate"].tobytes(), np.asarray(ref).tobytes())
+    memo = (st_init, runs, base_key.tobytes(), seed_offset, hp_cols["sft_learning_rate"].tobytes(), np.asarray(ref).tobytes())
     compile_s, run_s = 0.0, 0.0
     if memo not in _inits:
         t0 = time.perf_counter()
-        init_exe, fresh = _executable(_init_one, st_init, runs, (keys, hp, ref))
-        t1 = time.perf_counter()
+        init, _, c = blocked(functools.partial(_init_one, st_init), (keys, hp, ref), cache_key=("schedule-init", st_init))
         _inits.clear()  # keep one set of initial policies (they can be large)
-        _inits[memo] = jax.block_until_ready(init_exe(keys, hp, ref))
-        compile_s, run_s = ((t1 - t0) if fresh else 0.0), time.perf_counter() - t1
+        _inits[memo] = init
+        compile_s, run_s = c, time.perf_counter() - t0 - c
     init = _inits[memo]
     hists, probs = [], []
     for sc in schedules:
-        args = (keys, hp, ref, rew, init, jnp.int32(sc.reuse), jnp.int32(sc.batch), jnp.int32(sc.minibatch))
         t0 = time.perf_counter()
-        exe, fresh = _executable(_run_one, st, runs, args, in_axes=(0, 0, 0, 0, 0, None, None, None))
-        t1 = time.perf_counter()
-        h, pr = jax.block_until_ready(exe(*args))
-        run_s += time.perf_counter() - t1
-        compile_s += (t1 - t0) if fresh else 0.0
+        (h, pr), _, c = blocked(
+            functools.partial(_run_one, st),
+            (keys, hp, ref, rew, init),
+            (jnp.int32(sc.reuse), jnp.int32(sc.batch), jnp.int32(sc.minibatch)),
+            cache_key=("schedule-run", st),
+        )
+        run_s += time.perf_counter() - t0 - c
+        compile_s += c
         hists.append(h)
         probs.append(pr)
 

@@ -4,11 +4,12 @@ Same conventions as :func:`modeseek.run`: static options (:class:`SequenceRunCon
 compile a program once; traced hyperparameters (the core
 :class:`modeseek.engine.HyperParams`) and the problems' arrays are data, swept
 as 1-D arrays (an outer-product grid in the order given) without recompiling;
-run i of a grid point uses ``fold_in(key, i)``; metrics are stacked as
-grid_shape + (seeds, evaluations). The runs share one ``jit`` program, batched
-by ``vmap`` (Markov policies) or, for the transformer, run one after another
-by a ``lax.map`` inside it (``batching``; a run's numbers do not depend on
-which, up to float rounding). Offline and on-policy arms with their own
+run i of a grid point uses ``fold_in(key, seed_offset + i)``; metrics are stacked as
+grid_shape + (seeds, evaluations). The runs go through one compiled program
+of ``block`` runs (:mod:`modeseek._blocks`, so a run's bits never depend on
+what shares its call), batched by ``vmap`` (Markov policies) or, for the
+transformer, run one after another by a ``lax.map`` inside it (``batching``; a
+run's numbers do not depend on which, up to float rounding). Offline and on-policy arms with their own
 hyperparameters can share a program (``arms``).
 
 One run (PAPER_NOTES C.4-C.6, Algorithm 1):
@@ -58,9 +59,9 @@ import optax
 
 from modeseek import _checks
 from modeseek import losses as core_losses
-from modeseek._xla import compile_lowered, options_key
+from modeseek._blocks import run_blocks
 from modeseek.batches import BestOfN
-from modeseek.engine import HyperParams
+from modeseek.engine import HyperParams, _resolve_devices, _run_keys
 from modeseek.problems import high_reward_mask, safe_log
 from modeseek.sequences import batches as sb
 from modeseek.sequences import losses as seq_losses
@@ -105,6 +106,10 @@ class SequenceRunConfig:
         compiled program). ``run`` defaults to "map" for the transformer, whose
         per-run matmuls already fill a CPU core (batched they run slower, and
         the program compiles ~30% slower), and "vmap" for the Markov policies.
+      block: runs per compiled call (:mod:`modeseek._blocks`): a run's bits depend
+        on it and never on how many runs share the call. ``run`` defaults to 1
+        for "map" batching (no padding; the runs were sequential anyway) and 32
+        for "vmap".
     """
 
     loss: str
@@ -141,6 +146,7 @@ class SequenceRunConfig:
     embed: int = 48
     dropout: float = 0.0
     batching: str = "map"
+    block: int = 1
 
     @property
     def iterations(self) -> int:
@@ -433,33 +439,13 @@ def _run_one(cfg: SequenceRunConfig, key, hp: HyperParams, ref_probs, reward, in
     return {"metrics": buf, "snapshots": snaps, "final_marginals": snaps[n_snap - 1]}
 
 
-_INIT_FIELDS = ("policy", "init", "shared", "vocab", "length", "sft_steps", "sft_batch", "layers", "heads", "embed", "dropout", "batching")
+_INIT_FIELDS = ("policy", "init", "shared", "vocab", "length", "sft_steps", "sft_batch", "layers", "heads", "embed", "dropout", "batching", "block")
 
 
 def _init_key(cfg: SequenceRunConfig) -> SequenceRunConfig:
     # The initialisation depends on these fields only: runs that share them share
     # the compiled initialisation (the transformer's SFT) whatever their loss.
     return SequenceRunConfig(loss="sft", sampling="offline", steps=1, reward_kind="token_mean", include_prompt=False, **{f: getattr(cfg, f) for f in _INIT_FIELDS})
-
-
-_executables: dict[tuple, Any] = {}
-
-
-def _executable(kind: str, cfg: SequenceRunConfig, runs: int, args):
-    """The compiled program for (kind, cfg, number of runs), compiled on first use."""
-    key = (kind, cfg, runs, options_key())
-    if key in _executables:
-        return _executables[key], False
-    fn = functools.partial(_init_one if kind == "init" else _run_one, cfg)
-    if cfg.batching == "vmap":
-        batched = jax.vmap(fn)
-    else:
-        # Runs one after another inside the program (a lax.map): on CPU the
-        # transformer's matmuls are faster unbatched than as batched dots.
-        batched = lambda *a: jax.lax.map(lambda x: fn(*x), a)  # noqa: E731
-    exe = compile_lowered(jax.jit(batched).lower(*args))
-    _executables[key] = exe
-    return exe, True
 
 
 # ----------------------------------------------------------------------------- results
@@ -481,6 +467,7 @@ class SequenceTrajectory:
       run_seconds: as in :class:`modeseek.Trajectory`.
       arm_values: with arms, name -> (A,) per-arm values ("sampling" and the
         traced hyperparameters the arms set).
+      seed_offset: index of the first seed (seed column = seed_offset + i).
     """
 
     metrics: dict[str, np.ndarray]
@@ -496,6 +483,7 @@ class SequenceTrajectory:
     compile_seconds: float
     run_seconds: float
     arm_values: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    seed_offset: int = 0
 
     @property
     def grid_shape(self) -> tuple[int, ...]:
@@ -511,7 +499,7 @@ class SequenceTrajectory:
             if name == "arm":
                 for n, per_arm in self.arm_values.items():
                     cols[n] = np.repeat(np.asarray(per_arm)[idx[axis]], t)
-        cols["seed"] = np.repeat(idx[-1], t)
+        cols["seed"] = np.repeat(idx[-1] + self.seed_offset, t)
         return cols, runs
 
     def to_dataframe(self):
@@ -618,6 +606,8 @@ def run(
     policy: str = "transformer",
     eval_every: int = 1,
     snapshot_every: int | None = None,
+    devices: Sequence[Any] | None = None,
+    seed_offset: int = 0,
     **hyperparameters,
 ) -> SequenceTrajectory:
     """Run ``seeds`` sequence fine-tuning runs per grid point and return their trajectories.
@@ -636,16 +626,21 @@ def run(
         keyword values.
       steps: gradient steps per run.
       seeds: independent runs per grid point.
-      key: PRNG key or integer seed.
+      key: an int in [0, 2**64), a ``jax.random.key`` or a ``PRNGKey`` array;
+        run i of a grid point uses ``fold_in(key, seed_offset + i)``.
       policy: "factorised", "bigram" or "transformer".
       eval_every: metrics every this many steps (and at ``steps``).
       snapshot_every: marginal snapshots every this many steps, a multiple of
         ``eval_every`` (default about steps / 10).
+      devices: devices to spread the blocks of runs over (default: all of
+        ``jax.devices()``); results are bit-identical to a single-device call.
+      seed_offset: index of the first seed, so that a sweep split into chunks of
+        seeds reproduces the unsplit sweep's runs exactly.
       **hyperparameters: static SequenceRunConfig fields (reuse, num_samples,
         num_prompts, num_eval_prompts, eval_samples, init, shared, optimizer,
         negative, advantage, kl_estimator, kl_placement, ratio, normalize,
         labels, pairing, shift, sft_steps, sft_batch, layers, heads, embed,
-        dropout, batching) and traced HyperParams fields (learning_rate, beta,
+        dropout, batching, block) and traced HyperParams fields (learning_rate, beta,
         negative_coef, entropy_coef, clip_eps, target_margin, min_reward_gap,
         bt_scale, init_scale, sft_learning_rate), swept when given as 1-D arrays.
 
@@ -660,6 +655,10 @@ def run(
         raise ValueError(f"unknown hyperparameter(s) {sorted(unknown)}; valid names are {', '.join(sorted(_STATIC | set(_TRACED)))}")
     _positive_int("steps", steps)
     _positive_int("seeds", seeds)
+    _positive_int("seed_offset", seed_offset, 0)
+    if seed_offset + seeds > 2**32:
+        raise ValueError(f"seed_offset + seeds = {seed_offset + seeds} is too large; expected at most 2**32 seed indices")
+    base_key = _checks.prng_key(key)
     _positive_int("eval_every", eval_every)
     _checks.choice("policy", policy, seq_policies.names())
 
@@ -691,6 +690,8 @@ def run(
     _checks.choice("pairing", static.get("pairing", "all"), ("all", "disjoint"))
     static.setdefault("batching", "map" if policy == "transformer" else "vmap")
     _checks.choice("batching", static["batching"], ("vmap", "map"))
+    static.setdefault("block", 1 if static["batching"] == "map" else 32)
+    _positive_int("block", static["block"])
     seq_policies.TransformerSizes(static.get("layers", 3), static.get("heads", 3), static.get("embed", 48), float(static.get("dropout", 0.0)))
     if static.get("shift") == "authors" and policy != "transformer":
         raise ValueError(f"shift='authors' is the transformer's off-by-one log-probability; expected policy='transformer' (got {policy!r})")
@@ -764,21 +765,19 @@ def run(
     stacked = jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *[(p.ref_probs, p.reward) for p in problems])
     ref, rew = jax.tree.map(lambda a: jnp.asarray(a[pi]), stacked)
 
-    base = jax.random.PRNGKey(key) if isinstance(key, (int, np.integer)) else key
-    keys = jax.vmap(jax.random.fold_in, (None, 0))(base, jnp.asarray(idx[-1], jnp.uint32))
-    t0 = time.perf_counter()
+    keys = _run_keys(base_key, idx[-1] + seed_offset)
+    devs = _resolve_devices(devices)
+    blocked = functools.partial(run_blocks, block=cfg.block, devices=devs, batching=cfg.batching)
     icfg = _init_key(cfg)
-    init_exe, fresh_init = _executable("init", icfg, runs, (keys, hp, ref))
+    t0 = time.perf_counter()
+    init_params, _, init_compile = blocked(functools.partial(_init_one, icfg), (keys, hp, ref), cache_key=("sequence-init", icfg))
     t1 = time.perf_counter()
-    init_params = init_exe(keys, hp, ref)
+    out, _, run_compile = blocked(
+        functools.partial(_run_one, cfg), (keys, hp, ref, rew, init_params, offline), cache_key=("sequence-run", cfg)
+    )
     t2 = time.perf_counter()
-    args = (keys, hp, ref, rew, init_params, jnp.asarray(offline))
-    compiled, fresh = _executable("run", cfg, runs, args)
-    t3 = time.perf_counter()
-    out = jax.block_until_ready(compiled(*args))
-    t4 = time.perf_counter()
-    compile_s = (t1 - t0 if fresh_init else 0.0) + (t3 - t2 if fresh else 0.0)
-    run_s = (t2 - t1) + (t4 - t3)
+    compile_s = init_compile + run_compile
+    run_s = (t2 - t0) - compile_s
     shape = gshape + (seeds,)
     e = len(cfg.eval_steps)
     mets = {n: np.asarray(v).reshape(shape + (e,)) for n, v in out["metrics"].items()}
@@ -809,6 +808,7 @@ def run(
         compile_seconds=compile_s,
         run_seconds=run_s,
         arm_values=arm_values,
+        seed_offset=int(seed_offset),
     )
 
 

@@ -1,0 +1,132 @@
+"""Fixed-shape blocks of runs: why a seed's bits never depend on what shares its call.
+
+XLA vectorises a batched program differently for different batch widths (a
+reduction over bins may be summed along the bins for one run and across runs
+for many), so the same run computed in a batch of 1, of 8 or of 64 can differ
+in the last bits; Adam and on-policy sampling then amplify the difference (the
+reproducibility issue in the project's issue list measured 0.12 of expected
+reward after 1000 steps). The cure is to never let the width vary: every run is
+computed by one program compiled for exactly ``block`` runs, called once per
+block, the last block padded by repeating its last run. A run's position in its
+block does not change its bits either (each lane of a fixed-width program goes
+through the same code; ``tests/test_reproducibility.py`` checks it across
+seed offsets, grids, chunks and devices).
+
+Several devices take blocks in turn, each running the same block program, so a
+sharded call equals a single-device one bit for bit. The cost is the padding:
+one seed runs a whole block; ``experiments/benchmarks/blocks.py`` measures it
+against the unblocked program, and the README gives the numbers behind each
+default block size.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Hashable, Sequence
+
+import jax
+import numpy as np
+
+from modeseek._xla import compile_lowered, options_key
+
+__all__ = ["run_blocks", "clear_cache"]
+
+_executables: dict[tuple, Any] = {}
+
+
+def clear_cache() -> None:
+    """Forget every compiled block program (tests use it to count compiles)."""
+    _executables.clear()
+
+
+def _pad(x, runs: int, padded: int):
+    x = np.asarray(x)
+    if padded == runs:
+        return x
+    return np.concatenate([x, np.repeat(x[-1:], padded - runs, axis=0)])
+
+
+def run_blocks(
+    fn: Callable,
+    per_run: Sequence[Any],
+    shared: Sequence[Any] = (),
+    *,
+    block: int,
+    devices: Sequence[Any],
+    cache_key: Hashable,
+    batching: str = "vmap",
+) -> tuple[Any, bool, float]:
+    """Run the unbatched ``fn(*per_run_i, *shared)`` for every run i, in fixed-width blocks.
+
+    Args:
+      fn: a pure per-run function of unbatched arrays returning a pytree.
+      per_run: pytrees whose leaves have a leading run axis of one common length.
+      shared: arguments common to every run (not batched; traced, so new values
+        do not recompile).
+      block: runs per compiled call; results depend on it, not on the number of runs.
+      devices: devices to spread the blocks over (block j on device j mod n).
+      cache_key: hashable identity of ``fn``'s static configuration.
+      batching: "vmap" (the block's runs vectorised together) or "map" (one after
+        another inside the program, for policies whose matmuls are faster unbatched).
+
+    Returns:
+      (outputs as NumPy arrays with the leading run axis, whether a program was
+      compiled, seconds spent compiling).
+    """
+    import time
+
+    leaves = jax.tree.leaves(per_run)
+    runs = int(np.shape(leaves[0])[0])
+    n_blocks = -(-runs // block)
+    padded = n_blocks * block
+    host = jax.tree.map(lambda x: _pad(x, runs, padded), per_run)
+    devs = list(devices)
+    t0 = time.perf_counter()
+    used = devs[: min(n_blocks, len(devs))]
+    keys = [(cache_key, block, batching, d.platform, d.id, options_key(d.platform)) for d in used]
+    missing = [j for j, k in enumerate(keys) if k not in _executables]
+    if missing:
+        prog = _batched(fn, len(per_run), len(shared), batching)
+
+        def build(j):
+            d = used[j]
+            example = jax.tree.map(lambda x: jax.device_put(x[:block], d), host)
+            return compile_lowered(prog.lower(*example, *jax.device_put(shared, d)), d.platform)
+
+        if len(missing) == 1:
+            built = [build(missing[0])]
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+
+            # One compile per device (a program is bound to its device), in parallel.
+            with ThreadPoolExecutor(len(missing)) as pool:
+                built = list(pool.map(build, missing))
+        for j, exe in zip(missing, built):
+            _executables[keys[j]] = exe
+    exes = {j: _executables[k] for j, k in enumerate(keys)}
+    fresh = bool(missing)
+    compile_s = time.perf_counter() - t0 if fresh else 0.0
+    shared_on = {j: jax.device_put(shared, devs[j]) for j in exes}
+    outs = []
+    for b in range(n_blocks):
+        j = b % len(devs)
+        args = jax.tree.map(lambda x: jax.device_put(x[b * block : (b + 1) * block], devs[j]), host)
+        # Dispatch is asynchronous: blocks on different devices run concurrently.
+        outs.append(exes[j](*args, *shared_on[j]))
+    outs = jax.block_until_ready(outs)
+    out = jax.tree.map(lambda *xs: np.concatenate([np.asarray(x) for x in xs])[:runs], *outs)
+    return out, fresh, compile_s
+
+
+def _batched(fn, n_per_run: int, n_shared: int, batching: str):
+    if batching not in ("vmap", "map"):
+        raise ValueError(f"batching={batching!r} is invalid; expected 'vmap' or 'map'")
+    in_axes = (0,) * n_per_run + (None,) * n_shared
+    if batching == "vmap":
+        return jax.jit(jax.vmap(fn, in_axes=in_axes))
+
+    def mapped(*args):
+        per, shared = args[:n_per_run], args[n_per_run:]
+        return jax.lax.map(lambda xs: fn(*xs, *shared), per)
+
+    return jax.jit(mapped)
+
