@@ -28,7 +28,48 @@ import numpy as np
 
 from modeseek._xla import compile_lowered, options_key
 
-__all__ = ["run_blocks", "clear_cache"]
+__all__ = ["run_blocks", "clear_cache", "available_bytes", "MemoryEstimateError"]
+
+
+class MemoryEstimateError(ValueError):
+    """A call whose estimated memory exceeds what the machine has available."""
+
+
+def available_bytes() -> int | None:
+    """Memory available to new allocations (Linux MemAvailable), or None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _gb(x: float) -> str:
+    return f"{x / 1e9:.3g} GB"
+
+
+def check_memory(runs: int, block: int, out_block_bytes: int, working_per_run: int) -> None:
+    """Refuse, before anything is allocated, a call that cannot fit in the available memory.
+
+    The estimate counts every block's outputs (kept until the call returns), the
+    host copy they are gathered into, and ``block`` runs' working arrays (the
+    caller's estimate of a run's per-step batch and metric temporaries).
+    """
+    n_blocks = -(-runs // block)
+    outputs = n_blocks * out_block_bytes
+    host = outputs * runs // (n_blocks * block)
+    working = block * working_per_run
+    need = outputs + host + working
+    avail = available_bytes()
+    if avail is not None and need > avail:
+        raise MemoryEstimateError(
+            f"this call needs about {_gb(need)} (stored outputs {_gb(outputs + host)}, working arrays {_gb(working)}), "
+            f"more than the {_gb(avail)} available; use fewer steps (or evaluate less often), "
+            f"fewer samples per step, or fewer seeds per call (modeseek sweep --chunk-seeds splits a sweep)"
+        )
 
 _executables: dict[tuple, Any] = {}
 
@@ -54,6 +95,7 @@ def run_blocks(
     devices: Sequence[Any],
     cache_key: Hashable,
     batching: str = "vmap",
+    working_per_run: int = 0,
 ) -> tuple[Any, bool, float]:
     """Run the unbatched ``fn(*per_run_i, *shared)`` for every run i, in fixed-width blocks.
 
@@ -67,6 +109,8 @@ def run_blocks(
       cache_key: hashable identity of ``fn``'s static configuration.
       batching: "vmap" (the block's runs vectorised together) or "map" (one after
         another inside the program, for policies whose matmuls are faster unbatched).
+      working_per_run: estimated bytes of one run's temporaries, for the memory
+        check made before compiling (:func:`check_memory`).
 
     Returns:
       (outputs as NumPy arrays with the leading run axis, whether a program was
@@ -86,11 +130,17 @@ def run_blocks(
     missing = [j for j, k in enumerate(keys) if k not in _executables]
     if missing:
         prog = _batched(fn, len(per_run), len(shared), batching)
-
-        def build(j):
+        lowered = {}
+        for j in missing:
             d = used[j]
             example = jax.tree.map(lambda x: jax.device_put(x[:block], d), host)
-            return compile_lowered(prog.lower(*example, *jax.device_put(shared, d)), d.platform)
+            lowered[j] = prog.lower(*example, *jax.device_put(shared, d))
+        # Output shapes are known once traced: refuse an impossible call before compiling it.
+        out_bytes = sum(int(np.prod(o.shape)) * o.dtype.itemsize for o in jax.tree.leaves(lowered[missing[0]].out_info))
+        check_memory(runs, block, out_bytes, working_per_run)
+
+        def build(j):
+            return compile_lowered(lowered[j], used[j].platform), out_bytes
 
         if len(missing) == 1:
             built = [build(missing[0])]
@@ -102,7 +152,9 @@ def run_blocks(
                 built = list(pool.map(build, missing))
         for j, exe in zip(missing, built):
             _executables[keys[j]] = exe
-    exes = {j: _executables[k] for j, k in enumerate(keys)}
+    else:
+        check_memory(runs, block, _executables[keys[0]][1], working_per_run)
+    exes = {j: _executables[k][0] for j, k in enumerate(keys)}
     fresh = bool(missing)
     compile_s = time.perf_counter() - t0 if fresh else 0.0
     shared_on = {j: jax.device_put(shared, devs[j]) for j in exes}

@@ -17,16 +17,86 @@ compile, 0.34 s -> 0.38 s run).
 Results are deterministic for a given option set but may differ in the last
 bits between option sets, so the options are part of every compiled-program
 cache key (in-process and JAX's persistent cache alike).
+
+Across machines, XLA compiles for the host's instruction set by default: on a
+CPU with AVX-512 the wider vectors change the order of reductions, and
+on-policy sampling amplifies the rounding (the committed figures once moved by
+0.05 of expected reward between two x86-64 machines with identical versions).
+So on x86-64 modeseek caps XLA's code generation at AVX2
+(``--xla_cpu_max_isa=AVX2`` in ``XLA_FLAGS``, which every x86-64 machine of the
+last decade supports); then the same versions give the same bits on any of
+them. XLA reads the flag once, when its CPU backend starts, so the cap is set
+when this module is imported, if the backend has not started yet (a per-compile
+option is silently ignored: measured, SSE4_2 as a compile option gave the AVX2
+bits, as a flag it did not). ``MODESEEK_CPU_ISA`` sets another ceiling
+("native" lifts it), an ``--xla_cpu_max_isa`` already in ``XLA_FLAGS`` is left
+alone, and :func:`provenance` records the ceiling in force with the CPU's own
+flags and the package versions.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import platform
+import re
 import threading
 
 import jax
 
-__all__ = ["CPU_COMPILER_OPTIONS", "FAST_COMPILE_OPTIONS", "compile_lowered", "options_key", "fast_compile"]
+__all__ = ["CPU_COMPILER_OPTIONS", "FAST_COMPILE_OPTIONS", "compile_lowered", "options_key", "fast_compile", "cpu_isa", "provenance"]
+
+#: The instruction-set ceiling on x86-64 unless MODESEEK_CPU_ISA says otherwise.
+DEFAULT_X86_ISA = "AVX2"
+_ISAS = ("SSE4_2", "AVX", "AVX2", "AVX512", "native")
+_ISA_FLAG = "--xla_cpu_max_isa"
+
+
+def _wanted_isa() -> str | None:
+    isa = os.environ.get("MODESEEK_CPU_ISA", "").strip()
+    if isa:
+        if isa not in _ISAS:
+            raise ValueError(f"MODESEEK_CPU_ISA={isa!r} is invalid; expected one of {', '.join(_ISAS)}")
+        return None if isa == "native" else isa
+    return DEFAULT_X86_ISA if platform.machine().lower() in ("x86_64", "amd64") else None
+
+
+def _backend_started() -> bool:
+    try:
+        from jax._src import xla_bridge
+
+        return bool(xla_bridge._backends)
+    except (ImportError, AttributeError):  # a future jax: assume the worst
+        return True
+
+
+def _flag_value(flags: str) -> str | None:
+    found = re.findall(_ISA_FLAG + r"=(\S+)", flags)
+    return found[-1] if found else None
+
+
+def _pin_isa() -> str:
+    """Set the ISA ceiling in XLA_FLAGS before XLA's CPU backend starts; return the ceiling in force."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    given = _flag_value(flags)
+    if given is not None:
+        return given
+    if _backend_started():
+        return "native (XLA's backend started before modeseek was imported)"
+    isa = _wanted_isa()
+    if isa is None:
+        return "native"
+    os.environ["XLA_FLAGS"] = f"{flags} {_ISA_FLAG}={isa}".strip()
+    return isa
+
+
+_ISA_IN_FORCE = _pin_isa()
+
+
+def cpu_isa() -> str:
+    """The ``xla_cpu_max_isa`` ceiling XLA's CPU code is generated for in this process ("native": none)."""
+    return _ISA_IN_FORCE
+
 
 #: Options passed to ``Lowered.compile`` for every CPU program.
 CPU_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
@@ -73,3 +143,37 @@ def fast_compile():
     finally:
         with _lock:
             _fast_depth[0] -= 1
+
+
+def _cpu_flags() -> list[str]:
+    """The vector extensions the CPU reports (Linux), for the record."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    found = set(line.split(":", 1)[1].split())
+                    return sorted(x for x in found if x.startswith(("sse4", "avx", "fma", "asimd", "sve", "neon")))
+    except OSError:
+        pass
+    return []
+
+
+def provenance() -> dict:
+    """What fixes a result's bits: package versions, compiler options, the CPU and its vector extensions."""
+    import importlib.metadata as md
+
+    def version(name):
+        try:
+            return md.version(name)
+        except md.PackageNotFoundError:
+            return None
+
+    return {
+        "versions": {n: version(n) for n in ("modeseek", "jax", "jaxlib", "optax", "numpy", "pandas", "pyarrow")} | {"python": platform.python_version()},
+        "backend": jax.default_backend(),
+        "compiler_options": dict(options_key("cpu")),
+        "cpu_isa_ceiling": cpu_isa(),
+        "machine": platform.machine(),
+        "cpu_flags": _cpu_flags(),
+        "cpu_count": os.cpu_count(),
+    }

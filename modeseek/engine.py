@@ -645,7 +645,12 @@ def run(
 
     t0 = time.perf_counter()
     out, fresh, compile_s = run_blocks(
-        functools.partial(_run_one, cfg), (keys, hp, ref, rew, trw, dat, tgt), block=cfg.block, devices=devs, cache_key=("bandit", cfg)
+        functools.partial(_run_one, cfg),
+        (keys, hp, ref, rew, trw, dat, tgt),
+        block=cfg.block,
+        devices=devs,
+        cache_key=("bandit", cfg),
+        working_per_run=_working_bytes(cfg, spec),
     )
     run_s = time.perf_counter() - t0 - compile_s
     shape = gshape + (seeds,)
@@ -715,6 +720,24 @@ def _resolve_devices(devices):
 def _run_keys(base: np.ndarray, seeds: np.ndarray) -> np.ndarray:
     """(runs, 2) raw keys ``fold_in(base, seed)``: a run's key depends on its seed index alone."""
     return np.asarray(jax.vmap(jax.random.fold_in, (None, 0))(jnp.asarray(base), jnp.asarray(seeds, jnp.uint32)))
+
+
+def _working_bytes(cfg: RunConfig, spec) -> int:
+    """A rough upper estimate of one run's temporaries (bytes), for the memory check before compiling.
+
+    Per context and step: a sample's index, reward, log-probability and weights
+    (plus their gradients), each pair's pair of them, and a few (K,) vectors;
+    exact pair batches hold (K, K) matrices; the MLP's hidden activations per
+    context; the evaluation draws.
+    """
+    n, k, c = cfg.num_samples, cfg.num_bins, cfg.num_contexts
+    per_context = 64 * n + 64 * k
+    if spec.batch == "pairs":
+        pairs = n * (n - 1) // 2 if cfg.pairing == "all" else n // 2
+        per_context += 64 * (k * k if cfg.sampling in _EXACT else pairs)
+    evals = cfg.num_eval_contexts * (64 * k + 8 * cfg.eval_samples)
+    hidden = 64 * (c + cfg.num_eval_contexts) * (k + 256) if cfg.policy == "mlp" else 0
+    return c * per_context + evals + hidden
 
 
 def _reward_queries(cfg: RunConfig, spec) -> np.ndarray:

@@ -1,7 +1,9 @@
 """Run in a subprocess with several fake CPU devices: sharded sweeps vs one device.
 
 Prints one JSON line per case: whether every metric, snapshot and final
-probability is bit-identical between ``devices=jax.devices()[:1]`` and all devices.
+probability is bit-identical between ``devices=jax.devices()[:1]`` and all
+devices, and whether seeds computed in calls of 1, 2 and 33 runs on both
+devices (at a seed offset) equal the same seeds of a 48-run one-device call.
 """
 
 import json
@@ -31,17 +33,55 @@ CASES = [
 ]
 
 
+SEQ_CASES = [
+    ("reinforce", "on_policy", {"policy": "factorised"}),
+    ("best_of_n", "offline", {"policy": "bigram"}),
+    ("reinforce", "on_policy", {"policy": "transformer", "layers": 1, "heads": 1, "embed": 8, "sft_steps": 2, "num_eval_prompts": 2, "eval_samples": 2}),
+]
+
+
+def _same(a, b, names=("final_probs", "snapshots")):
+    same = all(np.array_equal(a.metrics[k], b.metrics[k], equal_nan=True) for k in a.metrics)
+    return bool(same and all(np.array_equal(getattr(a, n), getattr(b, n)) for n in names))
+
+
+def _seeds(traj, start, stop):
+    """A view of ``traj`` restricted to seeds [start, stop) at every grid point."""
+    import types
+
+    axis = len(traj.grid_shape)
+    pick = lambda a: np.take(a, np.arange(start, stop), axis=axis)  # noqa: E731
+    return types.SimpleNamespace(
+        metrics={k: pick(v) for k, v in traj.metrics.items()},
+        **{n: pick(getattr(traj, n)) for n in ("final_probs", "snapshots", "final_marginals") if hasattr(traj, n)},
+    )
+
+
+def _check(run, names, **kw):
+    """(sharded == one device, every sub-call on both devices == its seeds of the wide call)."""
+    one = run(seeds=48, devices=jax.devices()[:1], **kw)
+    two = run(seeds=48, **kw)
+    subs = all(_same(run(seeds=n, seed_offset=o, **kw), _seeds(one, o, o + n), names) for n, o in ((1, 0), (2, 7), (33, 15)))
+    return one, _same(one, two, names), subs
+
+
 def main():
     assert len(jax.devices()) == 2, jax.devices()
     far = ms.paper_bandit("far")
     for loss, sampling, kw in CASES:
-        # 5 seeds over 2 devices also exercises the padding of the run axis.
-        one = ms.run(far, loss=loss, sampling=sampling, steps=12, seeds=5, devices=jax.devices()[:1], **kw)
-        two = ms.run(far, loss=loss, sampling=sampling, steps=12, seeds=5, **kw)
-        same = all(np.array_equal(one.metrics[k], two.metrics[k], equal_nan=True) for k in one.metrics)
-        same &= np.array_equal(one.final_probs, two.final_probs) and np.array_equal(one.snapshots, two.snapshots)
+        one, same, subs = _check(lambda **a: ms.run(far, loss=loss, sampling=sampling, steps=12, **a), ("final_probs", "snapshots"), **kw)
         moved = float(np.abs(one.final_probs - np.asarray(far.ref_probs)).max())
-        print(json.dumps({"loss": loss, "sampling": sampling, "options": str(kw), "identical": bool(same), "moved": moved}))
+        print(json.dumps({"loss": loss, "sampling": sampling, "options": str(kw), "identical": same, "call_size_free": subs, "moved": moved}))
+        sys.stdout.flush()
+    seq = ms.sequences.paper_sequence_bandit("far", vocab=6, length=3)
+    for loss, sampling, kw in SEQ_CASES:
+        one, same, subs = _check(
+            lambda **a: ms.sequences.run(seq, loss=loss, sampling=sampling, steps=4, num_prompts=2, num_samples=4, eval_every=2, **a),
+            ("final_marginals", "snapshots"),
+            **kw,
+        )
+        moved = float(np.abs(np.diff(one.metrics["expected_reward"], axis=-1)).max())
+        print(json.dumps({"loss": loss, "sampling": sampling, "options": str(kw), "identical": same, "call_size_free": subs, "moved": moved}))
         sys.stdout.flush()
 
 

@@ -773,7 +773,10 @@ def run(
     init_params, _, init_compile = blocked(functools.partial(_init_one, icfg), (keys, hp, ref), cache_key=("sequence-init", icfg))
     t1 = time.perf_counter()
     out, _, run_compile = blocked(
-        functools.partial(_run_one, cfg), (keys, hp, ref, rew, init_params, offline), cache_key=("sequence-run", cfg)
+        functools.partial(_run_one, cfg),
+        (keys, hp, ref, rew, init_params, offline),
+        cache_key=("sequence-run", cfg),
+        working_per_run=_working_bytes(cfg),
     )
     t2 = time.perf_counter()
     compile_s = init_compile + run_compile
@@ -810,6 +813,15 @@ def run(
         arm_values=arm_values,
         seed_offset=int(seed_offset),
     )
+
+
+def _working_bytes(cfg: SequenceRunConfig) -> int:
+    """A rough upper estimate of one run's temporaries (bytes), for the memory check before compiling:
+    per sequence position of the train and evaluation batches, its logits and gradients over the
+    vocabulary and, for the transformer, every layer's activations."""
+    sequences = cfg.num_prompts * cfg.num_samples + cfg.num_eval_prompts * cfg.eval_samples
+    width = cfg.vocab + (cfg.layers * 8 * cfg.embed if cfg.policy == "transformer" else 0)
+    return 64 * sequences * (cfg.length + 1) * width
 
 
 def _reward_queries(cfg: SequenceRunConfig, offline: bool) -> np.ndarray:

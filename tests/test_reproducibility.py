@@ -1,0 +1,170 @@
+"""A seed's bits depend on its key and hyperparameters only, never on what shares its call.
+
+For every data regime and policy kind, seed i computed inside calls of any
+size (1, 2, 33, 48, 64 runs and random ones), any chunking into seed ranges
+(``seed_offset``) and any grid position must equal, bit for bit, the same seed
+computed in one call of all the seeds. Devices are covered by
+``tests/_sharding_script.py`` (a subprocess with two CPU devices).
+
+Before the fixed-width blocks, batches of 1, of 2-33 and of 48+ runs compiled
+to different vectorisations and disagreed from the first Adam step on.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import modeseek as ms
+from modeseek.paper import schedules
+from modeseek.sequences import engine as seq_engine
+from modeseek.sequences import problems as seq_problems
+
+TOTAL = 70  # seeds in the reference call: more than two 32-run blocks
+SIZES = st.one_of(st.sampled_from([1, 2, 33, 48, 64]), st.integers(1, TOTAL))
+
+BANDIT_CASES = {
+    "tabular-offline": dict(loss="best_of_n", sampling="offline"),
+    "tabular-on_policy": dict(loss="reinforce", sampling="on_policy"),
+    "tabular-exact": dict(loss="reverse_kl", sampling="exact"),
+    "tabular-exact_offline": dict(loss="dpo", sampling="exact_offline"),
+    "tabular-on_policy-dpo": dict(loss="dpo", sampling="on_policy"),
+    "mlp-on_policy": dict(loss="reinforce", sampling="on_policy", policy="mlp", num_contexts=2, num_eval_contexts=3, sft_steps=3),
+    "mlp-offline": dict(loss="sft", sampling="offline", policy="mlp", num_contexts=2, num_eval_contexts=3, sft_steps=3),
+}
+SEQ_CASES = {
+    "factorised-on_policy": dict(loss="reinforce", policy="factorised", sampling="on_policy"),
+    "bigram-offline": dict(loss="best_of_n", policy="bigram", sampling="offline"),
+    "transformer-on_policy": dict(loss="reinforce", policy="transformer", sampling="on_policy", layers=1, heads=1, embed=8, sft_steps=2, num_eval_prompts=2, eval_samples=2),
+}
+
+
+def _bandit(far, kw, seeds, seed_offset=0, **extra):
+    return ms.run(far, steps=6, seeds=seeds, key=11, seed_offset=seed_offset, snapshot_every=3, **kw, **extra)
+
+
+def _seq(problem, kw, seeds, seed_offset=0):
+    return seq_engine.run(problem, steps=4, seeds=seeds, key=11, seed_offset=seed_offset, num_prompts=2, num_samples=4, eval_every=2, **kw)
+
+
+def _rows(traj, start, stop):
+    """Every stored output of seeds [start, stop); the seed axis follows the grid's axes."""
+    axis = len(traj.grid_shape)
+    pick = lambda a: np.take(a, np.arange(start, stop), axis=axis)  # noqa: E731
+    out = {f"metric/{n}": pick(v) for n, v in traj.metrics.items()}
+    out["snapshots"] = pick(traj.snapshots)
+    return out
+
+
+def _assert_same(a: dict, b: dict):
+    assert a.keys() == b.keys()
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+@pytest.fixture(scope="module")
+def seq_problem():
+    return seq_problems.paper_sequence_bandit("far", vocab=6, length=3)
+
+
+@functools.cache
+def _reference(case: str):
+    """All TOTAL seeds in one call, computed once per case in the worker that needs it."""
+    if case in BANDIT_CASES:
+        return _bandit(ms.paper_bandit("far"), BANDIT_CASES[case], TOTAL)
+    return _seq(seq_problems.paper_sequence_bandit("far", vocab=6, length=3), SEQ_CASES[case], TOTAL)
+
+
+@pytest.mark.parametrize("case", list(BANDIT_CASES))
+@settings(max_examples=8)
+@given(data=st.data())
+def test_bandit_seed_bits_do_not_depend_on_call_size_or_chunking(far, case, data):
+    ref = _reference(case)
+    size = data.draw(SIZES, label="seeds in the call")
+    start = data.draw(st.integers(0, TOTAL - size), label="seed_offset")
+    got = _bandit(far, BANDIT_CASES[case], size, seed_offset=start)
+    _assert_same(_rows(got, 0, size), _rows(ref, start, start + size))
+    np.testing.assert_array_equal(got.final_probs, ref.final_probs[start : start + size])
+
+
+@pytest.mark.parametrize("case", list(SEQ_CASES))
+@settings(max_examples=5)
+@given(data=st.data())
+def test_sequence_seed_bits_do_not_depend_on_call_size_or_chunking(seq_problem, case, data):
+    ref = _reference(case)
+    size = data.draw(SIZES, label="seeds in the call")
+    start = data.draw(st.integers(0, TOTAL - size), label="seed_offset")
+    got = _seq(seq_problem, SEQ_CASES[case], size, seed_offset=start)
+    _assert_same(_rows(got, 0, size), _rows(ref, start, start + size))
+    np.testing.assert_array_equal(got.final_marginals, ref.final_marginals[start : start + size])
+
+
+def test_grid_position_does_not_change_a_seed(far):
+    """The same (learning rate, seed) run alone, and at another place of a larger grid."""
+    kw = BANDIT_CASES["tabular-on_policy"]
+    alone = _bandit(far, kw, 3, seed_offset=4, learning_rate=0.05)
+    grid = _bandit(far, kw, 9, learning_rate=np.array([0.2, 0.05, 0.01]), beta=np.array([0.1, 0.3]))
+    _assert_same(_rows(alone, 0, 3), {n: v[1, 0] for n, v in _rows(grid, 4, 7).items()})
+
+
+def test_schedule_runner_seed_bits_do_not_depend_on_call_size(far):
+    kw = dict(loss="reinforce", schedules=[schedules.reuse_schedule(2, base=4)], steps=4, key=3, policy="tabular", num_contexts=1)
+    many = schedules.run_schedules(far, seeds=40, **kw)
+    for size, start in ((1, 0), (2, 37), (33, 5)):
+        got = schedules.run_schedules(far, seeds=size, seed_offset=start, **kw)
+        for name in got.metrics:
+            if name != "reward_queries":
+                np.testing.assert_array_equal(got.metrics[name], many.metrics[name][..., start : start + size, :], err_msg=name)
+        np.testing.assert_array_equal(got.probs, many.probs[..., start : start + size, :, :])
+
+
+# ----------------------------------------------------------------------------- keys
+
+
+def test_typed_and_legacy_keys_give_identical_runs(far):
+    kw = dict(loss="reinforce", steps=5, seeds=3)
+    runs = [ms.run(far, key=k, **kw) for k in (7, jax.random.key(7), jax.random.PRNGKey(7), np.asarray(jax.random.PRNGKey(7)))]
+    for other in runs[1:]:
+        np.testing.assert_array_equal(runs[0].metrics["expected_reward"], other.metrics["expected_reward"])
+        np.testing.assert_array_equal(runs[0].final_probs, other.final_probs)
+
+
+def test_typed_keys_work_for_sequences(seq_problem):
+    kw = dict(SEQ_CASES["factorised-on_policy"], steps=2, seeds=2, num_prompts=2, num_samples=4)
+    a = seq_engine.run(seq_problem, key=jax.random.key(4), **kw)
+    b = seq_engine.run(seq_problem, key=4, **kw)
+    np.testing.assert_array_equal(a.metrics["expected_reward"], b.metrics["expected_reward"])
+
+
+def test_wide_integer_keys_never_collide_silently(far):
+    kw = dict(loss="reinforce", steps=5, seeds=2)
+    base = ms.run(far, key=0, **kw).final_probs
+    assert not np.array_equal(ms.run(far, key=2**40, **kw).final_probs, base)
+    assert not np.array_equal(ms.run(far, key=2**32, **kw).final_probs, base)
+    np.testing.assert_array_equal(ms.run(far, key=2**32 - 1, **kw).final_probs, ms.run(far, key=jax.random.PRNGKey(2**32 - 1), **kw).final_probs)
+
+
+@pytest.mark.parametrize(
+    "key, message",
+    [
+        (0.5, "key=0.5 is invalid"),
+        ("0", "key='0' is invalid"),
+        (-1, "key=-1 is out of range"),
+        (2**64, "key=18446744073709551616 is out of range"),
+        (True, "key=True is invalid"),
+        (np.zeros(3, np.uint32), "key has shape (3,) and dtype uint32"),
+    ],
+)
+def test_bad_keys_get_one_line_errors(far, key, message):
+    for fn in (
+        lambda: ms.run(far, loss="sft", sampling="offline", steps=1, key=key),
+        lambda: seq_engine.run(seq_problems.paper_sequence_bandit("far", vocab=4, length=2), loss="sft", sampling="offline", policy="factorised", steps=1, key=key),
+    ):
+        with pytest.raises(ValueError) as err:
+            fn()
+        assert message in str(err.value) and "\n" not in str(err.value)
