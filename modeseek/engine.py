@@ -488,6 +488,7 @@ def run(
     if unknown:
         valid = sorted(_STATIC_FIELDS | set(_TRACED_FIELDS))
         raise ValueError(f"unknown hyperparameter(s) {sorted(unknown)}; valid names are {', '.join(valid)}")
+    losses.check_options(loss, hyperparameters)
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
         raise ValueError(f"steps={steps!r} is invalid; expected an integer >= 1")
     if isinstance(seeds, bool) or not isinstance(seeds, (int, np.integer)) or seeds < 1:
