@@ -145,16 +145,28 @@ def test_sequence_check_options():
     [
         (["run", "--loss", "dpo", "--clip-eps", "0.3"], "clip_eps does not apply to loss='dpo'"),
         (["run", "--loss", "sft", "--normalize"], "normalize does not apply to loss='sft'"),
+        (["sweep", "--loss", "dpo", "--clip-eps", "0.1", "0.2"], "clip_eps does not apply to loss='dpo'"),
     ],
 )
 def test_cli_refuses_inapplicable_options(args, named, capsys, tmp_path):
-    out = tmp_path / "x.parquet"
+    out = tmp_path / ("x.parquet" if args[0] == "run" else "sweep")
     with pytest.raises(SystemExit) as exc:
         cli.main([*args, "--steps", "2", "--seeds", "1", "--out", str(out)])
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert named in err and err.count("\n") == 1 and "Traceback" not in err
     assert not out.exists()
+
+
+def test_sweep_spec_refuses_inapplicable_options():
+    from modeseek.sweep import SweepSpec
+
+    with pytest.raises(ValueError, match="entropy_coef does not apply to loss='dpo'"):
+        SweepSpec(loss="dpo", options={"entropy_coef": 0.1})
+    with pytest.raises(ValueError, match="clip_eps does not apply to loss='reinforce'"):
+        SweepSpec(loss="reinforce", grid={"clip_eps": (0.1, 0.2)})
+    # The command line always passes normalize (False unless --normalize): still accepted.
+    SweepSpec(loss="dpo", options={"normalize": False, "negative": None, "beta": 0.2})
 
 
 # ----------------------------------------------------------------------------- integers, not booleans
@@ -192,3 +204,9 @@ def test_analytic_divergence_message_names_both_exact_regimes(far, loss, samplin
     msg = _refused(far, rf"loss='{loss}' is an analytic divergence", loss=loss, sampling=sampling)
     assert "'exact'" in msg and "'exact_offline'" in msg and repr(sampling) in msg
 
+
+def test_schedule_runner_refuses_inapplicable_options(far):
+    from modeseek.paper.schedules import Schedule, run_schedules
+
+    with pytest.raises(ValueError, match="clip_eps does not apply to loss='reinforce'"):
+        run_schedules(far, loss="reinforce", schedules=[Schedule(1, 4, 4)], steps=2, seeds=1, policy="tabular", clip_eps=0.1)
