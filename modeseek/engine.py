@@ -498,11 +498,12 @@ def run(
     if unknown:
         valid = sorted(_STATIC_FIELDS | set(_TRACED_FIELDS))
         raise ValueError(f"unknown hyperparameter(s) {sorted(unknown)}; valid names are {', '.join(valid)}")
-    if not isinstance(steps, (int, np.integer)) or steps < 1:
+    losses.check_options(loss, hyperparameters)
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
         raise ValueError(f"steps={steps!r} is invalid; expected an integer >= 1")
-    if not isinstance(seeds, (int, np.integer)) or seeds < 1:
+    if isinstance(seeds, bool) or not isinstance(seeds, (int, np.integer)) or seeds < 1:
         raise ValueError(f"seeds={seeds!r} is invalid; expected an integer >= 1")
-    if not isinstance(seed_offset, (int, np.integer)) or seed_offset < 0:
+    if isinstance(seed_offset, bool) or not isinstance(seed_offset, (int, np.integer)) or seed_offset < 0:
         raise ValueError(f"seed_offset={seed_offset!r} is invalid; expected an integer >= 0")
     if seed_offset + seeds > 2**32:
         raise ValueError(f"seed_offset + seeds = {seed_offset + seeds} is too large; expected at most 2**32 seed indices")
@@ -533,11 +534,11 @@ def run(
     _checks.choice("labels", static.get("labels", "reward"), regimes.PAIR_LABELS)
     _checks.choice("pairing", static.get("pairing", "all"), regimes.PAIRINGS)
     _checks.choice("first_batch", static.get("first_batch", "policy"), ("policy", "data"))
-    if "eval_samples" in static and (not isinstance(static["eval_samples"], (int, np.integer)) or static["eval_samples"] < 0):
+    if "eval_samples" in static and (isinstance(static["eval_samples"], bool) or not isinstance(static["eval_samples"], (int, np.integer)) or static["eval_samples"] < 0):
         raise ValueError(f"eval_samples={static['eval_samples']!r} is invalid; expected an integer >= 0")
     static.setdefault("block", default_block(policy))
     for n in ("reuse", "num_samples", "num_contexts", "num_eval_contexts", "sft_steps", "block"):
-        if n in static and (not isinstance(static[n], (int, np.integer)) or static[n] < 1):
+        if n in static and (isinstance(static[n], bool) or not isinstance(static[n], (int, np.integer)) or static[n] < 1):
             raise ValueError(f"{n}={static[n]!r} is invalid; expected an integer >= 1")
     if static.get("first_batch", "policy") == "data" and sampling == "exact":
         raise ValueError("first_batch='data' applies to sampling='on_policy' only (offline regimes always use the data); got sampling='exact'")
@@ -549,7 +550,7 @@ def run(
     if sampling not in _OFFLINE and steps % reuse:
         raise ValueError(f"steps={steps} is not a multiple of reuse={reuse}; expected steps = iterations * reuse")
     if spec.batch == "target" and sampling not in _EXACT:
-        raise ValueError(f"loss={loss!r} is an analytic divergence; expected sampling='exact' (got {sampling!r})")
+        raise ValueError(f"loss={loss!r} is an analytic divergence; expected sampling='exact' or 'exact_offline' (got {sampling!r})")
     if spec.batch != "target" and target is not None:
         raise ValueError(f"target is only used by forward_kl and reverse_kl, not loss={loss!r}")
     n_samples = static.get("num_samples", 10)
@@ -557,7 +558,7 @@ def run(
         raise ValueError(f"num_samples={n_samples} is too small for pair losses; expected >= 2")
     if snapshot_every is None:
         snapshot_every = max(1, steps // 10)
-    if not isinstance(snapshot_every, (int, np.integer)) or snapshot_every < 1:
+    if isinstance(snapshot_every, bool) or not isinstance(snapshot_every, (int, np.integer)) or snapshot_every < 1:
         raise ValueError(f"snapshot_every={snapshot_every!r} is invalid; expected an integer >= 1")
     cfg = RunConfig(loss=loss, sampling=sampling, steps=int(steps), num_bins=k, snapshot_every=int(snapshot_every), has_target=target is not None, has_train_reward=train_reward is not None, **static)
 

@@ -177,6 +177,7 @@ class SweepSpec:
                 raise ValueError(f"grid {name!r} has no values; expected one or more numbers")
             if not all(math.isfinite(x) for x in values):
                 raise ValueError(f"grid {name}={list(values)} has a non-finite value; expected finite numbers")
+        losses.check_options(self.loss, dict(options), dict(grid))
         self._axes()  # validates paired
 
     def _swept(self) -> dict:

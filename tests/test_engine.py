@@ -274,7 +274,7 @@ _BAD_RUNS = [
     (dict(learning_rate=np.array([0.1, np.nan])), "learning_rate=nan is invalid"),
     (dict(beta=0.0), "beta=0.0 is invalid; expected finite and > 0"),
     (dict(negative_coef=-1.0), "negative_coef=-1.0 is invalid; expected finite and >= 0"),
-    (dict(clip_eps=0.0), "clip_eps=0.0 is invalid"),
+    (dict(loss="ppo", clip_eps=0.0), "clip_eps=0.0 is invalid"),
     (dict(learning_rate=np.ones((2, 2))), r"learning_rate has shape \(2, 2\); expected a scalar or a 1-D array"),
     (dict(beta=np.array([])), "beta is an empty array"),
     (dict(data=np.full(50, 0.02)), r"data has shape \(50,\); expected \(100,\) or \(G, 100\)"),

@@ -341,6 +341,7 @@ def run_schedules(
     unknown = set(options) - set(traced_names) - set(STATIC_OPTIONS)
     if unknown:
         raise ValueError(f"unknown option(s) {sorted(unknown)}; valid names are {', '.join(sorted(set(traced_names) | set(STATIC_OPTIONS)))}")
+    losses.check_options(loss, options)
     static_opts = {n: options[n] for n in STATIC_OPTIONS if n in options}
     values: dict[str, np.ndarray] = {}
     grid: dict[str, np.ndarray] = {}

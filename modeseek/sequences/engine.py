@@ -653,6 +653,7 @@ def run(
     unknown = set(hyperparameters) - _STATIC - set(_TRACED)
     if unknown:
         raise ValueError(f"unknown hyperparameter(s) {sorted(unknown)}; valid names are {', '.join(sorted(_STATIC | set(_TRACED)))}")
+    seq_losses.check_options(loss, hyperparameters, *(arm_list or ()))
     _positive_int("steps", steps)
     _positive_int("seeds", seeds)
     _positive_int("seed_offset", seed_offset, 0)

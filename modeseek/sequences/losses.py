@@ -25,12 +25,14 @@ With L = 1 every loss equals its 1-token core counterpart on the same draws
 
 from __future__ import annotations
 
+from typing import Any, Iterable, Mapping
+
 import jax
 import jax.numpy as jnp
 
 from modeseek import _checks
 from modeseek import losses as core
-from modeseek.losses import LossSpec
+from modeseek.losses import PAIR_OPTIONS, RL_OPTIONS, LossSpec, _refuse_inapplicable
 from modeseek.losses.on_policy import advantages, kl_estimate
 from modeseek.sequences.batches import SequenceBatch
 
@@ -47,6 +49,7 @@ __all__ = [
     "reference_kl",
     "names",
     "get",
+    "check_options",
 ]
 
 #: PPO importance ratios: one per token (the authors' transformer PPO, B.5) or one per sequence.
@@ -247,13 +250,29 @@ _REGISTRY = {
             "best_of_n",
             best_of_n,
             lambda lp, b, nl, hp, cfg: best_of_n(lp, b, negative=cfg.negative, negative_coef=hp.negative_coef),
+            ("negative", "negative_coef"),
         ),
-        LossSpec("pref_ft", "mode_covering", "pairs", pref_ft, lambda lp, b, nl, hp, cfg: pref_ft(lp, b)),
-        LossSpec("rwr", "mode_covering", "points", rwr, lambda lp, b, nl, hp, cfg: rwr(lp, b, beta=hp.beta, normalize=cfg.normalize)),
-        LossSpec("dpo", "contrastive", "pairs", dpo, lambda lp, b, nl, hp, cfg: dpo(lp, b, beta=hp.beta)),
-        LossSpec("ipo", "contrastive", "pairs", ipo, lambda lp, b, nl, hp, cfg: ipo(lp, b, target_margin=hp.target_margin)),
-        LossSpec("reinforce", "on_policy", "points", reinforce, _points_rl(reinforce)),
-        LossSpec("ppo", "on_policy", "points", ppo, _points_rl(ppo)),
+        LossSpec("pref_ft", "mode_covering", "pairs", pref_ft, lambda lp, b, nl, hp, cfg: pref_ft(lp, b), PAIR_OPTIONS),
+        LossSpec(
+            "rwr",
+            "mode_covering",
+            "points",
+            rwr,
+            lambda lp, b, nl, hp, cfg: rwr(lp, b, beta=hp.beta, normalize=cfg.normalize),
+            ("beta", "normalize"),
+        ),
+        LossSpec("dpo", "contrastive", "pairs", dpo, lambda lp, b, nl, hp, cfg: dpo(lp, b, beta=hp.beta), ("beta",) + PAIR_OPTIONS),
+        # beta sets the default target margin, 1 / (2 beta).
+        LossSpec(
+            "ipo",
+            "contrastive",
+            "pairs",
+            ipo,
+            lambda lp, b, nl, hp, cfg: ipo(lp, b, target_margin=hp.target_margin),
+            ("target_margin", "beta") + PAIR_OPTIONS,
+        ),
+        LossSpec("reinforce", "on_policy", "points", reinforce, _points_rl(reinforce), RL_OPTIONS),
+        LossSpec("ppo", "on_policy", "points", ppo, _points_rl(ppo), ("clip_eps", "ratio") + RL_OPTIONS),
     ]
 }
 
@@ -267,3 +286,18 @@ def get(name: str) -> LossSpec:
     """The LossSpec for a sequence loss; ``apply(tok_logp, batch, next_logp, hp, cfg) -> (loss, aux)``."""
     _checks.choice("loss", name, _REGISTRY)
     return _REGISTRY[name]
+
+
+def check_options(loss: str, *given: Iterable[str] | Mapping[str, Any]) -> None:
+    """Refuse options that the sequence loss ``loss`` would ignore (e.g. ``ratio`` for reinforce).
+
+    As :func:`modeseek.losses.check_options`, over the sequence losses: ``ratio``
+    applies to ppo only; shift, the transformer sizes and the other options every
+    loss uses are always accepted.
+
+    Args:
+      loss: a sequence loss name.
+      *given: option names, or mappings from name to value (None or False: left off),
+        e.g. ``run``'s keyword options and its arms.
+    """
+    _refuse_inapplicable(get(loss), _REGISTRY, given)
