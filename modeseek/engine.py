@@ -178,14 +178,18 @@ def default_learning_rate(policy: str, optimizer: str) -> float:
     return 0.05 if optimizer == "adam" else 1.0
 
 
-def default_block(policy: str) -> int:
+def default_block(policy: str, num_bins: int = 100) -> int:
     """Runs per compiled call (see :mod:`modeseek._blocks`); a seed's bits depend on it, never on the call's size.
 
     Chosen from ``experiments/benchmarks/blocks.py`` (README, "Reproducibility"):
     large enough that a block runs near the throughput of one wide program, small
-    enough that a single seed does not pay for many padded ones.
+    enough that a single seed does not pay for many padded ones. Runs with many
+    bins already fill the vector units on their own, so they get smaller blocks
+    (and a single K = 8192 run does not pay for 31 padded ones).
     """
-    return 8 if policy == "mlp" else 32
+    if policy == "mlp":
+        return 8
+    return 32 if num_bins <= 128 else 8 if num_bins <= 1024 else 1
 
 
 # ----------------------------------------------------------------------------- one run
@@ -536,7 +540,7 @@ def run(
     _checks.choice("first_batch", static.get("first_batch", "policy"), ("policy", "data"))
     if "eval_samples" in static and (isinstance(static["eval_samples"], bool) or not isinstance(static["eval_samples"], (int, np.integer)) or static["eval_samples"] < 0):
         raise ValueError(f"eval_samples={static['eval_samples']!r} is invalid; expected an integer >= 0")
-    static.setdefault("block", default_block(policy))
+    static.setdefault("block", default_block(policy, k))
     for n in ("reuse", "num_samples", "num_contexts", "num_eval_contexts", "sft_steps", "block"):
         if n in static and (isinstance(static[n], bool) or not isinstance(static[n], (int, np.integer)) or static[n] < 1):
             raise ValueError(f"{n}={static[n]!r} is invalid; expected an integer >= 1")
@@ -728,14 +732,15 @@ def _working_bytes(cfg: RunConfig, spec) -> int:
 
     Per context and step: a sample's index, reward, log-probability and weights
     (plus their gradients), each pair's pair of them, and a few (K,) vectors;
-    exact pair batches hold (K, K) matrices; the MLP's hidden activations per
+    exact pair batches hold (256, K) blocks of the pair table; the MLP's hidden activations per
     context; the evaluation draws.
     """
     n, k, c = cfg.num_samples, cfg.num_bins, cfg.num_contexts
     per_context = 64 * n + 64 * k
     if spec.batch == "pairs":
         pairs = n * (n - 1) // 2 if cfg.pairing == "all" else n // 2
-        per_context += 64 * (k * k if cfg.sampling in _EXACT else pairs)
+        # Exact pair batches are factored over blocks of 256 rows of the pair table.
+        per_context += 64 * (256 * k if cfg.sampling in _EXACT else pairs)
     evals = cfg.num_eval_contexts * (64 * k + 8 * cfg.eval_samples)
     hidden = 64 * (c + cfg.num_eval_contexts) * (k + 256) if cfg.policy == "mlp" else 0
     return c * per_context + evals + hidden

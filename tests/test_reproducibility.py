@@ -168,3 +168,26 @@ def test_bad_keys_get_one_line_errors(far, key, message):
         with pytest.raises(ValueError) as err:
             fn()
         assert message in str(err.value) and "\n" not in str(err.value)
+
+
+# ----------------------------------------------------------------------------- oversized requests
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda far: ms.run(far, loss="reinforce", steps=10**9),
+        lambda far: ms.run(far, loss="reinforce", steps=10, num_samples=10**9),
+        lambda far: ms.run(far, loss="reverse_kl", sampling="exact", steps=10**9, seeds=4),
+        lambda far: seq_engine.run(seq_problems.paper_sequence_bandit("far", vocab=6, length=3), loss="reinforce", policy="factorised", steps=10, num_samples=10**9),
+    ],
+)
+def test_calls_that_cannot_fit_in_memory_are_refused_before_compiling(far, call):
+    from modeseek._blocks import MemoryEstimateError, available_bytes
+
+    if available_bytes() is None:
+        pytest.skip("this platform does not report available memory")
+    with pytest.raises(MemoryEstimateError) as err:
+        call(far)
+    msg = str(err.value)
+    assert "\n" not in msg and "GB" in msg and "available" in msg and "--chunk-seeds" in msg

@@ -378,7 +378,7 @@ def run_schedules(
     ref = jnp.asarray(np.stack([np.asarray(p.ref_probs) for p in problems])[idx[0]])
     rew = jnp.asarray(np.stack([np.asarray(p.reward) for p in problems])[idx[0]])
     keys = _run_keys(base_key, seed_offset + idx[2])
-    blocked = functools.partial(run_blocks, block=default_block(policy), devices=_resolve_devices(None))
+    blocked = functools.partial(run_blocks, block=default_block(policy, kb), devices=_resolve_devices(None))
 
     # The initial policies depend neither on the schedule nor on the loss: fit
     # them once per process and start every schedule from them.
