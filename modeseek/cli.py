@@ -71,6 +71,8 @@ class RunCommand:
     """Parquet file for the tidy table (one row per grid point x seed x step); omit to only print the summary."""
     key: Annotated[int, tyro.conf.arg(aliases=("--seed",))] = 0
     """Integer PRNG seed; run i uses fold_in(key, i)."""
+    force: Annotated[bool, tyro.conf.FlagCreatePairsOff, tyro.conf.arg(aliases=("--overwrite",))] = False
+    """Replace an existing --out file (without it, an existing file is an error)."""
 
     # Traced hyperparameters (HyperParams): several values sweep them.
     learning_rate: Floats = None
@@ -131,7 +133,7 @@ class RunCommand:
     """Swept axes to zip instead of crossing (equal numbers of values), e.g. --paired beta learning_rate."""
 
     # Fields that are not options of modeseek.run.
-    _NOT_OPTIONS: ClassVar[tuple[str, ...]] = ("loss", "problem", "sampling", "steps", "seeds", "out", "key", "paired")
+    _NOT_OPTIONS: ClassVar[tuple[str, ...]] = ("loss", "problem", "sampling", "steps", "seeds", "out", "key", "paired", "force")
 
     def _options(self) -> dict:
         """The options that were set, by name; several values of a traced one stay a tuple."""
@@ -169,8 +171,10 @@ class RunCommand:
             if isinstance(value, tuple):
                 value = value[0] if len(value) == 1 else np.asarray(value)
             options[name] = value
-        if self.out is not None and self.out.exists() and self.out.is_dir():
+        if self.out is not None and self.out.is_dir():
             raise CommandError(f"--out {str(self.out)!r} is a directory; expected a file name such as runs.parquet")
+        if self.out is not None and self.out.exists() and not self.force:
+            raise CommandError(f"--out {str(self.out)!r} already exists; expected a new file name, or --force to replace it")
         try:
             traj = ms.run(problem, loss=self.loss, sampling=self.sampling, steps=self.steps, seeds=self.seeds, key=self.key, paired=self._paired(), **options)
         except ValueError as e:
@@ -232,6 +236,8 @@ class SweepCommand(RunCommand):
         "merge", "progress", "cache", "init_timeout", "barrier_timeout",
     )
 
+    # A sweep resumes into its folder instead of replacing it: run's --force does not apply.
+    force: tyro.conf.Suppress[bool] = False
     # field() without a default: a bare annotation would inherit run's default None.
     out: Annotated[Path, tyro.conf.arg(metavar="DIR")] = dataclasses.field()
     """Sweep folder: manifest.json, chunks/ and the merged sweep.parquet."""

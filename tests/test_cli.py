@@ -56,6 +56,22 @@ def test_run_sweeps_several_values(tmp_path, capsys):
     assert "[learning_rate=0.02]" in text and "[learning_rate=0.2]" in text
 
 
+def test_run_refuses_to_overwrite_without_force(tmp_path, capsys):
+    out = tmp_path / "runs.parquet"
+    out.write_bytes(b"earlier results")
+    with pytest.raises(SystemExit) as exc:
+        cli.main([*RUN, "--seeds", "2", "--out", str(out)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and repr(str(out)) in err and "--force" in err
+    assert out.read_bytes() == b"earlier results"
+    # --overwrite is the same flag as --force.
+    for flag in ("--force", "--overwrite"):
+        out.write_bytes(b"earlier results")
+        assert cli.main([*RUN, "--seeds", "2", "--out", str(out), flag]) == 0
+        assert len(pd.read_parquet(out)) == 2 * 13
+
+
 @pytest.mark.parametrize(
     "args, named",
     [
