@@ -96,6 +96,15 @@ def test_bad_values_fail_cleanly(args, named, capsys, tmp_path):
     assert not (tmp_path / "x.parquet").exists()
 
 
+def test_reproduce_rejects_unknown_piece_before_creating_the_folder(tmp_path, capsys):
+    out = tmp_path / "new" / "figures"
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["reproduce", "--smoke", "--only", "bogus", "--out", str(out)])
+    assert exc.value.code == 2
+    assert "bogus" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
+
+
 def test_unparsable_flag_exits_nonzero(capsys):
     with pytest.raises(SystemExit) as exc:
         cli.main(["run", "--loss", "dpo", "--steps", "many"])

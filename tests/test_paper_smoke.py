@@ -115,7 +115,8 @@ def test_rerun_skips_finished_pieces_and_force_reruns(smoke_run):
 
 def test_unknown_piece_is_rejected(tmp_path):
     with pytest.raises(ValueError, match="unknown piece"):
-        rp.reproduce(tmp_path, smoke=True, progress=False, only=["no_such_figure"])
+        rp.reproduce(tmp_path / "out", smoke=True, progress=False, only=["no_such_figure"])
+    assert not (tmp_path / "out").exists(), "the name is checked before the folder is created"
 
 
 def test_force_resets_pieces_with_their_own_partial_results(tmp_path, monkeypatch):

@@ -190,7 +190,6 @@ def reproduce(
     from tqdm.auto import tqdm
 
     out_dir = Path(out_dir)
-    (out_dir / "data").mkdir(parents=True, exist_ok=True)
     todo = pieces()
     if only:
         names = {p.name for p in todo}
@@ -198,6 +197,7 @@ def reproduce(
         if bad:
             raise ValueError(f"unknown piece(s) {bad}; valid names are {', '.join(sorted(names))}")
         todo = [p for p in todo if p.name in set(only)]
+    (out_dir / "data").mkdir(parents=True, exist_ok=True)
     results = []
     bar = tqdm(todo, disable=not progress, desc="reproduce", unit="figure")
     for piece in bar:
