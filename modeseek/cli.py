@@ -175,6 +175,8 @@ class RunCommand:
             raise CommandError(f"--out {str(self.out)!r} is a directory; expected a file name such as runs.parquet")
         if self.out is not None and self.out.exists() and not self.force:
             raise CommandError(f"--out {str(self.out)!r} already exists; expected a new file name, or --force to replace it")
+        if self.out is not None:
+            _require_writable(self.out.parent, self.out)
         try:
             traj = ms.run(problem, loss=self.loss, sampling=self.sampling, steps=self.steps, seeds=self.seeds, key=self.key, paired=self._paired(), **options)
         except ValueError as e:
@@ -187,6 +189,16 @@ class RunCommand:
         print(_summary(traj))
         if self.out is not None:
             print(f"wrote {len(df)} rows x {df.shape[1]} columns to {self.out}")
+
+
+def _require_writable(folder: Path, out: Path) -> None:
+    """Stop before any compute when --out cannot be written (the results would be lost after it)."""
+    from modeseek._files import require_writable_folder
+
+    try:
+        require_writable_folder(folder, label=f"--out {str(out)!r}")
+    except ValueError as e:
+        raise CommandError(str(e)) from None
 
 
 def _summary(traj) -> str:
@@ -280,6 +292,9 @@ class SweepCommand(RunCommand):
                 loss=self.loss, sampling=self.sampling, problems=self.problem, steps=self.steps, seeds=self.seeds,
                 chunk_seeds=self.chunk_seeds, key=self.key, options=options, grid=grid, paired=self._paired(),
             )
+            if self.out.exists() and not self.out.is_dir():
+                raise CommandError(f"--out {str(self.out)!r} is a file; expected a folder for the sweep")
+            _require_writable(self.out, self.out)
             if self.cache:
                 import modeseek as ms
 
@@ -408,6 +423,7 @@ class ReproduceCommand:
 
         t0 = time.perf_counter()
         logs: dict = {}
+        _require_writable(self.out, self.out)
         try:
             results = reproduce(self.out, smoke=self.smoke, force=self.force, only=list(self.only) or None, compile_logs=logs)
         except ValueError as e:

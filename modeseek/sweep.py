@@ -61,6 +61,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from modeseek._files import require_writable_folder
+
 __all__ = ["SweepSpec", "SweepResult", "SweepError", "run_sweep", "merge", "chunk_files", "MERGED", "MANIFEST"]
 
 MANIFEST = "manifest.json"
@@ -695,6 +697,7 @@ def run_sweep(
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"out_dir={str(out_dir)!r} is a file; expected a folder for the sweep")
+    require_writable_folder(out_dir, label=f"out_dir={str(out_dir)!r}")
     # Must precede anything that initialises a JAX backend.
     pid, nproc, joined = _join_runtime(coordinator, num_processes, process_id, distributed, init_timeout_s)
     peers = _Peers(pid, nproc) if nproc > 1 else None

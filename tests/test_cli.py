@@ -105,6 +105,48 @@ def test_reproduce_rejects_unknown_piece_before_creating_the_folder(tmp_path, ca
     assert not (tmp_path / "new").exists()
 
 
+def _unwritable(kind: str, tmp_path: Path) -> Path:
+    """A folder that cannot hold new files: under a regular file, in /proc, or read-only."""
+    if kind == "parent_is_file":
+        (tmp_path / "file").write_text("x")
+        return tmp_path / "file" / "sub"
+    if kind == "proc":
+        return Path("/proc") / "modeseek-test"
+    if os.geteuid() == 0:
+        pytest.skip("root writes into read-only folders")
+    folder = tmp_path / "read_only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    return folder
+
+
+@pytest.mark.parametrize("kind", ["parent_is_file", "proc", "read_only"])
+@pytest.mark.parametrize("command", ["run", "sweep", "reproduce"])
+def test_unwritable_out_fails_before_computing(command, kind, tmp_path, capsys, monkeypatch):
+    import modeseek
+    from modeseek import sweep
+    from modeseek.paper import reproduce as rp
+
+    def compute(*args, **kwargs):
+        raise AssertionError("computed before checking that --out can be written")
+
+    monkeypatch.setattr(modeseek, "run", compute)
+    monkeypatch.setattr(sweep, "_run_chunks", compute)
+    monkeypatch.setattr(rp, "pieces", lambda: [rp.Piece("fake", "Fake", compute)])
+    folder = _unwritable(kind, tmp_path)
+    out = folder / "runs.parquet" if command == "run" else folder
+    args = {
+        "run": [*RUN, "--seeds", "2"],
+        "sweep": ["sweep", "--loss", "reinforce", "--steps", "2", "--seeds", "2", "--no-progress"],
+        "reproduce": ["reproduce", "--smoke"],
+    }[command]
+    with pytest.raises(SystemExit) as exc:
+        cli.main([*args, "--out", str(out)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"--out {str(out)!r} cannot be written" in err, err
+
+
 def test_unparsable_flag_exits_nonzero(capsys):
     with pytest.raises(SystemExit) as exc:
         cli.main(["run", "--loss", "dpo", "--steps", "many"])

@@ -119,6 +119,16 @@ def test_unknown_piece_is_rejected(tmp_path):
     assert not (tmp_path / "out").exists(), "the name is checked before the folder is created"
 
 
+def test_unwritable_folder_is_refused_before_any_piece_runs(tmp_path, monkeypatch):
+    def make(out_dir, smoke):
+        raise AssertionError("a piece ran before the folder was checked")
+
+    monkeypatch.setattr(rp, "pieces", lambda: [rp.Piece("fake", "Fake", make)])
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="cannot be written"):
+        rp.reproduce(tmp_path / "file" / "figures", progress=False)
+
+
 def test_force_resets_pieces_with_their_own_partial_results(tmp_path, monkeypatch):
     from modeseek.paper.common import Claim, Piece
     from modeseek.phase import piece as phase_piece

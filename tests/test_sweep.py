@@ -164,6 +164,14 @@ def test_merge_detects_missing_and_doubled_chunks(swept, reference, tmp_path, ca
     assert json.loads((out / sweep.MANIFEST).read_text())["spec_hash"] == SPEC.digest
 
 
+def test_unwritable_folder_is_refused_before_running(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="cannot be written.*is a file, not a folder"):
+        sweep.run_sweep(SPEC, tmp_path / "file" / "sweep", progress=False)
+    with pytest.raises(ValueError, match="cannot be written"):
+        sweep.run_sweep(SPEC, "/proc/modeseek-test", progress=False)
+
+
 def test_folder_of_another_sweep_is_refused(swept, tmp_path):
     out = _copy(swept, tmp_path)
     other = dataclasses.replace(SPEC, steps=6)

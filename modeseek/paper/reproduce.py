@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from modeseek._files import require_writable_folder
 from modeseek._xla import fast_compile
 from modeseek.compile_log import CompileLog
 from modeseek.paper import common
@@ -197,6 +198,7 @@ def reproduce(
         if bad:
             raise ValueError(f"unknown piece(s) {bad}; valid names are {', '.join(sorted(names))}")
         todo = [p for p in todo if p.name in set(only)]
+    require_writable_folder(out_dir, label=f"out_dir={str(out_dir)!r}")
     (out_dir / "data").mkdir(parents=True, exist_ok=True)
     results = []
     bar = tqdm(todo, disable=not progress, desc="reproduce", unit="figure")
