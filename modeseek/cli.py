@@ -17,7 +17,8 @@ help come from the fields and their docstrings):
 * ``modeseek list`` prints the losses (family and summary), sampling regimes,
   problem presets and policies.
 * ``modeseek reproduce --out figures [--smoke] [--force] [--only NAME ...]``
-  regenerates the paper figures and the claims report.
+  regenerates the paper figures and the claims report (``--smoke`` without
+  ``--out`` writes to figures-smoke, never over the committed figures).
 
 Importing this module stays light (no jax, pandas or matplotlib); the commands
 import what they need. Bad input (an unknown loss, problem or option value)
@@ -409,26 +410,27 @@ class ListCommand:
 class ReproduceCommand:
     """Regenerate the paper figures, their data and captions, and CLAIMS.md."""
 
-    out: Path = Path("figures")
-    """Output folder (figures in it, tables in OUT/data)."""
+    out: Annotated[Path | None, tyro.conf.arg(metavar="DIR", help_behavior_hint="")] = None
+    """Output folder (figures in it, tables in OUT/data); default figures, or figures-smoke with --smoke, so that smoke numbers never replace the committed figures unless --out names them."""
     smoke: bool = False
     """Tiny budgets, for tests (the numbers are not meaningful)."""
     force: bool = False
-    """Rerun pieces whose outputs already exist."""
+    """Rerun pieces whose outputs already exist (pieces finished at the other budget, smoke or full, always rerun)."""
     only: tuple[str, ...] = ()
     """Names of the pieces to run (default all)."""
 
     def execute(self) -> None:
-        from modeseek.paper.reproduce import report_lines, reproduce
+        from modeseek.paper.reproduce import default_out_dir, report_lines, reproduce
 
         t0 = time.perf_counter()
         logs: dict = {}
-        _require_writable(self.out, self.out)
+        out = self.out if self.out is not None else default_out_dir(self.smoke)
+        _require_writable(out, out)
         try:
-            results = reproduce(self.out, smoke=self.smoke, force=self.force, only=list(self.only) or None, compile_logs=logs)
+            results = reproduce(out, smoke=self.smoke, force=self.force, only=list(self.only) or None, compile_logs=logs)
         except ValueError as e:
             raise CommandError(str(e)) from None
-        print("\n".join(report_lines(results, logs, time.perf_counter() - t0, self.out, rerun_hint="--force reruns it")))
+        print("\n".join(report_lines(results, logs, time.perf_counter() - t0, out, rerun_hint="--force reruns it")))
 
 
 COMMANDS = {

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -140,11 +139,3 @@ def mean_band(x: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray, np.
 def fmt(x: float, digits: int = 3) -> str:
     """A number for claims and captions."""
     return f"{float(x):.{digits}f}"
-
-
-def claims_to_json(claims: list[Claim]) -> str:
-    return json.dumps([c.to_dict() for c in claims], indent=1)
-
-
-def claims_from_json(text: str) -> list[Claim]:
-    return [Claim(**d) for d in json.loads(text)]
