@@ -20,8 +20,9 @@ help come from the fields and their docstrings):
   regenerates the paper figures and the claims report (``--smoke`` without
   ``--out`` writes to figures-smoke, never over the committed figures).
 
-Importing this module stays light (no jax, pandas or matplotlib); the commands
-import what they need. Bad input (an unknown loss, problem or option value)
+Importing this module stays light (no jax, numpy, pandas or matplotlib: the
+package's own names are imported lazily, see modeseek/__init__.py), so
+``modeseek --help`` answers at once; the commands import what they need. Bad input (an unknown loss, problem or option value)
 exits with status 2 and a one-line message naming the value, never a traceback.
 """
 

@@ -165,11 +165,37 @@ def test_list_via_console_entry_point():
         assert any(line.split()[:1] == [name] for line in lines), name
 
 
-def test_import_is_light():
-    code = "import sys, modeseek.cli; print(sorted(m for m in ('pandas', 'matplotlib', 'modeseek.paper') if m in sys.modules))"
+def test_import_and_help_are_light():
+    heavy = "('jax', 'numpy', 'pandas', 'matplotlib', 'modeseek.paper')"
+    code = (
+        "import sys, modeseek.cli\n"
+        f"print(sorted(m for m in {heavy} if m in sys.modules))\n"
+        "try:\n    modeseek.cli.main(['run', '--help'])\nexcept SystemExit as e:\n    assert e.code == 0\n"
+        f"print(sorted(m for m in {heavy} if m in sys.modules))\n"
+    )
     res = _python("-c", code, timeout=120)
     assert res.returncode == 0, res.stderr
-    assert res.stdout.strip() == "[]"
+    assert res.stdout.strip().splitlines()[0] == "[]" and res.stdout.strip().splitlines()[-1] == "[]"
+    assert "--loss" in res.stdout
+    res = _python("-m", "modeseek.cli", "--help", timeout=120)
+    assert res.returncode == 0 and "reproduce" in res.stdout, res.stderr
+
+
+def test_lazy_package_keeps_every_public_name():
+    code = (
+        "import sys, modeseek as ms\n"
+        "assert 'jax' not in sys.modules\n"
+        "from modeseek import run, Problem, losses\n"
+        "assert run is ms.run is ms.engine.run and Problem is ms.problems.Problem and losses is ms.losses\n"
+        "missing = [n for n in ms.__all__ if not hasattr(ms, n)]\n"
+        "assert not missing, missing\n"
+        "assert set(ms.__all__) <= set(dir(ms))\n"
+        "assert not hasattr(ms, 'no_such_name')\n"
+        "print(ms.run(ms.paper_bandit('far'), loss='reverse_kl', sampling='exact', steps=2, seeds=1).seeds)\n"
+    )
+    res = _python("-c", code, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "1"
 
 
 def test_reproduce_smoke_only_filmstrips(tmp_path, capsys):
