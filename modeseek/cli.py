@@ -75,6 +75,8 @@ class RunCommand:
     """Integer PRNG seed; run i uses fold_in(key, i)."""
     force: Annotated[bool, tyro.conf.FlagCreatePairsOff, tyro.conf.arg(aliases=("--overwrite",))] = False
     """Replace an existing --out file (without it, an existing file is an error)."""
+    cache: bool = True
+    """Use JAX's persistent compilation cache ($MODESEEK_CACHE_DIR or ~/.cache/modeseek/jax), so reruns skip compiling."""
 
     # Traced hyperparameters (HyperParams): several values sweep them.
     learning_rate: Floats = None
@@ -135,7 +137,7 @@ class RunCommand:
     """Swept axes to zip instead of crossing (equal numbers of values), e.g. --paired beta learning_rate."""
 
     # Fields that are not options of modeseek.run.
-    _NOT_OPTIONS: ClassVar[tuple[str, ...]] = ("loss", "problem", "sampling", "steps", "seeds", "out", "key", "paired", "force")
+    _NOT_OPTIONS: ClassVar[tuple[str, ...]] = ("loss", "problem", "sampling", "steps", "seeds", "out", "key", "paired", "force", "cache")
 
     def _options(self) -> dict:
         """The options that were set, by name; several values of a traced one stay a tuple."""
@@ -179,6 +181,8 @@ class RunCommand:
             raise CommandError(f"--out {str(self.out)!r} already exists; expected a new file name, or --force to replace it")
         if self.out is not None:
             _require_writable(self.out.parent, self.out)
+        if self.cache:
+            _enable_cache()
         try:
             traj = ms.run(problem, loss=self.loss, sampling=self.sampling, steps=self.steps, seeds=self.seeds, key=self.key, paired=self._paired(), **options)
         except ValueError as e:
@@ -201,6 +205,13 @@ def _require_writable(folder: Path, out: Path) -> None:
         require_writable_folder(folder, label=f"--out {str(out)!r}")
     except ValueError as e:
         raise CommandError(str(e)) from None
+
+
+def _enable_cache() -> None:
+    """Turn on the persistent compilation cache before the first compile (later compiles would miss it)."""
+    from modeseek import engine
+
+    engine.enable_compilation_cache()
 
 
 def _summary(traj) -> str:
@@ -273,8 +284,6 @@ class SweepCommand(RunCommand):
     """Write OUT/sweep.parquet when every chunk is done (process 0)."""
     progress: bool = True
     """Show a progress bar (runs/s, ETA) on stderr."""
-    cache: bool = True
-    """Use JAX's persistent compilation cache ($MODESEEK_CACHE_DIR or ~/.cache/modeseek/jax), so reruns skip compiling."""
     init_timeout: float = 300.0
     """Seconds to wait for every process to join the runtime."""
     barrier_timeout: float = 7 * 24 * 3600.0
@@ -298,9 +307,7 @@ class SweepCommand(RunCommand):
                 raise CommandError(f"--out {str(self.out)!r} is a file; expected a folder for the sweep")
             _require_writable(self.out, self.out)
             if self.cache:
-                import modeseek as ms
-
-                ms.enable_compilation_cache()
+                _enable_cache()
             result = sweep.run_sweep(
                 spec, self.out, coordinator=self.coordinator, num_processes=self.num_processes,
                 process_id=self.process_id, distributed=True if self.distributed else None,
@@ -419,14 +426,22 @@ class ReproduceCommand:
     """Rerun pieces whose outputs already exist (pieces finished at the other budget, smoke or full, always rerun)."""
     only: tuple[str, ...] = ()
     """Names of the pieces to run (default all)."""
+    cache: bool = True
+    """Use JAX's persistent compilation cache ($MODESEEK_CACHE_DIR or ~/.cache/modeseek/jax), so reruns skip compiling."""
 
     def execute(self) -> None:
-        from modeseek.paper.reproduce import default_out_dir, report_lines, reproduce
+        from modeseek.paper.reproduce import default_out_dir, report_lines, reproduce, select_pieces
 
         t0 = time.perf_counter()
         logs: dict = {}
         out = self.out if self.out is not None else default_out_dir(self.smoke)
+        try:
+            select_pieces(list(self.only) or None)
+        except ValueError as e:
+            raise CommandError(str(e)) from None
         _require_writable(out, out)
+        if self.cache:
+            _enable_cache()
         try:
             results = reproduce(out, smoke=self.smoke, force=self.force, only=list(self.only) or None, compile_logs=logs)
         except ValueError as e:

@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # One small static configuration shared by the run tests: 4 runs either as 4 seeds
 # or as 2 learning rates x 2 seeds, so the second test reuses the compiled program.
-RUN = ["run", "--problem", "far", "--loss", "dpo", "--sampling", "on_policy", "--steps", "12", "--num-samples", "4"]
+# --no-cache: the persistent cache is process-wide state (tested in a subprocess below).
+RUN = ["run", "--problem", "far", "--loss", "dpo", "--sampling", "on_policy", "--steps", "12", "--num-samples", "4", "--no-cache"]
 
 
 def _python(*args, timeout=600):
@@ -145,6 +146,32 @@ def test_unwritable_out_fails_before_computing(command, kind, tmp_path, capsys, 
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"--out {str(out)!r} cannot be written" in err, err
+
+
+def test_run_fills_the_persistent_compilation_cache(tmp_path):
+    cache = tmp_path / "cache"
+    env = dict(os.environ, MPLBACKEND="Agg", MODESEEK_CACHE_DIR=str(cache))
+    args = [sys.executable, "-m", "modeseek.cli", "run", "--loss", "dpo", "--steps", "3", "--seeds", "2", "--num-samples", "2"]
+    res = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert any(p.is_file() for p in cache.rglob("*")), "no compiled program was stored"
+
+
+@pytest.mark.parametrize("flags, expected", [([], ["cache", "make"]), (["--no-cache"], ["make"])])
+def test_reproduce_turns_on_the_cache_before_computing(flags, expected, tmp_path, monkeypatch):
+    from modeseek import engine
+    from modeseek.paper import reproduce as rp
+
+    calls = []
+
+    def make(out_dir, smoke):
+        calls.append("make")
+        return []
+
+    monkeypatch.setattr(engine, "enable_compilation_cache", lambda: calls.append("cache"))
+    monkeypatch.setattr(rp, "pieces", lambda: [rp.Piece("fake", "Fake", make)])
+    assert cli.main(["reproduce", "--smoke", "--out", str(tmp_path), *flags]) == 0
+    assert calls == expected
 
 
 def test_unparsable_flag_exits_nonzero(capsys):

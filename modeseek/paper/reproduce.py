@@ -29,7 +29,7 @@ from modeseek.compile_log import CompileLog
 from modeseek.paper import common
 from modeseek.paper.common import Claim, Piece
 
-__all__ = ["pieces", "reproduce", "default_out_dir", "report_lines", "write_claims_report", "write_gallery", "piece_images"]
+__all__ = ["pieces", "select_pieces", "reproduce", "default_out_dir", "report_lines", "write_claims_report", "write_gallery", "piece_images"]
 
 
 def pieces() -> list[Piece]:
@@ -48,6 +48,18 @@ def pieces() -> list[Piece]:
         __import__("modeseek.phase", fromlist=["PIECE"]).PIECE,
         __import__("modeseek.sequences.figures", fromlist=["PIECE"]).PIECE,
     ]
+
+
+def select_pieces(only: Sequence[str] | None) -> list[Piece]:
+    """The pieces named in ``only`` (all when None or empty), in report order; ValueError names unknown ones."""
+    todo = pieces()
+    if only:
+        names = {p.name for p in todo}
+        bad = sorted(set(only) - names)
+        if bad:
+            raise ValueError(f"unknown piece(s) {bad}; valid names are {', '.join(sorted(names))}")
+        todo = [p for p in todo if p.name in set(only)]
+    return todo
 
 
 def default_out_dir(smoke: bool) -> Path:
@@ -248,13 +260,7 @@ def reproduce(
 
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir(smoke)
     budget = _budget(smoke)
-    todo = pieces()
-    if only:
-        names = {p.name for p in todo}
-        bad = sorted(set(only) - names)
-        if bad:
-            raise ValueError(f"unknown piece(s) {bad}; valid names are {', '.join(sorted(names))}")
-        todo = [p for p in todo if p.name in set(only)]
+    todo = select_pieces(only)
     require_writable_folder(out_dir, label=f"out_dir={str(out_dir)!r}")
     (out_dir / "data").mkdir(parents=True, exist_ok=True)
     results = []
