@@ -22,8 +22,10 @@ help come from the fields and their docstrings):
 
 Importing this module stays light (no jax, numpy, pandas or matplotlib: the
 package's own names are imported lazily, see modeseek/__init__.py), so
-``modeseek --help`` answers at once; the commands import what they need. Bad input (an unknown loss, problem or option value)
-exits with status 2 and a one-line message naming the value, never a traceback.
+``modeseek --help`` answers at once; the commands import what they need.
+Bad input (an unknown loss, problem or option value, an --out that cannot be
+written) exits with status 2 and a one-line message naming the value, never a
+traceback, and before any compute.
 """
 
 from __future__ import annotations
