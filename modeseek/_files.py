@@ -58,7 +58,7 @@ def require_writable_folder(folder: str | os.PathLike, *, label: str) -> None:
         fd, probe = tempfile.mkstemp(dir=existing, prefix=".modeseek-probe.", suffix=".tmp")
     except OSError as e:
         reason = e.strerror or type(e).__name__
-        raise ValueError(f"{label} cannot be written: {reason} in {str(existing)!r}; expected a path in a writable folder") from None
+        raise ValueError(f"{label} cannot be written: no file can be created in {str(existing)!r} ({reason}); expected a path in a writable folder") from None
     os.close(fd)
     os.unlink(probe)
 
