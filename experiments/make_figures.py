@@ -3,9 +3,10 @@
 Usage: python -m experiments.make_figures [--smoke] [--resume] [--out DIR]
 
 Every piece is recomputed, so the committed figures always come from the code
-as it is. ``--resume`` skips pieces whose results are already in the output
-folder (to finish an interrupted run); ``modeseek reproduce`` does the same by
-default.
+as it is. ``--resume`` skips pieces whose results, at the same budget, are
+already in the output folder (to finish an interrupted run); ``modeseek
+reproduce`` does the same by default. ``--smoke`` without ``--out`` writes to
+figures-smoke/, so the committed figures are never replaced by smoke ones.
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ import argparse
 import time
 
 import modeseek
-from modeseek.paper.reproduce import report_lines, reproduce
+from modeseek.paper.reproduce import default_out_dir, report_lines, reproduce
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--out", default="figures")
+    ap.add_argument("--out", default=None, help="output folder (default figures, or figures-smoke with --smoke)")
     ap.add_argument("--smoke", action="store_true", help="tiny budgets (for tests)")
     ap.add_argument("--resume", action="store_true", help="skip pieces whose results are already in --out")
     args = ap.parse_args()
@@ -27,8 +28,9 @@ def main() -> None:
     modeseek.enable_compilation_cache()
     t0 = time.perf_counter()
     logs: dict = {}
-    results = reproduce(args.out, smoke=args.smoke, force=not args.resume, compile_logs=logs)
-    print("\n".join(report_lines(results, logs, time.perf_counter() - t0, args.out, rerun_hint="without --resume it reruns")))
+    out = args.out if args.out is not None else default_out_dir(args.smoke)
+    results = reproduce(out, smoke=args.smoke, force=not args.resume, compile_logs=logs)
+    print("\n".join(report_lines(results, logs, time.perf_counter() - t0, out, rerun_hint="without --resume it reruns")))
 
 
 if __name__ == "__main__":

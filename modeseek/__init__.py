@@ -14,14 +14,35 @@ The public API, in the order a reader follows it:
   compile time: :func:`enable_compilation_cache`, :func:`fast_compile`,
   :class:`modeseek.compile_log.CompileLog`;
 * token sequences (the paper's combinatorial bandit): :mod:`modeseek.sequences`.
+
+Every name is imported on first use (PEP 562), so that ``import modeseek.cli``
+(and ``modeseek --help``) does not load jax; ``import modeseek as ms;
+ms.run(...)`` and ``from modeseek import run`` work as with eager imports.
 """
 
-from modeseek import batches, losses, metrics, policies, problems, references, regimes, rewards, sequences
-from modeseek._xla import fast_compile
-from modeseek.engine import HyperParams, RunConfig, Trajectory, enable_compilation_cache, run
-from modeseek.problems import Problem, paper_bandit, pi_star
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+# Before anything can start XLA: cap its CPU code at AVX2 so that results are
+# bit-identical across x86-64 machines (modeseek._xla explains; no jax import).
+from modeseek import _isa  # noqa: F401
+
+if TYPE_CHECKING:
+    from modeseek import batches, losses, metrics, policies, problems, references, regimes, rewards, sequences
+    from modeseek._xla import fast_compile
+    from modeseek.engine import HyperParams, RunConfig, Trajectory, enable_compilation_cache, run
+    from modeseek.problems import Problem, paper_bandit, pi_star
 
 __version__ = "0.1.0"
+
+_SUBMODULES = ("batches", "losses", "metrics", "policies", "problems", "references", "regimes", "rewards", "sequences")
+_FROM = {
+    "fast_compile": "modeseek._xla",
+    **dict.fromkeys(("HyperParams", "RunConfig", "Trajectory", "enable_compilation_cache", "run"), "modeseek.engine"),
+    **dict.fromkeys(("Problem", "paper_bandit", "pi_star"), "modeseek.problems"),
+}
 
 __all__ = [
     "Problem",
@@ -44,3 +65,24 @@ __all__ = [
     "sequences",
     "__version__",
 ]
+
+
+def __getattr__(name: str):
+    if name in _FROM:
+        value = getattr(importlib.import_module(_FROM[name]), name)
+    elif name.startswith("__"):
+        raise AttributeError(f"module 'modeseek' has no attribute {name!r}")
+    else:
+        # Any submodule, as eager imports made e.g. ms.engine available too.
+        try:
+            value = importlib.import_module(f"modeseek.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"modeseek.{name}":
+                raise
+            raise AttributeError(f"module 'modeseek' has no attribute {name!r}") from None
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

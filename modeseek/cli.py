@@ -17,11 +17,15 @@ help come from the fields and their docstrings):
 * ``modeseek list`` prints the losses (family and summary), sampling regimes,
   problem presets and policies.
 * ``modeseek reproduce --out figures [--smoke] [--force] [--only NAME ...]``
-  regenerates the paper figures and the claims report.
+  regenerates the paper figures and the claims report (``--smoke`` without
+  ``--out`` writes to figures-smoke, never over the committed figures).
 
-Importing this module stays light (no jax, pandas or matplotlib); the commands
-import what they need. Bad input (an unknown loss, problem or option value)
-exits with status 2 and a one-line message naming the value, never a traceback.
+Importing this module stays light (no jax, numpy, pandas or matplotlib: the
+package's own names are imported lazily, see modeseek/__init__.py), so
+``modeseek --help`` answers at once; the commands import what they need.
+Bad input (an unknown loss, problem or option value, an --out that cannot be
+written) exits with status 2 and a one-line message naming the value, never a
+traceback, and before any compute.
 """
 
 from __future__ import annotations
@@ -71,6 +75,10 @@ class RunCommand:
     """Parquet file for the tidy table (one row per grid point x seed x step); omit to only print the summary."""
     key: Annotated[int, tyro.conf.arg(aliases=("--seed",))] = 0
     """Integer PRNG seed; run i uses fold_in(key, i)."""
+    force: Annotated[bool, tyro.conf.FlagCreatePairsOff, tyro.conf.arg(aliases=("--overwrite",))] = False
+    """Replace an existing --out file (without it, an existing file is an error)."""
+    cache: bool = True
+    """Use JAX's persistent compilation cache ($MODESEEK_CACHE_DIR or ~/.cache/modeseek/jax), so reruns skip compiling."""
 
     # Traced hyperparameters (HyperParams): several values sweep them.
     learning_rate: Floats = None
@@ -131,7 +139,7 @@ class RunCommand:
     """Swept axes to zip instead of crossing (equal numbers of values), e.g. --paired beta learning_rate."""
 
     # Fields that are not options of modeseek.run.
-    _NOT_OPTIONS: ClassVar[tuple[str, ...]] = ("loss", "problem", "sampling", "steps", "seeds", "out", "key", "paired")
+    _NOT_OPTIONS: ClassVar[tuple[str, ...]] = ("loss", "problem", "sampling", "steps", "seeds", "out", "key", "paired", "force", "cache")
 
     def _options(self) -> dict:
         """The options that were set, by name; several values of a traced one stay a tuple."""
@@ -169,8 +177,14 @@ class RunCommand:
             if isinstance(value, tuple):
                 value = value[0] if len(value) == 1 else np.asarray(value)
             options[name] = value
-        if self.out is not None and self.out.exists() and self.out.is_dir():
+        if self.out is not None and self.out.is_dir():
             raise CommandError(f"--out {str(self.out)!r} is a directory; expected a file name such as runs.parquet")
+        if self.out is not None and self.out.exists() and not self.force:
+            raise CommandError(f"--out {str(self.out)!r} already exists; expected a new file name, or --force to replace it")
+        if self.out is not None:
+            _require_writable(self.out.parent, self.out)
+        if self.cache:
+            _enable_cache()
         try:
             traj = ms.run(problem, loss=self.loss, sampling=self.sampling, steps=self.steps, seeds=self.seeds, key=self.key, paired=self._paired(), **options)
         except ValueError as e:
@@ -183,6 +197,23 @@ class RunCommand:
         print(_summary(traj))
         if self.out is not None:
             print(f"wrote {len(df)} rows x {df.shape[1]} columns to {self.out}")
+
+
+def _require_writable(folder: Path, out: Path) -> None:
+    """Stop before any compute when --out cannot be written (the results would be lost after it)."""
+    from modeseek._files import require_writable_folder
+
+    try:
+        require_writable_folder(folder, label=f"--out {str(out)!r}")
+    except ValueError as e:
+        raise CommandError(str(e)) from None
+
+
+def _enable_cache() -> None:
+    """Turn on the persistent compilation cache before the first compile (later compiles would miss it)."""
+    from modeseek import engine
+
+    engine.enable_compilation_cache()
 
 
 def _summary(traj) -> str:
@@ -232,6 +263,8 @@ class SweepCommand(RunCommand):
         "merge", "progress", "cache", "init_timeout", "barrier_timeout",
     )
 
+    # A sweep resumes into its folder instead of replacing it: run's --force does not apply.
+    force: tyro.conf.Suppress[bool] = False
     # field() without a default: a bare annotation would inherit run's default None.
     out: Annotated[Path, tyro.conf.arg(metavar="DIR")] = dataclasses.field()
     """Sweep folder: manifest.json, chunks/ and the merged sweep.parquet."""
@@ -253,8 +286,6 @@ class SweepCommand(RunCommand):
     """Write OUT/sweep.parquet when every chunk is done (process 0)."""
     progress: bool = True
     """Show a progress bar (runs/s, ETA) on stderr."""
-    cache: bool = True
-    """Use JAX's persistent compilation cache ($MODESEEK_CACHE_DIR or ~/.cache/modeseek/jax), so reruns skip compiling."""
     init_timeout: float = 300.0
     """Seconds to wait for every process to join the runtime."""
     barrier_timeout: float = 7 * 24 * 3600.0
@@ -274,10 +305,11 @@ class SweepCommand(RunCommand):
                 loss=self.loss, sampling=self.sampling, problems=self.problem, steps=self.steps, seeds=self.seeds,
                 chunk_seeds=self.chunk_seeds, key=self.key, options=options, grid=grid, paired=self._paired(),
             )
+            if self.out.exists() and not self.out.is_dir():
+                raise CommandError(f"--out {str(self.out)!r} is a file; expected a folder for the sweep")
+            _require_writable(self.out, self.out)
             if self.cache:
-                import modeseek as ms
-
-                ms.enable_compilation_cache()
+                _enable_cache()
             result = sweep.run_sweep(
                 spec, self.out, coordinator=self.coordinator, num_processes=self.num_processes,
                 process_id=self.process_id, distributed=True if self.distributed else None,
@@ -388,25 +420,35 @@ class ListCommand:
 class ReproduceCommand:
     """Regenerate the paper figures, their data and captions, and CLAIMS.md."""
 
-    out: Path = Path("figures")
-    """Output folder (figures in it, tables in OUT/data)."""
+    out: Annotated[Path | None, tyro.conf.arg(metavar="DIR", help_behavior_hint="")] = None
+    """Output folder (figures in it, tables in OUT/data); default figures, or figures-smoke with --smoke, so that smoke numbers never replace the committed figures unless --out names them."""
     smoke: bool = False
     """Tiny budgets, for tests (the numbers are not meaningful)."""
     force: bool = False
-    """Rerun pieces whose outputs already exist."""
+    """Rerun pieces whose outputs already exist (pieces finished at the other budget, smoke or full, always rerun)."""
     only: tuple[str, ...] = ()
     """Names of the pieces to run (default all)."""
+    cache: bool = True
+    """Use JAX's persistent compilation cache ($MODESEEK_CACHE_DIR or ~/.cache/modeseek/jax), so reruns skip compiling."""
 
     def execute(self) -> None:
-        from modeseek.paper.reproduce import report_lines, reproduce
+        from modeseek.paper.reproduce import default_out_dir, report_lines, reproduce, select_pieces
 
         t0 = time.perf_counter()
         logs: dict = {}
+        out = self.out if self.out is not None else default_out_dir(self.smoke)
         try:
-            results = reproduce(self.out, smoke=self.smoke, force=self.force, only=list(self.only) or None, compile_logs=logs)
+            select_pieces(list(self.only) or None)
         except ValueError as e:
             raise CommandError(str(e)) from None
-        print("\n".join(report_lines(results, logs, time.perf_counter() - t0, self.out, rerun_hint="--force reruns it")))
+        _require_writable(out, out)
+        if self.cache:
+            _enable_cache()
+        try:
+            results = reproduce(out, smoke=self.smoke, force=self.force, only=list(self.only) or None, compile_logs=logs)
+        except ValueError as e:
+            raise CommandError(str(e)) from None
+        print("\n".join(report_lines(results, logs, time.perf_counter() - t0, out, rerun_hint="--force reruns it")))
 
 
 COMMANDS = {

@@ -56,10 +56,11 @@ import os
 import platform
 import socket
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
+
+from modeseek._files import atomic_write, require_writable_folder
 
 __all__ = ["SweepSpec", "SweepResult", "SweepError", "run_sweep", "merge", "chunk_files", "MERGED", "MANIFEST"]
 
@@ -350,35 +351,13 @@ def _chunk_ok(meta: dict | None, spec: SweepSpec, index: int) -> bool:
     return meta["_row_groups"] == [per_group] * spec.grid_points
 
 
-def _atomic_write_bytes(path: Path, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp)`` for a temporary file beside ``path``, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        # mkstemp makes the file private; other hosts' users of a shared folder may need to read it.
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def _atomic_write_json(path: Path, obj) -> None:
     def write(tmp):
         with open(tmp, "w") as f:
             json.dump(obj, f, indent=1)
             f.write("\n")
 
-    _atomic_write_bytes(Path(path), write)
+    atomic_write(Path(path), write)
 
 
 def _versions() -> dict:
@@ -507,9 +486,6 @@ def _run_chunk(spec: SweepSpec, index: int, out_dir: Path, devices, *, process_i
         "finished_at": _now(),
     }
     path = chunk_path(out_dir, index)
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):
-        # A write of this chunk interrupted earlier (this process owns the chunk now).
-        stale.unlink(missing_ok=True)
     rows_per_group = n * (spec.steps + 1)
 
     def finish(wall):
@@ -521,7 +497,7 @@ def _run_chunk(spec: SweepSpec, index: int, out_dir: Path, devices, *, process_i
     # wall_seconds covers the run and the tidy table; the write itself is a small
     # fraction and must happen after the metadata is final.
     out = finish(time.perf_counter() - t0)
-    _atomic_write_bytes(path, lambda tmp: pq.write_table(out, tmp, row_group_size=rows_per_group))
+    atomic_write(path, lambda tmp: pq.write_table(out, tmp, row_group_size=rows_per_group))
     meta["write_seconds"] = round(time.perf_counter() - t1, 4)
     meta["_row_groups"] = [rows_per_group] * spec.grid_points
     return meta
@@ -696,6 +672,7 @@ def run_sweep(
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"out_dir={str(out_dir)!r} is a file; expected a folder for the sweep")
+    require_writable_folder(out_dir, label=f"out_dir={str(out_dir)!r}")
     # Must precede anything that initialises a JAX backend.
     pid, nproc, joined = _join_runtime(coordinator, num_processes, process_id, distributed, init_timeout_s)
     peers = _Peers(pid, nproc) if nproc > 1 else None
@@ -880,7 +857,7 @@ def merge(out_dir: str | os.PathLike, *, spec: SweepSpec | None = None) -> Path:
                         raise SweepError(f"{str(path)!r} has columns {table.schema.names}; expected {schema.names}")
                     writer.write_table(table.replace_schema_metadata(schema_meta))
 
-    _atomic_write_bytes(target, write)
+    atomic_write(target, write)
     procs = max((m.get("process_count", 1) for m in metas.values()), default=1)
     _write_manifest(out_dir, spec, metas, processes=procs, merged=target)
     return target

@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # One small static configuration shared by the run tests: 4 runs either as 4 seeds
 # or as 2 learning rates x 2 seeds, so the second test reuses the compiled program.
-RUN = ["run", "--problem", "far", "--loss", "dpo", "--sampling", "on_policy", "--steps", "12", "--num-samples", "4"]
+# --no-cache: the persistent cache is process-wide state (tested in a subprocess below).
+RUN = ["run", "--problem", "far", "--loss", "dpo", "--sampling", "on_policy", "--steps", "12", "--num-samples", "4", "--no-cache"]
 
 
 def _python(*args, timeout=600):
@@ -56,6 +57,22 @@ def test_run_sweeps_several_values(tmp_path, capsys):
     assert "[learning_rate=0.02]" in text and "[learning_rate=0.2]" in text
 
 
+def test_run_refuses_to_overwrite_without_force(tmp_path, capsys):
+    out = tmp_path / "runs.parquet"
+    out.write_bytes(b"earlier results")
+    with pytest.raises(SystemExit) as exc:
+        cli.main([*RUN, "--seeds", "2", "--out", str(out)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and repr(str(out)) in err and "--force" in err
+    assert out.read_bytes() == b"earlier results"
+    # --overwrite is the same flag as --force.
+    for flag in ("--force", "--overwrite"):
+        out.write_bytes(b"earlier results")
+        assert cli.main([*RUN, "--seeds", "2", "--out", str(out), flag]) == 0
+        assert len(pd.read_parquet(out)) == 2 * 13
+
+
 @pytest.mark.parametrize(
     "args, named",
     [
@@ -80,6 +97,83 @@ def test_bad_values_fail_cleanly(args, named, capsys, tmp_path):
     assert not (tmp_path / "x.parquet").exists()
 
 
+def test_reproduce_rejects_unknown_piece_before_creating_the_folder(tmp_path, capsys):
+    out = tmp_path / "new" / "figures"
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["reproduce", "--smoke", "--only", "bogus", "--out", str(out)])
+    assert exc.value.code == 2
+    assert "bogus" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
+
+
+def _unwritable(kind: str, tmp_path: Path) -> Path:
+    """A folder that cannot hold new files: under a regular file, in /proc, or read-only."""
+    if kind == "parent_is_file":
+        (tmp_path / "file").write_text("x")
+        return tmp_path / "file" / "sub"
+    if kind == "proc":
+        return Path("/proc") / "modeseek-test"
+    if os.geteuid() == 0:
+        pytest.skip("root writes into read-only folders")
+    folder = tmp_path / "read_only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    return folder
+
+
+@pytest.mark.parametrize("kind", ["parent_is_file", "proc", "read_only"])
+@pytest.mark.parametrize("command", ["run", "sweep", "reproduce"])
+def test_unwritable_out_fails_before_computing(command, kind, tmp_path, capsys, monkeypatch):
+    import modeseek
+    from modeseek import sweep
+    from modeseek.paper import reproduce as rp
+
+    def compute(*args, **kwargs):
+        raise AssertionError("computed before checking that --out can be written")
+
+    monkeypatch.setattr(modeseek, "run", compute)
+    monkeypatch.setattr(sweep, "_run_chunks", compute)
+    monkeypatch.setattr(rp, "pieces", lambda: [rp.Piece("fake", "Fake", compute)])
+    folder = _unwritable(kind, tmp_path)
+    out = folder / "runs.parquet" if command == "run" else folder
+    args = {
+        "run": [*RUN, "--seeds", "2"],
+        "sweep": ["sweep", "--loss", "reinforce", "--steps", "2", "--seeds", "2", "--no-progress"],
+        "reproduce": ["reproduce", "--smoke"],
+    }[command]
+    with pytest.raises(SystemExit) as exc:
+        cli.main([*args, "--out", str(out)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"--out {str(out)!r} cannot be written" in err, err
+
+
+def test_run_fills_the_persistent_compilation_cache(tmp_path):
+    cache = tmp_path / "cache"
+    env = dict(os.environ, MPLBACKEND="Agg", MODESEEK_CACHE_DIR=str(cache))
+    args = [sys.executable, "-m", "modeseek.cli", "run", "--loss", "dpo", "--steps", "3", "--seeds", "2", "--num-samples", "2"]
+    res = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert any(p.is_file() for p in cache.rglob("*")), "no compiled program was stored"
+
+
+@pytest.mark.parametrize("flags, expected", [([], ["cache", "make"]), (["--no-cache"], ["make"])])
+def test_reproduce_turns_on_the_cache_before_computing(flags, expected, tmp_path, monkeypatch):
+    from modeseek import engine
+    from modeseek.paper import reproduce as rp
+
+    calls = []
+
+    def make(out_dir, smoke):
+        calls.append("make")
+        return []
+
+    monkeypatch.setattr(engine, "enable_compilation_cache", lambda: calls.append("cache"))
+    monkeypatch.setattr(rp, "pieces", lambda: [rp.Piece("fake", "Fake", make)])
+    assert cli.main(["reproduce", "--smoke", "--out", str(tmp_path), *flags]) == 0
+    assert calls == expected
+
+
 def test_unparsable_flag_exits_nonzero(capsys):
     with pytest.raises(SystemExit) as exc:
         cli.main(["run", "--loss", "dpo", "--steps", "many"])
@@ -98,11 +192,37 @@ def test_list_via_console_entry_point():
         assert any(line.split()[:1] == [name] for line in lines), name
 
 
-def test_import_is_light():
-    code = "import sys, modeseek.cli; print(sorted(m for m in ('pandas', 'matplotlib', 'modeseek.paper') if m in sys.modules))"
+def test_import_and_help_are_light():
+    heavy = "('jax', 'numpy', 'pandas', 'matplotlib', 'modeseek.paper')"
+    code = (
+        "import sys, modeseek.cli\n"
+        f"print(sorted(m for m in {heavy} if m in sys.modules))\n"
+        "try:\n    modeseek.cli.main(['run', '--help'])\nexcept SystemExit as e:\n    assert e.code == 0\n"
+        f"print(sorted(m for m in {heavy} if m in sys.modules))\n"
+    )
     res = _python("-c", code, timeout=120)
     assert res.returncode == 0, res.stderr
-    assert res.stdout.strip() == "[]"
+    assert res.stdout.strip().splitlines()[0] == "[]" and res.stdout.strip().splitlines()[-1] == "[]"
+    assert "--loss" in res.stdout
+    res = _python("-m", "modeseek.cli", "--help", timeout=120)
+    assert res.returncode == 0 and "reproduce" in res.stdout, res.stderr
+
+
+def test_lazy_package_keeps_every_public_name():
+    code = (
+        "import sys, modeseek as ms\n"
+        "assert 'jax' not in sys.modules\n"
+        "from modeseek import run, Problem, losses\n"
+        "assert run is ms.run is ms.engine.run and Problem is ms.problems.Problem and losses is ms.losses\n"
+        "missing = [n for n in ms.__all__ if not hasattr(ms, n)]\n"
+        "assert not missing, missing\n"
+        "assert set(ms.__all__) <= set(dir(ms))\n"
+        "assert not hasattr(ms, 'no_such_name')\n"
+        "print(ms.run(ms.paper_bandit('far'), loss='reverse_kl', sampling='exact', steps=2, seeds=1).seeds)\n"
+    )
+    res = _python("-c", code, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "1"
 
 
 def test_reproduce_smoke_only_filmstrips(tmp_path, capsys):

@@ -65,8 +65,9 @@ def test_piece_outputs(smoke_run, piece):
     for img in images:
         head = (out / img).read_bytes()[:8]
         assert head == PNG_MAGIC, f"{piece.name}: {img} is not a PNG"
-    claims = json.loads((out / "data" / f"{piece.name}.claims.json").read_text())
-    for c in claims:
+    marker = json.loads((out / "data" / f"{piece.name}.claims.json").read_text())
+    assert marker["budget"] == "smoke"
+    for c in marker["claims"]:
         assert isinstance(c["passed"], bool) and c["id"] and c["statement"] and c["evidence"], f"{piece.name}: incomplete claim {c}"
 
 
@@ -115,7 +116,87 @@ def test_rerun_skips_finished_pieces_and_force_reruns(smoke_run):
 
 def test_unknown_piece_is_rejected(tmp_path):
     with pytest.raises(ValueError, match="unknown piece"):
-        rp.reproduce(tmp_path, smoke=True, progress=False, only=["no_such_figure"])
+        rp.reproduce(tmp_path / "out", smoke=True, progress=False, only=["no_such_figure"])
+    assert not (tmp_path / "out").exists(), "the name is checked before the folder is created"
+
+
+def test_unwritable_folder_is_refused_before_any_piece_runs(tmp_path, monkeypatch):
+    def make(out_dir, smoke):
+        raise AssertionError("a piece ran before the folder was checked")
+
+    monkeypatch.setattr(rp, "pieces", lambda: [rp.Piece("fake", "Fake", make)])
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="cannot be written"):
+        rp.reproduce(tmp_path / "file" / "figures", progress=False)
+
+
+def _fake_pieces(monkeypatch, names=("a", "b")):
+    """Cheap stand-ins for the pieces; returns the log of (event, piece, smoke) calls."""
+    from modeseek.paper.common import Claim, Piece
+
+    calls = []
+
+    def piece(name):
+        def make(out_dir, smoke):
+            calls.append(("make", name, smoke))
+            return [Claim("c", f"{name} holds", True, "smoke numbers" if smoke else "full numbers")]
+
+        return Piece(name, name.upper(), make, reset=lambda out_dir: calls.append(("reset", name, None)))
+
+    fakes = [piece(n) for n in names]
+    monkeypatch.setattr(rp, "pieces", lambda: fakes)
+    return calls
+
+
+def test_budget_is_part_of_a_piece_identity(tmp_path, monkeypatch):
+    calls = _fake_pieces(monkeypatch)
+    rp.reproduce(tmp_path, smoke=True, progress=False)
+    assert "Smoke budget" in (tmp_path / "CLAIMS.md").read_text()
+    calls.clear()
+    rp.reproduce(tmp_path, smoke=True, progress=False)
+    assert calls == [], "finished at the same budget: skipped"
+
+    # A full run into a smoke folder recomputes, resetting resumable partial results first.
+    rp.reproduce(tmp_path, smoke=False, progress=False, only=["a"])
+    assert calls == [("reset", "a", None), ("make", "a", False)]
+    report = (tmp_path / "CLAIMS.md").read_text()
+    gallery = (tmp_path / "README.md").read_text()
+    for text in (report, gallery):
+        assert "Mixed budgets: `b` ran at the smoke budget" in text and "Smoke budget:" not in text
+    assert "(`b`) [smoke budget]" in report and "(`a`)\n" in report
+    calls.clear()
+    rp.reproduce(tmp_path, smoke=False, progress=False)
+    assert calls == [("reset", "b", None), ("make", "b", False)], "a is full already, b is recomputed"
+    assert "budget" not in (tmp_path / "CLAIMS.md").read_text().lower()
+    assert "full numbers" in (tmp_path / "CLAIMS.md").read_text() and "smoke numbers" not in (tmp_path / "CLAIMS.md").read_text()
+
+    # A claims file from before budgets were recorded (a bare list) is not trusted.
+    marker = tmp_path / "data" / "a.claims.json"
+    marker.write_text(json.dumps(json.loads(marker.read_text())["claims"]))
+    calls.clear()
+    rp.reproduce(tmp_path, smoke=False, progress=False)
+    assert calls == [("reset", "a", None), ("make", "a", False)]
+
+
+def test_smoke_never_defaults_to_the_committed_figures(tmp_path, monkeypatch):
+    import sys
+
+    from experiments import make_figures
+    from modeseek import cli
+
+    calls = _fake_pieces(monkeypatch, names=("a",))
+    monkeypatch.chdir(tmp_path)
+    rp.reproduce(smoke=True, progress=False)
+    assert cli.main(["reproduce", "--smoke"]) == 0
+    monkeypatch.setattr(make_figures.modeseek, "enable_compilation_cache", lambda: None)
+    monkeypatch.setattr(sys, "argv", ["make_figures", "--smoke"])
+    make_figures.main()
+    assert not (tmp_path / "figures").exists()
+    assert json.loads((tmp_path / "figures-smoke" / "data" / "a.claims.json").read_text())["budget"] == "smoke"
+    assert [c[0] for c in calls] == ["make", "reset", "make"], "the library and the command skip, make figures reruns"
+    # Named explicitly, figures/ takes smoke results, flagged as such.
+    assert cli.main(["reproduce", "--smoke", "--out", "figures"]) == 0
+    assert "Smoke budget" in (tmp_path / "figures" / "CLAIMS.md").read_text()
 
 
 def test_force_resets_pieces_with_their_own_partial_results(tmp_path, monkeypatch):

@@ -24,7 +24,7 @@ import pandas as pd
 import pytest
 
 import modeseek as ms
-from modeseek import cli, engine, sweep
+from modeseek import _files, cli, engine, sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -128,12 +128,27 @@ def test_interrupted_chunks_are_ignored_and_redone(swept, reference, tmp_path):
     # A write killed half-way leaves a temporary file; a damaged disk leaves a short file
     # under the final name. Neither counts as done.
     good = sweep.chunk_path(swept[0], 1).read_bytes()
-    (out / "chunks" / ".chunk-000001.parquet.k1ll3d.tmp").write_bytes(good[: len(good) // 2])
+    (out / "chunks" / f".chunk-000001.parquet.{_files._host()}-{_dead_pid()}.k1ll3d.tmp").write_bytes(good[: len(good) // 2])
     sweep.chunk_path(out, 2).write_bytes(sweep.chunk_path(swept[0], 2).read_bytes()[:-100])
 
     result = sweep.run_sweep(SPEC, out, progress=False)
     assert result.computed == (1, 2) and result.skipped == (0,)
     assert not [p for p in out.rglob("*") if p.name.startswith(".")]
+    pd.testing.assert_frame_equal(_merged(out), reference, check_exact=True)
+
+
+def _dead_pid() -> int:
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(proc.stdout)
+
+
+def test_rerun_merge_removes_the_temporary_of_a_killed_merge(swept, reference, tmp_path):
+    out = _copy(swept, tmp_path)
+    (out / sweep.MERGED).unlink()
+    killed = out / f".{sweep.MERGED}.{_files._host()}-{_dead_pid()}.abcd1234.tmp"
+    killed.write_bytes(b"PAR1 half a table")
+    sweep.merge(out)
+    assert not killed.exists()
     pd.testing.assert_frame_equal(_merged(out), reference, check_exact=True)
 
 
@@ -162,6 +177,14 @@ def test_merge_detects_missing_and_doubled_chunks(swept, reference, tmp_path, ca
     assert "wrote 100 rows" in capsys.readouterr().out
     pd.testing.assert_frame_equal(_merged(out), reference, check_exact=True)
     assert json.loads((out / sweep.MANIFEST).read_text())["spec_hash"] == SPEC.digest
+
+
+def test_unwritable_folder_is_refused_before_running(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="cannot be written.*is a file, not a folder"):
+        sweep.run_sweep(SPEC, tmp_path / "file" / "sweep", progress=False)
+    with pytest.raises(ValueError, match="cannot be written"):
+        sweep.run_sweep(SPEC, "/proc/modeseek-test", progress=False)
 
 
 def test_folder_of_another_sweep_is_refused(swept, tmp_path):

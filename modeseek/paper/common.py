@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Callable, NamedTuple
 
 import numpy as np
+
+from modeseek._files import atomic_write
 
 __all__ = [
     "Claim",
@@ -66,42 +65,19 @@ class Piece(NamedTuple):
     reset: Callable[[Path], None] | None = None
 
 
-def _publish(tmp: str, path: Path) -> None:
-    # mkstemp creates 0600 files; published outputs get the usual 0644 (less the umask).
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, path)
-
-
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write text to a temporary file beside ``path``, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
+    """Write text to a temporary file beside ``path``, then rename it into place (:func:`modeseek._files.atomic_write`)."""
+
+    def write(tmp):
+        with open(tmp, "w") as f:
             f.write(text)
-        _publish(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+
+    atomic_write(path, write)
 
 
 def save_table(df, path: Path) -> None:
     """Write a DataFrame to Parquet atomically (temporary name, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        df.to_parquet(tmp, index=False)
-        _publish(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda tmp: df.to_parquet(tmp, index=False))
 
 
 def save_figure(fig, path: Path, *, dpi: int = 120) -> None:
@@ -109,16 +85,8 @@ def save_figure(fig, path: Path, *, dpi: int = 120) -> None:
     import matplotlib.pyplot as plt
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=path.suffix.lstrip(".") or "png")
-        _publish(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=path.suffix.lstrip(".") or "png"))
     finally:
         plt.close(fig)
 
@@ -140,11 +108,3 @@ def mean_band(x: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray, np.
 def fmt(x: float, digits: int = 3) -> str:
     """A number for claims and captions."""
     return f"{float(x):.{digits}f}"
-
-
-def claims_to_json(claims: list[Claim]) -> str:
-    return json.dumps([c.to_dict() for c in claims], indent=1)
-
-
-def claims_from_json(text: str) -> list[Claim]:
-    return [Claim(**d) for d in json.loads(text)]
