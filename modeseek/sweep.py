@@ -360,6 +360,12 @@ def _atomic_write_json(path: Path, obj) -> None:
     atomic_write(Path(path), write)
 
 
+def _provenance() -> dict:
+    from modeseek._xla import provenance
+
+    return provenance()
+
+
 def _versions() -> dict:
     import jax
     import jaxlib
@@ -393,6 +399,8 @@ def _write_manifest(out_dir: Path, spec: SweepSpec, chunks: Mapping[int, dict], 
         "spec": spec.to_dict(),
         "spec_hash": spec.digest,
         "versions": _versions(),
+        # What else fixes the bits: compiler options, the ISA cap, the CPU's vector extensions.
+        "provenance": _provenance(),
         "num_chunks": spec.num_chunks,
         "chunk_size": spec.chunk_size,
         "grid_points": spec.grid_points,

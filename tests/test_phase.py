@@ -58,6 +58,7 @@ def test_sweep_writes_a_tidy_table_and_a_manifest(tiny):
     assert man["digest"] == TINY.digest() and man["complete"]
     assert man["config"]["rarities"] == list(TINY.rarities)
     assert {"jax", "optax", "numpy", "modeseek"} <= set(man["versions"])
+    assert {"compiler_options", "cpu_isa_ceiling", "cpu_flags"} <= set(man["provenance"])
     for key in ("compile_seconds", "run_seconds", "wall_seconds_all_calls", "programs_compiled"):
         assert key in man["totals"]
     assert [tuple(c) for c in man["done"]] == chunks

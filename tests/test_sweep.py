@@ -25,6 +25,7 @@ import pytest
 
 import modeseek as ms
 from modeseek import _files, cli, engine, sweep
+from modeseek import _xla as modeseek_xla
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -91,6 +92,7 @@ def test_chunked_sweep_equals_one_run_bit_for_bit(swept, reference):
     assert [c["compile_seconds"] > 0 for c in manifest["chunks"]][1:] == [False, False]
     assert sweep.SweepSpec.from_dict(manifest["spec"]) == SPEC and manifest["spec_hash"] == SPEC.digest
     assert manifest["versions"]["jax"] == jax.__version__ and manifest["versions"]["modeseek"] == ms.__version__
+    assert manifest["provenance"]["cpu_isa_ceiling"] == modeseek_xla.cpu_isa() and "cpu_flags" in manifest["provenance"]
     assert [c["chunk"] for c in manifest["chunks"]] == [0, 1, 2] and manifest["missing"] == []
     assert all(c["wall_seconds"] >= c["run_seconds"] > 0 for c in manifest["chunks"])
     assert [(c["seed_start"], c["seed_stop"], c["runs"]) for c in manifest["chunks"]] == [(0, 4, 8), (4, 8, 8), (8, 10, 8)]

@@ -36,7 +36,7 @@ CASES = (
     ("reinforce_b64", dict(loss="reinforce", sampling="on_policy", num_samples=64), (1, 1024), 1000),
     ("reverse_kl_exact", dict(loss="reverse_kl", sampling="exact"), (1, 1024), 1000),
     ("dpo_64pairs", dict(loss="dpo", sampling="on_policy", num_samples=128, pairing="disjoint"), (1, 1024), 1000),
-    ("mlp_best_of_n", dict(loss="best_of_n", sampling="on_policy", policy="mlp", num_samples=10), (1, 64), 100),
+    ("mlp_best_of_n", dict(loss="best_of_n", sampling="on_policy", policy="mlp", num_samples=10), (1, 32), 20),
 )
 BLOCKS = (1, 8, 16, 32, 64, 128)
 

@@ -62,6 +62,12 @@ class SweepResult:
         self.table, self.mass, self.manifest, self.grid, self.ran = table, mass, manifest, grid, ran
 
 
+def _provenance() -> dict:
+    from modeseek._xla import provenance
+
+    return provenance()
+
+
 def _versions() -> dict:
     import jax
     import optax
@@ -235,6 +241,8 @@ def sweep(cfg: PhaseConfig, out_dir: str | Path, *, resume: bool = True, workers
         "digest": cfg.digest(),
         "config": cfg.to_dict(),
         "versions": _versions(),
+        # What else fixes the bits: compiler options, the ISA cap, the CPU's vector extensions.
+        "provenance": _provenance(),
         "rarity_target": list(cfg.rarities),
         "rarity_achieved": [float(b.rarity) for b in grid.bumps],
         "peak_center": [float(b.center) for b in grid.bumps],

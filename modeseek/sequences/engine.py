@@ -108,8 +108,9 @@ class SequenceRunConfig:
         the program compiles ~30% slower), and "vmap" for the Markov policies.
       block: runs per compiled call (:mod:`modeseek._blocks`): a run's bits depend
         on it and never on how many runs share the call. ``run`` defaults to 1
-        for "map" batching (no padding; the runs were sequential anyway) and 32
-        for "vmap".
+        for "map" batching (no padding; the runs were sequential anyway) and 8
+        for "vmap" (a Markov policy's L x V tables are vectors as wide as a
+        K = 900 bandit's; see :func:`modeseek.engine.default_block`).
     """
 
     loss: str
@@ -691,7 +692,7 @@ def run(
     _checks.choice("pairing", static.get("pairing", "all"), ("all", "disjoint"))
     static.setdefault("batching", "map" if policy == "transformer" else "vmap")
     _checks.choice("batching", static["batching"], ("vmap", "map"))
-    static.setdefault("block", 1 if static["batching"] == "map" else 32)
+    static.setdefault("block", 1 if static["batching"] == "map" else 8)
     _positive_int("block", static["block"])
     seq_policies.TransformerSizes(static.get("layers", 3), static.get("heads", 3), static.get("embed", 48), float(static.get("dropout", 0.0)))
     if static.get("shift") == "authors" and policy != "transformer":
