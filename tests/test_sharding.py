@@ -5,6 +5,7 @@ process started with two CPU devices.
 """
 
 import ast
+import functools
 import json
 import os
 import subprocess
@@ -19,6 +20,12 @@ pytestmark = pytest.mark.xdist_group("sharding")
 
 @pytest.fixture(scope="module")
 def sharding_results():
+    return _script_results()
+
+
+@functools.cache
+def _script_results():
+    # Cached per worker: a module fixture is rebuilt when other modules' tests run in between.
     env = dict(os.environ)
     env.pop("XLA_FLAGS", None)
     script = Path(__file__).with_name("_sharding_script.py")
