@@ -23,6 +23,9 @@ program, and the README gives the numbers behind each default block size.
 
 from __future__ import annotations
 
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Hashable, Sequence
 
 import jax
@@ -30,7 +33,7 @@ import numpy as np
 
 from modeseek._xla import compile_lowered, options_key
 
-__all__ = ["run_blocks", "clear_cache", "available_bytes", "MemoryEstimateError"]
+__all__ = ["run_blocks", "resolve_devices", "run_keys", "available_bytes", "MemoryEstimateError"]
 
 
 class MemoryEstimateError(ValueError):
@@ -73,18 +76,25 @@ def check_memory(runs: int, block: int, out_block_bytes: int, working_per_run: i
             f"fewer samples per step, or fewer seeds per call (modeseek sweep --chunk-seeds splits a sweep)"
         )
 
+
 _executables: dict[tuple, Any] = {}
 
 
-def clear_cache() -> None:
-    """Forget every compiled block program (tests use it to count compiles)."""
-    _executables.clear()
+def resolve_devices(devices) -> list:
+    """The devices to spread blocks over (default: all of ``jax.devices()``); refuses an empty list."""
+    devs = list(jax.devices() if devices is None else devices)
+    if not devs:
+        raise ValueError("devices is empty; expected at least one jax device")
+    return devs
+
+
+def run_keys(base: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+    """(runs, 2) raw keys ``fold_in(base, seed)``: a run's key depends on its seed index alone."""
+    return np.asarray(jax.vmap(jax.random.fold_in, (None, 0))(jax.numpy.asarray(base), jax.numpy.asarray(seeds, jax.numpy.uint32)))
 
 
 def _threads() -> int:
     """Blocks run at once: one per usable core (a block program runs on one core)."""
-    import os
-
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:
@@ -108,7 +118,7 @@ def run_blocks(
     cache_key: Hashable,
     batching: str = "vmap",
     working_per_run: int = 0,
-) -> tuple[Any, bool, float]:
+) -> tuple[Any, float]:
     """Run the unbatched ``fn(*per_run_i, *shared)`` for every run i, in fixed-width blocks.
 
     Args:
@@ -125,11 +135,9 @@ def run_blocks(
         check made before compiling (:func:`check_memory`).
 
     Returns:
-      (outputs as NumPy arrays with the leading run axis, whether a program was
-      compiled, seconds spent compiling).
+      (outputs as NumPy arrays with the leading run axis, seconds spent
+      compiling: 0 when every program was cached).
     """
-    import time
-
     leaves = jax.tree.leaves(per_run)
     runs = int(np.shape(leaves[0])[0])
     n_blocks = -(-runs // block)
@@ -157,8 +165,6 @@ def run_blocks(
         if len(missing) == 1:
             built = [build(missing[0])]
         else:
-            from concurrent.futures import ThreadPoolExecutor
-
             # One compile per device (a program is bound to its device), in parallel.
             with ThreadPoolExecutor(len(missing)) as pool:
                 built = list(pool.map(build, missing))
@@ -167,9 +173,9 @@ def run_blocks(
     else:
         check_memory(runs, block, _executables[keys[0]][1], working_per_run)
     exes = {j: _executables[k][0] for j, k in enumerate(keys)}
-    fresh = bool(missing)
-    compile_s = time.perf_counter() - t0 if fresh else 0.0
+    compile_s = time.perf_counter() - t0 if missing else 0.0
     shared_on = {j: jax.device_put(shared, devs[j]) for j in exes}
+
     def one(b):
         j = b % len(devs)
         args = jax.tree.map(lambda x: jax.device_put(x[b * block : (b + 1) * block], devs[j]), host)
@@ -179,12 +185,10 @@ def run_blocks(
     if workers == 1:
         outs = [one(b) for b in range(n_blocks)]
     else:
-        from concurrent.futures import ThreadPoolExecutor
-
         with ThreadPoolExecutor(workers) as pool:
             outs = list(pool.map(one, range(n_blocks)))
     out = jax.tree.map(lambda *xs: np.concatenate([np.asarray(x) for x in xs])[:runs], *outs)
-    return out, fresh, compile_s
+    return out, compile_s
 
 
 def _batched(fn, n_per_run: int, n_shared: int, batching: str):

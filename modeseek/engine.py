@@ -28,7 +28,7 @@ import numpy as np
 import optax
 
 from modeseek import _checks, losses, metrics, policies, regimes
-from modeseek._blocks import run_blocks
+from modeseek._blocks import resolve_devices, run_blocks, run_keys
 from modeseek.batches import Target
 from modeseek.problems import Problem, safe_log
 
@@ -621,7 +621,7 @@ def run(
     gshape = tuple(len(grid[names[0]]) for names in axes)
     runs = int(np.prod(gshape, dtype=int)) * seeds
     idx = np.indices(gshape + (seeds,)).reshape(len(gshape) + 1, runs)
-    devs = _resolve_devices(devices)
+    devs = resolve_devices(devices)
     axis_of = {n: i for i, names in enumerate(axes) for n in names}
 
     def per_run(name, scalar=None):
@@ -652,10 +652,10 @@ def run(
         trw = jnp.asarray(train_arr[ti], jnp.float32)
     tgt = jnp.asarray(np.broadcast_to(target_arr if target_arr is not None else np.zeros(k), (runs, k)), jnp.float32)
 
-    keys = _run_keys(base_key, idx[-1] + seed_offset)
+    keys = run_keys(base_key, idx[-1] + seed_offset)
 
     t0 = time.perf_counter()
-    out, fresh, compile_s = run_blocks(
+    out, compile_s = run_blocks(
         functools.partial(_run_one, cfg),
         (keys, hp, ref, rew, trw, dat, tgt),
         block=cfg.block,
@@ -719,18 +719,6 @@ def _grid_axes(grid: dict, paired) -> tuple[tuple[str, ...], ...]:
         if g not in axes:
             axes.append(g)
     return tuple(axes)
-
-
-def _resolve_devices(devices):
-    devs = list(jax.devices() if devices is None else devices)
-    if not devs:
-        raise ValueError("devices is empty; expected at least one jax device")
-    return devs
-
-
-def _run_keys(base: np.ndarray, seeds: np.ndarray) -> np.ndarray:
-    """(runs, 2) raw keys ``fold_in(base, seed)``: a run's key depends on its seed index alone."""
-    return np.asarray(jax.vmap(jax.random.fold_in, (None, 0))(jnp.asarray(base), jnp.asarray(seeds, jnp.uint32)))
 
 
 def _working_bytes(cfg: RunConfig, spec) -> int:

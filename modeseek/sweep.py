@@ -360,12 +360,6 @@ def _atomic_write_json(path: Path, obj) -> None:
     atomic_write(Path(path), write)
 
 
-def _provenance() -> dict:
-    from modeseek._xla import provenance
-
-    return provenance()
-
-
 def _versions() -> dict:
     import jax
     import jaxlib
@@ -388,6 +382,8 @@ def _versions() -> dict:
 
 def _write_manifest(out_dir: Path, spec: SweepSpec, chunks: Mapping[int, dict], *, processes: int, merged: Path | None = None) -> None:
     """Write manifest.json atomically: the spec, versions and what is known of every chunk."""
+    from modeseek._xla import provenance
+
     done = sorted(chunks)
     missing = [i for i in range(spec.num_chunks) if i not in chunks]
     entries = []
@@ -400,7 +396,7 @@ def _write_manifest(out_dir: Path, spec: SweepSpec, chunks: Mapping[int, dict], 
         "spec_hash": spec.digest,
         "versions": _versions(),
         # What else fixes the bits: compiler options, the ISA cap, the CPU's vector extensions.
-        "provenance": _provenance(),
+        "provenance": provenance(),
         "num_chunks": spec.num_chunks,
         "chunk_size": spec.chunk_size,
         "grid_points": spec.grid_points,

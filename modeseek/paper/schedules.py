@@ -39,9 +39,9 @@ import numpy as np
 import optax
 
 from modeseek import _checks, losses, metrics, policies, regimes
-from modeseek._blocks import run_blocks
+from modeseek._blocks import resolve_devices, run_blocks, run_keys
 from modeseek.batches import BestOfN, Points
-from modeseek.engine import HyperParams, RunConfig, _resolve_devices, _run_keys, default_block
+from modeseek.engine import HyperParams, RunConfig, default_block
 from modeseek.problems import Problem, safe_log
 
 __all__ = ["Schedule", "ScheduleRun", "run_schedules", "reuse_schedule", "minibatch_schedule", "LOSSES", "STATIC_OPTIONS"]
@@ -377,8 +377,8 @@ def run_schedules(
     hp = HyperParams(**{n: jnp.asarray(v, jnp.float32) for n, v in hp_cols.items()})
     ref = jnp.asarray(np.stack([np.asarray(p.ref_probs) for p in problems])[idx[0]])
     rew = jnp.asarray(np.stack([np.asarray(p.reward) for p in problems])[idx[0]])
-    keys = _run_keys(base_key, seed_offset + idx[2])
-    blocked = functools.partial(run_blocks, block=default_block(policy, kb), devices=_resolve_devices(None))
+    keys = run_keys(base_key, seed_offset + idx[2])
+    blocked = functools.partial(run_blocks, block=default_block(policy, kb), devices=resolve_devices(None))
 
     # The initial policies depend neither on the schedule nor on the loss: fit
     # them once per process and start every schedule from them.
@@ -387,7 +387,7 @@ def run_schedules(
     compile_s, run_s = 0.0, 0.0
     if memo not in _inits:
         t0 = time.perf_counter()
-        init, _, c = blocked(functools.partial(_init_one, st_init), (keys, hp, ref), cache_key=("schedule-init", st_init))
+        init, c = blocked(functools.partial(_init_one, st_init), (keys, hp, ref), cache_key=("schedule-init", st_init))
         _inits.clear()  # keep one set of initial policies (they can be large)
         _inits[memo] = init
         compile_s, run_s = c, time.perf_counter() - t0 - c
@@ -395,7 +395,7 @@ def run_schedules(
     hists, probs = [], []
     for sc in schedules:
         t0 = time.perf_counter()
-        (h, pr), _, c = blocked(
+        (h, pr), c = blocked(
             functools.partial(_run_one, st),
             (keys, hp, ref, rew, init),
             (jnp.int32(sc.reuse), jnp.int32(sc.batch), jnp.int32(sc.minibatch)),

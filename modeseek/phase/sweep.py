@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 import modeseek as ms
+from modeseek import _xla
 from modeseek.paper import common
 from modeseek.phase.grid import FAMILIES, Grid, PhaseConfig, build_grid, fit_proxies
 
@@ -60,12 +61,6 @@ class SweepResult:
 
     def __init__(self, table, mass, manifest, grid, ran):
         self.table, self.mass, self.manifest, self.grid, self.ran = table, mass, manifest, grid, ran
-
-
-def _provenance() -> dict:
-    from modeseek._xla import provenance
-
-    return provenance()
 
 
 def _versions() -> dict:
@@ -242,7 +237,7 @@ def sweep(cfg: PhaseConfig, out_dir: str | Path, *, resume: bool = True, workers
         "config": cfg.to_dict(),
         "versions": _versions(),
         # What else fixes the bits: compiler options, the ISA cap, the CPU's vector extensions.
-        "provenance": _provenance(),
+        "provenance": _xla.provenance(),
         "rarity_target": list(cfg.rarities),
         "rarity_achieved": [float(b.rarity) for b in grid.bumps],
         "peak_center": [float(b.center) for b in grid.bumps],

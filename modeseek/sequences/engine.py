@@ -59,9 +59,9 @@ import optax
 
 from modeseek import _checks
 from modeseek import losses as core_losses
-from modeseek._blocks import run_blocks
+from modeseek._blocks import resolve_devices, run_blocks, run_keys
 from modeseek.batches import BestOfN
-from modeseek.engine import HyperParams, _resolve_devices, _run_keys
+from modeseek.engine import HyperParams
 from modeseek.problems import high_reward_mask, safe_log
 from modeseek.sequences import batches as sb
 from modeseek.sequences import losses as seq_losses
@@ -767,14 +767,14 @@ def run(
     stacked = jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *[(p.ref_probs, p.reward) for p in problems])
     ref, rew = jax.tree.map(lambda a: jnp.asarray(a[pi]), stacked)
 
-    keys = _run_keys(base_key, idx[-1] + seed_offset)
-    devs = _resolve_devices(devices)
+    keys = run_keys(base_key, idx[-1] + seed_offset)
+    devs = resolve_devices(devices)
     blocked = functools.partial(run_blocks, block=cfg.block, devices=devs, batching=cfg.batching)
     icfg = _init_key(cfg)
     t0 = time.perf_counter()
-    init_params, _, init_compile = blocked(functools.partial(_init_one, icfg), (keys, hp, ref), cache_key=("sequence-init", icfg))
+    init_params, init_compile = blocked(functools.partial(_init_one, icfg), (keys, hp, ref), cache_key=("sequence-init", icfg))
     t1 = time.perf_counter()
-    out, _, run_compile = blocked(
+    out, run_compile = blocked(
         functools.partial(_run_one, cfg),
         (keys, hp, ref, rew, init_params, offline),
         cache_key=("sequence-run", cfg),
