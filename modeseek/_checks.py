@@ -94,3 +94,10 @@ def prng_key(key: Any) -> np.ndarray:
             return arr.copy()
         raise ValueError(f"key has shape {arr.shape} and dtype {arr.dtype}; expected a (2,) uint32 PRNGKey array, a jax.random.key or an int")
     raise ValueError(f"key={key!r} is invalid; expected an int in [0, 2**64), a jax.random.key or a PRNGKey array")
+
+
+def integer(name: str, value: Any, minimum: int = 1) -> int:
+    """Return ``value`` as an int if it is an integer (not a bool) >= ``minimum``, else a one-line ValueError."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name}={value!r} is invalid; expected an integer >= {minimum}")
+    return int(value)
