@@ -190,7 +190,7 @@ class RunCommand:
         except ValueError as e:
             raise CommandError(str(e)) from None
         if self.out is not None:
-            from modeseek.paper.common import save_table
+            from modeseek.pieces import save_table
 
             df = traj.to_dataframe()
             save_table(df, self.out)

@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 
 from modeseek import _files
-from modeseek.paper import common
+from modeseek import pieces
 
 ROOT = Path(__file__).resolve().parents[1]
 
 # A writer that stops for good once its temporary is written, before the rename: the state a kill leaves.
 WRITER = """
 import os, sys, time
-import modeseek.paper.common as c
+import modeseek.pieces as c
 
 def hang(*args):
     print("ready", flush=True)
@@ -42,15 +42,15 @@ else:
 
 def _write(kind: str, path: Path) -> None:
     if kind == "text":
-        common.atomic_write_text(path, "final")
+        pieces.atomic_write_text(path, "final")
     elif kind == "table":
         import pandas as pd
 
-        common.save_table(pd.DataFrame({"a": [2]}), path)
+        pieces.save_table(pd.DataFrame({"a": [2]}), path)
     else:
         import matplotlib.pyplot as plt
 
-        common.save_figure(plt.figure(), path)
+        pieces.save_figure(plt.figure(), path)
 
 
 def _start_writer(kind: str, path: Path) -> subprocess.Popen:

@@ -132,7 +132,7 @@ def test_unwritable_folder_is_refused_before_any_piece_runs(tmp_path, monkeypatc
 
 def _fake_pieces(monkeypatch, names=("a", "b")):
     """Cheap stand-ins for the pieces; returns the log of (event, piece, smoke) calls."""
-    from modeseek.paper.common import Claim, Piece
+    from modeseek.pieces import Claim, Piece
 
     calls = []
 
@@ -200,7 +200,7 @@ def test_smoke_never_defaults_to_the_committed_figures(tmp_path, monkeypatch):
 
 
 def test_force_resets_pieces_with_their_own_partial_results(tmp_path, monkeypatch):
-    from modeseek.paper.common import Claim, Piece
+    from modeseek.pieces import Claim, Piece
     from modeseek.phase import piece as phase_piece
     from modeseek.phase.sweep import table_paths
 

@@ -109,7 +109,7 @@ def main(argv=None) -> dict:
     summary["total_seconds"] = time.perf_counter() - t0
     common.write_json(out_dir / "summary.json", summary)
     from experiments.benchmarks import report
-    from modeseek.paper.common import atomic_write_text
+    from modeseek.pieces import atomic_write_text
 
     atomic_write_text(out_dir / "summary.md", report.markdown(out_dir))
     print("\n=== summary ===")

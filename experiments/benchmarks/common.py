@@ -51,7 +51,7 @@ def write_json(path: Path, obj) -> None:
     """Write ``obj`` as indented JSON, atomically (temporary name, then rename)."""
     import json
 
-    from modeseek.paper.common import atomic_write_text
+    from modeseek.pieces import atomic_write_text
 
     atomic_write_text(Path(path), json.dumps(obj, indent=1, default=_jsonable) + "\n")
 

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from modeseek.paper import common, protocol
-from modeseek.paper.common import Claim, Piece
+from modeseek import pieces
+from modeseek.paper import protocol
+from modeseek.pieces import Claim, Piece
 
 #: What "a high reward" means in the claim: exact expected reward >= 0.8 (the maximum is 1).
 HIGH_REWARD = 0.8
@@ -119,7 +120,7 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
         fontsize=11,
     )
     fig.tight_layout()
-    common.save_figure(fig, out_dir / "fig_complementarity.png")
+    pieces.save_figure(fig, out_dir / "fig_complementarity.png")
 
     on_bon = protocol.on_policy_best_of_n(b)
     frames = [
@@ -132,12 +133,12 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
     df = pd.concat(frames, ignore_index=True)
     other_lr = (df["method"] == "on-policy best-of-N") & (df["learning_rate"] != protocol.ON_POLICY_BEST_OF_N.learning_rate)
     df.loc[other_lr, ["method", "chosen"]] = ["on-policy best-of-N (lr 0.01)", True]
-    common.save_table(df, out_dir / "data" / "fig_complementarity.parquet")
+    pieces.save_table(df, out_dir / "data" / "fig_complementarity.parquet")
 
     h_on = b.on_policy_steps(protocol.ON_POLICY_IPO)
     claims = [_claim(res, i, kind, b.offline_steps, h_on) for i, kind in enumerate(KINDS)]
     timing = [on_policy_dpo(b), on_policy_ipo(b), fig3.offline_dpo(b), fig3.offline_ipo(b), on_bon]
-    common.write_caption(out_dir / "fig_complementarity.caption.md", "Figure 4: complementarity (fig_complementarity.png)", _caption(b, res, timing))
+    pieces.write_caption(out_dir / "fig_complementarity.caption.md", "Figure 4: complementarity (fig_complementarity.png)", _caption(b, res, timing))
     return claims
 
 

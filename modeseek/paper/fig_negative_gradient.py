@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from modeseek.paper import common, protocol
-from modeseek.paper.common import Claim, Piece
+from modeseek import pieces
+from modeseek.paper import protocol
+from modeseek.pieces import Claim, Piece
 
 KINDS = ("far", "near")
 NEGATIVES = {"worst": "offline best-of-N + worst", "mean_worse": "offline best-of-N + mean over worse", "sum_worse": "offline best-of-N + sum over worse"}
@@ -124,7 +125,7 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
         fontsize=11,
     )
     fig.tight_layout()
-    common.save_figure(fig, out_dir / "fig_negative_gradient.png")
+    pieces.save_figure(fig, out_dir / "fig_negative_gradient.png")
 
     # Tidy data: every run of every grid, with the chosen coefficient marked.
     worst = protocol.offline_worst_sweep(b)
@@ -154,10 +155,10 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
     frames = [dfw, dfs]
     for name, t in (("offline DPO", offline_dpo(b)), ("offline IPO", offline_ipo(b))):
         frames.append(tidy(t, name, seeds=b.seeds))
-    common.save_table(pd.concat(frames, ignore_index=True), out_dir / "data" / "fig_negative_gradient.parquet")
+    pieces.save_table(pd.concat(frames, ignore_index=True), out_dir / "data" / "fig_negative_gradient.parquet")
 
     claims = _claims(res)
-    common.write_caption(out_dir / "fig_negative_gradient.caption.md", "Figure 3: negative gradient (fig_negative_gradient.png)", _caption(b, res, [worst, summ, offline_dpo(b), offline_ipo(b)]))
+    pieces.write_caption(out_dir / "fig_negative_gradient.caption.md", "Figure 3: negative gradient (fig_negative_gradient.png)", _caption(b, res, [worst, summ, offline_dpo(b), offline_ipo(b)]))
     return claims
 
 
@@ -185,8 +186,8 @@ def _claims(res) -> list[Claim]:
                 "far_negative_gradient_" + name.replace("offline ", "").replace("best-of-N + ", "bon_").replace(" ", "_").lower(),
                 f'On "far", offline {name.replace("offline ", "")} beats offline best-of-N in final expected reward and moves further from pi_ref (larger KL(pi||pi_ref))',
                 bool(beats and further),
-                f"reward {common.fmt(r.mean())} vs {common.fmt(r0.mean())} (difference {common.fmt(dr)}, 95% band [{common.fmt(rlo)}, {common.fmt(rhi)}]); "
-                f"KL {common.fmt(k.mean(), 2)} vs {common.fmt(k0.mean(), 2)} nats (difference {common.fmt(dk, 2)}, band [{common.fmt(klo, 2)}, {common.fmt(khi, 2)}])"
+                f"reward {pieces.fmt(r.mean())} vs {pieces.fmt(r0.mean())} (difference {pieces.fmt(dr)}, 95% band [{pieces.fmt(rlo)}, {pieces.fmt(rhi)}]); "
+                f"KL {pieces.fmt(k.mean(), 2)} vs {pieces.fmt(k0.mean(), 2)} nats (difference {pieces.fmt(dk, 2)}, band [{pieces.fmt(klo, 2)}, {pieces.fmt(khi, 2)}])"
                 + (f"; coefficient {coef[0]:g}" if coef is not None else ""),
                 "; ".join(why),
             )

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from modeseek.paper import common, protocol
-from modeseek.paper.common import Claim, Piece
+from modeseek import pieces
+from modeseek.paper import protocol
+from modeseek.pieces import Claim, Piece
 
 #: "Far above": the on-policy mean must exceed offline best-of-N's by at least this much
 #: (a fifth of the reward range), with the 95% band of the difference above 0.
@@ -41,7 +42,7 @@ METRICS = ("expected_reward", "sampled_reward", "kl_pi_ref", "entropy", "mass_hi
 
 def plot_band(ax, x, curves, *, label, color, ls="-", lw=1.6):
     """Mean over seeds with its 95% band; curves is (seeds, steps)."""
-    m, lo, hi = common.mean_band(np.asarray(curves), axis=0)
+    m, lo, hi = pieces.mean_band(np.asarray(curves), axis=0)
     ax.plot(x, m, color=color, ls=ls, lw=lw, label=label)
     ax.fill_between(x, lo, hi, color=color, alpha=0.18, lw=0)
 
@@ -136,7 +137,7 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
             plot_band(ax_s, steps, r["expected_reward"][i], label=label, color=COLORS[name])
             plot_band(ax_m, steps, r["sampled_reward"][i], label=label, color=COLORS[name], lw=1.0)
             if name.startswith("offline"):
-                m, lo, hi = common.mean_band(r["expected_reward"][i][:, -1])
+                m, lo, hi = pieces.mean_band(r["expected_reward"][i][:, -1])
                 q = r["reward_queries"][i][0, -1]
                 ax_q.errorbar([q], [m], yerr=[[m - lo], [hi - m]], fmt="o", color=COLORS[name], ms=6, capsize=3,
                               label=f"{label}: {int(q)} queries, value after {h_off} steps")
@@ -166,7 +167,7 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
         fontsize=11,
     )
     fig.tight_layout()
-    common.save_figure(fig, out_dir / "fig_on_policy.png")
+    pieces.save_figure(fig, out_dir / "fig_on_policy.png")
 
     # Tidy data: every run, including the tuning grids and seeds.
     frames = [
@@ -181,10 +182,10 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
     df = pd.concat(frames, ignore_index=True)
     other_lr = (df["method"] == "on-policy best-of-N") & (df["learning_rate"] != protocol.ON_POLICY_BEST_OF_N.learning_rate)
     df.loc[other_lr, ["method", "chosen"]] = ["on-policy best-of-N (lr 0.01)", True]
-    common.save_table(df, out_dir / "data" / "fig_on_policy.parquet")
+    pieces.save_table(df, out_dir / "data" / "fig_on_policy.parquet")
 
     claims = _claims(res, h_off, h_on)
-    common.write_caption(out_dir / "fig_on_policy.caption.md", "Figure 2: on-policy sampling (fig_on_policy.png)", _caption(b, res, h_off, h_on, worst, on, sweeps))
+    pieces.write_caption(out_dir / "fig_on_policy.caption.md", "Figure 2: on-policy sampling (fig_on_policy.png)", _caption(b, res, h_off, h_on, worst, on, sweeps))
     return claims
 
 
@@ -203,8 +204,8 @@ def _claims(res, h_off: int, h_on: int) -> list[Claim]:
         good = d >= FAR_ABOVE and lo > 0
         ok &= good
         parts.append(
-            f"{name} {common.fmt(_final(res, name, 0, step).mean())} at step {step} (difference {common.fmt(d)}, 95% band [{common.fmt(lo)}, {common.fmt(hi)}]; "
-            f"{common.fmt(_final(res, name, 0).mean())} after {h_on} steps){'' if good else ' [not far above]'}"
+            f"{name} {pieces.fmt(_final(res, name, 0, step).mean())} at step {step} (difference {pieces.fmt(d)}, 95% band [{pieces.fmt(lo)}, {pieces.fmt(hi)}]; "
+            f"{pieces.fmt(_final(res, name, 0).mean())} after {h_on} steps){'' if good else ' [not far above]'}"
         )
     claims = [
         Claim(
@@ -212,7 +213,7 @@ def _claims(res, h_off: int, h_on: int) -> list[Claim]:
             f'On "far", on-policy methods (on-policy best-of-N, REINFORCE, PPO) end far above offline best-of-N at equal gradient steps '
             f"(mean at least {FAR_ABOVE} higher at the offline budget of {step} steps, 95% band of the difference above 0)",
             bool(ok),
-            f"offline best-of-N {common.fmt(off.mean())} after {step} steps; " + "; ".join(parts),
+            f"offline best-of-N {pieces.fmt(off.mean())} after {step} steps; " + "; ".join(parts),
             "" if ok else "at least one on-policy method is not far above offline best-of-N at equal steps (marked)",
         )
     ]
@@ -225,7 +226,7 @@ def _claims(res, h_off: int, h_on: int) -> list[Claim]:
             "near_offline_close_to_best",
             f'On "near", offline best-of-N (after its {h_off} steps) is within {NEAR_WITHIN} of the best method\'s final expected reward',
             bool(gap <= NEAR_WITHIN),
-            "final means: " + ", ".join(f"{k} {common.fmt(v)}" for k, v in finals.items()) + f"; best is {best}, gap {common.fmt(gap)}",
+            "final means: " + ", ".join(f"{k} {pieces.fmt(v)}" for k, v in finals.items()) + f"; best is {best}, gap {pieces.fmt(gap)}",
             "" if gap <= NEAR_WITHIN else "offline best-of-N stays more than 0.1 below the best on-policy method on the near geometry",
         )
     )

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from modeseek.paper import common, fig_reuse, schedules
-from modeseek.paper.common import Claim, Piece
+from modeseek import pieces
+from modeseek.paper import fig_reuse, schedules
 from modeseek.paper.fig_reuse import ALGORITHMS, KINDS
+from modeseek.pieces import Claim, Piece
 
 #: Minibatches per iteration (B / M); B = M * k.
 PASSES = (1, 2, 5, 10, 20, 50)
@@ -48,14 +49,14 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
         b=b,
         lrs=lrs,
     )
-    common.save_figure(fig, out_dir / "fig_on_policyness.png")
+    pieces.save_figure(fig, out_dir / "fig_on_policyness.png")
     df = fig_reuse.tidy(runs, {}, lrs, b, {"policy": b.policy})
-    common.save_table(df, out_dir / "data" / "fig_on_policyness.parquet")
+    pieces.save_table(df, out_dir / "data" / "fig_on_policyness.parquet")
 
     claims = _claims(runs, sizes)
     seconds = sum(r.compile_seconds for r in list(runs.values()) + list(tunes.values()))
     run_seconds = sum(r.run_seconds for r in runs.values())
-    common.write_caption(
+    pieces.write_caption(
         out_dir / "fig_on_policyness.caption.md",
         "Figure 6: on-policyness (fig_on_policyness.png)",
         [
@@ -90,9 +91,9 @@ def _claims(runs: dict, sizes) -> list[Claim]:
         good = closest[2] >= 0  # no larger batch significantly better
         ok &= good
         parts.append(
-            f"{name}: area (final) B={sizes[0]} {common.fmt(a[0].mean())} ({common.fmt(final[0].mean())}), "
-            + ", ".join(f"B={sizes[s]} {common.fmt(a[s].mean())} ({common.fmt(final[s].mean())})" for s in range(1, len(sizes)))
-            + f"; smallest B minus its closest competitor B={closest[3]}: {common.fmt(closest[0])}, 95% band [{common.fmt(closest[1])}, {common.fmt(closest[2])}]"
+            f"{name}: area (final) B={sizes[0]} {pieces.fmt(a[0].mean())} ({pieces.fmt(final[0].mean())}), "
+            + ", ".join(f"B={sizes[s]} {pieces.fmt(a[s].mean())} ({pieces.fmt(final[s].mean())})" for s in range(1, len(sizes)))
+            + f"; smallest B minus its closest competitor B={closest[3]}: {pieces.fmt(closest[0])}, 95% band [{pieces.fmt(closest[1])}, {pieces.fmt(closest[2])}]"
         )
     return [
         Claim(

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 import modeseek as ms
-from modeseek.paper import common
-from modeseek.paper.common import Claim, Piece
+from modeseek import pieces
+from modeseek.pieces import Claim, Piece
 
 #: PAPER_NOTES A.3 (derived there from the definitions): E_{pi_ref}[r],
 #: pi_ref mass within one width of the peak, E[max r over N = 10 draws from pi_ref].
@@ -127,20 +127,20 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
     fig.suptitle("The 1-token bandit: reference policy and the two reward geometries", fontsize=11)
     fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
-    common.save_figure(fig, out_dir / "fig_problem.png")
+    pieces.save_figure(fig, out_dir / "fig_problem.png")
 
     rows = []
     for name, p in [("far", problems["far"]), ("near", problems["near"]), ("far_w20", wide[20.0]), ("far_w30", wide[30.0])]:
         rows.append(pd.DataFrame({"problem": name, "bin": bins, "ref_prob": ref, "reward": np.asarray(p.reward, dtype=np.float64)}))
-    common.save_table(pd.concat(rows, ignore_index=True), out_dir / "data" / "fig_problem.parquet")
+    pieces.save_table(pd.concat(rows, ignore_index=True), out_dir / "data" / "fig_problem.parquet")
 
     claims = []
     errors = {k: {m: abs(stats[k][m] - v) for m, v in NOTES_TABLE[k].items()} for k in NOTES_TABLE}
     worst = max(e for d in errors.values() for e in d.values())
     evidence = "; ".join(
-        f"{k}: E_ref[r] {common.fmt(stats[k]['expected_reward'])} (notes {NOTES_TABLE[k]['expected_reward']}), "
-        f"mass near peak {common.fmt(stats[k]['mass_near_peak'])} (notes {NOTES_TABLE[k]['mass_near_peak']}), "
-        f"E[best of 10] {common.fmt(stats[k]['best_of_10'])} (notes {NOTES_TABLE[k]['best_of_10']})"
+        f"{k}: E_ref[r] {pieces.fmt(stats[k]['expected_reward'])} (notes {NOTES_TABLE[k]['expected_reward']}), "
+        f"mass near peak {pieces.fmt(stats[k]['mass_near_peak'])} (notes {NOTES_TABLE[k]['mass_near_peak']}), "
+        f"E[best of 10] {pieces.fmt(stats[k]['best_of_10'])} (notes {NOTES_TABLE[k]['best_of_10']})"
         for k in NOTES_TABLE
     )
     claims.append(
@@ -158,10 +158,10 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
             "problem_far_peak_is_rare",
             'The "far" peak lies where pi_ref is rare and the "near" peak where it is dense (reference mass within one width of the peak at least 5x larger for "near")',
             ratio >= 5.0,
-            f"mass within one width: far {common.fmt(stats['far']['mass_near_peak'])}, near {common.fmt(stats['near']['mass_near_peak'])}, ratio {ratio:.1f}",
+            f"mass within one width: far {pieces.fmt(stats['far']['mass_near_peak'])}, near {pieces.fmt(stats['near']['mass_near_peak'])}, ratio {ratio:.1f}",
         )
     )
-    common.write_caption(
+    pieces.write_caption(
         out_dir / "fig_problem.caption.md",
         "Figure 1: the problem (fig_problem.png)",
         [

@@ -25,8 +25,9 @@ import numpy as np
 
 import modeseek as ms
 from modeseek.engine import HyperParams
-from modeseek.paper import common, protocol, schedules
-from modeseek.paper.common import Claim, Piece
+from modeseek import pieces
+from modeseek.paper import protocol, schedules
+from modeseek.pieces import Claim, Piece
 
 #: Reuse values of the issue's figure 5.
 REUSES = (1, 2, 5, 10, 20, 50)
@@ -174,7 +175,7 @@ def reuse_schedules(b: Budget):
 def paired_band(a, b) -> tuple[float, float, float]:
     """Mean of a - b over paired seeds, with a 95% normal band (runs with equal seed share their initial policy)."""
     d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
-    m, lo, hi = common.mean_band(d)
+    m, lo, hi = pieces.mean_band(d)
     return float(m), float(lo), float(hi)
 
 
@@ -185,7 +186,7 @@ def area(curves) -> np.ndarray:
 
 def plot_band(ax, x, curves, *, label, color, ls="-", lw=1.4, alpha=0.15):
     """Mean over seeds with its 95% band; curves is (seeds, points)."""
-    m, lo, hi = common.mean_band(np.asarray(curves), axis=0)
+    m, lo, hi = pieces.mean_band(np.asarray(curves), axis=0)
     ax.plot(x, m, color=color, ls=ls, lw=lw, label=label)
     ax.fill_between(x, lo, hi, color=color, alpha=alpha, lw=0)
 
@@ -214,7 +215,7 @@ def plot_sweep(runs: dict, values, *, value_name: str, xlabel: str, title: str, 
         for j, name in enumerate(names):
             er = runs[name].metrics["expected_reward"][:, i]
             for what, ls, marker, fn in (("area (mean over steps)", "-", "o", area), ("final", "--", "s", lambda c: c[..., -1])):
-                m, lo, hi = zip(*(common.mean_band(fn(er[s])) for s in range(len(values))))
+                m, lo, hi = zip(*(pieces.mean_band(fn(er[s])) for s in range(len(values))))
                 ax.errorbar(values, m, yerr=[np.subtract(m, lo), np.subtract(hi, m)], color=f"C{j}", ls=ls, marker=marker, ms=4,
                             capsize=2, label=f"{name}: {what}")
         ax.set_xscale("log")
@@ -269,7 +270,7 @@ def _tuning_lines(tunes: dict, lrs: dict, b: Budget) -> list[str]:
         scores = r.metrics["expected_reward"][0, 0].mean(axis=(1, 2))
         lines.append(
             f"{name}: learning rate chosen at T = 1 on 'far' from {list(LEARNING_RATES)} by the area under the reward curve on "
-            f"{b.tune_seeds} held-out seeds (areas {', '.join(common.fmt(s) for s in scores)}): {lrs[name]:g}."
+            f"{b.tune_seeds} held-out seeds (areas {', '.join(pieces.fmt(s) for s in scores)}): {lrs[name]:g}."
         )
     if any(v == max(LEARNING_RATES) for v in lrs.values()):
         lines.append(
@@ -298,14 +299,14 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
         b=b,
         lrs=lrs,
     )
-    common.save_figure(fig, out_dir / "fig_reuse.png")
+    pieces.save_figure(fig, out_dir / "fig_reuse.png")
     df = tidy(runs, tunes, lrs, b, {"policy": b.policy})
-    common.save_table(df, out_dir / "data" / "fig_reuse.parquet")
+    pieces.save_table(df, out_dir / "data" / "fig_reuse.parquet")
 
     claims = _claims(runs, b)
     seconds = sum(r.compile_seconds for r in list(runs.values()) + list(tunes.values()))
     run_seconds = sum(r.run_seconds for r in list(runs.values()) + list(tunes.values()))
-    common.write_caption(
+    pieces.write_caption(
         out_dir / "fig_reuse.caption.md",
         "Figure 5: sample reuse (fig_reuse.png)",
         [
@@ -334,8 +335,8 @@ def _claims(runs: dict, b: Budget) -> list[Claim]:
         best_mod = max(MODERATE, key=lambda t: a[REUSES.index(t)].mean())
         d, lo, hi = paired_band(a[REUSES.index(best_mod)], a[i1])
         helps &= lo > 0
-        parts.append(f"{name}: area T=1 {common.fmt(a[i1].mean())}, best moderate T={best_mod} {common.fmt(a[REUSES.index(best_mod)].mean())} "
-                     f"(difference {common.fmt(d)}, 95% band [{common.fmt(lo)}, {common.fmt(hi)}])")
+        parts.append(f"{name}: area T=1 {pieces.fmt(a[i1].mean())}, best moderate T={best_mod} {pieces.fmt(a[REUSES.index(best_mod)].mean())} "
+                     f"(difference {pieces.fmt(d)}, 95% band [{pieces.fmt(lo)}, {pieces.fmt(hi)}])")
         best = int(np.argmax(a.mean(axis=1)))
         hurt[name] = paired_band(a[best], a[il]) + (REUSES[best],)
     claims = [
@@ -354,8 +355,8 @@ def _claims(runs: dict, b: Budget) -> list[Claim]:
             "reuse_large_hurts_best_of_n_more",
             f'On "far", a large reuse (T = {LARGE}) costs on-policy best-of-N more reward-curve area (relative to its best T) than PPO',
             bool(ok),
-            f"area lost from the best T to T = {LARGE}: best-of-N {common.fmt(bon[0])} (best T = {bon[3]}, band [{common.fmt(bon[1])}, {common.fmt(bon[2])}]), "
-            f"PPO {common.fmt(ppo[0])} (best T = {ppo[3]}, band [{common.fmt(ppo[1])}, {common.fmt(ppo[2])}])",
+            f"area lost from the best T to T = {LARGE}: best-of-N {pieces.fmt(bon[0])} (best T = {bon[3]}, band [{pieces.fmt(bon[1])}, {pieces.fmt(bon[2])}]), "
+            f"PPO {pieces.fmt(ppo[0])} (best T = {ppo[3]}, band [{pieces.fmt(ppo[1])}, {pieces.fmt(ppo[2])}])",
             "" if ok else _why_not(runs, b),
         )
     )

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 import modeseek as ms
-from modeseek.paper import common
-from modeseek.paper.common import Claim, Piece
+from modeseek import pieces
+from modeseek.pieces import Claim, Piece
 
 BETA = 0.1
 #: SGD step sizes on the logits (swept in one call).
@@ -250,17 +250,17 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
     fig.suptitle("Mode-seeking (reverse KL) vs mode-covering (forward KL): exact gradient descent on softmax logits from pi_ref"
                  + (" [SMOKE]" if smoke else ""), fontsize=12)
     fig.tight_layout()
-    common.save_figure(fig, out_dir / "fig_theory.png")
+    pieces.save_figure(fig, out_dir / "fig_theory.png")
 
     for loss, tr in toy["runs"].items():
         for g, eta in enumerate(TOY_STEP_SIZES):
             for c in range(4):
                 rows.append(pd.DataFrame({"target": "toy4", "loss": loss, "step_size": eta, "step": np.arange(tr.config.steps + 1),
                                           "category": c, "prob": tr.snapshots[g, 0, :, c]}))
-    common.save_table(pd.concat(rows, ignore_index=True), out_dir / "data" / "fig_theory.parquet")
+    pieces.save_table(pd.concat(rows, ignore_index=True), out_dir / "data" / "fig_theory.parquet")
 
     claims = [_lemma_claim(runs, ref, reward), _removal_claim(removal, steps), _gradient_claim(onestep_err), _toy_claim(toy)]
-    common.write_caption(
+    pieces.write_caption(
         out_dir / "fig_theory.caption.md",
         "Figure 7: mode-seeking vs mode-covering in theory (fig_theory.png)",
         [

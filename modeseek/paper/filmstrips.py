@@ -20,8 +20,9 @@ from pathlib import Path
 import numpy as np
 
 import modeseek as ms
-from modeseek.paper import common, fig_reuse, schedules
-from modeseek.paper.common import Claim, Piece
+from modeseek import pieces
+from modeseek.paper import fig_reuse, schedules
+from modeseek.pieces import Claim, Piece
 
 ALGORITHMS = (
     ("offline best-of-N (mode-covering)", dict(loss="best_of_n", sampling="exact_offline")),
@@ -90,7 +91,7 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
         fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
         fig.suptitle(f'Probability mass over bins, "{kind}" reward (red: reward, scaled to the row; dashed: pi_ref)', fontsize=10)
         fig.tight_layout(rect=(0, 0.05, 1, 0.97))
-        common.save_figure(fig, out_dir / f"filmstrip_{kind}.png")
+        pieces.save_figure(fig, out_dir / f"filmstrip_{kind}.png")
         # Claim: the mode-seeking run ends with more mass on the high-reward set than the mode-covering one.
         final = {kw["loss"]: float(ex.metrics["mass_high_reward"][0, -1]) for _, kw, ex, _ in runs}
         if kind == "far":
@@ -99,14 +100,14 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
                     "filmstrip_far_mode_seeking",
                     'On "far", exact on-policy REINFORCE ends with more mass on the high-reward bins than exact offline best-of-N (mode-covering) and exact offline DPO',
                     final["reinforce"] > max(final["best_of_n"], final["dpo"]),
-                    f"mass on high-reward bins after {steps} steps: REINFORCE {common.fmt(final['reinforce'])}, "
-                    f"best-of-N {common.fmt(final['best_of_n'])}, DPO {common.fmt(final['dpo'])}",
+                    f"mass on high-reward bins after {steps} steps: REINFORCE {pieces.fmt(final['reinforce'])}, "
+                    f"best-of-N {pieces.fmt(final['best_of_n'])}, DPO {pieces.fmt(final['dpo'])}",
                 )
             )
     mlp_rows, mlp_lines = _mlp_strips(out_dir, smoke)
     rows += mlp_rows
-    common.save_table(pd.concat(rows, ignore_index=True), out_dir / "data" / "filmstrips.parquet")
-    common.write_caption(
+    pieces.save_table(pd.concat(rows, ignore_index=True), out_dir / "data" / "filmstrips.parquet")
+    pieces.write_caption(
         out_dir / "filmstrips.caption.md",
         "Figure 8: probability-mass film strips (filmstrip_far.png, filmstrip_near.png, filmstrip_mlp.png)",
         [
@@ -179,7 +180,7 @@ def _mlp_strips(out_dir: Path, smoke: bool):
     fig.suptitle(f"Sampled runs under the authors' protocol ({b.policy} policy), mean mass over {b.seeds} seeds and the evaluation contexts "
                  "(red: reward, scaled to the row; dashed: pi_ref)" + (" [SMOKE]" if smoke else ""), fontsize=10)
     fig.tight_layout()
-    common.save_figure(fig, out_dir / "filmstrip_mlp.png")
+    pieces.save_figure(fig, out_dir / "filmstrip_mlp.png")
     lines = [
         f"filmstrip_mlp.png: {b.describe()}; learning rates as chosen for figure 5 ({', '.join(f'{k} {v:g}' for k, v in lrs.items())}). "
         f"Offline best-of-N takes all {b.steps} steps on one batch of N = {b.base} per context from pi_ref; the on-policy runs collect N = {b.base} "

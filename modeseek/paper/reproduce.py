@@ -26,8 +26,7 @@ from typing import Sequence
 from modeseek._files import require_writable_folder
 from modeseek._xla import fast_compile
 from modeseek.compile_log import CompileLog
-from modeseek.paper import common
-from modeseek.paper.common import Claim, Piece
+from modeseek.pieces import Claim, Piece, atomic_write_text
 
 __all__ = ["pieces", "select_pieces", "reproduce", "default_out_dir", "report_lines", "write_claims_report", "write_gallery", "piece_images"]
 
@@ -76,7 +75,7 @@ def _claims_path(out_dir: Path, name: str) -> Path:
 
 
 def _write_marker(path: Path, claims: list[Claim], budget: str) -> None:
-    common.atomic_write_text(path, json.dumps({"budget": budget, "claims": [c.to_dict() for c in claims]}, indent=1))
+    atomic_write_text(path, json.dumps({"budget": budget, "claims": [c.to_dict() for c in claims]}, indent=1))
 
 
 def _read_marker(path: Path) -> tuple[str | None, list[Claim]]:
@@ -133,7 +132,7 @@ def write_claims_report(out_dir: Path, results: Sequence[tuple[Piece, list[Claim
                 lines.append(f"  - note: {c.note}")
         lines.append("")
     path = Path(out_dir) / "CLAIMS.md"
-    common.atomic_write_text(path, "\n".join(lines))
+    atomic_write_text(path, "\n".join(lines))
     return path
 
 
@@ -200,7 +199,7 @@ def write_gallery(out_dir: Path, results: Sequence[tuple[Piece, list[Claim]]], *
         if links:
             lines += [" · ".join(links), ""]
     path = out_dir / "README.md"
-    common.atomic_write_text(path, "\n".join(lines))
+    atomic_write_text(path, "\n".join(lines))
     return path
 
 

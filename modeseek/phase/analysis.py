@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from modeseek.paper.common import Claim, fmt
 from modeseek.phase.grid import FAMILIES
+from modeseek.pieces import Claim, fmt
 
 __all__ = ["summarise", "primary", "winner_map", "claims", "GOOD_FRACTION", "PROGRESS_LEVEL", "TIE_MARGIN"]
 

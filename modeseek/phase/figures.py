@@ -13,8 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from modeseek import tasks
-from modeseek.paper import common
+from modeseek import pieces, tasks
 from modeseek.phase import analysis
 from modeseek.phase.grid import FAMILIES
 
@@ -118,7 +117,7 @@ def heatmaps(summary, cfg, path: Path) -> Path:
     fig.colorbar(im0, ax=axes[0, :].tolist(), shrink=0.8, label="final gold reward E_pi[r*]")
     fig.colorbar(im1, ax=axes[1, :].tolist(), shrink=0.8, label=f"steps to {analysis.PROGRESS_LEVEL:.0%} of best achievable (grey/-: never)")
     fig.suptitle(f"Phase diagrams over rarity x coverage ({cfg.seeds} seeds, {cfg.steps} steps; budget '{cfg.name}')", fontsize=10)
-    common.save_figure(fig, path)
+    pieces.save_figure(fig, path)
     return path
 
 
@@ -157,7 +156,7 @@ def winner(summary, cfg, path: Path) -> Path:
     h2, l2 = ax.get_legend_handles_labels()
     ax.legend(handles=handles + h2, fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.set_title(f"Winner map: best final gold reward per cell (on-policy: {cfg.primary_reward_model} reward model)", fontsize=9)
-    common.save_figure(fig, path)
+    pieces.save_figure(fig, path)
     return path
 
 
@@ -208,7 +207,7 @@ def mass_plots(mass, summary, cfg, path: Path) -> Path:
     for ax in axes[-1]:
         ax.set_xlabel("response bin (length)", fontsize=7)
     fig.suptitle("Final probability mass at the marked cells (bars), pi_ref (dashed), data mu (dotted), gold reward (red), proxy (dash-dot)", fontsize=8)
-    common.save_figure(fig, path)
+    pieces.save_figure(fig, path)
     return path
 
 
@@ -238,5 +237,5 @@ def reward_model_comparison(summary, cfg, path: Path) -> Path:
         handles, names = axes[0, 0].get_legend_handles_labels()
         fig.legend(handles, names, loc="outside lower center", ncol=3, fontsize=7)
     fig.suptitle("Which reward the on-policy learner queries: learned proxies (smooth RBF, tabular) vs the gold reward", fontsize=9)
-    common.save_figure(fig, path)
+    pieces.save_figure(fig, path)
     return path

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from modeseek.paper import common
-from modeseek.paper.common import Claim, Piece
+from modeseek import pieces
 from modeseek.phase import analysis, figures
 from modeseek.phase.grid import FAMILIES, budget
 from modeseek.phase.sweep import sweep, table_paths
+from modeseek.pieces import Claim, Piece
 
 __all__ = ["make", "PIECE", "FIGURES"]
 
@@ -74,7 +74,7 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
     figures.reward_model_comparison(summary, cfg, out_dir / FIGURES[3])
     rho = summary.groupby("rarity_index")["rarity"].first().to_numpy()
     presets = figures.preset_positions(cfg, rho)
-    common.write_caption(out_dir / "phase.caption.md", "Phase diagrams over rarity x coverage (" + ", ".join(FIGURES) + ")", _caption(cfg, res, presets))
+    pieces.write_caption(out_dir / "phase.caption.md", "Phase diagrams over rarity x coverage (" + ", ".join(FIGURES) + ")", _caption(cfg, res, presets))
     return analysis.claims(summary, cfg)
 
 

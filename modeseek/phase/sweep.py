@@ -32,7 +32,7 @@ import numpy as np
 
 import modeseek as ms
 from modeseek import _xla
-from modeseek.paper import common
+from modeseek import pieces
 from modeseek.phase.grid import FAMILIES, Grid, PhaseConfig, build_grid, fit_proxies
 
 __all__ = ["sweep", "SweepResult", "table_paths", "METRICS", "load"]
@@ -256,8 +256,8 @@ def sweep(cfg: PhaseConfig, out_dir: str | Path, *, resume: bool = True, workers
     def record(chunk, rows, mass_rows, timing):
         with lock:
             tables[chunk], masses[chunk] = rows, mass_rows
-            common.save_table(_ordered(tables, order), paths["table"])
-            common.save_table(_ordered(masses, order), paths["mass"])
+            pieces.save_table(_ordered(tables, order), paths["table"])
+            pieces.save_table(_ordered(masses, order), paths["mass"])
             manifest["chunks"]["/".join(chunk)] = timing
             manifest["done"] = [list(c) for c in order if c in tables]
             manifest["complete"] = len(manifest["done"]) == len(order)
@@ -303,4 +303,4 @@ def _write_manifest(manifest: dict, path: Path, t_start: float, c_start: float) 
         # Over every call that produced these results (earlier ones when resumed).
         "wall_seconds_all_calls": float(sum(c["wall_seconds"] for c in manifest["calls"])),
     }
-    common.atomic_write_text(path, json.dumps(manifest, indent=1))
+    pieces.atomic_write_text(path, json.dumps(manifest, indent=1))

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from modeseek.paper import common
-from modeseek.paper.common import Claim, Piece
+from modeseek import pieces
+from modeseek.pieces import Claim, Piece
 from modeseek.sequences import engine, problems
 
 KINDS = ("far", "near")
@@ -85,11 +85,11 @@ def _above(a, b):
 
 
 def _f(x):
-    return common.fmt(np.mean(x))
+    return pieces.fmt(np.mean(x))
 
 
 def _seeds(x):
-    return "[" + ", ".join(common.fmt(v) for v in np.asarray(x)) + "]"
+    return "[" + ", ".join(pieces.fmt(v) for v in np.asarray(x)) + "]"
 
 
 def make(out_dir: Path, smoke: bool) -> list[Claim]:
@@ -115,9 +115,9 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
                 for pos in range(fm.shape[2]):
                     marg_rows.append(pd.DataFrame({"problem": p, "method": m, "position": pos + 1, "token": np.arange(fm.shape[3]), "prob": fm[g, a, pos]}))
     table = pd.concat(frames, ignore_index=True)
-    common.save_table(table, out_dir / "data" / "sequences.parquet")
+    pieces.save_table(table, out_dir / "data" / "sequences.parquet")
     marg = pd.concat(marg_rows, ignore_index=True)
-    common.save_table(marg, out_dir / "data" / "sequences_marginals.parquet")
+    pieces.save_table(marg, out_dir / "data" / "sequences_marginals.parquet")
 
     # ------------------------------------------------------------------ figure
     fig, axes = plt.subplots(len(KINDS), 3, figsize=(13, 3.4 * len(KINDS)))
@@ -131,7 +131,7 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
             for (p, m), c in er.items():
                 if p != kind:
                     continue
-                mean, lo, hi = common.mean_band(c, axis=0)
+                mean, lo, hi = pieces.mean_band(c, axis=0)
                 ax_r.plot(tr.eval_steps, mean, color=COLORS[m], label=m)
                 ax_r.fill_between(tr.eval_steps, lo, hi, color=COLORS[m], alpha=0.18, lw=0)
                 ax_k.plot(tr.eval_steps, kl[(p, m)].mean(0), color=COLORS[m], label=m)
@@ -159,7 +159,7 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
     axes[0, 2].legend(fontsize=6, loc="upper center")
     fig.suptitle(f"Sequence bandit, {b['policy']} policy: 9 tokens after a prompt token (dotted: the paper's offline T = {PAPER_OFFLINE_STEPS}; dashed: pi_data)", fontsize=10)
     fig.tight_layout()
-    common.save_figure(fig, out_dir / "sequences.png")
+    pieces.save_figure(fig, out_dir / "sequences.png")
 
     # ------------------------------------------------------------------ claims
     er_bon, er_ipo = _curves(bon, "expected_reward"), _curves(ipo, "expected_reward")
@@ -204,11 +204,11 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
             'On "far", on-policy IPO (on-policy sampling and a negative gradient) ends with the highest expected reward of the four methods (section 5.3)',
             bool(ok),
             "final expected reward: " + ", ".join(f"{m} {_f(v)}" for m, v in far_end.items())
-            + f" (IPO after {b['ipo_steps']} steps, best-of-N after {b['bon_steps']}); on-policy IPO peaked at {common.fmt(on_ipo[peak])} at step {int(ipo.eval_steps[peak])}",
+            + f" (IPO after {b['ipo_steps']} steps, best-of-N after {b['bon_steps']}); on-policy IPO peaked at {pieces.fmt(on_ipo[peak])} at step {int(ipo.eval_steps[peak])}",
             ""
             if ok
             else f"the best is {best}; at this budget ({b['ipo_steps']} of the paper's 1000 steps) on-policy IPO has not settled: "
-            f"its mean reward moves by up to {common.fmt(np.max(np.abs(np.diff(on_ipo[len(on_ipo) // 2 :]))))} between evaluations in the second half of the run",
+            f"its mean reward moves by up to {pieces.fmt(np.max(np.abs(np.diff(on_ipo[len(on_ipo) // 2 :]))))} between evaluations in the second half of the run",
         )
     )
 
@@ -219,7 +219,7 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
             "seq_on_policy_gap_larger_far_than_near",
             'The gain of on-policy over offline best-of-N is larger on "far" than on "near", where pi_ref already covers the reward peak (section 5.1, Table 2 geometry)',
             bool(ok),
-            f"on-policy minus offline best-of-N after {b['bon_steps']} steps: far {common.fmt(gap['far'])}, near {common.fmt(gap['near'])}",
+            f"on-policy minus offline best-of-N after {b['bon_steps']} steps: far {pieces.fmt(gap['far'])}, near {pieces.fmt(gap['near'])}",
             "" if ok else "the near gap is not smaller at this budget",
         )
     )
@@ -232,7 +232,7 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
             "seq_reference_fits_pi_data",
             f"The reference (the {b['policy']} policy" + (" after its fit to pi_data" if b["policy"] == "transformer" else "") + f") starts at pi_data's expected token reward (within {REF_TOL})",
             bool(ok),
-            "; ".join(f"{k}: {_f(r0[k])} vs exact {common.fmt(exact[k])}" for k in KINDS),
+            "; ".join(f"{k}: {_f(r0[k])} vs exact {pieces.fmt(exact[k])}" for k in KINDS),
             "" if ok else "the fit to pi_data (100 Adam steps at lr 0.01) is off",
         )
     )
@@ -253,7 +253,7 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
         f"Metrics every {b['eval_every']} steps on 100 fresh evaluation prompts, one sampled sequence each, Rao-Blackwellised: expected reward from the per-position next-token distributions along the samples; KL(pi || pi_ref) of the whole response as the sum of the exact per-token KLs along the samples. Right column: the final per-position marginals averaged over the 9 positions, seeds and evaluation prompts (red: the per-token reward).",
         f"Time: compile {bon.compile_seconds + ipo.compile_seconds:.0f} s and run {bon.run_seconds + ipo.run_seconds:.0f} s of wall time, {time.process_time() - cpu0:.0f} s of CPU time for the whole piece (wall time is inflated when the CPU is shared). Data: data/sequences.parquet (metrics per method, problem, seed, step), data/sequences_marginals.parquet (final marginals per position).",
     ]
-    common.write_caption(out_dir / "sequences.caption.md", "The sequence (transformer) bandit: on-policy sampling and negative gradients over 9 tokens (sequences.png)", lines)
+    pieces.write_caption(out_dir / "sequences.caption.md", "The sequence (transformer) bandit: on-policy sampling and negative gradients over 9 tokens (sequences.png)", lines)
     return claims
 
 
