@@ -427,20 +427,23 @@ class ReproduceCommand:
     force: bool = False
     """Rerun pieces whose outputs already exist (pieces finished at the other budget, smoke or full, always rerun)."""
     only: tuple[str, ...] = ()
-    """Names of the pieces to run (default all)."""
+    """Names of the pieces to run (default all; the registry modeseek.pieces.PIECES lists them in report order)."""
     cache: bool = True
     """Use JAX's persistent compilation cache ($MODESEEK_CACHE_DIR or ~/.cache/modeseek/jax), so reruns skip compiling."""
 
     def execute(self) -> None:
-        from modeseek.paper.reproduce import default_out_dir, report_lines, reproduce, select_pieces
+        from modeseek.pieces import check_names
+
+        # Names are checked against the registry, before any figure module is imported.
+        try:
+            check_names(self.only)
+        except ValueError as e:
+            raise CommandError(str(e)) from None
+        from modeseek.paper.reproduce import default_out_dir, report_lines, reproduce
 
         t0 = time.perf_counter()
         logs: dict = {}
         out = self.out if self.out is not None else default_out_dir(self.smoke)
-        try:
-            select_pieces(list(self.only) or None)
-        except ValueError as e:
-            raise CommandError(str(e)) from None
         _require_writable(out, out)
         if self.cache:
             _enable_cache()

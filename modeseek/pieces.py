@@ -1,10 +1,19 @@
-"""Shared helpers for figure pieces: claims, atomic writers, seed bands, captions."""
+"""Figure pieces: what a piece is, the registry of pieces, and the helpers every piece uses.
+
+Every figure of the reproduction (:mod:`modeseek.paper`, :mod:`modeseek.phase`,
+:mod:`modeseek.sequences.figures`) imports this module for :class:`Claim`,
+:class:`Piece`, :func:`fmt`, :func:`mean_band` and the caption and atomic
+saving helpers. :data:`PIECES` names the module of each piece, in report
+order; :func:`load` imports one on demand, so that this module, and with it
+the core of the library, never imports the figure layer.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import Callable, Iterable, NamedTuple
 
 import numpy as np
 
@@ -13,6 +22,10 @@ from modeseek._files import atomic_write
 __all__ = [
     "Claim",
     "Piece",
+    "PIECES",
+    "load",
+    "load_all",
+    "check_names",
     "atomic_write_text",
     "save_table",
     "save_figure",
@@ -63,6 +76,44 @@ class Piece(NamedTuple):
     make: Callable[[Path, bool], list[Claim]]
     summary: str = ""
     reset: Callable[[Path], None] | None = None
+
+
+# name -> module defining the piece as ``PIECE``, in report order (CLAIMS.md, the gallery, ``reproduce``).
+PIECES: dict[str, str] = {
+    "fig_problem": "modeseek.paper.fig_problem",
+    "fig_on_policy": "modeseek.paper.fig_on_policy",
+    "fig_negative_gradient": "modeseek.paper.fig_negative_gradient",
+    "fig_complementarity": "modeseek.paper.fig_complementarity",
+    "fig_reuse": "modeseek.paper.fig_reuse",
+    "fig_on_policyness": "modeseek.paper.fig_on_policyness",
+    "fig_theory": "modeseek.paper.fig_theory",
+    "filmstrips": "modeseek.paper.filmstrips",
+    "phase": "modeseek.phase.piece",
+    "sequences": "modeseek.sequences.figures",
+}
+
+
+def load(name: str) -> Piece:
+    """The registered piece ``name``, its module imported on first use; KeyError names the valid ones."""
+    if name not in PIECES:
+        raise KeyError(f"unknown piece {name!r}; valid names are {', '.join(PIECES)}")
+    piece = importlib.import_module(PIECES[name]).PIECE
+    if piece.name != name:
+        raise RuntimeError(f"{PIECES[name]}.PIECE is named {piece.name!r}, registered as {name!r}")
+    return piece
+
+
+def load_all() -> list[Piece]:
+    """Every registered piece, in report order."""
+    return [load(name) for name in PIECES]
+
+
+def check_names(names: Iterable[str], valid: Iterable[str] | None = None) -> None:
+    """ValueError naming the ``names`` not in ``valid`` (default: the registry) and listing the valid ones."""
+    valid = set(PIECES if valid is None else valid)
+    bad = sorted(set(names) - valid)
+    if bad:
+        raise ValueError(f"unknown piece(s) {bad}; valid names are {', '.join(sorted(valid))}")
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -26,37 +26,21 @@ from typing import Sequence
 from modeseek._files import require_writable_folder
 from modeseek._xla import fast_compile
 from modeseek.compile_log import CompileLog
-from modeseek.pieces import Claim, Piece, atomic_write_text
+from modeseek.pieces import Claim, Piece, atomic_write_text, check_names, load_all
 
 __all__ = ["pieces", "select_pieces", "reproduce", "default_out_dir", "report_lines", "write_claims_report", "write_gallery", "piece_images"]
 
 
 def pieces() -> list[Piece]:
-    """All figure pieces in report order (imported lazily to keep the core import light)."""
-    from modeseek.paper import filmstrips, fig_complementarity, fig_negative_gradient, fig_on_policy, fig_problem
-
-    return [
-        fig_problem.PIECE,
-        fig_on_policy.PIECE,
-        fig_negative_gradient.PIECE,
-        fig_complementarity.PIECE,
-        __import__("modeseek.paper.fig_reuse", fromlist=["PIECE"]).PIECE,
-        __import__("modeseek.paper.fig_on_policyness", fromlist=["PIECE"]).PIECE,
-        __import__("modeseek.paper.fig_theory", fromlist=["PIECE"]).PIECE,
-        filmstrips.PIECE,
-        __import__("modeseek.phase", fromlist=["PIECE"]).PIECE,
-        __import__("modeseek.sequences.figures", fromlist=["PIECE"]).PIECE,
-    ]
+    """All figure pieces in report order: the registry :data:`modeseek.pieces.PIECES`, each imported on first use."""
+    return load_all()
 
 
 def select_pieces(only: Sequence[str] | None) -> list[Piece]:
     """The pieces named in ``only`` (all when None or empty), in report order; ValueError names unknown ones."""
     todo = pieces()
     if only:
-        names = {p.name for p in todo}
-        bad = sorted(set(only) - names)
-        if bad:
-            raise ValueError(f"unknown piece(s) {bad}; valid names are {', '.join(sorted(names))}")
+        check_names(only, [p.name for p in todo])
         todo = [p for p in todo if p.name in set(only)]
     return todo
 
