@@ -32,7 +32,7 @@ from modeseek import _isa  # noqa: F401
 if TYPE_CHECKING:
     from modeseek import batches, losses, metrics, policies, problems, references, regimes, rewards, sequences
     from modeseek._xla import fast_compile
-    from modeseek.engine import HyperParams, RunConfig, Trajectory, enable_compilation_cache, run
+    from modeseek.engine import HyperParams, RunConfig, Trajectory, enable_compilation_cache, make_train, run
     from modeseek.problems import Problem, paper_bandit, pi_star
 
 __version__ = "0.1.0"
@@ -40,7 +40,7 @@ __version__ = "0.1.0"
 _SUBMODULES = ("batches", "losses", "metrics", "policies", "problems", "references", "regimes", "rewards", "sequences")
 _FROM = {
     "fast_compile": "modeseek._xla",
-    **dict.fromkeys(("HyperParams", "RunConfig", "Trajectory", "enable_compilation_cache", "run"), "modeseek.engine"),
+    **dict.fromkeys(("HyperParams", "RunConfig", "Trajectory", "enable_compilation_cache", "make_train", "run"), "modeseek.engine"),
     **dict.fromkeys(("Problem", "paper_bandit", "pi_star"), "modeseek.problems"),
 }
 
@@ -49,6 +49,7 @@ __all__ = [
     "pi_star",
     "paper_bandit",
     "run",
+    "make_train",
     "enable_compilation_cache",
     "fast_compile",
     "Trajectory",

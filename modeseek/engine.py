@@ -1,17 +1,23 @@
-"""The engine: a whole fine-tuning run as one ``lax.scan``, many runs under ``jit(vmap)``.
+"""The engine: one run loop for every policy kind, many runs per compiled program.
 
-:func:`run` resolves hyperparameters, builds the flat run axis (grid x seeds),
-compiles once per static configuration (:class:`RunConfig`) and returns a
-:class:`Trajectory`. Traced hyperparameters (:class:`HyperParams`, the problem's
-arrays, the data distribution) are data: changing their values, or sweeping them
-as arrays of the same length, never recompiles.
+:func:`run` takes a bandit :class:`~modeseek.problems.Problem` (tabular or MLP
+policy) or a token-sequence :class:`~modeseek.sequences.SequenceProblem`
+(factorised, bigram or transformer policy), resolves the hyperparameters,
+builds the flat run axis (grid x seeds), compiles one program per static
+configuration (:class:`RunConfig`) and returns a :class:`Trajectory`. Traced
+hyperparameters (:class:`HyperParams`, the problems' arrays, the data
+distribution, the sampling regime of ``arms``, and the schedule values
+``reuse``, ``num_samples`` and ``minibatch`` of a bandit run) are data: sweeping
+them never recompiles.
 
-One run (PAPER_NOTES A.6, Algorithm 1): initialise the policy (tabular logits,
-or the MLP followed by SFT to pi_ref); then for each of ``steps // reuse``
-iterations collect a batch per context (offline: the one fixed dataset drawn
-from the data distribution; on-policy: a fresh batch from the current policy;
-exact: the population batch) and take ``reuse`` full-batch optimiser steps on it.
-Exact metrics are recorded for every policy along the way.
+One run (Tajwar et al. 2024, arXiv 2404.14367, Algorithm 1, §3): initialise the
+policy (and fit it to pi_ref where it is not there by construction); then for
+each of ``steps // reuse`` iterations collect a batch per context (offline: one
+fixed dataset; on-policy: a fresh batch from the current policy; exact: the
+population batch) and take ``reuse`` optimiser steps on it, recording metrics
+every ``eval_every`` steps. The loop is :func:`make_train`; what differs between
+policy kinds (sampling, scoring, evaluation) is a :class:`Model` built by
+:func:`_bandit_model` or :func:`modeseek.sequences.model.build`.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import dataclasses
 import functools
 import math
 import time
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -29,16 +35,21 @@ import optax
 
 from modeseek import _checks, losses, metrics, policies, regimes
 from modeseek._blocks import resolve_devices, run_blocks, run_keys
-from modeseek.batches import Target
+from modeseek.batches import BestOfN, Points, Target
 from modeseek.problems import Problem, safe_log
 
 __all__ = [
     "RunConfig",
     "HyperParams",
+    "Schedule",
+    "Model",
     "Trajectory",
     "run",
+    "make_train",
     "SAMPLINGS",
     "OPTIMIZERS",
+    "BANDIT_POLICIES",
+    "SEQUENCE_POLICIES",
     "compile_count",
     "enable_compilation_cache",
 ]
@@ -47,6 +58,8 @@ __all__ = [
 #: "exact_offline" the population update on the data distribution.
 SAMPLINGS = ("offline", "on_policy", "exact", "exact_offline")
 OPTIMIZERS = ("adam", "sgd")
+BANDIT_POLICIES = ("tabular", "mlp")
+SEQUENCE_POLICIES = ("factorised", "bigram", "transformer")
 _OFFLINE = ("offline", "exact_offline")
 _EXACT = ("exact", "exact_offline")
 
@@ -56,18 +69,46 @@ class RunConfig:
     """Static configuration: everything that changes shapes or control flow.
 
     A new value of any field compiles a new program; see :class:`HyperParams`
-    for what may be swept without recompiling.
+    for what may be swept without recompiling. Fields that concern one policy
+    kind only keep their defaults for the other.
+
+    Attributes:
+      loss, sampling, steps: as given to :func:`run` (sampling "mixed" when
+        ``arms`` combine offline and on-policy runs; the regime is then traced).
+      policy: "tabular", "mlp" (bandits), "factorised", "bigram", "transformer" (sequences).
+      reuse: gradient steps per collected batch (the paper's T).
+      num_samples: responses per context and collection (with ``schedule``,
+        the largest value of the sweep: draws are made at this size and masked).
+      num_contexts / num_eval_contexts: train contexts (prompts, for sequences)
+        and evaluation contexts (MLP and transformer; the others are evaluated
+        on the train contexts).
+      eval_every / snapshot_every: metric and snapshot periods (always at 0 and ``steps``).
+      eval_samples: Monte-Carlo draws per evaluation context (bandits: > 0 adds
+        "sampled_reward"; transformer: the sequences its estimates use).
+      schedule: reuse, num_samples and minibatch are traced values of each
+        call (bandit points and best-of-N batches), so sweeping them compiles
+        one program.
+      first_batch: "policy", or "data" for the paper's epoch 0 drawn from the
+        data distribution in on-policy bandit runs.
+      num_bins, has_target, has_train_reward: bandit problem shape and arrays.
+      length, vocab, reward_kind, include_prompt: sequence problem shape.
+      shared, shift, ratio, sft_batch, layers, heads, embed, dropout, batching:
+        sequence options (see :func:`run`).
+      block: runs per compiled call (:mod:`modeseek._blocks`).
     """
 
     loss: str
     sampling: str
     steps: int
+    policy: str = "tabular"
     reuse: int = 1
     num_samples: int = 10
     num_contexts: int = 1
     num_eval_contexts: int = 100
-    num_bins: int = 100
-    policy: str = "tabular"
+    eval_every: int = 1
+    snapshot_every: int = 1
+    eval_samples: int = 0
+    schedule: bool = False
     init: str = "reference"
     optimizer: str = "adam"
     negative: str | None = None
@@ -79,27 +120,55 @@ class RunConfig:
     pairing: str = "all"
     sft_steps: int = 100
     first_batch: str = "policy"
-    eval_samples: int = 0
-    snapshot_every: int = 1
     block: int = 32
+    num_bins: int = 0
     has_target: bool = False
     has_train_reward: bool = False
+    length: int = 0
+    vocab: int = 0
+    reward_kind: str = ""
+    include_prompt: bool = False
+    shared: bool = False
+    shift: str = "correct"
+    ratio: str = "token"
+    sft_batch: int = 10
+    layers: int = 3
+    heads: int = 3
+    embed: int = 48
+    dropout: float = 0.0
+    batching: str = "vmap"
+
+    @property
+    def kind(self) -> str:
+        """"bandit" or "sequence"."""
+        return "sequence" if self.policy in SEQUENCE_POLICIES else "bandit"
 
     @property
     def iterations(self) -> int:
-        """Number of batch collections (1 for offline regimes)."""
-        return 1 if self.sampling in _OFFLINE else self.steps // self.reuse
+        """Batch collections (1 for offline regimes; with ``schedule``, the most any schedule needs)."""
+        if self.sampling in _OFFLINE:
+            return 1
+        return self.steps if self.schedule else self.steps // self.reuse
 
     @property
-    def steps_per_batch(self) -> int:
-        """Gradient steps taken on each collected batch."""
-        return self.steps if self.sampling in _OFFLINE else self.reuse
+    def eval_steps(self) -> np.ndarray:
+        """Steps at which metrics are recorded (always includes 0 and ``steps``)."""
+        return _every(self.steps, self.eval_every)
 
     @property
     def snapshot_steps(self) -> np.ndarray:
-        """Steps at which the policy's probabilities are stored (always includes 0 and ``steps``)."""
-        s = np.arange(0, self.steps + 1, self.snapshot_every)
-        return s if s[-1] == self.steps else np.append(s, self.steps)
+        """Steps at which the policy's probabilities (marginals, for sequences) are stored."""
+        return _every(self.steps, self.snapshot_every)
+
+    @property
+    def tokens_scored(self) -> int:
+        """Per-token log-probabilities per sequence (L, or L + 1 with the authors' shift)."""
+        return self.length + (self.shift == "authors")
+
+
+def _every(steps: int, every: int) -> np.ndarray:
+    s = np.arange(0, steps + 1, every)
+    return s if s[-1] == steps else np.append(s, steps)
 
 
 @jax.tree_util.register_dataclass
@@ -115,11 +184,11 @@ class HyperParams:
       negative_coef: weight of best_of_n's negative term.
       entropy_coef: weight of the exact entropy bonus (reinforce, ppo).
       clip_eps: PPO clip range.
-      target_margin: IPO's target margin (default 1/(2 beta)).
+      target_margin: IPO's target margin (default 1/(2 beta), per run).
       min_reward_gap: pairs whose rewards differ by less are skipped.
       bt_scale: Bradley-Terry inverse temperature for sampled labels.
       init_scale: logit noise for ``init="random"``.
-      sft_learning_rate: Adam step size of the MLP's SFT to pi_ref.
+      sft_learning_rate: Adam step size of the SFT to pi_ref (MLP, transformer).
     """
 
     learning_rate: Any = 0.05
@@ -134,10 +203,53 @@ class HyperParams:
     sft_learning_rate: Any = 1e-2
 
 
-_STATIC_FIELDS = {f.name for f in dataclasses.fields(RunConfig)} - {"loss", "sampling", "steps", "num_bins", "has_target"}
-_TRACED_FIELDS = [f.name for f in dataclasses.fields(HyperParams)]
-_POSITIVE = {"learning_rate", "beta", "clip_eps", "target_margin", "bt_scale", "sft_learning_rate"}
-_NONNEGATIVE = {"negative_coef", "entropy_coef", "min_reward_gap", "init_scale"}
+class Schedule(NamedTuple):
+    """The traced sampling schedule of one call (``RunConfig.schedule``): int32 scalars.
+
+    Every ``reuse`` steps, collect ``num_samples`` responses per context (drawn
+    at the static ``RunConfig.num_samples`` and masked), and train each step on
+    a window of ``minibatch`` of them that slides by ``minibatch`` per step,
+    wrapping around. Sample reuse (§5.2 of the paper): minibatch = num_samples,
+    each batch used ``reuse`` times. On-policyness (Algorithm 1): num_samples =
+    k M, minibatch = M, reuse = k, one pass over each batch.
+    """
+
+    reuse: Any
+    num_samples: Any
+    minibatch: Any
+
+
+class Model(NamedTuple):
+    """The policy-specific parts of one run, built inside the traced run function.
+
+    Attributes:
+      params: initial parameters.
+      batch0: the batch before the first collection (the fixed dataset when
+        the batch never changes; zeros of the right shape otherwise).
+      stats0: zeros shaped like the statistics ``collect`` returns with a batch.
+      collect: ``(params, t, i, slot) -> (batch, stats)``: the i-th batch,
+        collected at step t, and statistics of evaluation draws made with it
+        (evaluation slot ``slot``).
+      loss: ``(params, batch, t) -> (loss, aux)``.
+      evaluate: ``(params, t, stats, loss, aux) -> (metrics, snapshot)``.
+      snapshot_shape: shape of one snapshot.
+      collects_offline: offline runs collect their dataset at step 0 (from
+        the initial policy) instead of having it in ``batch0``.
+      draws_for_eval: evaluation needs ``collect``'s draws at evaluation steps.
+      fixed: the batch never changes (analytic targets, offline bandit data).
+    """
+
+    params: Any
+    batch0: Any
+    stats0: Any
+    collect: Callable
+    loss: Callable
+    evaluate: Callable
+    snapshot_shape: tuple[int, ...]
+    collects_offline: bool = False
+    draws_for_eval: bool = False
+    fixed: bool = False
+
 
 _compile_counter = [0]
 
@@ -171,9 +283,10 @@ def enable_compilation_cache(path: str | None = None) -> str:
     return path
 
 
-def default_learning_rate(policy: str, optimizer: str) -> float:
-    """Defaults that make every loss progress on the paper problems in a few hundred steps."""
-    if policy == "mlp":
+def default_learning_rate(policy: str, optimizer: str = "adam") -> float:
+    """Defaults that make every loss progress on the paper problems in a few hundred steps:
+    Adam 1e-3 for the networks (MLP, transformer), 0.05 for logit tables (SGD: x100 / x20)."""
+    if policy in ("mlp", "transformer"):
         return 1e-3 if optimizer == "adam" else 1e-1
     return 0.05 if optimizer == "adam" else 1.0
 
@@ -189,21 +302,124 @@ def default_block(policy: str, num_bins: int = 100) -> int:
     1024-wide program, and one seed in 16x and 5x the time of a 1-wide one
     (0.20 s and 0.04 s per 1000 steps). Runs with many bins already fill the
     vector units on their own, so they get smaller blocks (not measured; a
-    single K = 8192 run does not pay for 31 padded ones).
+    single K = 8192 run does not pay for 31 padded ones). The MLP's and the
+    transformer's matmuls gain nothing from batching runs (32 MLP runs in blocks
+    of 1 ran 0.94x the time of one 32-wide program): 1. A Markov sequence
+    policy's L x V tables are vectors as wide as a K = 900 bandit's: 8.
     """
-    if policy == "mlp":
-        # Its matmuls gain nothing from batching runs (32 runs in blocks of 1 ran
-        # 0.94x the time of one 32-wide program), so a single seed pays nothing.
+    if policy in ("mlp", "transformer"):
         return 1
+    if policy in SEQUENCE_POLICIES:
+        return 8
     return 32 if num_bins <= 128 else 8 if num_bins <= 1024 else 1
 
 
-# ----------------------------------------------------------------------------- one run
+# ----------------------------------------------------------------------------- the one run loop
+
+
+def make_train(cfg: RunConfig) -> Callable:
+    """The function that computes one run: ``train(key, hp, arrays, schedule=None) -> outputs``.
+
+    Pure and unbatched, so it may be jitted, vmapped or differentiated by the
+    caller (:func:`run` vmaps it over blocks of runs). ``key`` is a (2,) uint32
+    key, ``hp`` a :class:`HyperParams` of scalars, ``arrays`` the problem's
+    arrays (:func:`run_arrays` builds them), ``schedule`` a :class:`Schedule`
+    when ``cfg.schedule``. Returns ``{"metrics": name -> (E,), "snapshots":
+    (S,) + snapshot shape, "final": snapshot shape}`` with E = len(cfg.eval_steps).
+    """
+    return functools.partial(_train, cfg)
+
+
+def _train(cfg: RunConfig, key, hp: HyperParams, arrays, sched: Schedule | None = None):
+    # The loop is written once: every policy kind supplies a Model and this scan
+    # schedules collections, steps, evaluations and snapshots for all of them.
+    _compile_counter[0] += 1  # Python side effect: runs once per trace.
+    if cfg.kind == "sequence":
+        from modeseek.sequences import model as sequence_model
+
+        m = Model(**sequence_model.build(cfg, key, hp, arrays, sched))
+    else:
+        m = _bandit_model(cfg, key, hp, arrays, sched)
+    reuse = sched.reuse if sched is not None else cfg.reuse
+    opt = optax.adam(hp.learning_rate) if cfg.optimizer == "adam" else optax.sgd(hp.learning_rate)
+    params = m.params
+    n_eval, n_snap = len(cfg.eval_steps), len(cfg.snapshot_steps)
+    every, snap_every = cfg.eval_every, cfg.snapshot_every
+    mixed = cfg.sampling == "mixed"
+    offline = arrays["offline"]
+    all_offline = cfg.sampling in _OFFLINE
+    dense = every == 1
+
+    def snapshot(snaps, t, snap):
+        slot = jnp.where(t == cfg.steps, n_snap - 1, jnp.minimum(t // snap_every, n_snap - 1))
+        keep = (t % snap_every == 0) | (t == cfg.steps)
+        return snaps.at[slot].set(jnp.where(keep, snap, snaps[slot]))
+
+    def body(carry, t):
+        # One loop body for every evaluation point t = 0..steps, the last one
+        # included (its update is discarded): code outside the loop is compiled
+        # per batch shape and may round differently, which would break
+        # bit-identity across shardings. The branch predicates depend on t
+        # alone (and on the schedule, which is not batched over runs), so under
+        # vmap the conds stay branches instead of both-sides selects.
+        p, s, batch, buf, snaps = carry
+        last = t == cfg.steps
+        eval_due = (t % every == 0) | last
+        slot = jnp.where(last, n_eval - 1, t // every)
+        stats = m.stats0
+        if not m.fixed:
+            on_schedule = (t == 0) if all_offline else ((t % reuse == 0) & ~last)
+            need = on_schedule | (eval_due & m.draws_for_eval)
+
+            def draw(b):
+                nb, st = m.collect(p, t, t // reuse, slot)
+                if mixed or m.draws_for_eval:
+                    # A draw made for the evaluation alone keeps the batch, and so
+                    # do offline runs (a traced flag) after their one collection.
+                    due = jnp.where(offline, (t == 0) & m.collects_offline, on_schedule) if mixed else on_schedule
+                    nb = jax.tree.map(lambda new, old: jnp.where(due, new, old), nb, b)
+                return nb, st
+
+            batch, stats = jax.lax.cond(need, draw, lambda b: (b, m.stats0), batch)
+        (loss, aux), g = jax.value_and_grad(m.loss, has_aux=True)(p, batch, t)
+        if dense:
+            out, snap = m.evaluate(p, t, stats, loss, aux)
+            snaps = snapshot(snaps, t, snap)
+        else:
+
+            def write(buf, snaps):
+                out, snap = m.evaluate(p, t, stats, loss, aux)
+                return jax.tree.map(lambda b_, v: b_.at[slot].set(v), buf, out), snapshot(snaps, t, snap)
+
+            buf, snaps = jax.lax.cond(eval_due, write, lambda b_, s_: (b_, s_), buf, snaps)
+            out = None
+        u, s_new = opt.update(g, s, p)
+        p, s = jax.lax.cond(t < cfg.steps, lambda: (optax.apply_updates(p, u), s_new), lambda: (p, s))
+        return (p, s, batch, buf, snaps), out
+
+    buf0 = None
+    if not dense:
+        probe = jax.eval_shape(lambda: m.evaluate(params, 0, m.stats0, *m.loss(params, m.batch0, 0))[0])
+        buf0 = jax.tree.map(lambda a: jnp.zeros((n_eval,) + a.shape, a.dtype), probe)
+    snaps0 = jnp.zeros((n_snap,) + tuple(m.snapshot_shape))
+    carry0 = (params, opt.init(params), m.batch0, buf0, snaps0)
+    (_, _, _, buf, snaps), hist = jax.lax.scan(body, carry0, jnp.arange(cfg.steps + 1))
+    return {"metrics": hist if dense else buf, "snapshots": snaps, "final": snaps[n_snap - 1]}
+
+
+# ----------------------------------------------------------------------------- bandit policies
 
 
 def _collector(spec, cfg: RunConfig, exact: bool, hp: HyperParams, reward):
     """A function (key, logq (K,)) -> batch for one context."""
     n = cfg.num_samples
+    if cfg.schedule:
+        # Raw draws at the largest size; the loss masks them to the schedule's window.
+        def draws(key, lq):
+            y = regimes.sample_bins(key, lq, n)
+            return y, jax.nn.log_softmax(lq)[y]
+
+        return draws
     if spec.batch == "points":
         return (lambda key, lq: regimes.exact_points(lq, reward)) if exact else (
             lambda key, lq: regimes.sample_points(key, lq, reward, n)
@@ -222,15 +438,34 @@ def _collector(spec, cfg: RunConfig, exact: bool, hp: HyperParams, reward):
     raise AssertionError(spec.batch)
 
 
-def _run_one(cfg: RunConfig, key, hp: HyperParams, ref_probs, reward, train_reward, data_probs, target_probs):
-    """One run; every array argument is unbatched. Returns a dict of stacked outputs.
+def _window(spec, reward, sched: Schedule, t, num_slots: int):
+    """The loss's batch at step t from one context's raw draws (ys, logq(ys)), under a traced schedule."""
+    slots = jnp.arange(num_slots)
+    offset = ((t % sched.reuse) * sched.minibatch) % sched.num_samples
+    m = sched.minibatch.astype(jnp.float32)
 
-    ``reward`` is the gold reward behind every metric; ``train_reward`` is what the
-    learner sees (its batches' rewards, the default target pi_star); the two
-    differ only when a proxy reward model is given.
+    def one(ys, lqy):
+        valid = (slots >= offset) & (slots < offset + sched.minibatch) & (slots < sched.num_samples)
+        r = reward[ys]
+        if spec.batch == "best_of_n":
+            jb = jnp.argmax(jnp.where(valid, r, -jnp.inf))
+            jw = jnp.argmin(jnp.where(valid, r, jnp.inf))
+            one_ = jnp.ones((1,))
+            return BestOfN(ys[jb][None], one_, ys[jw][None], one_, ys, valid.astype(jnp.float32).at[jb].set(0.0), m)
+        return Points(ys, r, valid.astype(jnp.float32) / m, lqy, m)
+
+    return one
+
+
+def _bandit_model(cfg: RunConfig, key, hp: HyperParams, a, sched: Schedule | None) -> Model:
+    """The bandit parts of one run (tabular logits or the MLP; SFT to pi_ref first for the MLP).
+
+    ``a["reward"]`` is the gold reward behind every metric; ``a["train_reward"]``
+    is what the learner sees (its batches' rewards, the default target
+    pi_star); the two differ only when a proxy reward model is given.
     """
-    _compile_counter[0] += 1  # Python side effect: runs once per trace.
     spec = losses.get(cfg.loss)
+    ref_probs, reward, train_reward = a["ref_probs"], a["reward"], a["train_reward"]
     k_init, k_eval, k_data, k_loop = jax.random.split(key, 4)
     ref_logp = safe_log(ref_probs)
     policy = policies.make(cfg.policy, ref_probs, init=cfg.init, init_scale=hp.init_scale)
@@ -243,52 +478,43 @@ def _run_one(cfg: RunConfig, key, hp: HyperParams, ref_probs, reward, train_rewa
         )
         _, eval_contexts = policy.init(k_eval, num_bins=cfg.num_bins, num_contexts=cfg.num_eval_contexts)
 
-    if cfg.optimizer == "adam":
-        opt = optax.adam(hp.learning_rate)
-    else:
-        opt = optax.sgd(hp.learning_rate)
-    opt_state = opt.init(params)
-
-    beta = hp.beta
     c = cfg.num_contexts
     exact = cfg.sampling in _EXACT
+    data_logq = jnp.broadcast_to(safe_log(a["data_probs"]), (c, cfg.num_bins))
+    fixed = spec.batch == "target" or cfg.sampling in _OFFLINE
     if spec.batch == "target":
-        target = target_probs if cfg.has_target else jax.nn.softmax(ref_logp + train_reward / beta)
-        fixed = Target(jnp.broadcast_to(target, (c, cfg.num_bins)))
-        collect = lambda k, p: fixed  # noqa: E731
-    else:
-        one = _collector(spec, cfg, exact, hp, train_reward)
+        target = a["target_probs"] if cfg.has_target else jax.nn.softmax(ref_logp + train_reward / hp.beta)
+        batch0 = Target(jnp.broadcast_to(target, (c, cfg.num_bins)))
+    one = None if spec.batch == "target" else _collector(spec, cfg, exact, hp, train_reward)
 
-        def batch_for(k, logq):
-            return jax.vmap(one)(jax.random.split(k, c), logq)
+    def batch_for(k, logq):
+        return jax.vmap(one)(jax.random.split(k, c), logq)
 
-        if cfg.sampling in _OFFLINE:
-            fixed = batch_for(k_data, jnp.broadcast_to(safe_log(data_probs), (c, cfg.num_bins)))
-            collect = lambda k, p: fixed  # noqa: E731
-        else:
+    if spec.batch != "target" and (fixed or cfg.sampling == "mixed"):
+        batch0 = batch_for(k_data, data_logq)
+    batch_keys = jax.random.split(k_loop, cfg.iterations)
 
-            def collect(k, p):
-                logits = jax.lax.stop_gradient(policy.logits(p, contexts))
-                return batch_for(k, jax.nn.log_softmax(logits, axis=-1))
+    def on_policy(p, i):
+        logits = jax.lax.stop_gradient(policy.logits(p, contexts))
+        return batch_for(batch_keys[i], jax.nn.log_softmax(logits, axis=-1))
 
-            if cfg.first_batch == "data":
-                # The paper's epoch 0 samples from pi_data, later epochs from the policy (A.6).
-                on_policy_collect = collect
-                data_logq = jnp.broadcast_to(safe_log(data_probs), (c, cfg.num_bins))
+    def collect(p, t, i, slot):
+        if cfg.first_batch == "data":
+            # The paper's epoch 0 samples from pi_data, later epochs from the policy (A.6).
+            return jax.lax.cond(i == 0, lambda: batch_for(batch_keys[i], data_logq), lambda: on_policy(p, i)), {}
+        return on_policy(p, i), {}
 
-                def collect(k, p, i=None):
-                    if i is None:
-                        return on_policy_collect(k, p)
-                    return jax.lax.cond(i == 0, lambda: batch_for(k, data_logq), lambda: on_policy_collect(k, p))
-
-    def loss_fn(p, batch):
+    def loss_fn(p, batch, t):
         logp = jax.nn.log_softmax(policy.logits(p, contexts), axis=-1)
+        if cfg.schedule:
+            batch = jax.vmap(_window(spec, train_reward, sched, t, cfg.num_samples))(*batch)
         vals, aux = jax.vmap(lambda lp, b: spec.apply(lp, b, ref_logp, hp, cfg))(logp, batch)
         return jnp.mean(vals), jax.tree.map(jnp.mean, aux)
 
-    consts = metrics.metric_constants(ref_probs, reward, beta)
+    consts = metrics.metric_constants(ref_probs, reward, hp.beta)
+    k_evals = jax.random.fold_in(k_eval, 1)
 
-    def eval_metrics(p, k=None):
+    def evaluate(p, t, stats, loss, aux):
         logp = jax.nn.log_softmax(policy.logits(p, eval_contexts), axis=-1)
         m = jax.vmap(lambda lp: metrics.metrics_from_constants(lp, consts))(logp)
         m = {name: jnp.mean(v) for name, v in m.items()}
@@ -296,50 +522,23 @@ def _run_one(cfg: RunConfig, key, hp: HyperParams, ref_probs, reward, train_rewa
             m["expected_train_reward"] = jnp.mean(jnp.exp(logp) @ train_reward)
         if cfg.eval_samples:
             # Monte-Carlo reward as the paper reports it: eval_samples draws per eval context.
-            ys = jax.vmap(lambda kk, lp: regimes.sample_bins(kk, lp, cfg.eval_samples))(
-                jax.random.split(k, logp.shape[0]), logp
-            )
+            kt = jax.random.fold_in(k_evals, t)
+            ys = jax.vmap(lambda kk, lp: regimes.sample_bins(kk, lp, cfg.eval_samples))(jax.random.split(kt, logp.shape[0]), logp)
             m["sampled_reward"] = jnp.mean(reward[ys])
-        return m, jnp.mean(jnp.exp(logp), axis=0)
+        return {**m, **aux, "train_loss": loss}, jnp.mean(jnp.exp(logp), axis=0)
 
-    n_snap = len(cfg.snapshot_steps)
-    every = cfg.snapshot_every
-
-    k_evals = jax.random.fold_in(k_eval, 1)
-
-    offline = cfg.sampling in _OFFLINE or spec.batch == "target"
-    iters = cfg.iterations
-    batch_keys = jax.random.split(k_loop, iters)
-
-    def step(carry, t):
-        # One loop body for every evaluation point t = 0..steps, the last one
-        # included: code outside the loop is compiled per batch shape and may
-        # round differently, which would break bit-identity across shardings.
-        p, s, snaps, batch = carry
-        if not offline:
-            i = t // cfg.reuse
-            fresh = (t % cfg.reuse == 0) & (t < cfg.steps)
-            # t is not batched over runs, so this cond runs one branch, not both.
-            if cfg.first_batch == "data" and cfg.sampling == "on_policy":
-                batch = jax.lax.cond(fresh, lambda: collect(batch_keys[i], p, i), lambda: batch)
-            else:
-                batch = jax.lax.cond(fresh, lambda: collect(batch_keys[i], p), lambda: batch)
-        (loss, aux), g = jax.value_and_grad(loss_fn, has_aux=True)(p, batch)
-        m, probs = eval_metrics(p, jax.random.fold_in(k_evals, t))
-        slot = jnp.where(t == cfg.steps, n_snap - 1, jnp.minimum(t // every, n_snap - 1))
-        keep = (t % every == 0) | (t == cfg.steps)
-        snaps = snaps.at[slot].set(jnp.where(keep, probs, snaps[slot]))
-        u, s_new = opt.update(g, s, p)
-        p, s = jax.lax.cond(t < cfg.steps, lambda: (optax.apply_updates(p, u), s_new), lambda: (p, s))
-        return (p, s, snaps, batch), {**m, **aux, "train_loss": loss}
-
-    if offline:
-        batch0 = collect(k_loop, params)
-    else:
-        batch0 = jax.tree.map(jnp.zeros_like, jax.eval_shape(collect, k_loop, params))
-    snaps0 = jnp.zeros((n_snap, cfg.num_bins))
-    (params, _, snaps, _), hist = jax.lax.scan(step, (params, opt_state, snaps0, batch0), jnp.arange(cfg.steps + 1))
-    return {"metrics": hist, "snapshots": snaps, "final_probs": snaps[n_snap - 1]}
+    if not fixed and cfg.sampling != "mixed":
+        batch0 = jax.tree.map(jnp.zeros_like, jax.eval_shape(lambda: collect(params, 0, 0, 0)[0]))
+    return Model(
+        params=params,
+        batch0=batch0,
+        stats0={},
+        collect=collect,
+        loss=loss_fn,
+        evaluate=evaluate,
+        snapshot_shape=(cfg.num_bins,),
+        fixed=fixed,
+    )
 
 
 # ----------------------------------------------------------------------------- results
@@ -347,16 +546,23 @@ def _run_one(cfg: RunConfig, key, hp: HyperParams, ref_probs, reward, train_rewa
 
 @dataclasses.dataclass
 class Trajectory:
-    """The stacked outputs of a sweep.
+    """The stacked outputs of :func:`run`, for every policy kind.
 
     Attributes:
-      metrics: dict name -> array of shape grid_shape + (seeds, steps + 1); index 0
-        is the initial policy. Keys: metrics.EXACT_METRICS, "train_loss" (the loss on the current batch),
-        "reward_queries", and metrics.PAIR_METRICS for pair losses.
-      final_probs: grid_shape + (seeds, K) final policy (mean over eval contexts).
-      snapshots: grid_shape + (seeds, len(snapshot_steps), K) policy snapshots.
+      metrics: name -> grid_shape + (seeds, len(eval_steps)); index 0 is the
+        initial policy. Keys: bandits: metrics.EXACT_METRICS (plus
+        "expected_train_reward" with a proxy reward, "sampled_reward" with
+        eval_samples); sequences: expected_reward, kl_pi_ref, entropy,
+        mass_high_reward (token rewards), sampled_reward (transformer); both:
+        "train_loss" (the loss on the current batch), the loss's statistics
+        (metrics.PAIR_METRICS for pair losses) and "reward_queries".
+      eval_steps: (E,) steps of the metrics' last axis.
+      final_probs: grid_shape + (seeds,) + snapshot shape: the final policy
+        (bandits: (K,), mean over evaluation contexts; sequences: (L, V)
+        per-position marginals, mean over evaluation prompts).
+      snapshots: grid_shape + (seeds, len(snapshot_steps)) + snapshot shape.
       snapshot_steps: (S,) steps of the snapshots.
-      grid: ordered dict of swept hyperparameter name -> (G_i,) values.
+      grid: ordered dict of swept name -> (G_i,) values.
       axes: the grid's axes, each a tuple of the names that vary along it (one
         name per axis unless ``run(paired=...)`` zipped several into one).
       hyperparameters: every resolved hyperparameter (scalars for unswept ones).
@@ -365,9 +571,12 @@ class Trajectory:
       seeds: number of seeds.
       seed_offset: index of the first seed (seed column = seed_offset + i).
       compile_seconds, run_seconds: wall times (compile 0 when the program was cached).
+      arm_values: with arms, name -> (A,) per-arm values ("sampling" and the
+        traced hyperparameters the arms set).
     """
 
     metrics: dict[str, np.ndarray]
+    eval_steps: np.ndarray
     final_probs: np.ndarray
     snapshots: np.ndarray
     snapshot_steps: np.ndarray
@@ -380,6 +589,7 @@ class Trajectory:
     run_seconds: float
     seed_offset: int = 0
     axes: tuple[tuple[str, ...], ...] | None = None
+    arm_values: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         if self.axes is None:
@@ -392,28 +602,37 @@ class Trajectory:
 
     @property
     def steps(self) -> np.ndarray:
-        """(steps + 1,) step index of the metrics' last axis."""
-        return np.arange(self.config.steps + 1)
+        """(E,) step index of the metrics' last axis (``eval_steps``)."""
+        return self.eval_steps
 
-    def to_dataframe(self):
-        """A tidy pandas DataFrame: one row per (grid point, seed, step)."""
-        import pandas as pd
-
+    def _columns(self, t: int):
         gshape = self.grid_shape
         runs = int(np.prod(gshape, dtype=int)) * self.seeds
-        t = self.config.steps + 1
-        cols: dict[str, Any] = {}
         idx = np.indices(gshape + (self.seeds,)).reshape(len(gshape) + 1, runs)
         axis_of = {name: axis for axis, names in enumerate(self.axes) for name in names}
+        cols: dict[str, Any] = {}
         for name, values in self.grid.items():
-            vals = np.asarray(values)[idx[axis_of[name]]]
-            cols[name] = np.repeat(vals, t)
+            cols[name] = np.repeat(np.asarray(values)[idx[axis_of[name]]], t)
+            if name == "arm":
+                for n, per_arm in self.arm_values.items():
+                    cols[n] = np.repeat(np.asarray(per_arm)[idx[axis_of[name]]], t)
         cols["seed"] = np.repeat(idx[-1] + self.seed_offset, t)
-        cols["step"] = np.tile(np.arange(t), runs)
+        return cols, runs
+
+    def to_dataframe(self):
+        """A tidy pandas DataFrame: one row per (grid point, seed, evaluation step)."""
+        import pandas as pd
+
+        t = len(self.eval_steps)
+        cols, runs = self._columns(t)
+        cols["step"] = np.tile(self.eval_steps, runs)
         for name, value in self.hyperparameters.items():
-            if name not in self.grid:
+            if name not in cols:
                 cols[name] = value
-        for name in ("loss", "sampling", "policy", "optimizer", "reuse", "num_samples", "num_contexts", "negative", "advantage", "kl_estimator"):
+        names = ["loss", "sampling", "policy", "optimizer", "reuse", "num_samples", "num_contexts", "negative", "advantage", "kl_estimator"]
+        if self.config.kind == "sequence":
+            names += ["ratio", "shift"]
+        for name in names:
             if name not in cols:
                 v = getattr(self.config, name)
                 cols[name] = "none" if v is None else v
@@ -423,8 +642,59 @@ class Trajectory:
             cols[name] = np.asarray(arr).reshape(runs * t)
         return pd.DataFrame(cols)
 
+    def marginals_dataframe(self, *, mean_over_seeds: bool = True):
+        """Sequence runs' per-position marginals at the snapshot steps: one row per (grid point, [seed,] step, position, token)."""
+        import pandas as pd
+
+        if self.config.kind != "sequence":
+            raise ValueError(f"marginals_dataframe is for sequence runs; this run's policy is {self.config.policy!r}")
+        snaps = np.asarray(self.snapshots)
+        gshape = self.grid_shape
+        if mean_over_seeds:
+            snaps = snaps.mean(axis=len(gshape))
+        s, L, V = snaps.shape[-3:]
+        lead = snaps.shape[:-3]
+        idx = np.indices(lead).reshape(len(lead), -1)
+        rows = int(np.prod(lead, dtype=int))
+        per = s * L * V
+        cols: dict[str, Any] = {}
+        axis_of = {name: axis for axis, names in enumerate(self.axes) for name in names}
+        for name, values in self.grid.items():
+            cols[name] = np.repeat(np.asarray(values)[idx[axis_of[name]]], per)
+        if not mean_over_seeds:
+            cols["seed"] = np.repeat(idx[-1] + self.seed_offset, per)
+        cols["step"] = np.tile(np.repeat(self.snapshot_steps, L * V), rows)
+        cols["position"] = np.tile(np.repeat(np.arange(1, L + 1), V), rows * s)
+        cols["token"] = np.tile(np.arange(V), rows * s * L)
+        cols["prob"] = snaps.reshape(-1)
+        return pd.DataFrame(cols)
+
 
 # ----------------------------------------------------------------------------- run()
+
+_DERIVED = {"loss", "sampling", "steps", "num_bins", "has_target", "has_train_reward", "length", "vocab", "reward_kind", "include_prompt", "schedule", "eval_every", "snapshot_every"}
+_STATIC_FIELDS = {f.name for f in dataclasses.fields(RunConfig)} - _DERIVED
+_SEQUENCE_ONLY = {"shared", "shift", "ratio", "sft_batch", "layers", "heads", "embed", "dropout", "batching"}
+_BANDIT_ONLY = {"first_batch", "minibatch", "max_samples"}
+_SCHEDULE = ("reuse", "num_samples", "minibatch")
+_TRACED_FIELDS = [f.name for f in dataclasses.fields(HyperParams)]
+_POSITIVE = {"learning_rate", "beta", "clip_eps", "target_margin", "bt_scale", "sft_learning_rate"}
+_NONNEGATIVE = {"negative_coef", "entropy_coef", "min_reward_gap", "init_scale"}
+_CHOICES = {
+    "init": ("reference", "zeros", "random"),
+    "optimizer": OPTIMIZERS,
+    "negative": (None,) + losses.NEGATIVE_TERMS,
+    "advantage": losses.ADVANTAGES,
+    "kl_estimator": (None,) + losses.KL_ESTIMATORS,
+    "kl_placement": losses.KL_PLACEMENTS,
+    "labels": regimes.PAIR_LABELS,
+    "pairing": regimes.PAIRINGS,
+    "first_batch": ("policy", "data"),
+    "ratio": ("token", "sequence"),
+    "shift": ("correct", "authors"),
+    "batching": ("vmap", "map"),
+}
+_INTEGERS = {"reuse": 1, "num_samples": 1, "num_contexts": 1, "num_eval_contexts": 1, "eval_samples": 0, "sft_steps": 0, "block": 1, "sft_batch": 1, "layers": 1, "heads": 1, "embed": 1, "minibatch": 1}
 
 
 def _as_sweep(name, value):
@@ -437,8 +707,43 @@ def _as_sweep(name, value):
     return arr.ndim == 1, arr
 
 
+def _check_traced(name, arr):
+    if name in _POSITIVE:
+        _checks.positive(name, arr)
+    elif name in _NONNEGATIVE:
+        _checks.positive(name, arr, allow_zero=True)
+
+
+def _check_arms(arms, sampling):
+    """(arms or None, labels, per-arm sampling); without arms, one implicit arm."""
+    if arms is None:
+        return None, [sampling], [sampling]
+    arms = list(arms)
+    if not arms:
+        raise ValueError("arms is empty; expected at least one dict of per-arm settings")
+    labels, samplings = [], []
+    for i, a in enumerate(arms):
+        if not isinstance(a, Mapping):
+            raise ValueError(f"arms[{i}]={a!r} is not a dict; expected a dict of per-arm settings")
+        bad = sorted(set(a) - set(_TRACED_FIELDS) - {"sampling", "label"})
+        if bad:
+            raise ValueError(f"arms[{i}] sets {bad}; an arm may set 'sampling', 'label' and traced hyperparameters ({', '.join(_TRACED_FIELDS)})")
+        samp = a.get("sampling", sampling)
+        _checks.choice(f"arms[{i}]['sampling']", samp, ("offline", "on_policy"))
+        for n, v in a.items():
+            if n in _TRACED_FIELDS:
+                if np.ndim(v):
+                    raise ValueError(f"arms[{i}][{n!r}] has shape {np.shape(v)}; expected a scalar")
+                _check_traced(n, v)
+        samplings.append(samp)
+        labels.append(str(a.get("label", f"{samp} " + " ".join(f"{n}={a[n]:g}" for n in a if n in _TRACED_FIELDS)).strip()))
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"arm labels {labels} are not unique; give each arm a distinct 'label'")
+    return arms, labels, samplings
+
+
 def run(
-    problem: Problem | Sequence[Problem],
+    problem,
     *,
     loss: str,
     sampling: str = "on_policy",
@@ -448,6 +753,8 @@ def run(
     data=None,
     target=None,
     train_reward=None,
+    arms: Sequence[Mapping[str, Any]] | None = None,
+    eval_every: int = 1,
     snapshot_every: int | None = None,
     devices: Sequence[Any] | None = None,
     seed_offset: int = 0,
@@ -457,21 +764,31 @@ def run(
     """Run ``seeds`` independent fine-tuning runs (per grid point) and return their trajectories.
 
     Args:
-      problem: a Problem, or a sequence of Problems with equal K to sweep over.
+      problem: a Problem (a 1-token bandit) or a SequenceProblem (token
+        sequences), or a sequence of them of one kind and equal shape to sweep over.
       loss: a name from ``modeseek.losses.names()``.
       sampling: "offline", "on_policy", "exact" (population update on the current
-        policy) or "exact_offline" (population update on the data distribution).
+        policy) or "exact_offline" (population update on the data distribution);
+        sequences: "offline" (one dataset from pi_ref) or "on_policy".
       steps: gradient steps per run.
       seeds: independent runs per grid point; seed i uses ``fold_in(key, seed_offset + i)``.
       key: an int in [0, 2**64), a ``jax.random.key`` (threefry) or a legacy
         ``PRNGKey`` array; ``key(n)`` and ``PRNGKey(n)`` give the same bits, and
         distinct ints never share runs (see :func:`modeseek._checks.prng_key`).
-      data: (K,) offline data distribution (default pi_ref), or (G, K) to sweep.
-      target: (K,) target for forward_kl / reverse_kl (default pi_star(beta)).
-      train_reward: (K,) reward the learner sees instead of the problem's (a
-        proxy or learned reward model), or (G, K) to sweep; metrics stay on the
-        problem's (gold) reward and add "expected_train_reward".
-      snapshot_every: store the policy every this many steps (default steps // 10).
+      data: bandits: (K,) offline data distribution (default pi_ref), or (G, K) to sweep.
+      target: bandits: (K,) target for forward_kl / reverse_kl (default pi_star(beta)).
+      train_reward: bandits: (K,) reward the learner sees instead of the
+        problem's (a proxy or learned reward model), or (G, K) to sweep; metrics
+        stay on the problem's (gold) reward and add "expected_train_reward".
+      arms: optional list of dicts, each setting "sampling" ("offline" or
+        "on_policy") and/or traced hyperparameters (and an optional "label"): a
+        zipped grid axis "arm" (after "problem"), e.g. the paper's offline
+        best-of-N at one learning rate and on-policy best-of-N at another. All
+        arms share one compiled program (the regime is a traced flag); values
+        set by an arm override the keyword values.
+      eval_every: record metrics every this many steps (and at ``steps``).
+      snapshot_every: store the policy every this many steps, a multiple of
+        ``eval_every`` (default about steps / 10).
       devices: devices to spread the runs over (default: all of ``jax.devices()``).
         The flattened grid x seeds axis is cut into blocks of ``block`` runs
         (the last padded by repeating its last run), every block computed by
@@ -484,144 +801,203 @@ def run(
         equal lengths and vary together along one grid axis, placed where the
         first of them is (e.g. ``("problem", "data")`` with G problems and a
         (G, K) data array runs problem i on data i: G grid points, not G x G).
-        Names: "problem", "data", "train_reward" or a swept traced
-        hyperparameter; several groups as a sequence of sequences.
-      **hyperparameters: static options (RunConfig fields: reuse, num_samples,
-        num_contexts, num_eval_contexts, policy, init, optimizer, negative,
-        advantage, kl_estimator, kl_placement, normalize, labels, pairing,
-        sft_steps, block (runs per compiled call, default :func:`default_block`),
-        first_batch ("policy", or "data" for the paper's epoch 0
-        drawn from the data distribution in on-policy runs), eval_samples (> 0
-        adds a Monte-Carlo "sampled_reward" metric with that many draws per
-        evaluation context)) and traced values (HyperParams fields: learning_rate, beta,
-        negative_coef, entropy_coef, clip_eps, target_margin, min_reward_gap,
-        bt_scale, init_scale, sft_learning_rate). A traced value given as a 1-D
-        array is swept; several swept values form an outer-product grid in the
-        order given (zip some of them with ``paired``).
+        Several groups as a sequence of sequences.
+      **hyperparameters: static options (RunConfig fields: policy (default
+        "tabular" for a Problem, "transformer" for a SequenceProblem),
+        num_contexts, num_eval_contexts, eval_samples, init, optimizer,
+        negative, advantage, kl_estimator, kl_placement, normalize, labels,
+        pairing, sft_steps, block; bandits: first_batch ("policy", or "data"
+        for the paper's epoch 0 drawn from the data distribution); sequences:
+        shared, shift, ratio, sft_batch, layers, heads, embed, dropout,
+        batching); the schedule values reuse, num_samples and, for bandits,
+        minibatch (an array of values sweeps them in one compiled program, as
+        does giving ``minibatch``: see :class:`Schedule`; ``max_samples``
+        sets the draws per context behind them, default the largest
+        num_samples, so that calls with equal values share a program); and traced values
+        (HyperParams fields). A traced value given as a 1-D array is swept;
+        several swept values form an outer-product grid in the order given
+        (zip some of them with ``paired``).
 
     Returns:
       A Trajectory.
     """
+    from modeseek.sequences.problems import SequenceProblem
+
     spec = losses.get(loss)
-    _checks.choice("sampling", sampling, SAMPLINGS)
-    unknown = set(hyperparameters) - _STATIC_FIELDS - set(_TRACED_FIELDS)
+    problems = list(problem) if isinstance(problem, (list, tuple)) else [problem]
+    if not problems:
+        raise ValueError("problem is an empty list; expected a Problem, a SequenceProblem or a list of them")
+    seq = isinstance(problems[0], SequenceProblem)
+    kind_type = SequenceProblem if seq else Problem
+    for p in problems:
+        if not isinstance(p, kind_type):
+            raise ValueError(f"problem={p!r} is not a modeseek.{'sequences.SequenceProblem' if seq else 'Problem'}; expected problems of one kind")
+    _checks.choice("sampling", sampling, ("offline", "on_policy") if seq else SAMPLINGS)
+    unknown = set(hyperparameters) - _STATIC_FIELDS - set(_TRACED_FIELDS) - _BANDIT_ONLY
     if unknown:
-        valid = sorted(_STATIC_FIELDS | set(_TRACED_FIELDS))
+        valid = sorted(_STATIC_FIELDS | set(_TRACED_FIELDS) | _BANDIT_ONLY)
         raise ValueError(f"unknown hyperparameter(s) {sorted(unknown)}; valid names are {', '.join(valid)}")
-    losses.check_options(loss, hyperparameters)
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
-        raise ValueError(f"steps={steps!r} is invalid; expected an integer >= 1")
-    if isinstance(seeds, bool) or not isinstance(seeds, (int, np.integer)) or seeds < 1:
-        raise ValueError(f"seeds={seeds!r} is invalid; expected an integer >= 1")
-    if isinstance(seed_offset, bool) or not isinstance(seed_offset, (int, np.integer)) or seed_offset < 0:
-        raise ValueError(f"seed_offset={seed_offset!r} is invalid; expected an integer >= 0")
+    wrong = sorted(set(hyperparameters) & (_BANDIT_ONLY if seq else _SEQUENCE_ONLY))
+    if wrong:
+        raise ValueError(f"{', '.join(wrong)} {'apply' if len(wrong) > 1 else 'applies'} to {'bandit' if seq else 'sequence'} problems only; this is a {'sequence' if seq else 'bandit'} problem")
+    if seq and (data is not None or target is not None or train_reward is not None):
+        raise ValueError("data, target and train_reward apply to bandit problems only; sequence runs draw their offline data from pi_ref")
+    arm_list, arm_labels, arm_samplings = _check_arms(arms, sampling)
+    if arm_list is not None and sampling not in ("offline", "on_policy"):
+        raise ValueError(f"arms mix offline and on-policy sampling; expected sampling='offline' or 'on_policy', got {sampling!r}")
+    if seq:
+        from modeseek.sequences import losses as seq_losses
+
+        seq_losses.check_options(loss, hyperparameters, *(arm_list or ()))
+    else:
+        losses.check_options(loss, hyperparameters, *(arm_list or ()))
+    steps = _checks.integer("steps", steps)
+    seeds = _checks.integer("seeds", seeds)
+    seed_offset = _checks.integer("seed_offset", seed_offset, 0)
+    eval_every = _checks.integer("eval_every", eval_every)
     if seed_offset + seeds > 2**32:
         raise ValueError(f"seed_offset + seeds = {seed_offset + seeds} is too large; expected at most 2**32 seed indices")
     base_key = _checks.prng_key(key)
 
-    # Problems: a single one, or a sweep.
-    problems = list(problem) if isinstance(problem, (list, tuple)) else [problem]
-    for p in problems:
-        if not isinstance(p, Problem):
-            raise ValueError(f"problem={p!r} is not a modeseek.Problem")
-    k = problems[0].num_bins
-    if any(p.num_bins != k for p in problems):
-        raise ValueError(f"swept problems must share the number of bins; got {[p.num_bins for p in problems]}")
+    static = {n: hyperparameters[n] for n in _STATIC_FIELDS if n in hyperparameters and n not in _SCHEDULE}
+    policy = static.setdefault("policy", "transformer" if seq else "tabular")
+    _checks.choice("policy", policy, SEQUENCE_POLICIES if seq else BANDIT_POLICIES)
+    for n, valid in _CHOICES.items():
+        if n in static:
+            _checks.choice(n, static[n], valid)
+    for n, minimum in _INTEGERS.items():
+        if n in static:
+            static[n] = _checks.integer(n, static[n], minimum)
+    if seq:
+        p0 = problems[0]
+        sig = lambda p: (p.vocab, p.length, p.reward.kind, p.reward.include_prompt)  # noqa: E731
+        if any(sig(p) != sig(p0) for p in problems):
+            raise ValueError(f"swept problems must share vocab, length and reward kind/include_prompt; got {[sig(p) for p in problems]}")
+        shape = dict(length=p0.length, vocab=p0.vocab, reward_kind=p0.reward.kind, include_prompt=p0.reward.include_prompt)
+        from modeseek.sequences import policies as seq_policies
 
-    static = {n: hyperparameters[n] for n in _STATIC_FIELDS if n in hyperparameters}
-    policy = static.get("policy", "tabular")
-    _checks.choice("policy", policy, policies.names())
-    optimizer = static.get("optimizer", "adam")
-    _checks.choice("optimizer", optimizer, OPTIMIZERS)
-    static.setdefault("num_contexts", 1 if policy == "tabular" else 10)
-    if policy == "tabular":
-        static["num_eval_contexts"] = static["num_contexts"]
-    _checks.choice("init", static.get("init", "reference"), ("reference", "zeros", "random"))
-    _checks.choice("negative", static.get("negative"), (None,) + losses.NEGATIVE_TERMS)
-    _checks.choice("advantage", static.get("advantage", "mean"), losses.ADVANTAGES)
-    _checks.choice("kl_estimator", static.get("kl_estimator"), (None,) + losses.KL_ESTIMATORS)
-    _checks.choice("kl_placement", static.get("kl_placement", "reward"), losses.KL_PLACEMENTS)
-    _checks.choice("labels", static.get("labels", "reward"), regimes.PAIR_LABELS)
-    _checks.choice("pairing", static.get("pairing", "all"), regimes.PAIRINGS)
-    _checks.choice("first_batch", static.get("first_batch", "policy"), ("policy", "data"))
-    if "eval_samples" in static and (isinstance(static["eval_samples"], bool) or not isinstance(static["eval_samples"], (int, np.integer)) or static["eval_samples"] < 0):
-        raise ValueError(f"eval_samples={static['eval_samples']!r} is invalid; expected an integer >= 0")
-    static.setdefault("block", default_block(policy, k))
-    for n in ("reuse", "num_samples", "num_contexts", "num_eval_contexts", "sft_steps", "block"):
-        if n in static and (isinstance(static[n], bool) or not isinstance(static[n], (int, np.integer)) or static[n] < 1):
-            raise ValueError(f"{n}={static[n]!r} is invalid; expected an integer >= 1")
-    if static.get("first_batch", "policy") == "data" and sampling == "exact":
-        raise ValueError("first_batch='data' applies to sampling='on_policy' only (offline regimes always use the data); got sampling='exact'")
-    if sampling in _OFFLINE:
+        seq_policies.TransformerSizes(static.get("layers", 3), static.get("heads", 3), static.get("embed", 48), float(static.get("dropout", 0.0)))
+        if "dropout" in static:
+            static["dropout"] = float(static["dropout"])
+        if static.get("shift") == "authors" and policy != "transformer":
+            raise ValueError(f"shift='authors' is the transformer's off-by-one log-probability; expected policy='transformer' (got {policy!r})")
+        static.setdefault("num_contexts", 10)
+        static.setdefault("eval_samples", 1)
+        static.setdefault("batching", "map" if policy == "transformer" else "vmap")
+        static.setdefault("block", 1 if static["batching"] == "map" else default_block(policy))
+        if spec.batch == "target":
+            raise ValueError(f"loss={loss!r} is an analytic bandit divergence; expected a bandit Problem")
+    else:
+        k = problems[0].num_bins
+        if any(p.num_bins != k for p in problems):
+            raise ValueError(f"swept problems must share the number of bins; got {[p.num_bins for p in problems]}")
+        shape = dict(num_bins=k, has_target=target is not None, has_train_reward=train_reward is not None)
+        static.setdefault("num_contexts", 1 if policy == "tabular" else 10)
+        if policy == "tabular":
+            static["num_eval_contexts"] = static["num_contexts"]
+        static.setdefault("block", default_block(policy, k))
+        if static.get("first_batch", "policy") == "data" and sampling != "on_policy":
+            raise ValueError(f"first_batch='data' applies to sampling='on_policy' only (offline regimes always use the data); got sampling={sampling!r}")
+        if spec.batch == "target" and sampling not in _EXACT:
+            raise ValueError(f"loss={loss!r} is an analytic divergence; expected sampling='exact' or 'exact_offline' (got {sampling!r})")
+        if spec.batch != "target" and target is not None:
+            raise ValueError(f"target is only used by forward_kl and reverse_kl, not loss={loss!r}")
+
+    # The schedule: static values, or traced ones (swept, or a minibatch given).
+    sched_values = {n: hyperparameters[n] for n in _SCHEDULE if n in hyperparameters}
+    traced_schedule = "minibatch" in sched_values or any(np.ndim(v) for v in sched_values.values())
+    sched_arrays: dict[str, np.ndarray] = {}
+    for n, v in sched_values.items():
+        arr = np.asarray(v)
+        if arr.ndim > 1 or (arr.ndim == 1 and arr.size == 0):
+            raise ValueError(f"{n} has shape {arr.shape}; expected an integer or a 1-D array of integers to sweep")
+        for x in (arr.tolist() if arr.ndim else [v]):
+            _checks.integer(n, x)
+        sched_arrays[n] = arr.astype(np.int64)
+    if traced_schedule:
+        if seq:
+            raise ValueError("sweeping reuse or num_samples (or giving minibatch) applies to bandit problems; sequence runs take one integer each")
+        if spec.batch not in ("points", "best_of_n") or sampling != "on_policy" or arm_list is not None:
+            raise ValueError(f"a traced schedule (swept reuse/num_samples, or minibatch) needs sampling='on_policy' without arms and a points or best-of-N loss; got loss={loss!r}, sampling={sampling!r}")
+        if spec.batch == "best_of_n" and static.get("negative") not in (None, "worst"):
+            raise ValueError(f"negative={static.get('negative')!r} reads every draw; a traced schedule supports best_of_n without a negative term or with negative='worst'")
+        largest = int(np.max(sched_arrays.get("num_samples", 10)))
+        static["num_samples"] = _checks.integer("max_samples", hyperparameters.get("max_samples", largest), largest)
+        static["reuse"] = 1
+    elif "max_samples" in hyperparameters:
+        raise ValueError("max_samples applies to a traced schedule (swept reuse or num_samples, or a minibatch); expected it only with one")
+    else:
+        for n in ("reuse", "num_samples"):
+            if n in sched_arrays:
+                static[n] = int(sched_arrays[n])
+    reuse = static.get("reuse", 1)
+    mode = arm_samplings[0] if len(set(arm_samplings)) == 1 else "mixed"
+    if mode in _OFFLINE and not seq:
         # Offline regimes collect once and never use these: normalising them lets
         # equal offline runs from different callers share one compiled program.
         static["reuse"], static["first_batch"] = 1, "policy"
-    reuse = static.get("reuse", 1)
-    if sampling not in _OFFLINE and steps % reuse:
+    elif mode not in _OFFLINE and not traced_schedule and steps % reuse:
         raise ValueError(f"steps={steps} is not a multiple of reuse={reuse}; expected steps = iterations * reuse")
-    if spec.batch == "target" and sampling not in _EXACT:
-        raise ValueError(f"loss={loss!r} is an analytic divergence; expected sampling='exact' or 'exact_offline' (got {sampling!r})")
-    if spec.batch != "target" and target is not None:
-        raise ValueError(f"target is only used by forward_kl and reverse_kl, not loss={loss!r}")
-    n_samples = static.get("num_samples", 10)
-    if spec.batch == "pairs" and n_samples < 2:
-        raise ValueError(f"num_samples={n_samples} is too small for pair losses; expected >= 2")
+    if spec.batch == "pairs" and static.get("num_samples", 10) < 2:
+        raise ValueError(f"num_samples={static.get('num_samples')} is too small for pair losses; expected >= 2")
     if snapshot_every is None:
-        snapshot_every = max(1, steps // 10)
-    if isinstance(snapshot_every, bool) or not isinstance(snapshot_every, (int, np.integer)) or snapshot_every < 1:
-        raise ValueError(f"snapshot_every={snapshot_every!r} is invalid; expected an integer >= 1")
-    cfg = RunConfig(loss=loss, sampling=sampling, steps=int(steps), num_bins=k, snapshot_every=int(snapshot_every), has_target=target is not None, has_train_reward=train_reward is not None, **static)
+        snapshot_every = max(eval_every, (steps // 10) // eval_every * eval_every)
+    snapshot_every = _checks.integer("snapshot_every", snapshot_every)
+    if snapshot_every % eval_every:
+        raise ValueError(f"snapshot_every={snapshot_every} is not a multiple of eval_every={eval_every}")
+    cfg = RunConfig(loss=loss, sampling=mode, steps=steps, eval_every=eval_every, snapshot_every=snapshot_every, schedule=traced_schedule, **shape, **static)
 
     # Traced values and the grid.
     traced = {n: hyperparameters[n] for n in _TRACED_FIELDS if n in hyperparameters}
-    traced.setdefault("learning_rate", default_learning_rate(policy, optimizer))
+    traced.setdefault("learning_rate", default_learning_rate(policy, cfg.optimizer))
     grid: dict[str, np.ndarray] = {}
     if len(problems) > 1:
         grid["problem"] = np.arange(len(problems))
+    if arm_list is not None:
+        grid["arm"] = np.asarray(arm_labels)
     values: dict[str, np.ndarray] = {}
-    order = [n for n in hyperparameters if n in traced] + [n for n in traced if n not in hyperparameters]
+    order = [n for n in hyperparameters if n in traced or n in sched_arrays] + [n for n in traced if n not in hyperparameters]
     for n in order:
+        if n in sched_arrays:
+            if traced_schedule:
+                arr = sched_arrays[n]
+                (grid if np.ndim(sched_values[n]) else values)[n] = arr
+            continue
         swept, arr = _as_sweep(n, traced[n])
-        if n in _POSITIVE:
-            _checks.positive(n, arr)
-        elif n in _NONNEGATIVE:
-            _checks.positive(n, arr, allow_zero=True)
-        if swept:
-            grid[n] = arr
-        else:
-            values[n] = arr
-    data_arr = None
+        _check_traced(n, arr)
+        (grid if swept else values)[n] = arr
+    arm_set = {n for a in (arm_list or []) for n in a if n in _TRACED_FIELDS}
+    clash = sorted(n for n in arm_set if n in grid)
+    if clash:
+        raise ValueError(f"{clash} are both swept and set by arms; expected each traced value in one place")
+    data_arr = train_arr = target_arr = None
     if data is not None:
         d = np.asarray(data, dtype=np.float64)
         rows = d[None] if d.ndim == 1 else d
-        if rows.ndim != 2 or rows.shape[1] != k:
-            raise ValueError(f"data has shape {d.shape}; expected ({k},) or (G, {k})")
-        rows = np.stack([_checks.probability_vector(f"data[{i}]", r) for i, r in enumerate(rows)])
+        if rows.ndim != 2 or rows.shape[1] != cfg.num_bins:
+            raise ValueError(f"data has shape {d.shape}; expected ({cfg.num_bins},) or (G, {cfg.num_bins})")
+        data_arr = np.stack([_checks.probability_vector(f"data[{i}]", r) for i, r in enumerate(rows)])
         if d.ndim == 2:
             grid["data"] = np.arange(len(rows))
-        data_arr = rows
-    train_arr = None
     if train_reward is not None:
         tr_rows = np.asarray(train_reward, dtype=np.float64)
         tr_rows = tr_rows[None] if tr_rows.ndim == 1 else tr_rows
-        if tr_rows.ndim != 2 or tr_rows.shape[1] != k:
-            raise ValueError(f"train_reward has shape {np.shape(train_reward)}; expected ({k},) or (G, {k})")
+        if tr_rows.ndim != 2 or tr_rows.shape[1] != cfg.num_bins:
+            raise ValueError(f"train_reward has shape {np.shape(train_reward)}; expected ({cfg.num_bins},) or (G, {cfg.num_bins})")
         if not np.all(np.isfinite(tr_rows)):
             raise ValueError("train_reward has non-finite entries; expected finite rewards")
         if np.ndim(train_reward) == 2:
             grid["train_reward"] = np.arange(len(tr_rows))
         train_arr = tr_rows
-    target_arr = None
     if target is not None:
         target_arr = _checks.probability_vector("target", target)
-        if target_arr.shape[0] != k:
-            raise ValueError(f"target has {target_arr.shape[0]} bins; expected {k}")
+        if target_arr.shape[0] != cfg.num_bins:
+            raise ValueError(f"target has {target_arr.shape[0]} bins; expected {cfg.num_bins}")
 
     axes = _grid_axes(grid, paired)
     gshape = tuple(len(grid[names[0]]) for names in axes)
     runs = int(np.prod(gshape, dtype=int)) * seeds
     idx = np.indices(gshape + (seeds,)).reshape(len(gshape) + 1, runs)
-    devs = resolve_devices(devices)
     axis_of = {n: i for i, names in enumerate(axes) for n in names}
 
     def per_run(name, scalar=None):
@@ -629,55 +1005,109 @@ def run(
             return np.asarray(grid[name])[idx[axis_of[name]]]
         return np.full(runs, scalar)
 
-    hp_values = {}
-    for n in _TRACED_FIELDS:
-        if n in grid or n in values:
-            hp_values[n] = per_run(n, values.get(n))
-    if "target_margin" not in hp_values:
-        hp_values["target_margin"] = 1.0 / (2.0 * per_run("beta", values.get("beta", HyperParams.beta)))
+    hp_values = {n: per_run(n, values.get(n)) for n in _TRACED_FIELDS if n in grid or n in values}
+    arm_of = idx[axis_of["arm"]] if arm_list is not None else np.zeros(runs, int)
+    for n in arm_set:
+        base_v = hp_values.get(n, np.full(runs, getattr(HyperParams, n) if getattr(HyperParams, n) is not None else np.nan))
+        hp_values[n] = np.array([float(arm_list[a].get(n, b)) for a, b in zip(arm_of, base_v)])
+    if "target_margin" not in hp_values or np.any(np.isnan(hp_values["target_margin"])):
+        beta = hp_values.get("beta", np.full(runs, HyperParams.beta))
+        tm = hp_values.get("target_margin", np.full(runs, np.nan))
+        hp_values["target_margin"] = np.where(np.isnan(tm), 1.0 / (2.0 * beta), tm)
     hp = HyperParams(**{n: jnp.asarray(hp_values.get(n, np.full(runs, getattr(HyperParams, n))), jnp.float32) for n in _TRACED_FIELDS})
+    offline = np.array([arm_samplings[a] in _OFFLINE for a in arm_of])
 
     pi = per_run("problem", 0).astype(int) if "problem" in grid else np.zeros(runs, int)
-    ref = jnp.asarray(np.stack([np.asarray(p.ref_probs) for p in problems])[pi])
-    rew = jnp.asarray(np.stack([np.asarray(p.reward) for p in problems])[pi])
-    if data_arr is None:
-        dat = ref
+    if seq:
+        stacked = jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *[(p.ref_probs, p.reward) for p in problems])
+        ref, rew = jax.tree.map(lambda x: jnp.asarray(x[pi]), stacked)
+        arrays = {"ref_probs": ref, "reward": rew, "offline": jnp.asarray(offline)}
     else:
+        ref = jnp.asarray(np.stack([np.asarray(p.ref_probs) for p in problems])[pi])
+        rew = jnp.asarray(np.stack([np.asarray(p.reward) for p in problems])[pi])
         di = per_run("data", 0).astype(int) if "data" in grid else np.zeros(runs, int)
-        dat = jnp.asarray(data_arr[di], jnp.float32)
-    if train_arr is None:
-        trw = rew
-    else:
         ti = per_run("train_reward", 0).astype(int) if "train_reward" in grid else np.zeros(runs, int)
-        trw = jnp.asarray(train_arr[ti], jnp.float32)
-    tgt = jnp.asarray(np.broadcast_to(target_arr if target_arr is not None else np.zeros(k), (runs, k)), jnp.float32)
-
+        arrays = {
+            "ref_probs": ref,
+            "reward": rew,
+            "train_reward": rew if train_arr is None else jnp.asarray(train_arr[ti], jnp.float32),
+            "data_probs": ref if data_arr is None else jnp.asarray(data_arr[di], jnp.float32),
+            "target_probs": jnp.asarray(np.broadcast_to(target_arr if target_arr is not None else np.zeros(cfg.num_bins), (runs, cfg.num_bins)), jnp.float32),
+            "offline": jnp.asarray(offline),
+        }
     keys = run_keys(base_key, idx[-1] + seed_offset)
+    blocked = functools.partial(run_blocks, block=cfg.block, devices=resolve_devices(devices), batching=cfg.batching)
 
     t0 = time.perf_counter()
-    out, compile_s = run_blocks(
-        functools.partial(_run_one, cfg),
-        (keys, hp, ref, rew, trw, dat, tgt),
-        block=cfg.block,
-        devices=devs,
-        cache_key=("bandit", cfg),
-        working_per_run=_working_bytes(cfg, spec),
-    )
+    compile_s = 0.0
+    if seq:
+        from modeseek.sequences import model as sequence_model
+
+        icfg = RunConfig(loss="sft", sampling="offline", steps=1, **{f: getattr(cfg, f) for f in sequence_model.INIT_FIELDS})
+        arrays["init_params"], compile_s = blocked(functools.partial(sequence_model.init_params, icfg), (keys, hp, ref), cache_key=("init", icfg))
+        working = sequence_model.working_bytes(cfg)
+    else:
+        working = _working_bytes(cfg, spec)
+    sched_cols = {n: per_run(n, int(values[n]) if n in values else (cfg.num_samples if n != "reuse" else 1)) for n in _SCHEDULE} if traced_schedule else {}
+    if traced_schedule and "minibatch" not in grid and "minibatch" not in values:
+        sched_cols["minibatch"] = sched_cols["num_samples"]
+    if traced_schedule:
+        for r_, n_, m_ in set(zip(sched_cols["reuse"], sched_cols["num_samples"], sched_cols["minibatch"])):
+            if steps % r_:
+                raise ValueError(f"steps={steps} is not a multiple of reuse={r_}; expected steps = iterations * reuse")
+            if m_ > n_:
+                raise ValueError(f"minibatch={m_} exceeds num_samples={n_}; expected minibatch <= num_samples")
+        groups = sorted(set(zip(sched_cols["reuse"], sched_cols["num_samples"], sched_cols["minibatch"])))
+    else:
+        groups = [None]
+    outs = []
+    for g in groups:
+        # Runs of one schedule share a call: the schedule is then an unbatched
+        # value of the one compiled program, so its conds stay branches.
+        sel = np.flatnonzero(np.all(np.stack([sched_cols[n] for n in _SCHEDULE]) == np.asarray(g)[:, None], axis=0)) if g else np.arange(runs)
+        take = (lambda x: x[sel]) if g else (lambda x: x)
+        shared = (Schedule(*(jnp.int32(v) for v in g)),) if g else ()
+        out, c = blocked(
+            make_train(cfg),
+            (take(keys), jax.tree.map(take, hp), jax.tree.map(take, arrays)),
+            shared,
+            cache_key=("run", cfg),
+            working_per_run=working,
+        )
+        compile_s += c
+        outs.append((sel, out))
+    if len(outs) == 1:
+        out = outs[0][1]
+    else:
+        out = jax.tree.map(lambda *xs: np.empty((runs,) + xs[0].shape[1:], xs[0].dtype), *[o for _, o in outs])
+        for sel, o in outs:
+            jax.tree.map(lambda dst, src: dst.__setitem__(sel, src), out, o)
     run_s = time.perf_counter() - t0 - compile_s
-    shape = gshape + (seeds,)
-    mets = {n: np.asarray(v).reshape(shape + (steps + 1,)) for n, v in out["metrics"].items()}
-    mets["reward_queries"] = np.broadcast_to(_reward_queries(cfg, spec), shape + (steps + 1,)).copy()
-    hp_report = {n: (float(values[n]) if n in values else None) for n in _TRACED_FIELDS if n not in grid}
-    hp_report = {n: v for n, v in hp_report.items() if v is not None}
+    shape_ = gshape + (seeds,)
+    e = len(cfg.eval_steps)
+    mets = {n: np.asarray(v).reshape(shape_ + (e,)) for n, v in out["metrics"].items()}
+    n_col = sched_cols.get("num_samples", np.full(runs, cfg.num_samples))
+    r_col = sched_cols.get("reuse", np.full(runs, cfg.reuse))
+    mets["reward_queries"] = _reward_queries(cfg, spec, offline, r_col, n_col).reshape(shape_ + (e,))
+    hp_report = {n: float(values[n]) for n in _TRACED_FIELDS if n in values and n not in arm_set}
+    hp_report.update({n: int(values[n]) for n in _SCHEDULE if n in values})
     if "target_margin" not in grid and "target_margin" not in hp_report and "beta" not in grid:
         hp_report["target_margin"] = float(np.asarray(hp.target_margin)[0])
     for n in _TRACED_FIELDS:
-        if n not in grid and n not in hp_report:
+        if n not in grid and n not in hp_report and n not in arm_set:
             hp_report[n] = float(np.asarray(getattr(hp, n))[0])
+    arm_values = {}
+    if arm_list is not None:
+        arm_values["sampling"] = np.asarray(arm_samplings)
+        first = {a: int(np.flatnonzero(arm_of == a)[0]) for a in range(len(arm_list))}
+        for n in sorted(arm_set | ({"target_margin"} if "target_margin" not in hp_report and "target_margin" not in grid else set())):
+            arm_values[n] = np.array([float(hp_values[n][first[a]]) for a in range(len(arm_list))])
+    snap_shape = (cfg.length, cfg.vocab) if seq else (cfg.num_bins,)
     return Trajectory(
         metrics=mets,
-        final_probs=np.asarray(out["final_probs"]).reshape(shape + (k,)),
-        snapshots=np.asarray(out["snapshots"]).reshape(shape + (len(cfg.snapshot_steps), k)),
+        eval_steps=cfg.eval_steps,
+        final_probs=np.asarray(out["final"]).reshape(shape_ + snap_shape),
+        snapshots=np.asarray(out["snapshots"]).reshape(shape_ + (len(cfg.snapshot_steps),) + snap_shape),
         snapshot_steps=cfg.snapshot_steps,
         grid={n: (np.asarray([p.name for p in problems]) if n == "problem" else v) for n, v in grid.items()},
         hyperparameters=hp_report,
@@ -688,6 +1118,7 @@ def run(
         run_seconds=run_s,
         seed_offset=int(seed_offset),
         axes=axes,
+        arm_values=arm_values,
     )
 
 
@@ -722,7 +1153,7 @@ def _grid_axes(grid: dict, paired) -> tuple[tuple[str, ...], ...]:
 
 
 def _working_bytes(cfg: RunConfig, spec) -> int:
-    """A rough upper estimate of one run's temporaries (bytes), for the memory check before compiling.
+    """A rough upper estimate of one bandit run's temporaries (bytes), for the memory check before compiling.
 
     Per context and step: a sample's index, reward, log-probability and weights
     (plus their gradients), each pair's pair of them, and a few (K,) vectors;
@@ -740,14 +1171,16 @@ def _working_bytes(cfg: RunConfig, spec) -> int:
     return c * per_context + evals + hidden
 
 
-def _reward_queries(cfg: RunConfig, spec) -> np.ndarray:
-    """Reward queries used to produce the policy after t steps, t = 0..steps."""
-    t = np.arange(cfg.steps + 1)
-    if spec.batch == "target" or cfg.sampling in _EXACT:
-        # Exact updates read the reward table once per context (K queries).
-        per = cfg.num_bins * cfg.num_contexts
-        return np.where(t > 0, per, 0).astype(np.float64)
-    per = cfg.num_samples * cfg.num_contexts
-    if cfg.sampling in _OFFLINE:
-        return np.where(t > 0, per, 0).astype(np.float64)
-    return (np.ceil(t / cfg.reuse) * per).astype(np.float64)
+def _reward_queries(cfg: RunConfig, spec, offline, reuse, num_samples) -> np.ndarray:
+    """(runs, E) reward queries used to produce the policy at each evaluation step.
+
+    Exact updates read the reward table once per context (K queries); offline
+    runs read their one dataset; on-policy runs N per context and collection.
+    """
+    t = cfg.eval_steps[None, :]
+    if cfg.kind == "bandit" and (spec.batch == "target" or cfg.sampling in _EXACT):
+        per = np.full((len(offline), 1), float(cfg.num_bins * cfg.num_contexts))
+        return np.broadcast_to(np.where(t > 0, per, 0.0), (len(offline), t.shape[1])).astype(np.float64)
+    per = (np.asarray(num_samples, np.float64) * cfg.num_contexts)[:, None]
+    collections = np.where(np.asarray(offline)[:, None], np.minimum(t, 1), np.ceil(t / np.asarray(reuse)[:, None]))
+    return (collections * per).astype(np.float64)

@@ -1,7 +1,7 @@
 """Figure pieces: what a piece is, the registry of pieces, and the helpers every piece uses.
 
 Every figure of the reproduction (:mod:`modeseek.paper`, :mod:`modeseek.phase`,
-:mod:`modeseek.sequences.figures`) imports this module for :class:`Claim`,
+:mod:`modeseek.paper.fig_sequences`) imports this module for :class:`Claim`,
 :class:`Piece`, :func:`fmt`, :func:`mean_band` and the caption and atomic
 saving helpers. :data:`PIECES` names the module of each piece, in report
 order; :func:`load` imports one on demand, so that this module, and with it
@@ -89,7 +89,7 @@ PIECES: dict[str, str] = {
     "fig_theory": "modeseek.paper.fig_theory",
     "filmstrips": "modeseek.paper.filmstrips",
     "phase": "modeseek.phase.piece",
-    "sequences": "modeseek.sequences.figures",
+    "sequences": "modeseek.paper.fig_sequences",
 }
 
 

@@ -36,7 +36,7 @@ CASES = [
 SEQ_CASES = [
     ("reinforce", "on_policy", {"policy": "factorised"}),
     ("best_of_n", "offline", {"policy": "bigram"}),
-    ("reinforce", "on_policy", {"policy": "transformer", "layers": 1, "heads": 1, "embed": 8, "sft_steps": 2, "num_eval_prompts": 2, "eval_samples": 2}),
+    ("reinforce", "on_policy", {"policy": "transformer", "layers": 1, "heads": 1, "embed": 8, "sft_steps": 2, "num_eval_contexts": 2, "eval_samples": 2}),
 ]
 
 
@@ -53,7 +53,7 @@ def _seeds(traj, start, stop):
     pick = lambda a: np.take(a, np.arange(start, stop), axis=axis)  # noqa: E731
     return types.SimpleNamespace(
         metrics={k: pick(v) for k, v in traj.metrics.items()},
-        **{n: pick(getattr(traj, n)) for n in ("final_probs", "snapshots", "final_marginals") if hasattr(traj, n)},
+        **{n: pick(getattr(traj, n)) for n in ("final_probs", "snapshots", "final_probs") if hasattr(traj, n)},
     )
 
 
@@ -76,8 +76,8 @@ def main():
     seq = ms.sequences.paper_sequence_bandit("far", vocab=6, length=3)
     for loss, sampling, kw in SEQ_CASES:
         one, same, subs = _check(
-            lambda **a: ms.sequences.run(seq, loss=loss, sampling=sampling, steps=4, num_prompts=2, num_samples=4, eval_every=2, **a),
-            ("final_marginals", "snapshots"),
+            lambda **a: ms.run(seq, loss=loss, sampling=sampling, steps=4, num_contexts=2, num_samples=4, eval_every=2, **a),
+            ("final_probs", "snapshots"),
             **kw,
         )
         moved = float(np.abs(np.diff(one.metrics["expected_reward"], axis=-1)).max())

@@ -3,11 +3,11 @@
 The layers, bottom to top:
 
 * the core: ``modeseek/*.py`` except ``cli.py``, ``modeseek.losses`` and
-  ``modeseek.sequences`` except ``sequences/figures.py``. ``modeseek.pieces``
+  ``modeseek.sequences``. ``modeseek.pieces``
   belongs to it: Claim, Piece, the saving helpers and the registry of pieces,
   which names the figure modules as strings and imports them on demand;
-* the figure layer: ``modeseek.paper``, ``modeseek.phase`` and
-  ``modeseek.sequences.figures``, which import the core and ``modeseek.pieces``;
+* the figure layer: ``modeseek.paper`` (the paper's figures, the token-sequence
+  one included) and ``modeseek.phase``, which import the core and ``modeseek.pieces``;
 * ``modeseek.cli`` on top; ``experiments/`` outside the package.
 
 Imports are read from the source with ``ast``, not by importing: module-level
@@ -24,7 +24,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-FIGURE_LAYER = ("modeseek.paper", "modeseek.phase", "modeseek.sequences.figures")
+FIGURE_LAYER = ("modeseek.paper", "modeseek.phase")
 PACKAGES = ("modeseek.paper", "modeseek.phase", "modeseek.sequences", "modeseek.losses")
 # The registry's loaders import the figure modules by name: only these may call them.
 REGISTRY = "modeseek.pieces"
@@ -202,7 +202,7 @@ def test_the_layers_exist():
         assert name in MODULES, f"{name} not found under modeseek/"
     assert "modeseek.paper.common" not in MODULES, "the piece helpers live in modeseek.pieces"
     assert is_core("modeseek.pieces") and is_core("modeseek.engine") and is_core("modeseek.losses.on_policy")
-    assert is_core("modeseek.sequences.engine") and not is_core("modeseek.sequences.figures")
+    assert is_core("modeseek.sequences.model") and not is_core("modeseek.paper.fig_sequences")
     assert not is_core("modeseek.cli") and not is_core("modeseek.paper.reproduce") and not is_core("modeseek.phase")
 
 

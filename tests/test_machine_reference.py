@@ -31,7 +31,7 @@ BANDIT = {
 }
 SEQUENCE = {
     "factorised_reinforce": dict(loss="reinforce", policy="factorised"),
-    "transformer_reinforce": dict(loss="reinforce", policy="transformer", layers=1, heads=1, embed=8, sft_steps=3, num_eval_prompts=2, eval_samples=2),
+    "transformer_reinforce": dict(loss="reinforce", policy="transformer", layers=1, heads=1, embed=8, sft_steps=3, num_eval_contexts=2, eval_samples=2),
 }
 
 
@@ -46,9 +46,9 @@ def compute() -> dict[str, np.ndarray]:
         out[f"{name}/final_probs"] = t.final_probs
     seq = ms.sequences.paper_sequence_bandit("far", vocab=6, length=3)
     for name, kw in SEQUENCE.items():
-        t = ms.sequences.run(seq, steps=6, seeds=2, key=2026, num_prompts=2, num_samples=4, **kw)
+        t = ms.run(seq, steps=6, seeds=2, key=2026, num_contexts=2, num_samples=4, **kw)
         out[f"{name}/expected_reward"] = t.metrics["expected_reward"]
-        out[f"{name}/final_marginals"] = t.final_marginals
+        out[f"{name}/final_marginals"] = t.final_probs
     return out
 
 

@@ -14,7 +14,6 @@ import pytest
 
 import modeseek as ms
 from modeseek import cli, engine, losses
-from modeseek.sequences import engine as seq_engine
 from modeseek.sequences import losses as seq_losses
 
 _TINY = dict(sampling="on_policy", steps=2, seeds=1, num_samples=4)
@@ -93,7 +92,7 @@ def test_ppo_accepts_clip_eps(far):
 
 def test_declared_options_are_real_option_names():
     core = {f.name for f in dataclasses.fields(engine.RunConfig)} | {f.name for f in dataclasses.fields(engine.HyperParams)}
-    seq = {f.name for f in dataclasses.fields(seq_engine.SequenceRunConfig)} | {f.name for f in dataclasses.fields(engine.HyperParams)}
+    seq = {f.name for f in dataclasses.fields(engine.RunConfig)} | {f.name for f in dataclasses.fields(engine.HyperParams)}
     not_options = {"loss", "sampling", "steps", "num_bins", "has_target", "has_train_reward", "snapshot_every"}
     for registry, names in ((losses, core), (seq_losses, seq)):
         for loss in registry.names():
@@ -118,12 +117,12 @@ def test_each_loss_declares_what_it_reads():
 
 def test_sequence_run_refuses_inapplicable_options():
     problem = ms.sequences.paper_sequence_bandit("far", length=2, vocab=6)
-    before = seq_engine.compile_count()
+    before = engine.compile_count()
     with pytest.raises(ValueError, match="ratio does not apply to loss='reinforce'; reinforce's options are advantage"):
-        seq_engine.run(problem, loss="reinforce", policy="factorised", steps=2, ratio="sequence")
+        engine.run(problem, loss="reinforce", policy="factorised", steps=2, ratio="sequence")
     with pytest.raises(ValueError, match="clip_eps does not apply to loss='dpo'"):
-        seq_engine.run(problem, loss="dpo", policy="factorised", steps=2, arms=[{"sampling": "offline", "clip_eps": 0.1}])
-    assert seq_engine.compile_count() == before
+        engine.run(problem, loss="dpo", policy="factorised", steps=2, arms=[{"sampling": "offline", "clip_eps": 0.1}])
+    assert engine.compile_count() == before
 
 
 def test_sequence_check_options():
@@ -182,7 +181,7 @@ def test_sweep_spec_refuses_inapplicable_options():
         (dict(num_samples=True), "num_samples=True is invalid; expected an integer >= 1"),
         (dict(reuse=True), "reuse=True is invalid; expected an integer >= 1"),
         (dict(num_contexts=True), "num_contexts=True is invalid; expected an integer >= 1"),
-        (dict(sft_steps=True), "sft_steps=True is invalid; expected an integer >= 1"),
+        (dict(sft_steps=True), "sft_steps=True is invalid; expected an integer >= 0"),
         (dict(eval_samples=True), "eval_samples=True is invalid; expected an integer >= 0"),
     ],
 )
@@ -191,9 +190,10 @@ def test_booleans_are_not_integers(far, kwargs, message):
 
 
 def test_sequence_booleans_are_not_integers():
-    # The sequence engine already refuses them (its _positive_int); keep it so.
-    with pytest.raises(ValueError, match="steps=True is invalid"):
-        seq_engine._positive_int("steps", True)
+    problem = ms.sequences.paper_sequence_bandit("far", length=2, vocab=6)
+    for name in ("steps", "num_samples", "eval_every"):
+        with pytest.raises(ValueError, match=f"{name}=True is invalid"):
+            ms.run(problem, loss="reinforce", policy="factorised", **{name: True})
 
 
 # ----------------------------------------------------------------------------- analytic divergences
@@ -205,8 +205,6 @@ def test_analytic_divergence_message_names_both_exact_regimes(far, loss, samplin
     assert "'exact'" in msg and "'exact_offline'" in msg and repr(sampling) in msg
 
 
-def test_schedule_runner_refuses_inapplicable_options(far):
-    from modeseek.paper.schedules import Schedule, run_schedules
-
+def test_traced_schedule_refuses_inapplicable_options(far):
     with pytest.raises(ValueError, match="clip_eps does not apply to loss='reinforce'"):
-        run_schedules(far, loss="reinforce", schedules=[Schedule(1, 4, 4)], steps=2, seeds=1, policy="tabular", clip_eps=0.1)
+        ms.run(far, loss="reinforce", reuse=[1, 2], num_samples=4, minibatch=4, steps=2, clip_eps=0.1)

@@ -21,8 +21,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import modeseek as ms
-from modeseek.paper import schedules
-from modeseek.sequences import engine as seq_engine
 from modeseek.sequences import problems as seq_problems
 
 TOTAL = 70  # seeds in the reference call: more than two 32-run blocks
@@ -40,7 +38,7 @@ BANDIT_CASES = {
 SEQ_CASES = {
     "factorised-on_policy": dict(loss="reinforce", policy="factorised", sampling="on_policy"),
     "bigram-offline": dict(loss="best_of_n", policy="bigram", sampling="offline"),
-    "transformer-on_policy": dict(loss="reinforce", policy="transformer", sampling="on_policy", layers=1, heads=1, embed=8, sft_steps=2, num_eval_prompts=2, eval_samples=2),
+    "transformer-on_policy": dict(loss="reinforce", policy="transformer", sampling="on_policy", layers=1, heads=1, embed=8, sft_steps=2, num_eval_contexts=2, eval_samples=2),
 }
 
 
@@ -49,7 +47,7 @@ def _bandit(far, kw, seeds, seed_offset=0, **extra):
 
 
 def _seq(problem, kw, seeds, seed_offset=0):
-    return seq_engine.run(problem, steps=4, seeds=seeds, key=11, seed_offset=seed_offset, num_prompts=2, num_samples=4, eval_every=2, **kw)
+    return ms.run(problem, steps=4, seeds=seeds, key=11, seed_offset=seed_offset, num_contexts=2, num_samples=4, eval_every=2, **kw)
 
 
 def _rows(traj, start, stop):
@@ -57,7 +55,7 @@ def _rows(traj, start, stop):
     axis = len(traj.grid_shape)
     pick = lambda a: np.take(a, np.arange(start, stop), axis=axis)  # noqa: E731
     out = {f"metric/{n}": pick(v) for n, v in traj.metrics.items()}
-    for name in ("snapshots", "final_probs", "final_marginals"):
+    for name in ("snapshots", "final_probs", "final_probs"):
         if hasattr(traj, name):
             out[name] = pick(getattr(traj, name))
     return out
@@ -103,15 +101,14 @@ def test_grid_position_does_not_change_a_seed(far):
     _assert_same(_rows(alone, 0, 3), {n: v[1, 0] for n, v in _rows(grid, 4, 7).items()})
 
 
-def test_schedule_runner_seed_bits_do_not_depend_on_call_size(far):
-    kw = dict(loss="reinforce", schedules=[schedules.reuse_schedule(2, base=4)], steps=4, key=3, policy="tabular", num_contexts=1)
-    many = schedules.run_schedules(far, seeds=40, **kw)
+def test_traced_schedule_seed_bits_do_not_depend_on_call_size(far):
+    kw = dict(loss="reinforce", reuse=[2, 1], num_samples=[8, 4], paired=("reuse", "num_samples"), steps=4, key=3)
+    many = ms.run(far, seeds=40, **kw)
     for size, start in ((1, 0), (2, 37), (33, 5)):
-        got = schedules.run_schedules(far, seeds=size, seed_offset=start, **kw)
+        got = ms.run(far, seeds=size, seed_offset=start, **kw)
         for name in got.metrics:
-            if name != "reward_queries":
-                np.testing.assert_array_equal(got.metrics[name], many.metrics[name][..., start : start + size, :], err_msg=name)
-        np.testing.assert_array_equal(got.probs, many.probs[..., start : start + size, :, :])
+            np.testing.assert_array_equal(got.metrics[name], many.metrics[name][..., start : start + size, :], err_msg=name)
+        np.testing.assert_array_equal(got.final_probs, many.final_probs[..., start : start + size, :])
 
 
 # ----------------------------------------------------------------------------- keys
@@ -126,9 +123,9 @@ def test_typed_and_legacy_keys_give_identical_runs(far):
 
 
 def test_typed_keys_work_for_sequences(seq_problem):
-    kw = dict(SEQ_CASES["factorised-on_policy"], steps=2, seeds=2, num_prompts=2, num_samples=4)
-    a = seq_engine.run(seq_problem, key=jax.random.key(4), **kw)
-    b = seq_engine.run(seq_problem, key=4, **kw)
+    kw = dict(SEQ_CASES["factorised-on_policy"], steps=2, seeds=2, num_contexts=2, num_samples=4)
+    a = ms.run(seq_problem, key=jax.random.key(4), **kw)
+    b = ms.run(seq_problem, key=4, **kw)
     np.testing.assert_array_equal(a.metrics["expected_reward"], b.metrics["expected_reward"])
 
 
@@ -154,7 +151,7 @@ def test_wide_integer_keys_never_collide_silently(far):
 def test_bad_keys_get_one_line_errors(far, key, message):
     for fn in (
         lambda: ms.run(far, loss="sft", sampling="offline", steps=1, key=key),
-        lambda: seq_engine.run(seq_problems.paper_sequence_bandit("far", vocab=4, length=2), loss="sft", sampling="offline", policy="factorised", steps=1, key=key),
+        lambda: ms.run(seq_problems.paper_sequence_bandit("far", vocab=4, length=2), loss="sft", sampling="offline", policy="factorised", steps=1, key=key),
     ):
         with pytest.raises(ValueError) as err:
             fn()
@@ -170,7 +167,7 @@ def test_bad_keys_get_one_line_errors(far, key, message):
         lambda far: ms.run(far, loss="reinforce", steps=10**9),
         lambda far: ms.run(far, loss="reinforce", steps=10, num_samples=10**9),
         lambda far: ms.run(far, loss="reverse_kl", sampling="exact", steps=10**9, seeds=4),
-        lambda far: seq_engine.run(seq_problems.paper_sequence_bandit("far", vocab=6, length=3), loss="reinforce", policy="factorised", steps=10, num_samples=10**9),
+        lambda far: ms.run(seq_problems.paper_sequence_bandit("far", vocab=6, length=3), loss="reinforce", policy="factorised", steps=10, num_samples=10**9),
     ],
 )
 def test_calls_that_cannot_fit_in_memory_are_refused_before_compiling(far, call):

@@ -14,7 +14,8 @@ from modeseek import batches as core_batches
 from modeseek import losses as core_losses
 from modeseek import regimes
 from modeseek.sequences import batches as sb
-from modeseek.sequences import engine, markov, policies, problems, rewards, sampling
+from modeseek import engine
+from modeseek.sequences import markov, policies, problems, rewards, sampling
 from modeseek.sequences import losses as seq_losses
 
 V, L = 5, 3
@@ -215,7 +216,11 @@ def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match="shift='authors'"):
         engine.run(prob, loss="reinforce", policy="factorised", shift="authors")
     with pytest.raises(ValueError, match="unknown hyperparameter"):
-        engine.run(prob, loss="reinforce", policy="factorised", num_contexts=3)
+        engine.run(prob, loss="reinforce", policy="factorised", num_prompts=3)
+    with pytest.raises(ValueError, match="first_batch applies to bandit problems only"):
+        engine.run(prob, loss="reinforce", policy="factorised", first_batch="data")
+    with pytest.raises(ValueError, match="policy='tabular' is not valid"):
+        engine.run(prob, loss="reinforce", policy="tabular")
     with pytest.raises(ValueError, match="loss"):
         engine.run(prob, loss="forward_kl", policy="factorised")
     with pytest.raises(ValueError, match="snapshot_every"):
@@ -359,7 +364,7 @@ def test_reference_kl_is_the_core_sft_objective_at_length_one():
 # ----------------------------------------------------------------------------- engine
 
 
-TINY_RUN = dict(loss="reinforce", policy="factorised", steps=30, reuse=2, num_prompts=2, num_samples=6, learning_rate=0.3, advantage="zscore", eval_every=10, key=5)
+TINY_RUN = dict(loss="reinforce", policy="factorised", steps=30, reuse=2, num_contexts=2, num_samples=6, learning_rate=0.3, advantage="zscore", eval_every=10, key=5)
 
 
 @pytest.fixture(scope="module")
@@ -395,7 +400,7 @@ def test_engine_exact_metrics_start_at_the_reference_and_improve(tiny, tiny_run)
     assert np.all(tr.metrics["kl_pi_ref"][..., -1] > 0.01)
     # Marginal snapshots are distributions per position, and the last one is the final policy's.
     np.testing.assert_allclose(tr.snapshots.sum(-1), 1.0, rtol=1e-5)
-    np.testing.assert_allclose(tr.snapshots[..., -1, :, :], tr.final_marginals)
+    np.testing.assert_allclose(tr.snapshots[..., -1, :, :], tr.final_probs)
     np.testing.assert_array_equal(tr.metrics["reward_queries"][0, 0], [0, 60, 120, 180])  # 6 x 2 per collection, every 2 steps
     df = tr.to_dataframe()
     assert len(df) == 2 * 2 * 4 and set(df["problem"]) == {"far", "near"}
@@ -404,7 +409,7 @@ def test_engine_exact_metrics_start_at_the_reference_and_improve(tiny, tiny_run)
 
 def test_engine_arms_share_a_program_and_keep_their_settings(tiny):
     arms = [dict(label="off", sampling="offline", learning_rate=0.3), dict(label="on", sampling="on_policy", learning_rate=0.1)]
-    tr = engine.run(tiny[:1], loss="best_of_n", policy="factorised", arms=arms, steps=6, reuse=3, num_prompts=2, num_samples=4, eval_every=3, batching="map")
+    tr = engine.run(tiny[:1], loss="best_of_n", policy="factorised", arms=arms, steps=6, reuse=3, num_contexts=2, num_samples=4, eval_every=3, batching="map")
     assert tr.grid["arm"].tolist() == ["off", "on"] and tr.config.sampling == "mixed"
     np.testing.assert_array_equal(tr.metrics["reward_queries"][0, 0], [0, 8, 8])  # offline: one dataset
     np.testing.assert_array_equal(tr.metrics["reward_queries"][1, 0], [0, 8, 16])  # on-policy: a batch every 3 steps
@@ -419,7 +424,7 @@ def test_engine_arms_share_a_program_and_keep_their_settings(tiny):
 @pytest.mark.slow
 def test_transformer_engine_fits_reference_then_learns():
     prob = [problems.paper_sequence_bandit("near", vocab=12, length=3)]
-    tr = engine.run(prob, loss="ipo", sampling="on_policy", steps=20, reuse=5, seeds=2, num_prompts=4, num_eval_prompts=32, eval_samples=4, layers=1, heads=2, embed=16, sft_steps=100, target_margin=2.0, learning_rate=3e-3, eval_every=5)
+    tr = engine.run(prob, loss="ipo", sampling="on_policy", steps=20, reuse=5, seeds=2, num_contexts=4, num_eval_contexts=32, eval_samples=4, layers=1, heads=2, embed=16, sft_steps=100, target_margin=2.0, learning_rate=3e-3, eval_every=5)
     er = tr.metrics["expected_reward"]
     ref = np.asarray(prob[0].ref_probs) @ np.asarray(prob[0].reward.table)
     # The fitted reference's per-token reward is within 0.05 of pi_data's (estimated from 128 sequences).

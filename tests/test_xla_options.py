@@ -44,8 +44,8 @@ def test_engine_caches_programs_per_option_set():
         again = modeseek.run(far, **kw)
     with CompileLog() as other, modeseek.fast_compile():
         fast = modeseek.run(far, **kw)
-    assert "jit(_run_one)" not in same.xla_by_function, "same options: the cached program is reused"
-    assert "jit(_run_one)" in other.xla_by_function, "other options: a separate program"
+    assert "jit(_train)" not in same.xla_by_function, "same options: the cached program is reused"
+    assert "jit(_train)" in other.xla_by_function, "other options: a separate program"
     np.testing.assert_array_equal(first.metrics["expected_reward"], again.metrics["expected_reward"])
     # Same run, other rounding at most: the trajectories agree closely.
     np.testing.assert_allclose(fast.metrics["expected_reward"], first.metrics["expected_reward"], atol=1e-4)

@@ -209,7 +209,9 @@ def _engine_args(problem, runs, lr=0.05):
     hp["learning_rate"] = jnp.full((runs,), lr, jnp.float32)
     ref = jnp.broadcast_to(problem.ref_probs, (runs, k))
     rew = jnp.broadcast_to(problem.reward, (runs, k))
-    return (keys, engine.HyperParams(**hp), ref, rew, rew, ref, jnp.zeros((runs, k), jnp.float32))
+    arrays = {"ref_probs": ref, "reward": rew, "train_reward": rew, "data_probs": ref,
+              "target_probs": jnp.zeros((runs, k), jnp.float32), "offline": jnp.zeros((runs,), bool)}
+    return (keys, engine.HyperParams(**hp), arrays)
 
 
 def step_cost(loss: str, sampling: str, options: dict, problem) -> dict:
@@ -221,7 +223,7 @@ def step_cost(loss: str, sampling: str, options: dict, problem) -> dict:
     def cost(steps):
         cfg = engine.RunConfig(loss=loss, sampling=sampling, steps=steps, num_bins=problem.num_bins, snapshot_every=steps, **options)
         with _unrolled_scans():
-            exe = jax.jit(jax.vmap(functools.partial(engine._run_one, cfg))).lower(*_engine_args(problem, COST_RUNS)).compile()
+            exe = jax.jit(jax.vmap(engine.make_train(cfg))).lower(*_engine_args(problem, COST_RUNS)).compile()
         ca = exe.cost_analysis()
         ca = ca[0] if isinstance(ca, (list, tuple)) else ca
         return np.array([ca.get("flops", 0.0), ca.get("transcendentals", 0.0), ca.get("bytes accessed", 0.0)])

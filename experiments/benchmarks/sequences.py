@@ -49,7 +49,8 @@ CASES = (
 
 
 def measure(policy: str, seeds: int, batching: str, steps: int, repeats: int, num_samples: int = 10) -> dict:
-    from modeseek.sequences import engine, problems
+    from modeseek import engine
+    from modeseek.sequences import problems
 
     prob = problems.paper_sequence_bandit("far")
     kw = dict(
@@ -58,7 +59,7 @@ def measure(policy: str, seeds: int, batching: str, steps: int, repeats: int, nu
         policy=policy,
         steps=steps,
         seeds=seeds,
-        num_prompts=10,
+        num_contexts=10,
         num_samples=num_samples,
         reuse=1,
         eval_every=steps,

@@ -17,16 +17,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from modeseek import pieces
-from modeseek.paper import fig_reuse, schedules
-from modeseek.paper.fig_reuse import ALGORITHMS, KINDS
+from modeseek.paper import fig_reuse
 from modeseek.pieces import Claim, Piece
+from modeseek.paper.fig_reuse import ALGORITHMS, KINDS
 
 #: Minibatches per iteration (B / M); B = M * k.
 PASSES = (1, 2, 5, 10, 20, 50)
 
 
 def batch_schedules(b: fig_reuse.Budget):
-    return [schedules.minibatch_schedule(k, b.base) for k in PASSES]
+    return [fig_reuse.minibatch_schedule(k, b.base) for k in PASSES]
 
 
 def make(out_dir: Path, smoke: bool) -> list[Claim]:

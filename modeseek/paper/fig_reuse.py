@@ -11,22 +11,24 @@ on-policy best-of-N and PPO under the authors' protocol (MLP policy after SFT
 to pi_ref, epoch 0 from pi_data, 10 train and 100 evaluation contexts; A.4-A.6).
 
 Each algorithm's learning rate is chosen once, at T = 1, on held-out seeds
-(the area under its "far" reward curve), and kept for every T. The runs use
-:mod:`modeseek.paper.schedules` (one compile per loss for all T; the engine
-compiles once per T).
+(the area under its "far" reward curve), and kept for every T. The schedules
+are traced values of :func:`modeseek.run` (``reuse``, ``num_samples`` and
+``minibatch``; see :class:`modeseek.engine.Schedule`), so one compiled program
+per loss serves every T.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
 import modeseek as ms
 from modeseek.engine import HyperParams
 from modeseek import pieces
-from modeseek.paper import protocol, schedules
+from modeseek.paper import protocol
 from modeseek.pieces import Claim, Piece
 
 #: Reuse values of the issue's figure 5.
@@ -95,29 +97,107 @@ def budget(smoke: bool) -> Budget:
     return Budget()
 
 
+#: Static loss options a protocol configuration passes on (its other keywords are the schedule's).
+STATIC_OPTIONS = ("advantage", "kl_estimator", "kl_placement", "negative", "normalize")
+
+
 def options(cfg: protocol.Config) -> dict:
-    """The schedule runner's options for a protocol configuration (its loss knobs; no learning rate)."""
+    """The loss's options for a protocol configuration (its knobs; no learning rate, no schedule)."""
     kw = cfg.run_kwargs()
-    keep = {f.name for f in dataclasses.fields(HyperParams)} | set(schedules.STATIC_OPTIONS)
+    keep = {f.name for f in dataclasses.fields(HyperParams)} | set(STATIC_OPTIONS)
     return {k: v for k, v in kw.items() if k in keep and k != "learning_rate"}
 
 
-_MEMO: dict[tuple, object] = {}
+class Schedule(NamedTuple):
+    """One sampling schedule of figures 5, 6 and 8: every ``reuse`` steps collect ``batch``
+    responses per context and train each step on a sliding window of ``minibatch``."""
+
+    reuse: int
+    batch: int
+    minibatch: int
+    label: str = ""
+
+
+def reuse_schedule(reuse: int, base: int = 10) -> Schedule:
+    """Sample reuse at a fixed sample and step budget: N = base * T per batch, T steps on all of it."""
+    return Schedule(reuse, base * reuse, base * reuse, label=f"T = {reuse} (N = {base * reuse})")
+
+
+def minibatch_schedule(passes_per_batch: int, minibatch: int = 10) -> Schedule:
+    """On-policyness (Algorithm 1): a batch of k*M per context, one pass in k minibatches of M."""
+    k = passes_per_batch
+    return Schedule(k, k * minibatch, minibatch, label=f"B = {k * minibatch} per context")
+
+
+@dataclasses.dataclass
+class ScheduleRuns:
+    """Runs of one algorithm under several schedules.
+
+    Attributes:
+      metrics: name -> (schedules, problems[, learning rates], seeds, evaluations).
+      probs: the same leading axes + (evaluations, K): the policy at each evaluation.
+      steps: (E,) evaluation steps.
+      schedules, problem_names, grid: the axes' values (grid: the swept learning rate, if any).
+      compile_seconds, run_seconds: of the calls made for this result.
+    """
+
+    metrics: dict[str, np.ndarray]
+    probs: np.ndarray
+    steps: np.ndarray
+    schedules: tuple[Schedule, ...]
+    problem_names: tuple[str, ...]
+    grid: dict[str, np.ndarray]
+    compile_seconds: float
+    run_seconds: float
+
+    def to_dataframe(self, names: Sequence[str] | None = None):
+        """Tidy table: one row per (schedule, problem[, learning rate], seed, evaluation step)."""
+        import pandas as pd
+
+        shape = self.metrics["expected_reward"].shape
+        idx = np.indices(shape).reshape(len(shape), -1)
+        cols: dict[str, Any] = {
+            "schedule": np.asarray([sc.label for sc in self.schedules])[idx[0]],
+            "reuse": np.asarray([sc.reuse for sc in self.schedules])[idx[0]],
+            "batch": np.asarray([sc.batch for sc in self.schedules])[idx[0]],
+            "minibatch": np.asarray([sc.minibatch for sc in self.schedules])[idx[0]],
+            "problem": np.asarray(self.problem_names)[idx[1]],
+        }
+        for name, values in self.grid.items():
+            cols[name] = np.asarray(values)[idx[2]]
+        cols["seed"] = idx[-2]
+        cols["step"] = np.asarray(self.steps)[idx[-1]]
+        for name in names or sorted(self.metrics):
+            cols[name] = self.metrics[name].reshape(-1)
+        return pd.DataFrame(cols)
+
+
+_MEMO: dict[tuple, ScheduleRuns] = {}
 
 
 def _call(b: Budget, cfg: protocol.Config, scheds, *, problems, seeds, seed_offset=0, learning_rate):
     """Runs under each schedule, memoised per schedule so figures 5, 6 and 8 share them in one process.
 
-    The returned ScheduleRun's compile and run seconds count only the calls made now.
+    Every call draws ``b.max_batch`` responses per context and collection and
+    masks them down, so all schedules share one compiled program per loss.
+    The result's compile and run seconds count only the calls made now.
     """
     parts, compile_s, run_s = [], 0.0, 0.0
+    swept = np.ndim(learning_rate) > 0
     for sc in scheds:
         memo = (b, cfg.name, sc.reuse, sc.batch, sc.minibatch, tuple(p.name for p in problems), seeds, seed_offset, _freeze(learning_rate))
         if memo not in _MEMO:
-            r = schedules.run_schedules(
+            tr = ms.run(
                 problems,
                 loss=cfg.loss,
-                schedules=[sc],
+                sampling="on_policy",
+                first_batch="data",
+                reuse=[sc.reuse],
+                num_samples=[sc.batch],
+                minibatch=[sc.minibatch],
+                max_samples=b.max_batch,
+                paired=("reuse", "num_samples", "minibatch"),
+                learning_rate=learning_rate,
                 steps=b.steps,
                 seeds=seeds,
                 seed_offset=seed_offset,
@@ -126,12 +206,22 @@ def _call(b: Budget, cfg: protocol.Config, scheds, *, problems, seeds, seed_offs
                 num_eval_contexts=b.eval_contexts,
                 eval_samples=cfg.eval_samples,
                 eval_every=b.eval_every,
-                max_batch=b.max_batch,
-                learning_rate=learning_rate,
+                snapshot_every=b.eval_every,
                 **options(cfg),
             )
-            compile_s, run_s = compile_s + r.compile_seconds, run_s + r.run_seconds
-            _MEMO[memo] = r
+            compile_s, run_s = compile_s + tr.compile_seconds, run_s + tr.run_seconds
+            # The run's grid is (problem, schedule[, learning_rate]); the figures index schedule first.
+            first = lambda x: np.moveaxis(np.asarray(x), 1, 0)  # noqa: E731
+            _MEMO[memo] = ScheduleRuns(
+                metrics={n: first(v) for n, v in tr.metrics.items()},
+                probs=first(tr.snapshots),
+                steps=tr.eval_steps,
+                schedules=(sc,),
+                problem_names=tr.problem_names,
+                grid={"learning_rate": tr.grid["learning_rate"]} if swept else {},
+                compile_seconds=0.0,
+                run_seconds=0.0,
+            )
         parts.append(_MEMO[memo])
     return dataclasses.replace(
         parts[0],
@@ -151,12 +241,12 @@ def tuning(name: str, b: Budget):
     """The learning-rate sweep of algorithm ``name`` at T = 1 on "far", on the held-out seeds.
 
     Returns:
-      (ScheduleRun with grid learning_rate, chosen learning rate).
+      (ScheduleRuns with grid learning_rate, chosen learning rate).
     """
     cfg = ALGORITHMS[name]
     # LEARNING_RATES x tune_seeds = 4 x 5 = 20 runs, the same program size as the
     # reported calls (2 problems x 10 seeds), so the tuning call compiles nothing.
-    r = _call(b, cfg, [schedules.reuse_schedule(1, b.base)], problems=[ms.paper_bandit("far")], seeds=b.tune_seeds,
+    r = _call(b, cfg, [reuse_schedule(1, b.base)], problems=[ms.paper_bandit("far")], seeds=b.tune_seeds,
               seed_offset=b.seeds, learning_rate=np.asarray(LEARNING_RATES))
     j = protocol.select_best(r.metrics["expected_reward"][0, 0])
     return r, LEARNING_RATES[j]
@@ -169,7 +259,7 @@ def sweep(name: str, scheds, b: Budget):
 
 
 def reuse_schedules(b: Budget):
-    return [schedules.reuse_schedule(t, b.base) for t in REUSES]
+    return [reuse_schedule(t, b.base) for t in REUSES]
 
 
 def paired_band(a, b) -> tuple[float, float, float]:
@@ -319,7 +409,7 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
             f"Left and middle: exact expected reward over the evaluation contexts (every {b.eval_every} steps). Right: the area under each curve "
             f"(mean over the evaluations from step 0 to {b.steps}, solid) and the final reward (dashed) against T.",
             "Claims use the area on 'far' with paired 95% bands over seeds (every T starts from the same SFT policy per seed).",
-            f"Runs with modeseek.paper.schedules (one compile per algorithm for every T); compile {seconds:.1f} s, run {run_seconds:.1f} s in this process.",
+            f"Schedules traced in modeseek.run (one compile per algorithm for every T); compile {seconds:.1f} s, run {run_seconds:.1f} s in this process.",
         ],
     )
     return claims

@@ -21,7 +21,7 @@ import numpy as np
 
 import modeseek as ms
 from modeseek import pieces
-from modeseek.paper import fig_reuse, schedules
+from modeseek.paper import fig_reuse
 from modeseek.pieces import Claim, Piece
 
 ALGORITHMS = (
@@ -137,8 +137,8 @@ def _mlp_strips(out_dir: Path, smoke: bool):
 
     b = fig_reuse.budget(smoke)
     sched = {
-        "offline": schedules.Schedule(b.steps, b.base, b.base, label="offline"),
-        "on_policy": schedules.reuse_schedule(1, b.base),
+        "offline": fig_reuse.Schedule(b.steps, b.base, b.base, label="offline"),
+        "on_policy": fig_reuse.reuse_schedule(1, b.base),
     }
     runs = {label: fig_reuse.sweep(alg, [sched[kind]], b) for label, alg, kind in MLP_ROWS}
     lrs = {label: fig_reuse.tuning(alg, b)[1] for label, alg, _ in MLP_ROWS}

@@ -12,14 +12,13 @@ follows it:
 * batches and losses: :mod:`modeseek.sequences.batches`,
   :mod:`modeseek.sequences.losses` (the core losses at sequence level);
 * exact Markov-chain metrics: :mod:`modeseek.sequences.markov`;
-* engine: :func:`run`, :class:`SequenceTrajectory`.
+* the run loop's sequence parts: :mod:`modeseek.sequences.model`; runs go
+  through :func:`modeseek.run` with a SequenceProblem, like every policy kind.
 
-The reproduction piece lives in :mod:`modeseek.sequences.figures` (not
-imported here, to keep this import free of the paper layer).
+The reproduction piece lives in the figure layer, :mod:`modeseek.paper.fig_sequences`.
 """
 
 from modeseek.sequences import batches, losses, markov, policies, problems, rewards, sampling
-from modeseek.sequences.engine import SequenceRunConfig, SequenceTrajectory, run
 from modeseek.sequences.problems import SequenceProblem, paper_sequence_bandit
 from modeseek.sequences.rewards import SequenceReward
 
@@ -27,9 +26,6 @@ __all__ = [
     "SequenceProblem",
     "SequenceReward",
     "paper_sequence_bandit",
-    "run",
-    "SequenceTrajectory",
-    "SequenceRunConfig",
     "problems",
     "rewards",
     "policies",

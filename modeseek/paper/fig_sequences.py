@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from modeseek import pieces
+from modeseek import engine, pieces
 from modeseek.pieces import Claim, Piece
-from modeseek.sequences import engine, problems
+from modeseek.sequences import problems
 
 KINDS = ("far", "near")
 COLORS = {"offline best-of-N": "0.35", "on-policy best-of-N": "C0", "offline IPO": "C3", "on-policy IPO": "C1"}
@@ -41,7 +41,7 @@ def budget(smoke: bool) -> dict:
 def _runs(b: dict):
     probs = [problems.paper_sequence_bandit(k) for k in KINDS]
     # Runs one after another inside each program ("map"): it compiles faster than vmap for both policies.
-    common_kw = dict(policy=b["policy"], seeds=b["seeds"], num_prompts=10, num_samples=10, reuse=10, eval_every=b["eval_every"], key=0, batching="map")
+    common_kw = dict(policy=b["policy"], seeds=b["seeds"], num_contexts=10, num_samples=10, reuse=10, eval_every=b["eval_every"], key=0, batching="map")
     s = b["learning_scale"]
     bon = engine.run(
         probs,
@@ -109,7 +109,7 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
         df = tr.to_dataframe()
         df = df.rename(columns={"arm": "method"})
         frames.append(df)
-        fm = tr.final_marginals.mean(axis=2)  # (problem, arm, L, V)
+        fm = tr.final_probs.mean(axis=2)  # (problem, arm, L, V)
         for g, p in enumerate(tr.grid["problem"]):
             for a, m in enumerate(tr.grid["arm"]):
                 for pos in range(fm.shape[2]):
@@ -137,7 +137,7 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
                 ax_k.plot(tr.eval_steps, kl[(p, m)].mean(0), color=COLORS[m], label=m)
                 g = list(tr.grid["problem"]).index(kind)
                 a = list(tr.grid["arm"]).index(m)
-                ax_m.plot(np.arange(len(ref)), tr.final_marginals[g, a].mean(axis=(0, 1)), color=COLORS[m], lw=1.0, label=m)
+                ax_m.plot(np.arange(len(ref)), tr.final_probs[g, a].mean(axis=(0, 1)), color=COLORS[m], lw=1.0, label=m)
         ax_r.axvline(PAPER_OFFLINE_STEPS, color="0.7", ls=":", lw=0.8)
         ax_r.axhline(float(ref @ tab), color="0.5", ls="--", lw=0.8)
         ax_r.set_ylabel(f'"{kind}": expected reward')
