@@ -58,6 +58,15 @@ def high_reward_set(reward) -> np.ndarray:
     return np.asarray(high_reward_mask(jnp.asarray(reward, jnp.float32)))
 
 
+def _reference_and_high_set(ref_probs, reward) -> tuple[np.ndarray, np.ndarray]:
+    """The validated reference (float64) and the high-reward set H, checked to have the same bins."""
+    p = _checks.probability_vector("ref_probs", ref_probs)
+    h = high_reward_set(reward)
+    if h.shape != p.shape:
+        raise ValueError(f"reward has {h.shape[0]} bins but ref_probs has {p.shape[0]}; expected the same")
+    return p, h
+
+
 def rarity(ref_probs, reward) -> float:
     """Rarity rho = pi_ref(H): the reference mass on the high-reward set.
 
@@ -69,10 +78,7 @@ def rarity(ref_probs, reward) -> float:
       ref_probs: (K,) reference probabilities.
       reward: (K,) rewards.
     """
-    p = _checks.probability_vector("ref_probs", ref_probs)
-    h = high_reward_set(reward)
-    if h.shape != p.shape:
-        raise ValueError(f"reward has {h.shape[0]} bins but ref_probs has {p.shape[0]}; expected the same")
+    p, h = _reference_and_high_set(ref_probs, reward)
     return float(p[h].sum())
 
 
@@ -169,25 +175,19 @@ def bump_for_rarity(
     """
     p = _checks.probability_vector("ref_probs", ref_probs)
     k = p.shape[0]
-    target = float(target)
-    if not (0.0 < target < 1.0):
-        raise ValueError(f"target rarity {target!r} is invalid; expected a value in (0, 1)")
+    target = _checks.interval("target", target, 0.0, 1.0, low_open=True, high_open=True, what="a rarity")
     _checks.choice("method", method, RARITY_METHODS)
     _checks.choice("side", side, _SIDES)
     _checks.positive("rtol", rtol)
     if method == "shift":
         _checks.positive("width", width)
-        s = float(np.argmax(p)) if start is None else float(start)
-        if not (0.0 <= s <= k - 1):
-            raise ValueError(f"start={start!r} is invalid; expected a bin position in [0, {k - 1}]")
+        s = float(np.argmax(p)) if start is None else _checks.interval("start", start, 0, k - 1, what="a bin position")
         lo, hi = {"left": (0.0, s), "right": (s, k - 1.0), "any": (0.0, k - 1.0)}[side]
         centers = np.arange(lo, hi + _CENTER_STEP / 2, _CENTER_STEP)
         widths = np.full_like(centers, float(width))
         what = f"shifting a width-{float(width):g} bump {side} of bin {s:g}"
     else:
-        c = (0.0 if side != "right" else k - 1.0) if center is None else float(center)
-        if not (0.0 <= c <= k - 1):
-            raise ValueError(f"center={center!r} is invalid; expected a bin position in [0, {k - 1}]")
+        c = (0.0 if side != "right" else k - 1.0) if center is None else _checks.interval("center", center, 0, k - 1, what="a bin position")
         widths = np.geomspace(1e-2, 4.0 * k, _NUM_WIDTHS)
         centers = np.full_like(widths, c)
         what = f"narrowing a bump centred at bin {c:g}"
@@ -234,13 +234,8 @@ def coverage_data(ref_probs, reward, coverage_value: float) -> jnp.ndarray:
     Returns:
       (K,) float32 probabilities.
     """
-    c = float(coverage_value)
-    if not (0.0 <= c <= 1.0) or not np.isfinite(c):
-        raise ValueError(f"coverage={coverage_value!r} is invalid; expected a value in [0, 1]")
-    p = _checks.probability_vector("ref_probs", ref_probs)
-    h = high_reward_set(reward)
-    if h.shape != p.shape:
-        raise ValueError(f"reward has {h.shape[0]} bins but ref_probs has {p.shape[0]}; expected the same")
+    c = _checks.interval("coverage", coverage_value, 0.0, 1.0)
+    p, h = _reference_and_high_set(ref_probs, reward)
     rest = float(p[~h].sum())
     if rest <= 0:
         raise ValueError("the high-reward set holds all of pi_ref's mass; a data distribution without it does not exist")

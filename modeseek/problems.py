@@ -39,14 +39,11 @@ class Problem:
         if _checks.is_traced(self.ref_probs) or _checks.is_traced(self.reward):
             return
         p = _checks.probability_vector("ref_probs", self.ref_probs)
-        r = np.asarray(self.reward, dtype=np.float64)
+        r = _checks.vector("reward", self.reward)
         if r.shape != p.shape:
             raise ValueError(
                 f"reward has shape {r.shape} but ref_probs has shape {p.shape}; expected the same number of bins"
             )
-        if not np.all(np.isfinite(r)):
-            i = int(np.flatnonzero(~np.isfinite(r))[0])
-            raise ValueError(f"reward has a non-finite entry {float(r[i])!r} at bin {i}; expected finite rewards")
         object.__setattr__(self, "ref_probs", jnp.asarray(p, dtype=jnp.float32))
         object.__setattr__(self, "reward", jnp.asarray(r, dtype=jnp.float32))
 

@@ -246,8 +246,7 @@ def sample_pairs(
     """
     _checks.choice("labels", labels, PAIR_LABELS)
     _checks.choice("pairing", pairing, PAIRINGS)
-    if n < 2:
-        raise ValueError(f"num_samples={n!r} is too small for pairs; expected >= 2")
+    _checks.integer("num_samples", n, 2, reason="for pairs")
     ks, kl = jax.random.split(key)
     y = sample_bins(ks, logq, n)
     a_idx, b_idx = _pair_index(n, pairing)

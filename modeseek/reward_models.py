@@ -93,18 +93,15 @@ def sample_pair_counts(
     """
     _checks.choice("labels", labels, regimes.PAIR_LABELS)
     _checks.choice("pairing", pairing, regimes.PAIRINGS)
-    for name, v in (("num_samples", num_samples), ("num_contexts", num_contexts)):
-        if not isinstance(v, (int, np.integer)) or v < 1:
-            raise ValueError(f"{name}={v!r} is invalid; expected an integer >= 1")
-    if num_samples < 2:
-        raise ValueError(f"num_samples={num_samples} is too small for pairs; expected >= 2")
+    num_samples = _checks.integer("num_samples", num_samples, 2, reason="for pairs")
+    num_contexts = _checks.integer("num_contexts", num_contexts)
     return _sample_counts(
         key,
         jnp.asarray(data_probs, jnp.float32),
         jnp.asarray(reward, jnp.float32),
         jnp.asarray(bt_scale, jnp.float32),
-        num_samples=int(num_samples),
-        num_contexts=int(num_contexts),
+        num_samples=num_samples,
+        num_contexts=num_contexts,
         labels=labels,
         pairing=pairing,
     )
@@ -137,10 +134,8 @@ def rbf_features(num_bins: int, num_centers: int = 10, width: float | None = Non
       width: length scale l in bins (> 0).
       linear: append the linear-trend feature.
     """
-    if not isinstance(num_centers, (int, np.integer)) or num_centers < 1:
-        raise ValueError(f"num_centers={num_centers!r} is invalid; expected an integer >= 1")
-    if not isinstance(num_bins, (int, np.integer)) or num_bins < 2:
-        raise ValueError(f"num_bins={num_bins!r} is invalid; expected an integer >= 2")
+    num_centers = _checks.integer("num_centers", num_centers)
+    num_bins = _checks.integer("num_bins", num_bins, 2)
     y = np.arange(num_bins, dtype=np.float64)[:, None]
     mu = np.linspace(0.0, num_bins - 1.0, num_centers)[None, :]
     spacing = (num_bins - 1.0) / max(num_centers - 1, 1)
@@ -188,8 +183,7 @@ def _check_fit_args(counts, prior_scale, bt_scale, steps, learning_rate):
     _checks.positive("prior_scale", prior_scale)
     _checks.positive("bt_scale", bt_scale)
     _checks.positive("learning_rate", learning_rate)
-    if not isinstance(steps, (int, np.integer)) or steps < 1:
-        raise ValueError(f"steps={steps!r} is invalid; expected an integer >= 1")
+    _checks.integer("steps", steps)
     return counts
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 import modeseek as ms
+from modeseek import _checks
 from modeseek.paper import common
 from modeseek.paper.common import Claim, Piece
 
@@ -61,8 +62,7 @@ def expected_best_of_n(probs, reward, n: int) -> float:
       reward: (K,) rewards.
       n: number of draws, >= 1.
     """
-    if n < 1:
-        raise ValueError(f"n={n!r} is invalid; expected an integer >= 1")
+    n = _checks.integer("n", n)
     p = np.asarray(probs, dtype=np.float64)
     r = np.asarray(reward, dtype=np.float64)
     levels, inverse = np.unique(r, return_inverse=True)

@@ -93,9 +93,7 @@ class Config:
         losses.get(self.loss)
         _checks.positive("learning_rate", self.learning_rate)
         for n in ("train_contexts", "epochs", "num_samples", "reuse"):
-            v = getattr(self, n)
-            if not isinstance(v, int) or v < 1:
-                raise ValueError(f"{n}={v!r} is invalid; expected an integer >= 1")
+            object.__setattr__(self, n, _checks.integer(n, getattr(self, n)))
         if self.beta is not None:
             _checks.positive("beta", self.beta)
         if self.target_margin is not None:
@@ -104,8 +102,8 @@ class Config:
         _checks.choice("negative", self.negative, (None,) + losses.NEGATIVE_TERMS)
         if self.negative_coef is not None:
             _checks.positive("negative_coef", self.negative_coef, allow_zero=True)
-        if losses.get(self.loss).batch == "pairs" and self.num_samples < 2:
-            raise ValueError(f"num_samples={self.num_samples} is too small for loss={self.loss!r}; expected >= 2")
+        if losses.get(self.loss).batch == "pairs":
+            _checks.integer("num_samples", self.num_samples, 2, reason=f"for loss={self.loss!r}")
 
     @property
     def steps(self) -> int:
@@ -286,9 +284,7 @@ class Budget:
 
     def __post_init__(self):
         for n in ("seeds", "tune_seeds", "on_policy_epochs", "offline_steps", "eval_contexts"):
-            v = getattr(self, n)
-            if not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"{n}={v!r} is invalid; expected an integer >= 1")
+            object.__setattr__(self, n, _checks.integer(n, getattr(self, n)))
         _checks.choice("policy", self.policy, ("mlp", "tabular"))
 
     def on_policy_steps(self, cfg: Config) -> int:

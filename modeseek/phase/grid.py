@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from modeseek import _checks, geometry, reward_models, tasks
+from modeseek import _checks, geometry, regimes, reward_models, tasks
 from modeseek.problems import Problem
 
 #: Version of the sweep's outputs (table columns, proxy fits); part of the
@@ -139,20 +139,16 @@ class PhaseConfig:
         if len(set(self.families)) != len(self.families) or len(set(self.reward_models)) != len(self.reward_models):
             raise ValueError(f"families {self.families} and reward_models {self.reward_models} must not repeat names")
         for r in self.rarities:
-            if not (0.0 < r < 1.0):
-                raise ValueError(f"rarity {r!r} is invalid; expected values in (0, 1)")
+            _checks.interval("rarity", r, 0.0, 1.0, low_open=True, high_open=True)
         for c in self.coverages:
-            if not (0.0 <= c <= 1.0):
-                raise ValueError(f"coverage {c!r} is invalid; expected values in [0, 1]")
-        for n in ("seeds", "steps", "dataset_size", "batch_size", "record_every", "rm_steps", "rbf_centers"):
-            v = getattr(self, n)
-            if not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"{n}={v!r} is invalid; expected an integer >= 1")
-        if min(self.dataset_size, self.batch_size) < 2:
-            raise ValueError(f"dataset_size={self.dataset_size} and batch_size={self.batch_size} must be >= 2 for pair losses")
+            _checks.interval("coverage", c, 0.0, 1.0)
+        for n in ("seeds", "steps", "record_every", "rm_steps", "rbf_centers"):
+            object.__setattr__(self, n, _checks.integer(n, getattr(self, n)))
+        for n in ("dataset_size", "batch_size"):
+            object.__setattr__(self, n, _checks.integer(n, getattr(self, n), 2, reason="for pair losses"))
         if self.steps % self.record_every:
             raise ValueError(f"steps={self.steps} is not a multiple of record_every={self.record_every}")
-        _checks.choice("labels", self.labels, ("reward", "bradley_terry"))
+        _checks.choice("labels", self.labels, regimes.PAIR_LABELS)
         for i, j in self.marked:
             if not (0 <= i < len(self.rarities) and 0 <= j < len(self.coverages)):
                 raise ValueError(f"marked cell {(i, j)} is outside the {len(self.rarities)} x {len(self.coverages)} grid")

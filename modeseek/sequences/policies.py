@@ -185,13 +185,10 @@ class TransformerSizes:
 
     def __post_init__(self):
         for name in ("layers", "heads", "embed"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name}={v!r} is invalid; expected an integer >= 1")
+            object.__setattr__(self, name, _checks.integer(name, getattr(self, name)))
         if self.embed % self.heads:
             raise ValueError(f"embed={self.embed} is not divisible by heads={self.heads}; expected embed % heads == 0")
-        if not (0.0 <= self.dropout < 1.0):
-            raise ValueError(f"dropout={self.dropout!r} is invalid; expected 0 <= dropout < 1")
+        _checks.interval("dropout", self.dropout, 0.0, 1.0, high_open=True)
 
 
 def _layer_norm(x, g, b):

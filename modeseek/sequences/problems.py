@@ -43,8 +43,7 @@ class SequenceProblem:
     name: str = "custom"
 
     def __post_init__(self):
-        if not isinstance(self.length, (int, np.integer)) or self.length < 1:
-            raise ValueError(f"length={self.length!r} is invalid; expected an integer >= 1")
+        object.__setattr__(self, "length", _checks.integer("length", self.length))
         if not isinstance(self.reward, SequenceReward):
             raise ValueError(f"reward={self.reward!r} is not a SequenceReward")
         if _checks.is_traced(self.ref_probs):
@@ -53,7 +52,6 @@ class SequenceProblem:
         if p.shape[0] != self.reward.vocab:
             raise ValueError(f"ref_probs has {p.shape[0]} tokens but the reward has {self.reward.vocab}; expected the same vocabulary")
         object.__setattr__(self, "ref_probs", jnp.asarray(p, jnp.float32))
-        object.__setattr__(self, "length", int(self.length))
 
     @property
     def vocab(self) -> int:

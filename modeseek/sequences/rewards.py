@@ -66,11 +66,7 @@ class SequenceReward:
         _checks.choice("kind", self.kind, KINDS)
         if _checks.is_traced(self.table):
             return
-        t = np.asarray(self.table, dtype=np.float64)
-        if t.ndim != 1 or t.shape[0] < 2:
-            raise ValueError(f"table must be a 1-D per-token vector with at least 2 tokens; got shape {t.shape}")
-        if not np.all(np.isfinite(t)):
-            raise ValueError("table has non-finite entries; expected finite per-token rewards")
+        t = _checks.vector("table", self.table, unit="token")
         if self.kind == "all_in_set" and not np.all((t == 0) | (t == 1)):
             raise ValueError("an all_in_set reward needs a 0/1 table (the set indicator)")
         object.__setattr__(self, "table", jnp.asarray(t, jnp.float32))

@@ -21,6 +21,8 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from modeseek import _checks
+
 __all__ = ["SHIFTS", "inverse_cdf", "token_logprobs", "sequence_logprobs", "sample", "sample_with_uniforms"]
 
 SHIFTS = ("correct", "authors")
@@ -52,12 +54,11 @@ def token_logprobs(next_logits, tokens, shift: str = "correct"):
     Returns:
       (L,) or (L + 1,) log-probabilities; their sum is the sequence log-probability.
     """
+    _checks.choice("shift", shift, SHIFTS)
     logp = jax.nn.log_softmax(next_logits, axis=-1)
     if shift == "correct":
         return jnp.take_along_axis(logp[:-1], tokens[1:, None], axis=-1)[:, 0]
-    if shift == "authors":
-        return jnp.take_along_axis(logp, tokens[:, None], axis=-1)[:, 0]
-    raise ValueError(f"shift={shift!r} is not valid; expected one of {', '.join(SHIFTS)}")
+    return jnp.take_along_axis(logp, tokens[:, None], axis=-1)[:, 0]
 
 
 @functools.partial(jax.jit, static_argnames=("policy", "shift"))
@@ -137,8 +138,6 @@ def sample(policy, params, key, prompt, n: int, length: int):
     Returns:
       tokens (n, L + 1) int32 and logq (n, L) per-token log-probabilities.
     """
-    if not isinstance(n, int) or n < 1:
-        raise ValueError(f"n={n!r} is invalid; expected an integer >= 1")
-    if not isinstance(length, int) or length < 1:
-        raise ValueError(f"length={length!r} is invalid; expected an integer >= 1")
+    n = _checks.integer("n", n)
+    length = _checks.integer("length", length)
     return _sample(policy, params, key, prompt, n, length)
