@@ -36,7 +36,7 @@ def squashed_cauchy(num_bins: int = 100, loc: float = -0.7, scale: float = 0.4) 
 
     Bin i covers [-1 + 2i/K, -1 + 2(i+1)/K). The mass is F(e_{i+1}) - F(e_i) with
     F(y) = 1/2 + arctan((atanh(y) - loc)/scale)/pi, so there is no sampling noise
-    (the authors histogram 10,000 samples instead; PAPER_NOTES A.2).
+    (the authors histogram 10,000 samples instead; docs/paper.md §A.2).
 
     Args:
       num_bins: K, number of equal bins.

@@ -233,7 +233,7 @@ def sample_pairs(
       logq: (K,) log-probabilities of the sampling distribution.
       reward: (K,) rewards.
       n: N draws; "all" pairing uses all N(N-1)/2 pairs (as the paper code,
-        PAPER_NOTES B.6), "disjoint" uses floor(N/2) independent pairs (0,1), (2,3), ...
+        docs/paper.md §B.6), "disjoint" uses floor(N/2) independent pairs (0,1), (2,3), ...
       labels: "reward" (the higher true reward is chosen; equal rewards are
         skipped) or "bradley_terry" (the first of a pair is chosen with
         probability sigmoid(bt_scale * (r_a - r_b))).

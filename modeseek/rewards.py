@@ -17,7 +17,7 @@ __all__ = ["gaussian_bump", "multi_bump", "threshold", "from_array"]
 
 
 def gaussian_bump(num_bins: int, center, width) -> jnp.ndarray:
-    """The paper's reward r(i) = exp(-((i - center) / width)^2) (PAPER_NOTES A.3).
+    """The paper's reward r(i) = exp(-((i - center) / width)^2) (docs/paper.md §A.3).
 
     Args:
       num_bins: K.

@@ -7,7 +7,9 @@ data distribution mu (:func:`modeseek.geometry.coverage_data`). From mu the
 grid also draws a preference dataset per cell and fits the learned reward
 models (:mod:`modeseek.reward_models`) that the on-policy families query.
 Everything a sweep needs is built here once, as stacked arrays, so that each
-algorithm family is one compiled program fed with grid data (convention 2).
+algorithm family is one compiled program fed with grid data: the cells differ
+only in array values (rewards, data distributions, proxies), never in shapes or
+static options, so nothing recompiles from cell to cell.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ class Family:
       sampling: "offline" (one dataset from mu) or "on_policy".
       on_policy: True when the learner queries a reward (the gold reward or a
         learned proxy); offline learners train on the preference dataset's own
-        gold labels, as Pref-FT and DPO do in the paper (PAPER_NOTES D.6).
+        gold labels, as Pref-FT and DPO do in the paper (docs/paper.md §D.6).
       options: extra static options for :func:`modeseek.run`.
     """
 
@@ -55,7 +57,7 @@ class Family:
     options: tuple[tuple[str, Any], ...] = ()
 
 
-#: The four families of the paper's 2 x 2 (PAPER_NOTES D.2, E.2-E.4): sampling
+#: The four families of the paper's 2 x 2 (its Table 1, docs/paper.md §D.2, §E.2-§E.4): sampling
 #: (offline / on-policy) x objective (maximum likelihood / negative gradient).
 FAMILIES = {
     f.name: f
