@@ -40,19 +40,26 @@ def positive(name: str, value: Any, *, allow_zero: bool = False) -> Any:
     return value
 
 
+def vector(name: str, values: Any, *, unit: str = "bin", finite: bool = True) -> np.ndarray:
+    """Validate a 1-D vector over at least 2 bins (or tokens: ``unit``), all entries finite unless ``finite=False``.
+
+    Returns the vector as float64.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    if v.ndim != 1 or v.shape[0] < 2:
+        raise ValueError(f"{name} has shape {v.shape}; expected a 1-D vector over at least 2 {unit}s")
+    if finite and not np.all(np.isfinite(v)):
+        i = int(np.flatnonzero(~np.isfinite(v))[0])
+        raise ValueError(f"{name} has a non-finite entry {float(v[i])!r} at {unit} {i}; expected finite values")
+    return v
+
+
 def probability_vector(name: str, probs: Any, *, atol: float = 1e-4) -> np.ndarray:
     """Validate a 1-D probability vector: finite, non-negative, summing to 1 within ``atol``.
 
     Returns the vector as float64, renormalised so it sums to 1 exactly.
     """
-    p = np.asarray(probs, dtype=np.float64)
-    if p.ndim != 1:
-        raise ValueError(f"{name} must be a 1-D vector over bins; got shape {p.shape}")
-    if p.shape[0] < 2:
-        raise ValueError(f"{name} must have at least 2 bins; got {p.shape[0]}")
-    if not np.all(np.isfinite(p)):
-        i = int(np.flatnonzero(~np.isfinite(p))[0])
-        raise ValueError(f"{name} has a non-finite entry {float(p[i])!r} at bin {i}; expected finite probabilities")
+    p = vector(name, probs)
     if np.any(p < 0):
         i = int(np.argmin(p))
         raise ValueError(f"{name} has a negative entry {float(p[i])!r} at bin {i}; expected probabilities >= 0")
@@ -96,8 +103,32 @@ def prng_key(key: Any) -> np.ndarray:
     raise ValueError(f"key={key!r} is invalid; expected an int in [0, 2**64), a jax.random.key or a PRNGKey array")
 
 
-def integer(name: str, value: Any, minimum: int = 1) -> int:
-    """Return ``value`` as an int if it is an integer (not a bool) >= ``minimum``, else a one-line ValueError."""
+def integer(name: str, value: Any, minimum: int = 1, *, reason: str = "") -> int:
+    """Return ``value`` as an int if it is an integer (not a bool) >= ``minimum``, else a one-line ValueError.
+
+    ``reason`` (e.g. "for pairs") is appended to the message to say why the minimum applies.
+    """
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name}={value!r} is invalid; expected an integer >= {minimum}")
+        why = f" {reason}" if reason else ""
+        raise ValueError(f"{name}={value!r} is invalid; expected an integer >= {minimum}{why}")
     return int(value)
+
+
+def interval(
+    name: str, value: Any, low: float, high: float, *, low_open: bool = False, high_open: bool = False, what: str = "a value"
+) -> float:
+    """Return ``value`` as a float if it lies in the interval from ``low`` to ``high``, else a one-line ValueError.
+
+    The ends are included unless ``low_open`` / ``high_open``; NaN is never inside.
+    """
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        v = float("nan")
+    above = v > low if low_open else v >= low
+    below = v < high if high_open else v <= high
+    if isinstance(value, (bool, np.bool_)) or not (above and below):
+        span = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        shown = value if isinstance(value, (int, float, str)) or value is None else v
+        raise ValueError(f"{name}={shown!r} is invalid; expected {what} in {span}")
+    return v

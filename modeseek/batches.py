@@ -5,7 +5,9 @@ in every data regime. A sampled batch holds the drawn responses with weights
 1/N; an exact batch holds all K bins (or K x K pairs, or the order-statistic
 distribution of N draws) weighted by their probability under the sampling
 distribution. The loss on an exact batch is therefore the population
-(infinite-batch) loss, and its gradient the expected update (convention 6).
+(infinite-batch) loss, and its gradient the expected update: the same loss
+code gives both the sampled update and the one it estimates, so the two can be
+compared without sampling noise.
 
 All weights are treated as constants (no gradient flows into them).
 """
@@ -47,7 +49,7 @@ class BestOfN(NamedTuple):
       worst, worst_weight: (M,) bins and weights of the worst draw (sum to 1).
       others, others_weight: (M,) bins and weights of the N - 1 draws other than
         the best (weights sum to N - 1; duplicates of the best bin included, as
-        in the paper code, PAPER_NOTES B.2).
+        in the paper code, docs/paper.md §B.2).
       num_samples: () N.
     """
 

@@ -1,20 +1,20 @@
 """Rarity and coverage: the two axes of the paper's coverage conditions, as parameters.
 
-The paper's central claim is conditional on two geometric quantities (PAPER_NOTES
-D.4, Table 2): [C1] how far the reward's peak lies from the reference policy,
-and [C2] how well the offline preference data covers the good responses. This
-module makes both exact, tunable numbers.
+The paper's central claim is conditional on two geometric quantities (its
+Table 2, docs/paper.md §D.4): [C1] how far the reward's peak lies from the
+reference policy, and [C2] how well the offline preference data covers the
+good responses. This module makes both exact, tunable numbers.
 
 * **Rarity** rho = pi_ref(H), the reference mass on the high-reward set
   H = {y : r(y) >= 0.5 max r} (:func:`modeseek.problems.high_reward_mask`).
   :func:`bump_for_rarity` builds a gaussian-bump reward (the paper's reward
-  shape, PAPER_NOTES A.3) that hits a requested rarity, by moving the bump's
+  shape, docs/paper.md §A.3) that hits a requested rarity, by moving the bump's
   centre into the reference's tail at a fixed width ("shift") or by narrowing a
   bump at a fixed centre ("narrow"), and reports the value it achieved.
 * **Coverage** c = mu(H) / pi_ref(H) of an offline data distribution mu.
   :func:`coverage_data` interpolates from mu_0, the reference truncated to the
   complement of H (no mass on the high-reward set: the preference data never
-  shows a good response, as in the Skew Length task, PAPER_NOTES D.6), to
+  shows a good response, as in the Skew Length task, docs/paper.md §D.6), to
   mu_1 = pi_ref, keeping pi_ref's shape inside and outside H.
 
 Everything is computed in float64 NumPy (tail masses down to 1e-6 keep full
@@ -58,21 +58,27 @@ def high_reward_set(reward) -> np.ndarray:
     return np.asarray(high_reward_mask(jnp.asarray(reward, jnp.float32)))
 
 
+def _reference_and_high_set(ref_probs, reward) -> tuple[np.ndarray, np.ndarray]:
+    """The validated reference (float64) and the high-reward set H, checked to have the same bins."""
+    p = _checks.probability_vector("ref_probs", ref_probs)
+    h = high_reward_set(reward)
+    if h.shape != p.shape:
+        raise ValueError(f"reward has {h.shape[0]} bins but ref_probs has {p.shape[0]}; expected the same")
+    return p, h
+
+
 def rarity(ref_probs, reward) -> float:
     """Rarity rho = pi_ref(H): the reference mass on the high-reward set.
 
     Small rho is the paper's "far" geometry (the reward's peak sits where pi_ref
-    has little mass; PAPER_NOTES A.3, D.4 [C1] "peaks disjoint"), rho near 0.5
+    has little mass; docs/paper.md §A.3, §D.4 [C1] "peaks disjoint"), rho near 0.5
     its "near" geometry ("peaks overlap").
 
     Args:
       ref_probs: (K,) reference probabilities.
       reward: (K,) rewards.
     """
-    p = _checks.probability_vector("ref_probs", ref_probs)
-    h = high_reward_set(reward)
-    if h.shape != p.shape:
-        raise ValueError(f"reward has {h.shape[0]} bins but ref_probs has {p.shape[0]}; expected the same")
+    p, h = _reference_and_high_set(ref_probs, reward)
     return float(p[h].sum())
 
 
@@ -141,8 +147,8 @@ def bump_for_rarity(
 ) -> RarityBump:
     """A gaussian-bump reward r(y) = exp(-((y - c)/w)^2) whose rarity pi_ref(H) is ``target``.
 
-    The reward shape is the paper's (PAPER_NOTES A.3); rarity is its [C1] axis
-    (D.4). Because H is a set of whole bins the rarity is a step function of the
+    The reward shape is the paper's (docs/paper.md §A.3); rarity is its [C1] axis
+    (§D.4). Because H is a set of whole bins the rarity is a step function of the
     bump's parameters: the search returns the parameters whose rarity is nearest
     to ``target`` in log scale and raises if that is not within ``rtol``.
 
@@ -169,25 +175,19 @@ def bump_for_rarity(
     """
     p = _checks.probability_vector("ref_probs", ref_probs)
     k = p.shape[0]
-    target = float(target)
-    if not (0.0 < target < 1.0):
-        raise ValueError(f"target rarity {target!r} is invalid; expected a value in (0, 1)")
+    target = _checks.interval("target", target, 0.0, 1.0, low_open=True, high_open=True, what="a rarity")
     _checks.choice("method", method, RARITY_METHODS)
     _checks.choice("side", side, _SIDES)
     _checks.positive("rtol", rtol)
     if method == "shift":
         _checks.positive("width", width)
-        s = float(np.argmax(p)) if start is None else float(start)
-        if not (0.0 <= s <= k - 1):
-            raise ValueError(f"start={start!r} is invalid; expected a bin position in [0, {k - 1}]")
+        s = float(np.argmax(p)) if start is None else _checks.interval("start", start, 0, k - 1, what="a bin position")
         lo, hi = {"left": (0.0, s), "right": (s, k - 1.0), "any": (0.0, k - 1.0)}[side]
         centers = np.arange(lo, hi + _CENTER_STEP / 2, _CENTER_STEP)
         widths = np.full_like(centers, float(width))
         what = f"shifting a width-{float(width):g} bump {side} of bin {s:g}"
     else:
-        c = (0.0 if side != "right" else k - 1.0) if center is None else float(center)
-        if not (0.0 <= c <= k - 1):
-            raise ValueError(f"center={center!r} is invalid; expected a bin position in [0, {k - 1}]")
+        c = (0.0 if side != "right" else k - 1.0) if center is None else _checks.interval("center", center, 0, k - 1, what="a bin position")
         widths = np.geomspace(1e-2, 4.0 * k, _NUM_WIDTHS)
         centers = np.full_like(widths, c)
         what = f"narrowing a bump centred at bin {c:g}"
@@ -218,7 +218,7 @@ def bumps_for_rarities(ref_probs, targets: Sequence[float], **kwargs) -> list[Ra
 def coverage_data(ref_probs, reward, coverage_value: float) -> jnp.ndarray:
     """The offline data distribution mu_c with coverage c = mu_c(H) / pi_ref(H).
 
-    Definition (PAPER_NOTES D.4 [C2], D.6 Skew Length):
+    Definition (docs/paper.md §D.4 [C2], §D.6 Skew Length):
     mu_c = c pi_ref + (1 - c) mu_0, where mu_0 = pi_ref restricted to the
     complement of H and renormalised. So mu_0 puts no mass on the high-reward set
     (a preference dataset that never shows a good response: the reference
@@ -234,13 +234,8 @@ def coverage_data(ref_probs, reward, coverage_value: float) -> jnp.ndarray:
     Returns:
       (K,) float32 probabilities.
     """
-    c = float(coverage_value)
-    if not (0.0 <= c <= 1.0) or not np.isfinite(c):
-        raise ValueError(f"coverage={coverage_value!r} is invalid; expected a value in [0, 1]")
-    p = _checks.probability_vector("ref_probs", ref_probs)
-    h = high_reward_set(reward)
-    if h.shape != p.shape:
-        raise ValueError(f"reward has {h.shape[0]} bins but ref_probs has {p.shape[0]}; expected the same")
+    c = _checks.interval("coverage", coverage_value, 0.0, 1.0)
+    p, h = _reference_and_high_set(ref_probs, reward)
     rest = float(p[~h].sum())
     if rest <= 0:
         raise ValueError("the high-reward set holds all of pi_ref's mass; a data distribution without it does not exist")

@@ -1,7 +1,10 @@
 """Exact metrics of a categorical policy, computed from its full probability vector.
 
-Convention 6: for categorical policies these are exact expectations, not
-Monte-Carlo estimates (the paper's code samples 100 eval responses, PAPER_NOTES A.7).
+For categorical policies every metric is an exact expectation over the K bins,
+not a Monte-Carlo estimate (the paper's code samples 100 eval responses,
+docs/paper.md §A.7): the full probability vector is at hand, an exact value
+costs one pass over it, and curves then differ only by what training did, not
+by evaluation noise.
 """
 
 from __future__ import annotations

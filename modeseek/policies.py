@@ -67,7 +67,7 @@ def tabular(ref_probs=None, *, init: str = "reference", init_scale: float = 1.0)
 
 @dataclasses.dataclass(frozen=True)
 class MLPSizes:
-    """Sizes of the paper's 1-token bandit network (PAPER_NOTES A.4)."""
+    """Sizes of the paper's 1-token bandit network (docs/paper.md §A.4)."""
 
     context_dim: int = 100
     feature_dim: int = 50
@@ -81,7 +81,7 @@ def _xavier(key, fan_in, fan_out, gain):
 
 
 def mlp(sizes: MLPSizes = MLPSizes()) -> Policy:
-    """The paper's context-conditioned network (PAPER_NOTES A.4).
+    """The paper's context-conditioned network (docs/paper.md §A.4).
 
     Linear(D -> 50) -> LayerNorm -> ReLU -> Linear(50 -> 256) -> ReLU ->
     Linear(256 -> 256) -> ReLU -> Linear(256 -> K); Xavier-uniform weights with
@@ -137,7 +137,7 @@ def sft_to_reference(policy: Policy, params, contexts, ref_logp, *, steps: int =
     """Fit the policy to pi_ref before fine-tuning, as the paper does before every run.
 
     Minimises the exact mean reverse KL(pi_theta(.|x) || pi_ref) over the train
-    contexts with ``steps`` full-batch Adam steps (PAPER_NOTES A.5: 100 steps, lr 0.01).
+    contexts with ``steps`` full-batch Adam steps (docs/paper.md §A.5: 100 steps, lr 0.01).
 
     Args:
       policy: the policy class.

@@ -24,7 +24,7 @@ class Problem:
 
     Attributes:
       ref_probs: (K,) reference probabilities, non-negative, summing to 1.
-      reward: (K,) finite rewards; the reward ignores the context (PAPER_NOTES A.1).
+      reward: (K,) finite rewards; the reward ignores the context (docs/paper.md §A.1).
       name: a label used in tables and figure captions (static, not traced).
 
     Construction validates the arrays and names the bad value on failure. Inside
@@ -39,14 +39,11 @@ class Problem:
         if _checks.is_traced(self.ref_probs) or _checks.is_traced(self.reward):
             return
         p = _checks.probability_vector("ref_probs", self.ref_probs)
-        r = np.asarray(self.reward, dtype=np.float64)
+        r = _checks.vector("reward", self.reward)
         if r.shape != p.shape:
             raise ValueError(
                 f"reward has shape {r.shape} but ref_probs has shape {p.shape}; expected the same number of bins"
             )
-        if not np.all(np.isfinite(r)):
-            i = int(np.flatnonzero(~np.isfinite(r))[0])
-            raise ValueError(f"reward has a non-finite entry {float(r[i])!r} at bin {i}; expected finite rewards")
         object.__setattr__(self, "ref_probs", jnp.asarray(p, dtype=jnp.float32))
         object.__setattr__(self, "reward", jnp.asarray(r, dtype=jnp.float32))
 
@@ -90,7 +87,7 @@ def safe_log(p):
 def pi_star(problem: Problem, beta) -> jnp.ndarray:
     """The KL-regularised optimum pi*(y) = pi_ref(y) exp(r(y)/beta) / Z.
 
-    It maximises E_pi[r] - beta KL(pi || pi_ref) (PAPER_NOTES E.1, Lemma 6.1).
+    It maximises E_pi[r] - beta KL(pi || pi_ref) (docs/paper.md §E.1; the paper's Lemma 6.1, §E.2).
 
     Args:
       problem: the problem (ref_probs and reward of shape (K,)).
@@ -115,7 +112,7 @@ _PAPER_CENTERS = {"far": 70.0, "near": 20.0}
 
 
 def paper_bandit(kind: str = "far", *, width: float = 10.0, num_bins: int = 100) -> Problem:
-    """The paper's 1-token bandit (PAPER_NOTES A.1-A.3).
+    """The paper's 1-token bandit (docs/paper.md §A.1-§A.3).
 
     Reference: exact squashed-Cauchy(-0.7, 0.4) bin masses. Reward: a gaussian bump
     of the given width centred at bin 70 ("far": reference mass ~0.002 per bin

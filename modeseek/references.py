@@ -31,18 +31,12 @@ def _as_probs(p: np.ndarray) -> jnp.ndarray:
     return jnp.asarray(p / p.sum(), dtype=jnp.float32)
 
 
-def _check_bins(num_bins: int) -> int:
-    if not isinstance(num_bins, (int, np.integer)) or num_bins < 2:
-        raise ValueError(f"num_bins={num_bins!r} is invalid; expected an integer >= 2")
-    return int(num_bins)
-
-
 def squashed_cauchy(num_bins: int = 100, loc: float = -0.7, scale: float = 0.4) -> jnp.ndarray:
     """The paper's reference: exact bin masses of tanh(Cauchy(loc, scale)) on [-1, 1].
 
     Bin i covers [-1 + 2i/K, -1 + 2(i+1)/K). The mass is F(e_{i+1}) - F(e_i) with
     F(y) = 1/2 + arctan((atanh(y) - loc)/scale)/pi, so there is no sampling noise
-    (the authors histogram 10,000 samples instead; PAPER_NOTES A.2).
+    (the authors histogram 10,000 samples instead; docs/paper.md §A.2).
 
     Args:
       num_bins: K, number of equal bins.
@@ -53,7 +47,7 @@ def squashed_cauchy(num_bins: int = 100, loc: float = -0.7, scale: float = 0.4) 
       (K,) probabilities. For the defaults: interior mode at bin 16, edge spikes
       at bins 0 and 99, ~0.002 mass per bin around bin 70.
     """
-    num_bins = _check_bins(num_bins)
+    num_bins = _checks.integer("num_bins", num_bins, 2)
     _checks.positive("scale", scale)
     edges = np.linspace(-1.0, 1.0, num_bins + 1)
     with np.errstate(divide="ignore"):
@@ -91,7 +85,7 @@ def mixture(
       widths: (M,) standard deviations in bins, each > 0.
       weights: (M,) non-negative mixing weights (normalised here); default equal.
     """
-    num_bins = _check_bins(num_bins)
+    num_bins = _checks.integer("num_bins", num_bins, 2)
     c = np.atleast_1d(np.asarray(centers, dtype=np.float64))
     w = np.atleast_1d(np.asarray(widths, dtype=np.float64))
     if c.shape != w.shape:
@@ -112,7 +106,7 @@ def mixture(
 
 def uniform(num_bins: int) -> jnp.ndarray:
     """The uniform distribution over K bins."""
-    num_bins = _check_bins(num_bins)
+    num_bins = _checks.integer("num_bins", num_bins, 2)
     return _as_probs(np.ones(num_bins))
 
 
@@ -123,16 +117,14 @@ def zipf(num_bins: int, exponent: float = 1.0) -> jnp.ndarray:
       num_bins: K.
       exponent: s >= 0; 0 gives the uniform distribution.
     """
-    num_bins = _check_bins(num_bins)
+    num_bins = _checks.integer("num_bins", num_bins, 2)
     _checks.positive("exponent", exponent, allow_zero=True)
     return _as_probs(np.arange(1, num_bins + 1, dtype=np.float64) ** (-float(exponent)))
 
 
 def from_logits(logits) -> jnp.ndarray:
     """softmax(logits) for a user (K,) logit vector; -inf marks excluded bins."""
-    z = np.asarray(logits, dtype=np.float64)
-    if z.ndim != 1 or z.shape[0] < 2:
-        raise ValueError(f"logits must be a 1-D vector with at least 2 bins; got shape {z.shape}")
+    z = _checks.vector("logits", logits, finite=False)
     if np.any(np.isnan(z)) or np.any(z == np.inf):
         i = int(np.flatnonzero(np.isnan(z) | (z == np.inf))[0])
         raise ValueError(f"logits has an invalid entry {float(z[i])!r} at bin {i}; expected finite values or -inf")

@@ -233,7 +233,7 @@ def sample_pairs(
       logq: (K,) log-probabilities of the sampling distribution.
       reward: (K,) rewards.
       n: N draws; "all" pairing uses all N(N-1)/2 pairs (as the paper code,
-        PAPER_NOTES B.6), "disjoint" uses floor(N/2) independent pairs (0,1), (2,3), ...
+        docs/paper.md §B.6), "disjoint" uses floor(N/2) independent pairs (0,1), (2,3), ...
       labels: "reward" (the higher true reward is chosen; equal rewards are
         skipped) or "bradley_terry" (the first of a pair is chosen with
         probability sigmoid(bt_scale * (r_a - r_b))).
@@ -246,8 +246,7 @@ def sample_pairs(
     """
     _checks.choice("labels", labels, PAIR_LABELS)
     _checks.choice("pairing", pairing, PAIRINGS)
-    if n < 2:
-        raise ValueError(f"num_samples={n!r} is too small for pairs; expected >= 2")
+    _checks.integer("num_samples", n, 2, reason="for pairs")
     ks, kl = jax.random.split(key)
     y = sample_bins(ks, logq, n)
     a_idx, b_idx = _pair_index(n, pairing)

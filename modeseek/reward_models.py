@@ -2,7 +2,7 @@
 
 The paper's synthetic length tasks train the policy against a reward model
 fitted to the preference data, while a gold reward scores the result
-(PAPER_NOTES D.6). This module fits such proxies over the K response bins:
+(docs/paper.md §D.6). This module fits such proxies over the K response bins:
 
 * :func:`fit_tabular`: one free value per bin with a gaussian prior (a bin the
   data never shows stays at the prior mean: no extrapolation);
@@ -18,7 +18,8 @@ minus a gaussian prior term, where W is the (K, K) matrix of preference counts
 and s the Bradley-Terry scale, so ``v`` is in reward units (up to an additive constant, which no preference
 learner sees). The fits are pure functions of arrays, run a fixed number of
 optax steps under ``lax.scan``, and can be jitted and vmapped over a grid of
-datasets (convention 1).
+datasets: everything that varies across a grid is array data, so one compiled
+program fits every dataset.
 """
 
 from __future__ import annotations
@@ -93,18 +94,15 @@ def sample_pair_counts(
     """
     _checks.choice("labels", labels, regimes.PAIR_LABELS)
     _checks.choice("pairing", pairing, regimes.PAIRINGS)
-    for name, v in (("num_samples", num_samples), ("num_contexts", num_contexts)):
-        if not isinstance(v, (int, np.integer)) or v < 1:
-            raise ValueError(f"{name}={v!r} is invalid; expected an integer >= 1")
-    if num_samples < 2:
-        raise ValueError(f"num_samples={num_samples} is too small for pairs; expected >= 2")
+    num_samples = _checks.integer("num_samples", num_samples, 2, reason="for pairs")
+    num_contexts = _checks.integer("num_contexts", num_contexts)
     return _sample_counts(
         key,
         jnp.asarray(data_probs, jnp.float32),
         jnp.asarray(reward, jnp.float32),
         jnp.asarray(bt_scale, jnp.float32),
-        num_samples=int(num_samples),
-        num_contexts=int(num_contexts),
+        num_samples=num_samples,
+        num_contexts=num_contexts,
         labels=labels,
         pairing=pairing,
     )
@@ -137,10 +135,8 @@ def rbf_features(num_bins: int, num_centers: int = 10, width: float | None = Non
       width: length scale l in bins (> 0).
       linear: append the linear-trend feature.
     """
-    if not isinstance(num_centers, (int, np.integer)) or num_centers < 1:
-        raise ValueError(f"num_centers={num_centers!r} is invalid; expected an integer >= 1")
-    if not isinstance(num_bins, (int, np.integer)) or num_bins < 2:
-        raise ValueError(f"num_bins={num_bins!r} is invalid; expected an integer >= 2")
+    num_centers = _checks.integer("num_centers", num_centers)
+    num_bins = _checks.integer("num_bins", num_bins, 2)
     y = np.arange(num_bins, dtype=np.float64)[:, None]
     mu = np.linspace(0.0, num_bins - 1.0, num_centers)[None, :]
     spacing = (num_bins - 1.0) / max(num_centers - 1, 1)
@@ -188,8 +184,7 @@ def _check_fit_args(counts, prior_scale, bt_scale, steps, learning_rate):
     _checks.positive("prior_scale", prior_scale)
     _checks.positive("bt_scale", bt_scale)
     _checks.positive("learning_rate", learning_rate)
-    if not isinstance(steps, (int, np.integer)) or steps < 1:
-        raise ValueError(f"steps={steps!r} is invalid; expected an integer >= 1")
+    _checks.integer("steps", steps)
     return counts
 
 
@@ -197,7 +192,7 @@ def fit_tabular(counts, *, prior_mean=0.0, prior_scale=1.0, bt_scale=1.0, steps:
     """Tabular Bradley-Terry fit: the posterior mode with one value per bin and prior v_i ~ N(m, sigma^2).
 
     Maximises  sum_ij W_ij log sigmoid(s (v_i - v_j)) - sum_i (v_i - m)^2 / (2 sigma^2)
-    over v in R^K (a learned reward model as in PAPER_NOTES D.6). A bin the data
+    over v in R^K (a learned reward model as in docs/paper.md §D.6). A bin the data
     never shows keeps the prior mean m, so the proxy cannot extrapolate beyond
     the data's support. With deterministic labels (a bin that wins every
     comparison) the likelihood alone is unbounded; the prior keeps the optimum
@@ -225,7 +220,7 @@ def fit_features(counts, features, *, prior_scale=1.0, bt_scale=1.0, steps: int 
     """Feature-model Bradley-Terry fit: the posterior mode of v = Phi a with prior a ~ N(0, sigma^2 I).
 
     Maximises  sum_ij W_ij log sigmoid(s ((Phi a)_i - (Phi a)_j)) - |a|^2 / (2 sigma^2).
-    The smooth counterpart of :func:`fit_tabular` (PAPER_NOTES D.6): with
+    The smooth counterpart of :func:`fit_tabular` (docs/paper.md §D.6): with
     radial-basis features (:func:`rbf_features`) the fitted reward is a smooth
     function of the bin, so it continues the data's trend for about one length
     scale past the edge of the data's support (and along the linear trend, if

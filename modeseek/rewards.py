@@ -17,7 +17,7 @@ __all__ = ["gaussian_bump", "multi_bump", "threshold", "from_array"]
 
 
 def gaussian_bump(num_bins: int, center, width) -> jnp.ndarray:
-    """The paper's reward r(i) = exp(-((i - center) / width)^2) (PAPER_NOTES A.3).
+    """The paper's reward r(i) = exp(-((i - center) / width)^2) (docs/paper.md §A.3).
 
     Args:
       num_bins: K.
@@ -27,8 +27,7 @@ def gaussian_bump(num_bins: int, center, width) -> jnp.ndarray:
     Returns:
       (K,) rewards in (0, 1], maximum 1 at the bin nearest ``center``.
     """
-    if not isinstance(num_bins, (int, np.integer)) or num_bins < 2:
-        raise ValueError(f"num_bins={num_bins!r} is invalid; expected an integer >= 2")
+    num_bins = _checks.integer("num_bins", num_bins, 2)
     _checks.positive("width", width)
     i = jnp.arange(num_bins, dtype=jnp.float32)
     return jnp.exp(-(((i - center) / width) ** 2))
@@ -75,10 +74,4 @@ def threshold(num_bins: int, low: int, high: int | None = None) -> jnp.ndarray:
 
 def from_array(values) -> jnp.ndarray:
     """Validate a user (K,) reward array: 1-D, at least 2 bins, all finite."""
-    r = np.asarray(values, dtype=np.float64)
-    if r.ndim != 1 or r.shape[0] < 2:
-        raise ValueError(f"reward must be a 1-D vector with at least 2 bins; got shape {r.shape}")
-    if not np.all(np.isfinite(r)):
-        i = int(np.flatnonzero(~np.isfinite(r))[0])
-        raise ValueError(f"reward has a non-finite entry {float(r[i])!r} at bin {i}; expected finite rewards")
-    return jnp.asarray(r, dtype=jnp.float32)
+    return jnp.asarray(_checks.vector("reward", values), dtype=jnp.float32)

@@ -1,17 +1,17 @@
 """The paper's synthetic length tasks as categorical analogues: Min, Mode and Skew Length.
 
-In the paper's synthetic LLM problems (PAPER_NOTES D.4, D.6) a response is
+In the paper's synthetic LLM problems (docs/paper.md §D.4, §D.6) a response is
 scored by its length: Min Length prefers shorter responses, Mode Length
 prefers lengths close to the mode of the preference data, and Skew Length is
 Min Length trained on a preference dataset whose completions were truncated.
-Table 2 places them on two axes: [C1] whether the reward's peak overlaps the
+The paper's Table 2 places them on two axes: [C1] whether the reward's peak overlaps the
 reference's, [C2] how well the preference data covers the reference.
 
 Here a response *is* a length: bin y = 0..K-1. The reference is a discretised
 gaussian length distribution (mean 70, s.d. 16 bins over K = 100 lengths; the
 mass above K - 1 is cut off, like a maximum generation length), and the
 rewards are gaussian bumps of width 12 bins (the paper's bandit shape,
-PAPER_NOTES A.3; the high-reward set is the 21 lengths within 10 of the peak):
+docs/paper.md §A.3; the high-reward set is the 21 lengths within 10 of the peak):
 
 * Min Length: the bump at length 0, so shorter is always better; its peak is
   rare under the reference (rarity ~7.5e-5: "peaks disjoint").
@@ -20,7 +20,7 @@ PAPER_NOTES A.3; the high-reward set is the 21 lengths within 10 of the peak):
 * Skew Length: Min Length's problem with preference data of coverage 0: the
   reference truncated away from the short, high-reward lengths
   (:func:`modeseek.geometry.coverage_data`). The paper's own truncation
-  details are not recoverable from the sources (PAPER_NOTES G.11); this is
+  details are not recoverable from the sources (docs/paper.md §G.11); this is
   the categorical reading of Table 2's "low coverage" cell.
 
 Each task carries its coordinates on the rarity x coverage map of

@@ -50,7 +50,7 @@ def test_unreachable_rarity_names_the_reachable_range():
     with pytest.raises(ValueError, match="reachable rarities span"):
         geometry.bump_for_rarity(ref, 1e-4, method="shift", width=10.0)
     for bad in (0.0, 1.0, -0.1):
-        with pytest.raises(ValueError, match="target rarity"):
+        with pytest.raises(ValueError, match=r"target=.* is invalid; expected a rarity in \(0, 1\)"):
             geometry.bump_for_rarity(REF, bad)
     with pytest.raises(ValueError, match="method"):
         geometry.bump_for_rarity(REF, 0.1, method="stretch")

@@ -221,8 +221,8 @@ def test_problem_stores_float32_and_exposes_bins(far):
     "ref, reward, message",
     [
         ([0.5, 0.5], [0.0, 1.0, 2.0], r"reward has shape \(3,\) but ref_probs has shape \(2,\)"),
-        ([[0.5, 0.5]], [0.0, 1.0], r"ref_probs must be a 1-D vector over bins; got shape \(1, 2\)"),
-        ([1.0], [0.0], "at least 2 bins; got 1"),
+        ([[0.5, 0.5]], [0.0, 1.0], r"ref_probs has shape \(1, 2\); expected a 1-D vector over at least 2 bins"),
+        ([1.0], [0.0], r"ref_probs has shape \(1,\); expected a 1-D vector over at least 2 bins"),
         ([0.7, -0.2, 0.5], [0.0, 1.0, 2.0], "negative entry -0.2 at bin 1"),
         ([0.5, 0.6], [0.0, 1.0], "sums to 1.1"),
         ([0.5, np.nan], [0.0, 1.0], "non-finite entry nan at bin 1"),
@@ -316,3 +316,25 @@ def test_loss_registry_families():
     for name in ms.losses.names():
         spec = ms.losses.get(name)
         assert spec.name == name and spec.summary
+
+
+def test_validation_helpers_name_the_value_in_one_line():
+    from modeseek import _checks
+
+    cases = [
+        (lambda: _checks.integer("steps", True), "steps=True is invalid; expected an integer >= 1"),
+        (lambda: _checks.integer("num_samples", 1, 2, reason="for pairs"), "num_samples=1 is invalid; expected an integer >= 2 for pairs"),
+        (lambda: _checks.interval("coverage", float("nan"), 0.0, 1.0), r"coverage=nan is invalid; expected a value in \[0, 1\]"),
+        (lambda: _checks.interval("dropout", 1.0, 0.0, 1.0, high_open=True), r"dropout=1.0 is invalid; expected a value in \[0, 1\)"),
+        (lambda: _checks.interval("rarity", 0.0, 0.0, 1.0, low_open=True, high_open=True), r"rarity=0.0 is invalid; expected a value in \(0, 1\)"),
+        (lambda: _checks.interval("coverage", True, 0.0, 1.0), "coverage=True is invalid"),
+        (lambda: _checks.vector("table", np.zeros((2, 2)), unit="token"), r"table has shape \(2, 2\); expected a 1-D vector over at least 2 tokens"),
+        (lambda: _checks.vector("reward", [0.0, 1.0, np.nan]), "reward has a non-finite entry nan at bin 2; expected finite values"),
+    ]
+    for call, message in cases:
+        with pytest.raises(ValueError, match=message) as exc:
+            call()
+        assert "\n" not in str(exc.value)
+    assert _checks.integer("n", np.int64(3)) == 3 and type(_checks.integer("n", np.int64(3))) is int
+    assert _checks.interval("c", np.float32(0.5), 0.0, 1.0) == 0.5
+    np.testing.assert_array_equal(_checks.vector("logits", [0.0, -np.inf], finite=False), [0.0, -np.inf])

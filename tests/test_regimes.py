@@ -235,7 +235,7 @@ def test_pairs_count_and_validation(small_problem, small_data_logq):
     assert all_pairs.chosen.shape == (10,)
     disjoint = regimes.sample_pairs(jax.random.PRNGKey(0), small_data_logq, r, 5, pairing="disjoint")
     assert disjoint.chosen.shape == (2,)  # floor(5 / 2) independent pairs
-    with pytest.raises(ValueError, match="num_samples=1 is too small for pairs; expected >= 2"):
+    with pytest.raises(ValueError, match="num_samples=1 is invalid; expected an integer >= 2 for pairs"):
         regimes.sample_pairs(jax.random.PRNGKey(0), small_data_logq, r, 1)
     with pytest.raises(ValueError, match="labels='human' is not valid; expected one of 'reward', 'bradley_terry'"):
         regimes.sample_pairs(jax.random.PRNGKey(0), small_data_logq, r, 4, labels="human")

@@ -1,11 +1,11 @@
 """Figure 1: the problem. pi_ref over the 100 bins with the "far" and "near" rewards.
 
-The reference is the exact squashed-Cauchy(-0.7, 0.4) bin masses (PAPER_NOTES
-A.2), not a 10,000-sample histogram; the rewards are the authors' ids 4
+The reference is the exact squashed-Cauchy(-0.7, 0.4) bin masses (docs/paper.md
+§A.2), not a 10,000-sample histogram; the rewards are the authors' ids 4
 (peak at bin 70, "far") and 5 (peak at bin 20, "near"), with the wider far
-variants (ids 8, 9) drawn for reference (A.3). No training: the numbers in the
+variants (ids 8, 9) drawn for reference (§A.3). No training: the numbers in the
 panels (E_{pi_ref}[r], the reference mass near the peak, the expected best of
-N = 10 draws) are exact and are checked against the table in PAPER_NOTES A.3.
+N = 10 draws) are exact and are checked against the table in docs/paper.md §A.3.
 """
 
 from __future__ import annotations
@@ -15,16 +15,16 @@ from pathlib import Path
 import numpy as np
 
 import modeseek as ms
-from modeseek import pieces
+from modeseek import _checks, pieces
 from modeseek.pieces import Claim, Piece
 
-#: PAPER_NOTES A.3 (derived there from the definitions): E_{pi_ref}[r],
+#: docs/paper.md §A.3 (derived there from the definitions): E_{pi_ref}[r],
 #: pi_ref mass within one width of the peak, E[max r over N = 10 draws from pi_ref].
 NOTES_TABLE = {
     "far": {"expected_reward": 0.039, "mass_near_peak": 0.046, "best_of_10": 0.314},
     "near": {"expected_reward": 0.377, "mass_near_peak": 0.454, "best_of_10": 0.940},
 }
-#: Tolerance of the check: the notes print three decimals, so a correct value is within 0.0005 of
+#: Tolerance of the check: docs/paper.md §A.3 prints three decimals, so a correct value is within 0.0005 of
 #: them; 0.002 leaves room for float32 bin masses.
 TOLERANCE = 0.002
 CENTERS = {"far": 70, "near": 20}
@@ -61,8 +61,7 @@ def expected_best_of_n(probs, reward, n: int) -> float:
       reward: (K,) rewards.
       n: number of draws, >= 1.
     """
-    if n < 1:
-        raise ValueError(f"n={n!r} is invalid; expected an integer >= 1")
+    n = _checks.integer("n", n)
     p = np.asarray(probs, dtype=np.float64)
     r = np.asarray(reward, dtype=np.float64)
     levels, inverse = np.unique(r, return_inverse=True)
@@ -138,18 +137,17 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
     errors = {k: {m: abs(stats[k][m] - v) for m, v in NOTES_TABLE[k].items()} for k in NOTES_TABLE}
     worst = max(e for d in errors.values() for e in d.values())
     evidence = "; ".join(
-        f"{k}: E_ref[r] {pieces.fmt(stats[k]['expected_reward'])} (notes {NOTES_TABLE[k]['expected_reward']}), "
-        f"mass near peak {pieces.fmt(stats[k]['mass_near_peak'])} (notes {NOTES_TABLE[k]['mass_near_peak']}), "
-        f"E[best of 10] {pieces.fmt(stats[k]['best_of_10'])} (notes {NOTES_TABLE[k]['best_of_10']})"
+from modeseek import _checks, pieces
+from modeseek.pieces import Claim, Piece
         for k in NOTES_TABLE
     )
     claims.append(
         Claim(
             "problem_matches_notes",
-            f"The reference and rewards reproduce the geometry of PAPER_NOTES A.3 (E_ref[r], reference mass within one width of the peak, expected best of 10 draws) to {TOLERANCE}",
+            f"The reference and rewards reproduce the geometry of docs/paper.md §A.3 (E_ref[r], reference mass within one width of the peak, expected best of 10 draws) to {TOLERANCE}",
             worst <= TOLERANCE,
             evidence + f"; largest deviation {worst:.4f}",
-            "" if worst <= TOLERANCE else "the exact bin masses or the rewards differ from the ones the notes derived",
+            "" if worst <= TOLERANCE else "the exact bin masses or the rewards differ from the values of docs/paper.md §A.3",
         )
     )
     ratio = stats["near"]["mass_near_peak"] / stats["far"]["mass_near_peak"]
@@ -166,7 +164,7 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
         "Figure 1: the problem (fig_problem.png)",
         [
             "Reference pi_ref: tanh(Cauchy(-0.7, 0.4)) binned on [-1, 1] into 100 bins, with the exact bin masses "
-            "(PAPER_NOTES A.2) instead of the authors' unseeded 10,000-sample histogram (choice: exact masses, one reference for every run).",
+            "(docs/paper.md §A.2) instead of the authors' unseeded 10,000-sample histogram (choice: exact masses, one reference for every run).",
             "Rewards: r(a) = exp(-((a - c)/w)^2) with c = 70 (\"far\", reward id 4) and c = 20 (\"near\", id 5), w = 10; "
             "top row also shows the wider far variants w = 20, 30 (ids 8, 9). Shaded: bins within one width of the peak.",
             "Left: linear mass; right: log-scale mass. Interior mode at bin 16, edge spikes at bins 0 and 99, ~0.002 per bin around bin 70.",

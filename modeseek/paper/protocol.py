@@ -1,12 +1,12 @@
 """The authors' bandit configurations as data, and how to run them with :func:`modeseek.run`.
 
-Each :class:`Config` is one row of the table in PAPER_NOTES A.6 (1-token
+Each :class:`Config` is one row of the table in docs/paper.md §A.6 (1-token
 variant, MLP policy): learning rate, train contexts, epochs, N samples per
 context per epoch, T gradient steps per collected batch, and the loss's own
 knobs. :meth:`Config.run_kwargs` maps it onto the engine's keywords under the
-authors' protocol: the MLP policy with SFT to pi_ref first (A.5), epoch 0 drawn
-from pi_data (A.6), exact expected reward plus the Monte-Carlo reward the
-authors plot (1 draw per eval context, 4 for DPO/IPO, A.7).
+authors' protocol: the MLP policy with SFT to pi_ref first (§A.5), epoch 0 drawn
+from pi_data (§A.6), exact expected reward plus the Monte-Carlo reward the
+authors plot (1 draw per eval context, 4 for DPO/IPO, §A.7).
 
 Configurations without a published setting (REINFORCE, PPO, DPO, the
 negative-gradient best-of-N variants) are built from the nearest published one
@@ -46,13 +46,13 @@ __all__ = [
     "steps_to_reach",
 ]
 
-#: Evaluation contexts per run (PAPER_NOTES A.1: 100, never changed by the scripts).
+#: Evaluation contexts per run (docs/paper.md §A.1: 100, never changed by the scripts).
 EVAL_CONTEXTS = 100
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """One bandit training configuration (PAPER_NOTES A.6, B).
+    """One bandit training configuration (docs/paper.md §A.6, §B).
 
     Attributes:
       name: label used in figures and tables.
@@ -63,11 +63,11 @@ class Config:
       num_samples: N responses per train context per epoch.
       reuse: T full-batch gradient steps on each collected batch.
       beta: DPO's inverse temperature (None: not used by the loss).
-      target_margin: IPO's target margin, the authors' ``beta`` for IPO (B.6).
+      target_margin: IPO's target margin, the authors' ``beta`` for IPO (§B.6).
       min_reward_gap: pairs whose rewards differ by less are skipped (the
         authors' ``reward_threshold``; 0 keeps every pair with distinct rewards).
       negative: best-of-N negative term (None, "worst", "mean_worse", "sum_worse").
-      negative_coef: its coefficient c2 (the authors' ``beta`` for best-of-N, default 0.05, B.2).
+      negative_coef: its coefficient c2 (the authors' ``beta`` for best-of-N, default 0.05, §B.2).
       extra: further engine keywords as (name, value) pairs (e.g. advantage, clip_eps).
       published: True when every number comes from the authors' scripts.
       source: where the numbers come from, for captions.
@@ -93,9 +93,7 @@ class Config:
         losses.get(self.loss)
         _checks.positive("learning_rate", self.learning_rate)
         for n in ("train_contexts", "epochs", "num_samples", "reuse"):
-            v = getattr(self, n)
-            if not isinstance(v, int) or v < 1:
-                raise ValueError(f"{n}={v!r} is invalid; expected an integer >= 1")
+            object.__setattr__(self, n, _checks.integer(n, getattr(self, n)))
         if self.beta is not None:
             _checks.positive("beta", self.beta)
         if self.target_margin is not None:
@@ -104,8 +102,8 @@ class Config:
         _checks.choice("negative", self.negative, (None,) + losses.NEGATIVE_TERMS)
         if self.negative_coef is not None:
             _checks.positive("negative_coef", self.negative_coef, allow_zero=True)
-        if losses.get(self.loss).batch == "pairs" and self.num_samples < 2:
-            raise ValueError(f"num_samples={self.num_samples} is too small for loss={self.loss!r}; expected >= 2")
+        if losses.get(self.loss).batch == "pairs":
+            _checks.integer("num_samples", self.num_samples, 2, reason=f"for loss={self.loss!r}")
 
     @property
     def steps(self) -> int:
@@ -119,12 +117,12 @@ class Config:
 
     @property
     def reward_queries(self) -> int:
-        """Reward queries of the whole run: epochs x train contexts x N (A.6)."""
+        """Reward queries of the whole run: epochs x train contexts x N (docs/paper.md §A.6)."""
         return self.epochs * self.train_contexts * self.num_samples
 
     @property
     def eval_samples(self) -> int:
-        """Monte-Carlo draws per eval context for the sampled reward (A.7: 4 for DPO/IPO, else 1)."""
+        """Monte-Carlo draws per eval context for the sampled reward (docs/paper.md §A.7: 4 for DPO/IPO, else 1)."""
         return 4 if self.loss in ("dpo", "ipo") else 1
 
     def replace(self, **changes) -> "Config":
@@ -135,7 +133,7 @@ class Config:
         """Keyword arguments for :func:`modeseek.run` under the authors' protocol.
 
         Args:
-          num_eval_contexts: evaluation contexts (A.1: 100).
+          num_eval_contexts: evaluation contexts (docs/paper.md §A.1: 100).
           **overrides: engine keywords that replace the configuration's values,
             e.g. ``learning_rate=np.array([...])`` to sweep, or ``steps`` to
             shorten a run (on-policy: must stay a multiple of T).
@@ -193,7 +191,7 @@ class Config:
         return f"{self.name}: " + ", ".join(parts) + f" ({tag})"
 
 
-# The four configurations of the authors' 1-token scripts (PAPER_NOTES A.6).
+# The four configurations of the authors' 1-token scripts (docs/paper.md §A.6).
 OFFLINE_BEST_OF_N = Config("offline best-of-N", "best_of_n", 0.01, 5, 1, 10, 200, source="best_of_n.sh")
 OFFLINE_IPO = Config(
     "offline IPO", "ipo", 0.003, 100, 1, 10, 200, target_margin=10.0, min_reward_gap=0.2, source="ipo.sh"
@@ -204,7 +202,7 @@ ON_POLICY_IPO = Config("on-policy IPO", "ipo", 0.01, 10, 100, 10, 15, target_mar
 #: The published configurations by name.
 AUTHORS: dict[str, Config] = {c.name: c for c in (OFFLINE_BEST_OF_N, OFFLINE_IPO, ON_POLICY_BEST_OF_N, ON_POLICY_IPO)}
 
-# DPO has no bandit script (G.8): the IPO configurations with the DPO loss; beta
+# DPO has no bandit script (docs/paper.md §G.8): the IPO configurations with the DPO loss; beta
 # (default 0.05 in the authors' CLI) is left for the figure to tune.
 OFFLINE_DPO = OFFLINE_IPO.replace(
     name="offline DPO", loss="dpo", beta=0.05, target_margin=None, published=False, source="ipo.sh with the DPO loss"
@@ -215,9 +213,9 @@ ON_POLICY_DPO = ON_POLICY_IPO.replace(
 
 
 def offline_negative_best_of_n(negative: str, negative_coef: float = 0.05) -> Config:
-    """Offline best-of-N with an explicit negative term (B.2); the authors' offline best-of-N otherwise.
+    """Offline best-of-N with an explicit negative term (docs/paper.md §B.2); the authors' offline best-of-N otherwise.
 
-    No script sets the negative term (G.7), so the coefficient is for the caller to sweep.
+    No script sets the negative term (§G.7), so the coefficient is for the caller to sweep.
     """
     return OFFLINE_BEST_OF_N.replace(
         name=f"offline best-of-N + {negative}",
@@ -231,12 +229,12 @@ def offline_negative_best_of_n(negative: str, negative_coef: float = 0.05) -> Co
 def on_policy_rl(loss: str, learning_rate: float = 1e-3) -> Config:
     """REINFORCE or PPO on on-policy best-of-N's budget (equal steps and reward queries).
 
-    Neither has a published bandit configuration (G.6): 10 train contexts, 100
-    epochs of N = 10, T = 15 as ``onpolicy_best_of_n.sh``, per-context z-scored
-    rewards as advantages (B.4, C.5), no KL or entropy term for REINFORCE (its
-    tuned beta is 0, B.4); PPO clips at 0.2 and adds the authors' sampled
-    beta (log pi - log pi_ref) term with beta 0.05 (B.5). The learning rate is
-    for the caller to tune.
+    Neither has a published bandit configuration (docs/paper.md §G.6): 10 train
+    contexts, 100 epochs of N = 10, T = 15 as ``onpolicy_best_of_n.sh``,
+    per-context z-scored rewards as advantages (§B.4, §C.5), no KL or entropy
+    term for REINFORCE (its tuned beta is 0, §B.4); PPO clips at 0.2 and adds
+    the authors' sampled beta (log pi - log pi_ref) term with beta 0.05 (§B.5).
+    The learning rate is for the caller to tune.
     """
     _checks.choice("loss", loss, ("reinforce", "ppo"))
     extra: tuple[tuple[str, Any], ...] = (("advantage", "zscore"),)
@@ -271,7 +269,7 @@ class Budget:
       on_policy_epochs: epochs of the on-policy runs (the authors: 100).
       offline_steps: gradient steps of the offline runs (the authors: T = 200).
       eval_contexts: evaluation contexts (the authors: 100).
-      policy: "mlp" (the authors' network, A.4) or "tabular" (the smoke budget:
+      policy: "mlp" (the authors' network, docs/paper.md §A.4) or "tabular" (the smoke budget:
         about half the MLP's compile time, same pipeline).
       smoke: tiny budget for tests; numbers are not meaningful.
     """
@@ -286,9 +284,7 @@ class Budget:
 
     def __post_init__(self):
         for n in ("seeds", "tune_seeds", "on_policy_epochs", "offline_steps", "eval_contexts"):
-            v = getattr(self, n)
-            if not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"{n}={v!r} is invalid; expected an integer >= 1")
+            object.__setattr__(self, n, _checks.integer(n, getattr(self, n)))
         _checks.choice("policy", self.policy, ("mlp", "tabular"))
 
     def on_policy_steps(self, cfg: Config) -> int:
@@ -441,7 +437,7 @@ WORST_COEFS = (0.0, 0.05, 0.2, 1.0)
 MEAN_WORSE_COEFS = (0.05, 0.2, 1.0)
 #: Coefficients of "sum over worse" (N - 1 = 9 terms, hence a smaller range).
 SUM_WORSE_COEFS = (0.01, 0.05, 0.2)
-#: Learning rates tried for REINFORCE and PPO (a slice of the authors' grid, A.8, where a few hundred steps can move the MLP).
+#: Learning rates tried for REINFORCE and PPO (a slice of the authors' grid, docs/paper.md §A.8, where a few hundred steps can move the MLP).
 RL_LEARNING_RATES = (1e-3, 3e-3, 1e-2)
 #: On-policy best-of-N at the authors' learning rate and at the contrastive methods' (onpolicy_ipo.sh).
 ON_POLICY_BEST_OF_N_LRS = (1e-3, 1e-2)

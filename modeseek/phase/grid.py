@@ -7,7 +7,9 @@ data distribution mu (:func:`modeseek.geometry.coverage_data`). From mu the
 grid also draws a preference dataset per cell and fits the learned reward
 models (:mod:`modeseek.reward_models`) that the on-policy families query.
 Everything a sweep needs is built here once, as stacked arrays, so that each
-algorithm family is one compiled program fed with grid data (convention 2).
+algorithm family is one compiled program fed with grid data: the cells differ
+only in array values (rewards, data distributions, proxies), never in shapes or
+static options, so nothing recompiles from cell to cell.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from modeseek import _checks, geometry, reward_models, tasks
+from modeseek import _checks, geometry, regimes, reward_models, tasks
 from modeseek.problems import Problem
 
 #: Version of the sweep's outputs (table columns, proxy fits); part of the
@@ -43,7 +45,7 @@ class Family:
       sampling: "offline" (one dataset from mu) or "on_policy".
       on_policy: True when the learner queries a reward (the gold reward or a
         learned proxy); offline learners train on the preference dataset's own
-        gold labels, as Pref-FT and DPO do in the paper (PAPER_NOTES D.6).
+        gold labels, as Pref-FT and DPO do in the paper (docs/paper.md §D.6).
       options: extra static options for :func:`modeseek.run`.
     """
 
@@ -55,7 +57,7 @@ class Family:
     options: tuple[tuple[str, Any], ...] = ()
 
 
-#: The four families of the paper's 2 x 2 (PAPER_NOTES D.2, E.2-E.4): sampling
+#: The four families of the paper's 2 x 2 (its Table 1, docs/paper.md §D.2, §E.2-§E.4): sampling
 #: (offline / on-policy) x objective (maximum likelihood / negative gradient).
 FAMILIES = {
     f.name: f
@@ -139,20 +141,16 @@ class PhaseConfig:
         if len(set(self.families)) != len(self.families) or len(set(self.reward_models)) != len(self.reward_models):
             raise ValueError(f"families {self.families} and reward_models {self.reward_models} must not repeat names")
         for r in self.rarities:
-            if not (0.0 < r < 1.0):
-                raise ValueError(f"rarity {r!r} is invalid; expected values in (0, 1)")
+            _checks.interval("rarity", r, 0.0, 1.0, low_open=True, high_open=True)
         for c in self.coverages:
-            if not (0.0 <= c <= 1.0):
-                raise ValueError(f"coverage {c!r} is invalid; expected values in [0, 1]")
-        for n in ("seeds", "steps", "dataset_size", "batch_size", "record_every", "rm_steps", "rbf_centers"):
-            v = getattr(self, n)
-            if not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"{n}={v!r} is invalid; expected an integer >= 1")
-        if min(self.dataset_size, self.batch_size) < 2:
-            raise ValueError(f"dataset_size={self.dataset_size} and batch_size={self.batch_size} must be >= 2 for pair losses")
+            _checks.interval("coverage", c, 0.0, 1.0)
+        for n in ("seeds", "steps", "record_every", "rm_steps", "rbf_centers"):
+            object.__setattr__(self, n, _checks.integer(n, getattr(self, n)))
+        for n in ("dataset_size", "batch_size"):
+            object.__setattr__(self, n, _checks.integer(n, getattr(self, n), 2, reason="for pair losses"))
         if self.steps % self.record_every:
             raise ValueError(f"steps={self.steps} is not a multiple of record_every={self.record_every}")
-        _checks.choice("labels", self.labels, ("reward", "bradley_terry"))
+        _checks.choice("labels", self.labels, regimes.PAIR_LABELS)
         for i, j in self.marked:
             if not (0 <= i < len(self.rarities) and 0 <= j < len(self.coverages)):
                 raise ValueError(f"marked cell {(i, j)} is outside the {len(self.rarities)} x {len(self.coverages)} grid")

@@ -1,6 +1,6 @@
 """Sequence policies: a prompt token, then ``length`` response tokens over a vocabulary of V.
 
-The paper's combinatorial bandit (PAPER_NOTES C.1-C.2) generates 9 tokens after
+The paper's combinatorial bandit (docs/paper.md §C.1-§C.2) generates 9 tokens after
 a one-token prompt. A sequence is stored as ``tokens`` of shape (L + 1,):
 ``tokens[0]`` is the prompt x and ``tokens[1:]`` the response y_1..y_L.
 
@@ -83,7 +83,7 @@ def factorised(ref_probs=None, *, init: str = "reference") -> SequencePolicy:
     """Independent per-position categoricals: pi(y|x) = prod_t p_t(y_t), ignoring the prompt.
 
     Parameters are (L, V) logits. Exact per-position marginals are the
-    parameters' softmax; every metric is exact (PAPER_NOTES C.1 with the
+    parameters' softmax; every metric is exact (docs/paper.md §C.1 with the
     transformer replaced by the simplest sequence model).
 
     Args:
@@ -160,7 +160,7 @@ def bigram(ref_probs=None, *, init: str = "reference", shared: bool = False) -> 
 
 @dataclasses.dataclass(frozen=True)
 class TransformerSizes:
-    """Sizes of the authors' minGPT "gpt-nano" (PAPER_NOTES C.2).
+    """Sizes of the authors' minGPT "gpt-nano" (docs/paper.md §C.2).
 
     Attributes:
       layers: transformer blocks (3).
@@ -185,13 +185,10 @@ class TransformerSizes:
 
     def __post_init__(self):
         for name in ("layers", "heads", "embed"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name}={v!r} is invalid; expected an integer >= 1")
+            object.__setattr__(self, name, _checks.integer(name, getattr(self, name)))
         if self.embed % self.heads:
             raise ValueError(f"embed={self.embed} is not divisible by heads={self.heads}; expected embed % heads == 0")
-        if not (0.0 <= self.dropout < 1.0):
-            raise ValueError(f"dropout={self.dropout!r} is invalid; expected 0 <= dropout < 1")
+        _checks.interval("dropout", self.dropout, 0.0, 1.0, high_open=True)
 
 
 def _layer_norm(x, g, b):
@@ -208,14 +205,14 @@ def _dropout(x, rate, key):
 
 
 def transformer(sizes: TransformerSizes = TransformerSizes()) -> SequencePolicy:
-    """The authors' tiny causal transformer ("gpt-nano", PAPER_NOTES C.2) in pure JAX.
+    """The authors' tiny causal transformer ("gpt-nano", docs/paper.md §C.2) in pure JAX.
 
     Token and learned position embeddings, ``layers`` pre-LayerNorm blocks of
     causal multi-head self-attention and a GELU (tanh) MLP of width 4 * embed,
     a final LayerNorm and a bias-free LM head. Init: N(0, 0.02) weights, zero
     biases, residual projections N(0, 0.02 / sqrt(2 * layers)). The context
     window is L + 1 tokens (prompt and response). The initial policy is close to
-    uniform; the engine fits it to the reference before fine-tuning (C.4).
+    uniform; the engine fits it to the reference before fine-tuning (docs/paper.md §C.4).
 
     Sampling uses a key/value cache, so generating L tokens costs one forward
     pass in total, not L.

@@ -1,7 +1,7 @@
 """Sequence problems: a per-token reference, a sequence reward and a response length.
 
-:func:`paper_sequence_bandit` is the authors' combinatorial bandit (PAPER_NOTES
-C.1-C.3): a uniform prompt token, 9 response tokens over the same 100 bins as
+:func:`paper_sequence_bandit` is the authors' combinatorial bandit (docs/paper.md
+§C.1-§C.3): a uniform prompt token, 9 response tokens over the same 100 bins as
 the 1-token bandit, the squashed-Cauchy histogram as the per-token target of the
 supervised fine-tuning that produces the reference, and the far/near reward.
 """
@@ -31,7 +31,7 @@ class SequenceProblem:
     Attributes:
       ref_probs: (V,) per-token reference distribution pi_data. The Markov
         policies start exactly at i.i.d. pi_data tokens; the transformer is fit
-        to it by per-token reverse KL (PAPER_NOTES C.4).
+        to it by per-token reverse KL (docs/paper.md §C.4).
       reward: a :class:`SequenceReward` over (L + 1,) sequences.
       length: L, the number of response tokens (static; 9 in the paper).
       name: label for tables and captions (static).
@@ -43,8 +43,7 @@ class SequenceProblem:
     name: str = "custom"
 
     def __post_init__(self):
-        if not isinstance(self.length, (int, np.integer)) or self.length < 1:
-            raise ValueError(f"length={self.length!r} is invalid; expected an integer >= 1")
+        object.__setattr__(self, "length", _checks.integer("length", self.length))
         if not isinstance(self.reward, SequenceReward):
             raise ValueError(f"reward={self.reward!r} is not a SequenceReward")
         if _checks.is_traced(self.ref_probs):
@@ -53,7 +52,6 @@ class SequenceProblem:
         if p.shape[0] != self.reward.vocab:
             raise ValueError(f"ref_probs has {p.shape[0]} tokens but the reward has {self.reward.vocab}; expected the same vocabulary")
         object.__setattr__(self, "ref_probs", jnp.asarray(p, jnp.float32))
-        object.__setattr__(self, "length", int(self.length))
 
     @property
     def vocab(self) -> int:
@@ -78,7 +76,7 @@ jax.tree_util.register_pytree_node(SequenceProblem, _flatten, _unflatten)
 
 
 def paper_sequence_bandit(kind: str = "far", *, include_prompt: bool = False, length: int = 9, vocab: int = 100, width: float = 10.0) -> SequenceProblem:
-    """The paper's sequence bandit (PAPER_NOTES C.1-C.3; reward ids 6 "far" and 7 "near").
+    """The paper's sequence bandit (docs/paper.md §C.1-§C.3; reward ids 6 "far" and 7 "near").
 
     Args:
       kind: "far" (bump at token 70, where pi_data has ~0.002 mass per token)
@@ -103,7 +101,7 @@ def paper_sequence_bandit(kind: str = "far", *, include_prompt: bool = False, le
 def length_problem(*, target: float = 0.0, eos: int = 0, length: int = 9, vocab: int = 100) -> SequenceProblem:
     """A length task on the paper's reference: the response ends at its first ``eos`` token.
 
-    Token 0 carries 0.078 reference mass (PAPER_NOTES A.2), so reference
+    Token 0 carries 0.078 reference mass (docs/paper.md §A.2), so reference
     responses have all lengths; target 0 rewards short responses ("Min Length").
     """
     return SequenceProblem(

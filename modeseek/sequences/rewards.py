@@ -9,13 +9,13 @@ Kinds:
 * "token_mean": the mean of a per-token reward table over the response tokens
   (and over the prompt token too with ``include_prompt``). The paper's sequence
   rewards 6 and 7 are gaussian bumps at 70 ("far") and 20 ("near") of width 10,
-  averaged over all 10 tokens *including the prompt* (PAPER_NOTES C.3), which
+  averaged over all 10 tokens *including the prompt* (docs/paper.md §C.3), which
   caps the achievable reward at ~0.918; ``include_prompt=False`` (the default
   here) averages over the 9 response tokens only, so the maximum is 1.
 * "length": a length-like reward. The response ends at its first
   end-of-sequence token ``eos`` (its length is the number of tokens before it,
   L when there is none) and r = 1 - |length - target| / L: target 0 prefers
-  short responses (the paper's "Min Length", PAPER_NOTES D.6).
+  short responses (the paper's "Min Length", docs/paper.md §D.6).
 * "all_in_set": a sparse all-or-nothing reward, 1 when every response token
   lies in a set (``table`` is its 0/1 indicator), else 0.
 
@@ -66,11 +66,7 @@ class SequenceReward:
         _checks.choice("kind", self.kind, KINDS)
         if _checks.is_traced(self.table):
             return
-        t = np.asarray(self.table, dtype=np.float64)
-        if t.ndim != 1 or t.shape[0] < 2:
-            raise ValueError(f"table must be a 1-D per-token vector with at least 2 tokens; got shape {t.shape}")
-        if not np.all(np.isfinite(t)):
-            raise ValueError("table has non-finite entries; expected finite per-token rewards")
+        t = _checks.vector("table", self.table, unit="token")
         if self.kind == "all_in_set" and not np.all((t == 0) | (t == 1)):
             raise ValueError("an all_in_set reward needs a 0/1 table (the set indicator)")
         object.__setattr__(self, "table", jnp.asarray(t, jnp.float32))
@@ -112,7 +108,7 @@ class SequenceReward:
     def expected_markov(self, prompt, init_p, trans_p):
         """Exact E[r] when y_1 ~ init_p (V,) and y_{t+1} | y_t ~ trans_p[t] (L - 1, V, V).
 
-        Dynamic programming over the chain (PAPER_NOTES C.3 rewards are additive,
+        Dynamic programming over the chain (the rewards of docs/paper.md §C.3 are additive,
         so only the marginals matter for them; the other kinds carry a
         restricted forward probability).
         """
@@ -164,7 +160,7 @@ def token_mean(table, *, include_prompt: bool = False) -> SequenceReward:
 
 
 def gaussian_bump(vocab: int, center, width=10.0, *, include_prompt: bool = False) -> SequenceReward:
-    """The paper's sequence reward: mean over tokens of exp(-((y_t - center)/width)^2) (PAPER_NOTES C.3).
+    """The paper's sequence reward: mean over tokens of exp(-((y_t - center)/width)^2) (docs/paper.md §C.3).
 
     Args:
       vocab: V.
@@ -178,7 +174,7 @@ def gaussian_bump(vocab: int, center, width=10.0, *, include_prompt: bool = Fals
 def length(vocab: int, *, eos: int = 0, target: float = 0.0) -> SequenceReward:
     """A length-like reward r = 1 - |length - target| / L, the response ending at its first ``eos``.
 
-    With the paper's reference (mass 0.078 on token 0, PAPER_NOTES A.2), the
+    With the paper's reference (mass 0.078 on token 0, docs/paper.md §A.2), the
     default eos = 0 gives reference responses of all lengths; target 0 is a
     "Min Length" task.
     """

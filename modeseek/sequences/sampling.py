@@ -1,11 +1,14 @@
 """Autoregressive sampling and sequence log-probabilities.
 
-Sampling is by inverse CDF with one uniform per token (convention 5; no
-``jax.random.categorical``), jit- and vmap-friendly: ``sample`` scans over the
-L positions and is vmapped over the N sequences; the engine vmaps it again over
-prompts and seeds.
+Sampling is by inverse CDF with one uniform per token, not
+``jax.random.categorical`` (whose Gumbel-max draw needs V uniforms per token):
+it is cheaper on CPU and follows the rule of the core sampler
+(:func:`modeseek.regimes.sample_bins`), so a token drawn from the same uniform
+is the same bin in both. It is jit- and vmap-friendly: ``sample`` scans over
+the L positions and is vmapped over the N sequences; the engine vmaps it again
+over prompts and seeds.
 
-Log-probabilities (PAPER_NOTES C.5). A policy's ``logits(params, tokens)`` row t
+Log-probabilities (docs/paper.md §C.5). A policy's ``logits(params, tokens)`` row t
 is the distribution of token t + 1 given tokens[:t + 1]. The correct per-token
 log-probability of the response is therefore row t gathered at tokens[t + 1],
 t = 0..L-1 (L terms). The authors' ``GPT.log_prob`` gathers row t at tokens[t],
@@ -20,6 +23,8 @@ import functools
 
 import jax
 import jax.numpy as jnp
+
+from modeseek import _checks
 
 __all__ = ["SHIFTS", "inverse_cdf", "token_logprobs", "sequence_logprobs", "sample", "sample_with_uniforms"]
 
@@ -47,17 +52,16 @@ def token_logprobs(next_logits, tokens, shift: str = "correct"):
       tokens: (L + 1,) [prompt, y_1..y_L].
       shift: "correct" -> (L,) log pi(y_t | x, y_<t), t = 1..L;
         "authors" -> (L + 1,) log_softmax(row t)[tokens[t]], t = 0..L, the
-        authors' off-by-one gather (PAPER_NOTES C.5).
+        authors' off-by-one gather (docs/paper.md §C.5).
 
     Returns:
       (L,) or (L + 1,) log-probabilities; their sum is the sequence log-probability.
     """
+    _checks.choice("shift", shift, SHIFTS)
     logp = jax.nn.log_softmax(next_logits, axis=-1)
     if shift == "correct":
         return jnp.take_along_axis(logp[:-1], tokens[1:, None], axis=-1)[:, 0]
-    if shift == "authors":
-        return jnp.take_along_axis(logp, tokens[:, None], axis=-1)[:, 0]
-    raise ValueError(f"shift={shift!r} is not valid; expected one of {', '.join(SHIFTS)}")
+    return jnp.take_along_axis(logp, tokens[:, None], axis=-1)[:, 0]
 
 
 @functools.partial(jax.jit, static_argnames=("policy", "shift"))
@@ -137,8 +141,6 @@ def sample(policy, params, key, prompt, n: int, length: int):
     Returns:
       tokens (n, L + 1) int32 and logq (n, L) per-token log-probabilities.
     """
-    if not isinstance(n, int) or n < 1:
-        raise ValueError(f"n={n!r} is invalid; expected an integer >= 1")
-    if not isinstance(length, int) or length < 1:
-        raise ValueError(f"length={length!r} is invalid; expected an integer >= 1")
+    n = _checks.integer("n", n)
+    length = _checks.integer("length", length)
     return _sample(policy, params, key, prompt, n, length)
