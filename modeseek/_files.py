@@ -41,7 +41,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-__all__ = ["require_writable_folder", "atomic_write", "remove_stale_temporaries", "STALE_AFTER_S", "write_json", "write_manifest", "read_manifest", "now"]
+__all__ = ["require_writable_folder", "atomic_write", "remove_stale_temporaries", "STALE_AFTER_S", "write_manifest", "read_manifest", "now"]
 
 #: Version of the manifest layout (:func:`write_manifest`).
 MANIFEST_FORMAT = 2
@@ -142,11 +142,6 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
         raise
 
 
-def write_json(path: str | os.PathLike, obj) -> None:
-    """Write ``obj`` as indented JSON, atomically."""
-    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=1) + "\n"))
-
-
 def now() -> str:
     """The current UTC time, ISO 8601 to the second (the time stamp of manifests and chunk files)."""
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
@@ -157,7 +152,7 @@ def write_manifest(path: str | os.PathLike, fields: dict) -> dict:
     from modeseek._xla import provenance
 
     manifest = {"format": MANIFEST_FORMAT, **fields, "provenance": provenance(), "updated": now()}
-    write_json(path, manifest)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=1) + "\n"))
     return manifest
 
 

@@ -1,25 +1,22 @@
-"""Chunked, resumable results: the one machinery for work too large to run or store in one go.
+"""Chunked, resumable results: sweeps at scale, and any work cut into chunk jobs.
 
-The core runs a list of *chunk jobs* (:class:`Chunks`): job ``i`` returns one
-or more tables, and each table is written atomically to its own Parquet file
-``chunks/TABLE-NNNNNN.parquet`` whose footer carries the work's digest, the
-chunk index and the chunk's facts (timings, host, versions). :func:`run_chunks`
-runs the chunks that are not on disk yet and :func:`merge` concatenates the
-chunk files of each table into its merged file; ``manifest.json``
-(:func:`modeseek._files.write_manifest`) records the work, the provenance and
-what is known of every chunk. Two kinds of work use it: :class:`SweepSpec`
+The core runs a list of chunk jobs (:class:`Chunks`). Job ``i`` returns one or
+more tables; each is written atomically to ``chunks/TABLE-NNNNNN.parquet``,
+whose footer carries the work's digest, the chunk index and the chunk's facts
+(timings, host, versions). :func:`run_chunks` runs the chunks not on disk yet,
+:func:`merge` concatenates each table's chunk files into its merged file, and
+``manifest.json`` (:func:`modeseek._files.write_manifest`) records the work,
+the provenance and every chunk. Two kinds of work use it: a :class:`SweepSpec`
 (``modeseek sweep`` / ``modeseek merge``) and the phase-diagram sweep
-(:mod:`modeseek.phase.sweep`, one chunk per family and reward model).
+(:mod:`modeseek.phase.sweep`, a chunk per family and reward model).
 
 A :class:`SweepSpec` names everything that fixes the runs (problem presets,
 loss, sampling, steps, total seeds, static options, a grid of traced
-hyperparameters, the key) and how they are cut into chunks of seeds.
-:func:`run_sweep` runs its chunks, each one :func:`modeseek.run` call with
-``seed_offset`` (seed ``i`` uses ``fold_in(key, i)`` exactly as in the unsplit
-sweep), and :func:`merge` writes the one tidy table ``out_dir/sweep.parquet``,
-row for row the table ``modeseek.run(..., seeds=spec.seeds).to_dataframe()``
-would have given, bit for bit (the engine's results do not depend on how runs
-are batched or sharded).
+hyperparameters, the key) and how they are cut into chunks of seeds; each
+chunk is one :func:`modeseek.run` call with ``seed_offset`` (seed ``i`` uses
+``fold_in(key, i)`` as in the unsplit sweep), so the merged
+``out_dir/sweep.parquet`` is, bit for bit, the table
+``modeseek.run(..., seeds=spec.seeds).to_dataframe()`` would have given.
 
 Layout of a sweep's ``out_dir``::
 
@@ -30,32 +27,26 @@ Layout of a sweep's ``out_dir``::
 Choices, and why:
 
 * Every chunk of a sweep runs the same compiled program: the last chunk, when
-  smaller, is padded with the seeds that follow (they are computed and
-  dropped). A tail chunk of another size would compile a second program
-  (seconds to tens of seconds); padding costs at most one chunk of extra runs
-  instead. The chunk size is capped at the total number of seeds.
-* Files are written atomically (temporary name, then rename) and a chunk
-  counts as done only if the footer of each of its tables reads back with the
-  work's digest, its chunk index and its row groups; a leftover temporary file
-  of an interrupted write, or a damaged file, is ignored and the chunk redone.
+  smaller, is padded with the seeds that follow (computed, then dropped); a
+  tail chunk of another size would compile a second program.
+* A chunk counts as done only if the footer of each of its tables reads back
+  with the work's digest, its index and its row groups; the temporary file of
+  an interrupted write, or a damaged file, is ignored and the chunk redone.
 * Each chunk table holds ``Chunks.groups`` row groups (a sweep: one per grid
   point), so the merge streams: for each group, the chunks' row groups in
   chunk order, one at a time, whatever the size of the whole table.
-* Several processes (several hosts, or several processes on one host) join
-  JAX's own distributed runtime (:func:`jax.distributed.initialize`); process
-  ``p`` of ``n`` runs the chunks ``i`` with ``i % n == p`` on its local devices
-  (``jax.local_devices()``; ``modeseek.run`` shards a chunk's runs over them).
-  The processes check that they run the same work and, when done, wait for
-  each other through the key-value store of the runtime's coordination
-  service (every process publishes its status; no device collective, so this
-  works on CPU hosts, every wait has a timeout, and a process that fails
-  stops the others at their next chunk); then they leave the runtime and
-  process 0 merges. The chunk files must land in one shared folder for that;
-  otherwise copy every host's ``chunks/`` into one folder and run
-  :func:`merge` (``modeseek merge DIR``).
-* Within one process, ``workers`` threads may run chunks concurrently (XLA
-  compiles and runs outside the Python lock); the chunks of one *lane* run in
-  order on one thread, so that a lane's compiled program is reused.
+* Several processes (hosts) join JAX's distributed runtime
+  (:func:`jax.distributed.initialize`); process ``p`` of ``n`` runs the chunks
+  ``i`` with ``i % n == p`` on its local devices. The processes check that
+  they run the same work and, when done, wait for each other through the
+  key-value store of the runtime's coordination service (no device
+  collective, so this works on CPU hosts; every wait has a timeout, and a
+  process that fails stops the others at their next chunk); then process 0
+  merges. Without a shared folder, copy every host's ``chunks/`` into one and
+  run :func:`merge` (``modeseek merge DIR``).
+* Within a process, ``workers`` threads may run chunks concurrently (XLA
+  compiles and runs outside the Python lock); the chunks of one lane run in
+  order on one thread, so that the lane's compiled program is reused.
 """
 
 from __future__ import annotations
@@ -312,22 +303,19 @@ class Chunks:
     """Work cut into chunk jobs: the unit of resume, of distribution over processes, and of merge.
 
     Attributes:
-      spec: JSON-ready description of the work (the manifest's "spec"; a
-        folder holding work of another digest is refused, naming the fields
-        of ``spec`` that differ).
+      spec: JSON-ready description of the work (the manifest's "spec").
       digest: identifies the work; every chunk file carries it, so files of
         other work are never mixed in.
-      jobs: ``jobs[i]()`` computes chunk ``i`` and returns ``(tables, facts)``:
-        table name -> ``pyarrow.Table`` (one per name of ``merged``), and a
-        JSON-ready dict recorded in the chunk files and the manifest.
-      merged: table name -> its merged file, relative to the folder (chunk
-        files are ``chunks/NAME-NNNNNN.parquet``).
+      jobs: ``jobs[i]()`` computes chunk ``i``: ``(tables, facts)``, table
+        name -> ``pyarrow.Table`` (one per name of ``merged``) and a JSON-ready
+        dict for the chunk files and the manifest.
+      merged: table name -> its merged file, relative to the folder.
       labels: per chunk, what it covers, for messages (e.g. "seeds 4-7").
-      runs: per chunk, the runs it computes (for the progress bar and SweepResult).
+      runs: per chunk, the runs it computes (progress bar, SweepResult).
       groups: row groups per chunk table; the merge writes group ``g`` of every
-        chunk, in chunk order, for each ``g`` in turn (1: chunk after chunk).
-      lanes: per chunk, a key; with several workers, the chunks of one lane run
-        in order on one thread (None: every chunk its own lane).
+        chunk for each ``g`` in turn (1: chunk after chunk).
+      lanes: per chunk, a key: with several workers, the chunks of a lane run
+        in order on one thread (None: a lane per chunk).
       info: extra fields for the manifest.
     """
 
@@ -404,10 +392,8 @@ def _chunk_meta(path: Path) -> dict | None:
 
 def _chunk_ok(meta: dict, work: Chunks) -> bool:
     """Whether a chunk file's footer says it is a whole table of one of ``work``'s chunks."""
-    i, table, groups = meta.get("chunk"), meta.get("table", "chunk"), meta["_row_groups"]
-    rows = meta.get("rows")
-    rows = rows.get(table) if isinstance(rows, dict) else rows
-    return isinstance(i, int) and 0 <= i < work.num_chunks and table in work.merged and len(groups) == work.groups and sum(groups) == rows
+    i, table = meta.get("chunk"), meta.get("table", "chunk")
+    return isinstance(i, int) and 0 <= i < work.num_chunks and table in work.merged and len(meta["_row_groups"]) == work.groups
 
 
 def _write_manifest(out_dir: Path, work: Chunks, chunks: Mapping[int, dict], *, processes: int, merged: bool = False) -> None:

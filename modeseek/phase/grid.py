@@ -145,9 +145,7 @@ class PhaseConfig:
             if not (0.0 <= c <= 1.0):
                 raise ValueError(f"coverage {c!r} is invalid; expected values in [0, 1]")
         for n in ("seeds", "steps", "dataset_size", "batch_size", "record_every", "rm_steps", "rbf_centers"):
-            v = getattr(self, n)
-            if not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"{n}={v!r} is invalid; expected an integer >= 1")
+            _checks.integer(n, getattr(self, n))
         if min(self.dataset_size, self.batch_size) < 2:
             raise ValueError(f"dataset_size={self.dataset_size} and batch_size={self.batch_size} must be >= 2 for pair losses")
         if self.steps % self.record_every:

@@ -82,14 +82,15 @@ def _family_kwargs(cfg: PhaseConfig, family) -> dict:
 
 
 def _run_chunk(grid: Grid, family_name: str, model: str):
-    """Run one chunk; returns (table rows DataFrame, mass DataFrame, timing dict)."""
+    """Run one chunk; returns ({"phase": table, "phase_mass": mass table}, timing dict)."""
     import pandas as pd
+    import pyarrow as pa
 
     cfg = grid.config
     fam = FAMILIES[family_name]
     kw = _family_kwargs(cfg, fam)
     rec = np.arange(0, cfg.steps + 1, cfg.record_every)
-    r_n, c_n, k = grid.data.shape
+    _, c_n, k = grid.data.shape
     tables, masses = [], []
     timing = {"family": family_name, "reward_model": model, "compile_seconds": 0.0, "run_seconds": 0.0, "calls": 0, "programs_compiled": 0}
     for i, problem in enumerate(grid.problems):
@@ -147,7 +148,8 @@ def _run_chunk(grid: Grid, family_name: str, model: str):
                 }
             )
         )
-    return pd.concat(tables, ignore_index=True), pd.concat(masses, ignore_index=True), timing
+    tables = {"phase": pd.concat(tables, ignore_index=True), "phase_mass": pd.concat(masses, ignore_index=True)}
+    return {name: pa.Table.from_pandas(df, preserve_index=False) for name, df in tables.items()}, timing
 
 
 def load(out_dir: Path):
@@ -162,12 +164,10 @@ def load(out_dir: Path):
 
 def _chunks(grid: Grid) -> sweep_core.Chunks:
     """The sweep as chunk jobs: one per (family, reward model), a family's chunks in one lane (one compiled program)."""
-    import pyarrow as pa
-
     cfg, lock = grid.config, threading.Lock()
 
     def fit() -> float:
-        """Fit the proxies once (the first on-policy chunk that needs them); the seconds, if this call fitted."""
+        # The first on-policy chunk fits every proxy; its facts record the seconds.
         with lock:
             if grid.proxies:
                 return 0.0
@@ -176,9 +176,8 @@ def _chunks(grid: Grid) -> sweep_core.Chunks:
 
     def job(family: str, model: str):
         fit_seconds = fit() if FAMILIES[family].on_policy else 0.0
-        table, mass, timing = _run_chunk(grid, family, model)
-        tables = {"phase": table, "phase_mass": mass}
-        return {k: pa.Table.from_pandas(v, preserve_index=False) for k, v in tables.items()}, {**timing, "proxy_fit_seconds": fit_seconds}
+        tables, timing = _run_chunk(grid, family, model)
+        return tables, {**timing, "proxy_fit_seconds": fit_seconds}
 
     order = cfg.chunks()
     return sweep_core.Chunks(
