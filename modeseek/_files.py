@@ -1,8 +1,9 @@
-"""Output files: a writability check before computing, atomic writes, and stale temporaries.
+"""Output files: a writability check before computing, atomic writes, stale temporaries, manifests.
 
-Standard library only, so that the command line can call it before importing
-jax: a run that cannot write its results should fail in a second, not after
-the compute.
+Standard library only at import, so that the command line can call it before
+importing jax: a run that cannot write its results should fail in a second,
+not after the compute. (:func:`write_manifest` imports jax when called, for
+the provenance stamp.)
 
 Every output file is written by :func:`atomic_write`: to a temporary file
 ``.NAME.HOST-PID.XXXXXXXX.tmp`` beside ``NAME``, then renamed over it, so a
@@ -18,11 +19,20 @@ temporary behind; the next write of ``NAME`` removes it
 A temporary that a live process is writing right now is therefore never
 removed: every writer here fills its temporary within seconds to minutes of
 creating it, far within the idle limit.
+
+Every manifest (a JSON record of what a folder of results holds and what made
+it: :mod:`modeseek.sweep` writes one per sweep folder, the phase sweep's
+included) is written by :func:`write_manifest`, stamped with the manifest
+format, :func:`modeseek._xla.provenance` (package versions, compiler options,
+ISA cap, CPU flags: what fixes the bits) and the time, and read back by
+:func:`read_manifest`.
 """
 
 from __future__ import annotations
 
+import datetime
 import glob
+import json
 import os
 import re
 import socket
@@ -31,8 +41,10 @@ import time
 from pathlib import Path
 from typing import Callable
 
-__all__ = ["require_writable_folder", "atomic_write", "remove_stale_temporaries", "STALE_AFTER_S"]
+__all__ = ["require_writable_folder", "atomic_write", "remove_stale_temporaries", "STALE_AFTER_S", "write_manifest", "read_manifest", "now"]
 
+#: Version of the manifest layout (:func:`write_manifest`).
+MANIFEST_FORMAT = 2
 #: Seconds without modification after which a temporary whose owner cannot be checked counts as abandoned.
 STALE_AFTER_S = 3600.0
 
@@ -128,3 +140,26 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def now() -> str:
+    """The current UTC time, ISO 8601 to the second (the time stamp of manifests and chunk files)."""
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def write_manifest(path: str | os.PathLike, fields: dict) -> dict:
+    """Write a manifest atomically: ``fields`` stamped with the format, the provenance and the time; return it."""
+    from modeseek._xla import provenance
+
+    manifest = {"format": MANIFEST_FORMAT, **fields, "provenance": provenance(), "updated": now()}
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=1) + "\n"))
+    return manifest
+
+
+def read_manifest(path: str | os.PathLike) -> dict | None:
+    """The manifest at ``path``, or None if it is missing or not a JSON object."""
+    try:
+        manifest = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) else None

@@ -1,74 +1,77 @@
-"""Sweeps at scale: chunks of seeds streamed to Parquet, resumable, over several processes and hosts.
+"""Chunked, resumable results: sweeps at scale, and any work cut into chunk jobs.
+
+The core runs a list of chunk jobs (:class:`Chunks`). Job ``i`` returns one or
+more tables; each is written atomically to ``chunks/TABLE-NNNNNN.parquet``,
+whose footer carries the work's digest, the chunk index and the chunk's facts
+(timings, host, versions). :func:`run_chunks` runs the chunks not on disk yet,
+:func:`merge` concatenates each table's chunk files into its merged file, and
+``manifest.json`` (:func:`modeseek._files.write_manifest`) records the work,
+the provenance and every chunk. Two kinds of work use it: a :class:`SweepSpec`
+(``modeseek sweep`` / ``modeseek merge``) and the phase-diagram sweep
+(:mod:`modeseek.phase.sweep`, a chunk per family and reward model).
 
 A :class:`SweepSpec` names everything that fixes the runs (problem presets,
 loss, sampling, steps, total seeds, static options, a grid of traced
-hyperparameters, the key) and how they are cut into chunks of seeds.
-:func:`run_sweep` runs the chunks, each one :func:`modeseek.run` call with
-``seed_offset`` (seed ``i`` uses ``fold_in(key, i)`` exactly as in the unsplit
-sweep), and writes each chunk's tidy table to its own Parquet file under
-``out_dir/chunks/``. :func:`merge` concatenates the chunk files into the one
-tidy table ``out_dir/sweep.parquet``, row for row the table
-``modeseek.run(..., seeds=spec.seeds).to_dataframe()`` would have given, bit
-for bit (the engine's results do not depend on how runs are batched or sharded).
+hyperparameters, the key) and how they are cut into chunks of seeds; each
+chunk is one :func:`modeseek.run` call with ``seed_offset`` (seed ``i`` uses
+``fold_in(key, i)`` as in the unsplit sweep), so the merged
+``out_dir/sweep.parquet`` is, bit for bit, the table
+``modeseek.run(..., seeds=spec.seeds).to_dataframe()`` would have given.
 
-Layout of ``out_dir``::
+Layout of a sweep's ``out_dir``::
 
-    manifest.json          spec, versions, per-chunk wall / compile / run seconds
+    manifest.json          spec, provenance, per-chunk wall / compile / run seconds
     chunks/chunk-000003.parquet   seeds [3c, 4c) of every grid point, c = chunk_seeds
     sweep.parquet          the merged table (after merge)
 
 Choices, and why:
 
-* Every chunk runs the same compiled program: the last chunk, when smaller,
-  is padded with the seeds that follow (they are computed and dropped). A
-  tail chunk of another size would compile a second program (seconds to tens
-  of seconds); padding costs at most one chunk of extra runs instead. The
-  chunk size is capped at the total number of seeds.
-* Files are written atomically (temporary name, then rename) and a chunk file
-  counts as done only if its footer reads back with this sweep's spec hash,
-  its chunk index and the expected rows per grid point; a leftover temporary
-  file of an interrupted write, or a damaged file, is ignored and the chunk redone.
-* Each chunk file holds one Parquet row group per grid point, so the merge
-  streams: for each grid point, the chunks' row groups in seed order, one at a
-  time, whatever the size of the whole table.
-* Several processes (several hosts, or several processes on one host) join
-  JAX's own distributed runtime (:func:`jax.distributed.initialize`); process
-  ``p`` of ``n`` runs the chunks ``i`` with ``i % n == p`` on its local devices
-  (``jax.local_devices()``; ``modeseek.run`` shards a chunk's runs over them).
-  The processes check that they run the same spec and, when done, wait for
-  each other through the key-value store of the runtime's coordination
-  service (every process publishes its status; no device collective, so this
-  works on CPU hosts, every wait has a timeout, and a process that fails
-  stops the others at their next chunk); then they leave the runtime and
-  process 0 merges. The chunk files must land in one shared folder for that;
-  otherwise copy every host's ``chunks/`` into one folder and run
-  :func:`merge` (``modeseek merge DIR``).
+* Every chunk of a sweep runs the same compiled program: the last chunk, when
+  smaller, is padded with the seeds that follow (computed, then dropped); a
+  tail chunk of another size would compile a second program.
+* A chunk counts as done only if the footer of each of its tables reads back
+  with the work's digest, its index and its row groups; the temporary file of
+  an interrupted write, or a damaged file, is ignored and the chunk redone.
+* Each chunk table holds ``Chunks.groups`` row groups (a sweep: one per grid
+  point), so the merge streams: for each group, the chunks' row groups in
+  chunk order, one at a time, whatever the size of the whole table.
+* Several processes (hosts) join JAX's distributed runtime
+  (:func:`jax.distributed.initialize`); process ``p`` of ``n`` runs the chunks
+  ``i`` with ``i % n == p`` on its local devices. The processes check that
+  they run the same work and, when done, wait for each other through the
+  key-value store of the runtime's coordination service (no device
+  collective, so this works on CPU hosts; every wait has a timeout, and a
+  process that fails stops the others at their next chunk); then process 0
+  merges. Without a shared folder, copy every host's ``chunks/`` into one and
+  run :func:`merge` (``modeseek merge DIR``).
+* Within a process, ``workers`` threads may run chunks concurrently (XLA
+  compiles and runs outside the Python lock); the chunks of one lane run in
+  order on one thread, so that the lane's compiled program is reused.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import datetime
+import functools
 import hashlib
 import json
 import math
 import os
-import platform
 import socket
 import sys
+import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Hashable, Mapping, Sequence
 
-from modeseek._files import atomic_write, require_writable_folder
+from modeseek import _files
 
-__all__ = ["SweepSpec", "SweepResult", "SweepError", "run_sweep", "merge", "chunk_files", "MERGED", "MANIFEST"]
+__all__ = ["SweepSpec", "Chunks", "SweepResult", "SweepError", "run_sweep", "run_chunks", "merge", "chunk_files", "MERGED", "MANIFEST"]
 
 MANIFEST = "manifest.json"
 MERGED = "sweep.parquet"
 CHUNKS = "chunks"
 _META_KEY = b"modeseek.sweep"
-_FORMAT = 1
 
 # Static options a spec may set; loss, sampling and steps are fields of their own,
 # the rest of RunConfig is derived by modeseek.run.
@@ -133,7 +136,7 @@ class SweepSpec:
     paired: Any = ()
 
     def __post_init__(self):
-        from modeseek import engine, losses, problems
+        from modeseek import _checks, engine, losses, problems
 
         problems_ = (self.problems,) if isinstance(self.problems, str) else tuple(self.problems)
         object.__setattr__(self, "problems", problems_)
@@ -156,11 +159,8 @@ class SweepSpec:
         if len(set(problems_)) != len(problems_):
             raise ValueError(f"problems={list(problems_)} repeats a name; expected distinct presets")
         for name in ("steps", "seeds", "chunk_seeds"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}={value!r} is invalid; expected an integer >= 1")
-        if isinstance(self.key, bool) or not isinstance(self.key, int) or self.key < 0:
-            raise ValueError(f"key={self.key!r} is invalid; expected an integer >= 0")
+            _checks.integer(name, getattr(self, name))
+        _checks.integer("key", self.key, 0)
         static, traced = _static_names(), _traced_names()
         for name, value in options:
             if name not in static and name not in traced:
@@ -263,6 +263,20 @@ class SweepSpec:
             kwargs["paired"] = self.paired
         return {"problem": probs if len(probs) > 1 else probs[0], **kwargs}
 
+    def chunks(self) -> "Chunks":
+        """The sweep as chunk jobs for :func:`run_chunks`: chunk ``i`` runs the seeds :meth:`chunk_seed_range` (i) of every grid point."""
+        n, runs = self.num_chunks, self.chunk_size * self.grid_points
+        return Chunks(
+            spec=self.to_dict(),
+            digest=self.digest,
+            jobs=[functools.partial(_seed_chunk, self, i) for i in range(n)],
+            merged={"chunk": MERGED},
+            labels=[f"seeds {a}-{b - 1}" for a, b in map(self.chunk_seed_range, range(n))],
+            runs=[runs] * n,
+            groups=self.grid_points,
+            info={"chunk_size": self.chunk_size, "grid_points": self.grid_points, "runs_per_chunk": runs, "rows_per_full_chunk": runs * (self.steps + 1)},
+        )
+
 
 def _numbers(name, v) -> tuple[float, ...]:
     """Grid values as a tuple of floats (a scalar is one value)."""
@@ -285,6 +299,47 @@ def _plain(v):
 
 
 @dataclasses.dataclass(frozen=True)
+class Chunks:
+    """Work cut into chunk jobs: the unit of resume, of distribution over processes, and of merge.
+
+    Attributes:
+      spec: JSON-ready description of the work (the manifest's "spec").
+      digest: identifies the work; every chunk file carries it, so files of
+        other work are never mixed in.
+      jobs: ``jobs[i]()`` computes chunk ``i``: ``(tables, facts)``, table
+        name -> ``pyarrow.Table`` (one per name of ``merged``) and a JSON-ready
+        dict for the chunk files and the manifest.
+      merged: table name -> its merged file, relative to the folder.
+      labels: per chunk, what it covers, for messages (e.g. "seeds 4-7").
+      runs: per chunk, the runs it computes (progress bar, SweepResult).
+      groups: row groups per chunk table; the merge writes group ``g`` of every
+        chunk for each ``g`` in turn (1: chunk after chunk).
+      lanes: per chunk, a key: with several workers, the chunks of a lane run
+        in order on one thread (None: a lane per chunk).
+      info: extra fields for the manifest.
+    """
+
+    spec: dict
+    digest: str
+    jobs: Sequence[Callable[[], tuple[dict, dict]]]
+    merged: Mapping[str, str]
+    labels: Sequence[str]
+    runs: Sequence[int]
+    groups: int = 1
+    lanes: Sequence[Hashable] | None = None
+    info: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def num_chunks(self) -> int:
+        return len(self.labels)
+
+    def describe_missing(self, missing: Sequence[int]) -> str:
+        shown = ", ".join(f"{i} ({self.labels[i]})" for i in missing[:5])
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        return f"{len(missing)} of {self.num_chunks} chunks missing: chunk {shown}{more}"
+
+
+@dataclasses.dataclass(frozen=True)
 class SweepResult:
     """What one process did.
 
@@ -293,7 +348,7 @@ class SweepResult:
       computed: chunk indices this process ran now.
       skipped: chunk indices of this process found complete on disk.
       process_id, process_count: this process's place in the runtime.
-      merged: path of the merged table, if this process wrote it.
+      merged: path of the (first) merged table, if this process wrote it.
       wall_seconds: wall time of this process's chunks.
       runs: runs computed now (padding included).
     """
@@ -311,9 +366,9 @@ class SweepResult:
 # ----------------------------------------------------------------------------- files
 
 
-def chunk_path(out_dir: Path, index: int) -> Path:
-    """File of chunk ``index``."""
-    return Path(out_dir) / CHUNKS / f"chunk-{index:06d}.parquet"
+def chunk_path(out_dir: Path, index: int, table: str = "chunk") -> Path:
+    """File of table ``table`` of chunk ``index``."""
+    return Path(out_dir) / CHUNKS / f"{table}-{index:06d}.parquet"
 
 
 def chunk_files(out_dir: Path) -> list[Path]:
@@ -323,143 +378,111 @@ def chunk_files(out_dir: Path) -> list[Path]:
 
 
 def _chunk_meta(path: Path) -> dict | None:
-    """This sweep's metadata from a chunk file's footer, or None if the file cannot be read."""
+    """The work's metadata from a chunk file's footer (with its "_row_groups"), or None if the file cannot be read."""
     import pyarrow.parquet as pq
 
     try:
         md = pq.read_metadata(path)
-    except Exception:  # a damaged or truncated file: not done
+        meta = json.loads((md.metadata or {})[_META_KEY])
+    except Exception:  # a damaged or truncated file, or not a chunk file: not done
         return None
-    kv = md.metadata or {}
-    if _META_KEY not in kv:
-        return None
-    try:
-        meta = json.loads(kv[_META_KEY])
-    except ValueError:
-        return None
-    rows = [md.row_group(i).num_rows for i in range(md.num_row_groups)]
-    meta["_row_groups"] = rows
+    meta["_row_groups"] = [md.row_group(i).num_rows for i in range(md.num_row_groups)]
     return meta
 
 
-def _chunk_ok(meta: dict | None, spec: SweepSpec, index: int) -> bool:
-    """Whether a chunk file's footer says it is chunk ``index`` of ``spec``, with every row."""
-    if meta is None or meta.get("spec_hash") != spec.digest or meta.get("chunk") != index:
-        return False
-    start, stop = spec.chunk_seed_range(index)
-    per_group = (stop - start) * (spec.steps + 1)
-    return meta["_row_groups"] == [per_group] * spec.grid_points
+def _chunk_ok(meta: dict, work: Chunks) -> bool:
+    """Whether a chunk file's footer says it is a whole table of one of ``work``'s chunks."""
+    i, table = meta.get("chunk"), meta.get("table", "chunk")
+    return isinstance(i, int) and 0 <= i < work.num_chunks and table in work.merged and len(meta["_row_groups"]) == work.groups
 
 
-def _atomic_write_json(path: Path, obj) -> None:
-    def write(tmp):
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=1)
-            f.write("\n")
-
-    atomic_write(Path(path), write)
-
-
-def _versions() -> dict:
-    import jax
-    import jaxlib
-    import numpy
-    import pandas
-    import pyarrow
-
-    import modeseek
-
-    return {
-        "modeseek": modeseek.__version__,
-        "jax": jax.__version__,
-        "jaxlib": jaxlib.__version__,
-        "numpy": numpy.__version__,
-        "pandas": pandas.__version__,
-        "pyarrow": pyarrow.__version__,
-        "python": platform.python_version(),
-    }
-
-
-def _write_manifest(out_dir: Path, spec: SweepSpec, chunks: Mapping[int, dict], *, processes: int, merged: Path | None = None) -> None:
-    """Write manifest.json atomically: the spec, versions and what is known of every chunk."""
-    from modeseek._xla import provenance
-
-    done = sorted(chunks)
-    missing = [i for i in range(spec.num_chunks) if i not in chunks]
-    entries = []
-    for i in done:
-        m = {k: v for k, v in chunks[i].items() if not k.startswith("_") and k not in ("spec_hash", "spec")}
-        entries.append(m)
-    manifest = {
-        "format": _FORMAT,
-        "spec": spec.to_dict(),
-        "spec_hash": spec.digest,
-        "versions": _versions(),
-        # What else fixes the bits: compiler options, the ISA cap, the CPU's vector extensions.
-        "provenance": provenance(),
-        "num_chunks": spec.num_chunks,
-        "chunk_size": spec.chunk_size,
-        "grid_points": spec.grid_points,
-        "runs_per_chunk": spec.chunk_size * spec.grid_points,
-        "rows_per_full_chunk": spec.chunk_size * spec.grid_points * (spec.steps + 1),
+def _write_manifest(out_dir: Path, work: Chunks, chunks: Mapping[int, dict], *, processes: int, merged: bool = False) -> None:
+    """Write manifest.json: the work, what is known of every chunk, the provenance (:func:`modeseek._files.write_manifest`)."""
+    drop = ("spec_hash", "spec", "table")
+    _files.write_manifest(Path(out_dir) / MANIFEST, {
+        "spec": work.spec,
+        "spec_hash": work.digest,
+        **work.info,
+        "num_chunks": work.num_chunks,
         "processes": processes,
-        "chunks": entries,
-        "missing": missing,
-        "merged": str(merged.name) if merged is not None else None,
-        "updated": _now(),
-    }
-    _atomic_write_json(Path(out_dir) / MANIFEST, manifest)
+        "chunks": [{k: v for k, v in chunks[i].items() if not k.startswith("_") and k not in drop} for i in sorted(chunks)],
+        "missing": [i for i in range(work.num_chunks) if i not in chunks],
+        "merged": list(work.merged.values()) if merged else None,
+    })
 
 
-def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-
-
-def _check_manifest(out_dir: Path, spec: SweepSpec) -> None:
-    """Refuse a folder that holds another sweep (names the differing fields)."""
-    path = Path(out_dir) / MANIFEST
-    if not path.exists():
-        return
-    try:
-        old = json.loads(path.read_text())["spec"]
-    except (ValueError, KeyError):
-        return  # unreadable manifest: chunk footers still guard against mixing sweeps
-    new = spec.to_dict()
+def _check_manifest(out_dir: Path, work: Chunks) -> None:
+    """Refuse a folder that holds other work (names the differing fields)."""
+    old = _files.read_manifest(Path(out_dir) / MANIFEST) or {}
+    if "spec" not in old or old.get("spec_hash") == work.digest:
+        return  # none, or unreadable: chunk footers still guard against mixing work
+    old, new = old["spec"], work.spec
     diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-    if diff:
-        shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff)
-        raise ValueError(f"{str(out_dir)!r} holds another sweep ({shown}); expected the same spec to resume, or a new folder")
+    shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff)
+    raise ValueError(f"{str(out_dir)!r} holds another sweep ({shown}); expected the same spec to resume, or a new folder")
 
 
-def _scan_chunks(out_dir: Path, spec: SweepSpec) -> dict[int, dict]:
-    """Complete chunk files of this spec, by index (foreign chunk files raise)."""
+def _scan_chunks(out_dir: Path, work: Chunks) -> dict[int, dict]:
+    """Complete chunks of ``work`` (every table on disk), by index; foreign chunk files raise."""
     found: dict[int, dict] = {}
     for path in chunk_files(out_dir):
         meta = _chunk_meta(path)
-        if meta is not None and meta.get("spec_hash") not in (None, spec.digest):
-            raise ValueError(f"{str(path)!r} belongs to another sweep (spec hash {meta.get('spec_hash')}, expected {spec.digest}); expected one sweep per folder")
         if meta is None:
             continue
-        idx = meta.get("chunk")
-        if path != chunk_path(out_dir, idx) or not _chunk_ok(meta, spec, idx):
-            continue
-        found[idx] = meta
-    return found
+        if meta.get("spec_hash") != work.digest:
+            raise ValueError(f"{str(path)!r} belongs to another sweep (spec hash {meta.get('spec_hash')}, expected {work.digest}); expected one sweep per folder")
+        i, table = meta.get("chunk"), meta.get("table", "chunk")
+        if _chunk_ok(meta, work) and path == chunk_path(out_dir, i, table):
+            found.setdefault(i, {})[table] = meta
+    return {i: next(iter(tables.values())) for i, tables in found.items() if set(tables) == set(work.merged)}
 
 
 # ----------------------------------------------------------------------------- one chunk
 
 
-def _run_chunk(spec: SweepSpec, index: int, out_dir: Path, devices, *, process_id: int, process_count: int) -> dict:
-    """Run chunk ``index`` (padded to the full chunk size), write its file atomically; return its metadata."""
-    import pyarrow as pa
+def _run_job(work: Chunks, index: int, out_dir: Path, *, process_id: int, process_count: int) -> dict:
+    """Run chunk ``index``, write each of its tables atomically; return its metadata."""
     import pyarrow.parquet as pq
+
+    from modeseek._xla import provenance
+
+    t0 = time.perf_counter()
+    tables, facts = work.jobs[index]()
+    t1 = time.perf_counter()
+    meta = {
+        "spec_hash": work.digest,
+        "spec": work.spec,
+        "chunk": index,
+        **facts,
+        "runs": work.runs[index],
+        "rows": {name: t.num_rows for name, t in tables.items()},
+        "process_id": process_id,
+        "process_count": process_count,
+        "host": socket.gethostname(),
+        "versions": provenance()["versions"],
+        "finished_at": _files.now(),
+        # The run and its tables; the write itself is a small fraction and must follow the final metadata.
+        "wall_seconds": round(t1 - t0, 4),
+    }
+    for name, table in tables.items():
+        footer = {**(table.schema.metadata or {}), _META_KEY: json.dumps({**meta, "table": name}).encode()}
+        out = table.replace_schema_metadata(footer)
+        size = max(1, table.num_rows // work.groups)
+        _files.atomic_write(chunk_path(out_dir, index, name), lambda tmp: pq.write_table(out, tmp, row_group_size=size))
+    meta["write_seconds"] = round(time.perf_counter() - t1, 4)
+    return meta
+
+
+def _seed_chunk(spec: "SweepSpec", index: int) -> tuple[dict, dict]:
+    """Chunk ``index`` of a SweepSpec: its seeds of every grid point (padded to the full chunk size, then dropped)."""
+    import jax
+    import pyarrow as pa
 
     import modeseek as ms
 
-    t0 = time.perf_counter()
     start, stop = spec.chunk_seed_range(index)
     n = stop - start
+    devices = jax.local_devices()
     traj = ms.run(seeds=spec.chunk_size, seed_offset=start, devices=devices, **spec.run_kwargs())
     if n < spec.chunk_size:
         # Drop the padding seeds: they only keep the compiled program the same.
@@ -471,40 +494,14 @@ def _run_chunk(spec: SweepSpec, index: int, out_dir: Path, devices, *, process_i
             seeds=n,
         )
     table = pa.Table.from_pandas(traj.to_dataframe(), preserve_index=False)
-    t1 = time.perf_counter()
-    meta = {
-        "spec_hash": spec.digest,
-        "spec": spec.to_dict(),
-        "chunk": index,
+    facts = {
         "seed_start": start,
         "seed_stop": stop,
-        "runs": spec.chunk_size * spec.grid_points,
-        "rows": table.num_rows,
         "compile_seconds": round(traj.compile_seconds, 4),
         "run_seconds": round(traj.run_seconds, 4),
-        "process_id": process_id,
-        "process_count": process_count,
-        "host": socket.gethostname(),
         "devices": [str(d) for d in devices],
-        "versions": {k: v for k, v in _versions().items() if k in ("modeseek", "jax", "jaxlib")},
-        "finished_at": _now(),
     }
-    path = chunk_path(out_dir, index)
-    rows_per_group = n * (spec.steps + 1)
-
-    def finish(wall):
-        meta["wall_seconds"] = round(wall, 4)
-        schema_meta = dict(table.schema.metadata or {})
-        schema_meta[_META_KEY] = json.dumps(meta).encode()
-        return table.replace_schema_metadata(schema_meta)
-
-    # wall_seconds covers the run and the tidy table; the write itself is a small
-    # fraction and must happen after the metadata is final.
-    out = finish(time.perf_counter() - t0)
-    atomic_write(path, lambda tmp: pq.write_table(out, tmp, row_group_size=rows_per_group))
-    meta["write_seconds"] = round(time.perf_counter() - t1, 4)
-    meta["_row_groups"] = [rows_per_group] * spec.grid_points
-    return meta
+    return {"chunk": table}, facts
 
 
 # ----------------------------------------------------------------------------- distributed runtime
@@ -536,10 +533,12 @@ def _join_runtime(coordinator, num_processes, process_id, distributed, init_time
     if jax.distributed.is_initialized():
         return jax.process_index(), jax.process_count(), False
     given = any(v is not None for v in (coordinator, num_processes, process_id))
-    if num_processes is not None and (isinstance(num_processes, bool) or not isinstance(num_processes, int) or num_processes < 1):
-        raise ValueError(f"num_processes={num_processes!r} is invalid; expected an integer >= 1")
-    if process_id is not None and (isinstance(process_id, bool) or not isinstance(process_id, int) or process_id < 0):
-        raise ValueError(f"process_id={process_id!r} is invalid; expected an integer >= 0")
+    from modeseek import _checks
+
+    if num_processes is not None:
+        _checks.integer("num_processes", num_processes)
+    if process_id is not None:
+        _checks.integer("process_id", process_id, 0)
     if num_processes is not None and process_id is not None and process_id >= num_processes:
         raise ValueError(f"process_id={process_id} is invalid for num_processes={num_processes}; expected 0 <= process_id < num_processes")
     if coordinator is not None:
@@ -625,11 +624,18 @@ class _Peers:
             time.sleep(0.2)
 
 
-# ----------------------------------------------------------------------------- the sweep
+# ----------------------------------------------------------------------------- running
 
 
-def run_sweep(
-    spec: SweepSpec,
+def run_sweep(spec: SweepSpec, out_dir: str | os.PathLike, **kwargs) -> SweepResult:
+    """Run the chunks of ``spec`` that are not on disk yet, then merge: :func:`run_chunks` of ``spec.chunks()``."""
+    if not isinstance(spec, SweepSpec):
+        raise ValueError(f"spec={spec!r} is not a SweepSpec")
+    return run_chunks(spec.chunks(), out_dir, **kwargs)
+
+
+def run_chunks(
+    work: Chunks,
     out_dir: str | os.PathLike,
     *,
     coordinator: str | None = None,
@@ -638,15 +644,16 @@ def run_sweep(
     distributed: bool | None = None,
     merge_at_end: bool = True,
     progress: bool = True,
+    workers: int = 1,
     init_timeout_s: float = 300,
     barrier_timeout_s: float = 7 * 24 * 3600,
     on_chunk: Callable[[int, dict], None] | None = None,
 ) -> SweepResult:
-    """Run the chunks of ``spec`` that are not on disk yet, then merge.
+    """Run the chunks of ``work`` that are not on disk yet, then merge.
 
     Args:
-      spec: the sweep.
-      out_dir: sweep folder (created; must hold this spec's sweep or nothing).
+      work: the chunk jobs.
+      out_dir: folder (created; must hold this work's chunks or nothing).
       coordinator: "HOST:PORT" of process 0's coordinator service.
       num_processes: processes in the sweep.
       process_id: this process's index in [0, num_processes).
@@ -656,40 +663,43 @@ def run_sweep(
         Open MPI, $JAX_COORDINATOR_ADDRESS) started this process, in which case
         the missing values are detected by JAX; True always calls it (for other
         detected environments, e.g. Cloud TPU); False runs alone.
-      merge_at_end: write the merged table when every chunk is done (process 0).
+      merge_at_end: write the merged tables when every chunk is done (process 0).
       progress: show a progress bar (runs/s and ETA) on stderr.
+      workers: threads running chunks concurrently in this process (lanes of
+        ``work`` stay on one thread each).
       init_timeout_s: how long to wait for every process to join the runtime.
       barrier_timeout_s: how long a process that finished waits for the others
         (the slowest process's remaining work must fit in it).
-      on_chunk: called as ``on_chunk(index, metadata)`` after each chunk file is written.
+      on_chunk: called as ``on_chunk(index, metadata)`` after each chunk is written.
 
     Returns:
       A SweepResult for this process.
 
     Raises:
-      ValueError: bad arguments, or a folder holding another sweep.
+      ValueError: bad arguments, or a folder holding other work.
       SweepError: the runtime could not be joined, another process failed, or
         chunks are missing after every process finished.
     """
-    if not isinstance(spec, SweepSpec):
-        raise ValueError(f"spec={spec!r} is not a SweepSpec")
+    from modeseek import _checks
+
+    _checks.integer("workers", workers)
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"out_dir={str(out_dir)!r} is a file; expected a folder for the sweep")
-    require_writable_folder(out_dir, label=f"out_dir={str(out_dir)!r}")
+    _files.require_writable_folder(out_dir, label=f"out_dir={str(out_dir)!r}")
     # Must precede anything that initialises a JAX backend.
     pid, nproc, joined = _join_runtime(coordinator, num_processes, process_id, distributed, init_timeout_s)
     peers = _Peers(pid, nproc) if nproc > 1 else None
     try:
         try:
             if peers is not None:
-                peers.publish("spec", spec.digest)
+                peers.publish("spec", work.digest)
                 specs = peers.wait_all("spec", init_timeout_s)
-                other = {p: d for p, d in specs.items() if d != spec.digest}
+                other = {p: d for p, d in specs.items() if d != work.digest}
                 if other:
                     p = min(other)
-                    raise SweepError(f"process {p} runs another sweep (spec {other[p]}, this process {spec.digest}); expected the same options on every process")
-            result = _run_chunks(spec, out_dir, pid, nproc, progress, on_chunk, peers)
+                    raise SweepError(f"process {p} runs another sweep (spec {other[p]}, this process {work.digest}); expected the same options on every process")
+            result = _run_chunks(work, out_dir, pid, nproc, progress, workers, on_chunk, peers)
             if peers is not None:
                 peers.publish("status", "ok")
                 peers.wait_all("status", barrier_timeout_s)
@@ -708,55 +718,67 @@ def run_sweep(
             jax.distributed.shutdown()
     # Merge after leaving the runtime: the others need not wait for it.
     if pid == 0:
-        done = _scan_chunks(out_dir, spec)
-        if merge_at_end and len(done) == spec.num_chunks:
-            result = dataclasses.replace(result, merged=merge(out_dir, spec=spec))
+        done = _scan_chunks(out_dir, work)
+        if merge_at_end and len(done) == work.num_chunks:
+            result = dataclasses.replace(result, merged=merge(out_dir, spec=work))
         else:
-            _write_manifest(out_dir, spec, done, processes=nproc)
+            _write_manifest(out_dir, work, done, processes=nproc)
             if merge_at_end:
-                missing = [i for i in range(spec.num_chunks) if i not in done]
+                missing = [i for i in range(work.num_chunks) if i not in done]
                 hint = "; if the hosts do not share the folder, copy every host's chunks/ into it and run `modeseek merge`" if nproc > 1 else ""
-                raise SweepError(f"{str(out_dir)!r}: {_describe_missing(spec, missing)} after every process finished{hint}")
+                raise SweepError(f"{str(out_dir)!r}: {work.describe_missing(missing)} after every process finished{hint}")
     return result
 
 
-def _run_chunks(spec, out_dir, pid, nproc, progress, on_chunk, peers) -> SweepResult:
-    """Run this process's chunks that are not on disk yet."""
-    import jax
-
-    _check_manifest(out_dir, spec)
+def _run_chunks(work, out_dir, pid, nproc, progress, workers, on_chunk, peers) -> SweepResult:
+    """Run this process's chunks that are not on disk yet, a lane per thread."""
+    _check_manifest(out_dir, work)
     (out_dir / CHUNKS).mkdir(parents=True, exist_ok=True)
-    done = _scan_chunks(out_dir, spec)
-    mine = [i for i in range(spec.num_chunks) if i % nproc == pid]
-    todo = [i for i in mine if i not in done]
+    done = _scan_chunks(out_dir, work)
+    mine = [i for i in range(work.num_chunks) if i % nproc == pid]
     skipped = tuple(i for i in mine if i in done)
+    lanes: dict[Hashable, list[int]] = {}
+    for i in mine:
+        if i not in done:
+            lanes.setdefault(work.lanes[i] if work.lanes is not None else i, []).append(i)
     if pid == 0:
-        _write_manifest(out_dir, spec, done, processes=nproc)
-
-    devices = jax.local_devices()
-    runs_of = lambda i: (spec.chunk_seed_range(i)[1] - spec.chunk_seed_range(i)[0]) * spec.grid_points  # noqa: E731
+        _write_manifest(out_dir, work, done, processes=nproc)
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         desc = "sweep" if nproc == 1 else f"sweep {pid}/{nproc}"
-        bar = tqdm(total=sum(runs_of(i) for i in mine), initial=sum(runs_of(i) for i in skipped), unit="run", desc=desc, file=sys.stderr, dynamic_ncols=True)
+        bar = tqdm(total=sum(work.runs[i] for i in mine), initial=sum(work.runs[i] for i in skipped), unit="run", desc=desc, file=sys.stderr, dynamic_ncols=True)
     t0 = time.perf_counter()
-    computed = []
-    try:
-        for i in todo:
+    computed: list[int] = []
+    lock = threading.Lock()
+
+    def run_lane(indices):
+        for i in indices:
             if peers is not None:
                 peers.check()
-            meta = _run_chunk(spec, i, out_dir, devices, process_id=pid, process_count=nproc)
-            done[i] = meta
-            computed.append(i)
-            if pid == 0:
-                _write_manifest(out_dir, spec, done, processes=nproc)
-            if bar is not None:
-                bar.set_postfix_str(f"chunk {i}, compile {meta['compile_seconds']:.1f} s", refresh=False)
-                bar.update(runs_of(i))
-            if on_chunk is not None:
-                on_chunk(i, meta)
+            meta = _run_job(work, i, out_dir, process_id=pid, process_count=nproc)
+            with lock:
+                done[i] = meta
+                computed.append(i)
+                if pid == 0:
+                    _write_manifest(out_dir, work, done, processes=nproc)
+                if bar is not None:
+                    bar.set_postfix_str(f"chunk {i}, compile {meta.get('compile_seconds', 0):.1f} s", refresh=False)
+                    bar.update(work.runs[i])
+                if on_chunk is not None:
+                    on_chunk(i, meta)
+
+    try:
+        if workers == 1:
+            for indices in lanes.values():
+                run_lane(indices)
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                for future in [pool.submit(run_lane, indices) for indices in lanes.values()]:
+                    future.result()  # re-raise the first error
     finally:
         if bar is not None:
             bar.close()
@@ -768,14 +790,8 @@ def _run_chunks(spec, out_dir, pid, nproc, progress, on_chunk, peers) -> SweepRe
         process_count=nproc,
         merged=None,
         wall_seconds=time.perf_counter() - t0,
-        runs=len(computed) * spec.chunk_size * spec.grid_points,
+        runs=sum(work.runs[i] for i in computed),
     )
-
-
-def _describe_missing(spec: SweepSpec, missing: Sequence[int]) -> str:
-    shown = ", ".join(f"{i} (seeds {a}-{b - 1})" for i in missing[:5] for a, b in [spec.chunk_seed_range(i)])
-    more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-    return f"{len(missing)} of {spec.num_chunks} chunks missing: chunk {shown}{more}"
 
 
 # ----------------------------------------------------------------------------- merge
@@ -800,68 +816,68 @@ def load_spec(out_dir: str | os.PathLike) -> SweepSpec:
     raise SweepError(f"{str(out_dir)!r} has neither {MANIFEST} nor chunk files; expected a folder written by modeseek sweep")
 
 
-def merge(out_dir: str | os.PathLike, *, spec: SweepSpec | None = None) -> Path:
-    """Concatenate every chunk file of the sweep in ``out_dir`` into ``out_dir/sweep.parquet``.
+def merge(out_dir: str | os.PathLike, *, spec: SweepSpec | Chunks | None = None) -> Path:
+    """Concatenate the chunk files of each table of the work in ``out_dir`` into its merged file.
 
-    The merged rows are ordered as :meth:`modeseek.Trajectory.to_dataframe` orders
-    them for one run of all seeds (grid point, then seed, then step), so the table
-    equals that of the unsplit sweep. The merge streams one row group (one grid
-    point of one chunk) at a time and writes atomically.
+    For a sweep, ``out_dir/sweep.parquet``: its rows are ordered as
+    :meth:`modeseek.Trajectory.to_dataframe` orders them for one run of all
+    seeds (grid point, then seed, then step), so the table equals that of the
+    unsplit sweep. The merge streams one row group (one grid point of one
+    chunk) at a time and writes atomically.
 
     Args:
-      out_dir: the sweep folder (chunk files from every host copied into ``chunks/``).
-      spec: the sweep's spec (default: read from the manifest).
+      out_dir: the folder (chunk files from every host copied into ``chunks/``).
+      spec: the SweepSpec or Chunks (default: the SweepSpec read from the manifest).
 
     Returns:
-      The merged file's path.
+      The path of the first table's merged file.
 
     Raises:
-      SweepError: a chunk is missing, present twice, incomplete or from another sweep.
+      SweepError: a chunk is missing, present twice, incomplete or from other work.
     """
     import pyarrow.parquet as pq
 
     out_dir = Path(out_dir)
     spec = spec or load_spec(out_dir)
-    by_index: dict[int, list[Path]] = {}
+    work = spec.chunks() if isinstance(spec, SweepSpec) else spec
+    files: dict[tuple[str, int], list[Path]] = {}
     metas: dict[int, dict] = {}
     for path in chunk_files(out_dir):
         meta = _chunk_meta(path)
         if meta is None:
             raise SweepError(f"{str(path)!r} is not a readable chunk file of a sweep; remove it (a rerun of the sweep recomputes the chunk)")
-        if meta.get("spec_hash") != spec.digest:
-            raise SweepError(f"{str(path)!r} belongs to another sweep (spec hash {meta.get('spec_hash')}, expected {spec.digest})")
-        idx = meta.get("chunk")
-        if not isinstance(idx, int) or not 0 <= idx < spec.num_chunks:
-            raise SweepError(f"{str(path)!r} claims chunk {idx!r}; expected 0..{spec.num_chunks - 1}")
-        if not _chunk_ok(meta, spec, idx):
-            raise SweepError(f"{str(path)!r} (chunk {idx}) has row groups {meta['_row_groups']}; expected {spec.grid_points} of {(lambda a, b: (b - a) * (spec.steps + 1))(*spec.chunk_seed_range(idx))} rows")
-        by_index.setdefault(idx, []).append(path)
+        if meta.get("spec_hash") != work.digest:
+            raise SweepError(f"{str(path)!r} belongs to another sweep (spec hash {meta.get('spec_hash')}, expected {work.digest})")
+        idx, table = meta.get("chunk"), meta.get("table", "chunk")
+        if not _chunk_ok(meta, work):
+            raise SweepError(f"{str(path)!r} (chunk {idx!r}, table {table!r}, row groups {meta['_row_groups']}) is incomplete; expected chunks 0..{work.num_chunks - 1} of {list(work.merged)} in {work.groups} row group(s)")
+        files.setdefault((table, idx), []).append(path)
         metas[idx] = meta
-    dup = {i: ps for i, ps in by_index.items() if len(ps) > 1}
+    dup = {k: ps for k, ps in files.items() if len(ps) > 1}
     if dup:
-        i, ps = sorted(dup.items())[0]
+        (_, i), ps = sorted(dup.items())[0]
         raise SweepError(f"chunk {i} is present {len(ps)} times ({', '.join(p.name for p in ps)}); expected each chunk once")
-    missing = [i for i in range(spec.num_chunks) if i not in by_index]
+    missing = [i for i in range(work.num_chunks) if any((t, i) not in files for t in work.merged)]
     if missing:
-        raise SweepError(f"{str(out_dir)!r}: {_describe_missing(spec, missing)}; rerun modeseek sweep with the same options and --out to compute them")
+        raise SweepError(f"{str(out_dir)!r}: {work.describe_missing(missing)}; rerun modeseek sweep with the same options and --out to compute them")
 
-    paths = [by_index[i][0] for i in range(spec.num_chunks)]
-    first = pq.ParquetFile(paths[0])
-    schema_meta = {k: v for k, v in (first.schema_arrow.metadata or {}).items() if k != _META_KEY}
-    schema_meta[_META_KEY] = json.dumps({"spec_hash": spec.digest, "merged": True, "seeds": spec.seeds, "num_chunks": spec.num_chunks}).encode()
-    schema = first.schema_arrow.with_metadata(schema_meta)
-    target = out_dir / MERGED
+    for table, name in work.merged.items():
+        paths = [files[table, i][0] for i in range(work.num_chunks)]
+        first = pq.ParquetFile(paths[0])
+        schema_meta = {k: v for k, v in (first.schema_arrow.metadata or {}).items() if k != _META_KEY}
+        schema_meta[_META_KEY] = json.dumps({"spec_hash": work.digest, "merged": True, "num_chunks": work.num_chunks}).encode()
+        schema = first.schema_arrow.with_metadata(schema_meta)
 
-    def write(tmp):
-        with pq.ParquetWriter(tmp, schema) as writer:
-            for g in range(spec.grid_points):
-                for path in paths:
-                    table = pq.ParquetFile(path).read_row_group(g)
-                    if not table.schema.equals(schema, check_metadata=False):
-                        raise SweepError(f"{str(path)!r} has columns {table.schema.names}; expected {schema.names}")
-                    writer.write_table(table.replace_schema_metadata(schema_meta))
+        def write(tmp, paths=paths, schema=schema, schema_meta=schema_meta):
+            with pq.ParquetWriter(tmp, schema) as writer:
+                for g in range(work.groups):
+                    for path in paths:
+                        part = pq.ParquetFile(path).read_row_group(g)
+                        if not part.schema.equals(schema, check_metadata=False):
+                            raise SweepError(f"{str(path)!r} has columns {part.schema.names}; expected {schema.names}")
+                        writer.write_table(part.replace_schema_metadata(schema_meta))
 
-    atomic_write(target, write)
+        _files.atomic_write(os.path.normpath(out_dir / name), write)
     procs = max((m.get("process_count", 1) for m in metas.values()), default=1)
-    _write_manifest(out_dir, spec, metas, processes=procs, merged=target)
-    return target
+    _write_manifest(out_dir, work, metas, processes=procs, merged=True)
+    return Path(os.path.normpath(out_dir / next(iter(work.merged.values()))))

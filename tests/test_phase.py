@@ -1,5 +1,6 @@
 """Phase-diagram sweeps (modeseek.phase): table, manifest, resume, one program per family, analysis and figures."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -55,46 +56,56 @@ def test_sweep_writes_a_tidy_table_and_a_manifest(tiny):
     # Coverage 1 data is the reference: the table reports the achieved coverage.
     np.testing.assert_allclose(sorted(set(np.round(table.coverage, 6))), [0.0, 1.0], atol=1e-5)
     man = json.loads(paths["manifest"].read_text())
-    assert man["digest"] == TINY.digest() and man["complete"]
-    assert man["config"]["rarities"] == list(TINY.rarities)
-    assert {"jax", "optax", "numpy", "modeseek"} <= set(man["versions"])
+    assert man["spec_hash"] == TINY.digest() and man["missing"] == []
+    assert man["spec"]["rarities"] == list(TINY.rarities)
+    assert {"jax", "optax", "numpy", "modeseek"} <= set(man["provenance"]["versions"])
     assert {"compiler_options", "cpu_isa_ceiling", "cpu_flags"} <= set(man["provenance"])
-    for key in ("compile_seconds", "run_seconds", "wall_seconds_all_calls", "programs_compiled"):
-        assert key in man["totals"]
-    assert [tuple(c) for c in man["done"]] == chunks
+    for c in man["chunks"]:
+        assert {"compile_seconds", "run_seconds", "wall_seconds", "programs_compiled", "proxy_fit_seconds"} <= set(c)
+    assert [(c["family"], c["reward_model"]) for c in man["chunks"]] == chunks
+    # The reward models are fitted once, by the first on-policy chunk.
+    assert [c["proxy_fit_seconds"] > 0 for c in man["chunks"]] == [False, True, False]
     np.testing.assert_allclose(man["rarity_achieved"], TINY.rarities, rtol=0.15)
 
 
 def test_one_compiled_program_per_family(tiny):
     _, res = tiny
-    chunks = res.manifest["chunks"]
+    chunks = {f"{c['family']}/{c['reward_model']}": c for c in res.manifest["chunks"]}
     # Rarity rows and reward models are data: only a family's first call compiles
     # (at most: another test in this process may have compiled the same program).
     assert chunks["on_policy_rl/gold"]["programs_compiled"] == 0
-    assert res.manifest["totals"]["programs_compiled"] <= len(TINY.families)
+    assert sum(c["programs_compiled"] for c in chunks.values()) <= len(TINY.families)
     assert all(c["calls"] == len(TINY.rarities) for c in chunks.values())
 
 
-def test_sweep_resumes_without_redoing_work(tiny):
-    out, res = tiny
-    before = pd.read_parquet(table_paths(out)["table"])
+def test_sweep_resumes_without_redoing_work(tiny, tmp_path):
+    import shutil
+
+    from modeseek import sweep as sweep_core
+
+    done, res = tiny
+    before = pd.read_parquet(table_paths(done)["table"])
+    out = tmp_path / "phase"
+    shutil.copytree(done, out)
     again = ph.sweep(TINY, out, workers=1)
     assert again.ran == []
     pd.testing.assert_frame_equal(again.table, before)
-    # An interrupted sweep (one chunk missing from the manifest) redoes only that chunk.
-    mpath = table_paths(out)["manifest"]
-    man = json.loads(mpath.read_text())
-    man["done"] = [c for c in man["done"] if c != ["on_policy_rl", "gold"]]
-    mpath.write_text(json.dumps(man))
+    # A sweep killed while writing chunk 2 (its table written, its mass table not) redoes only that chunk.
+    folder = table_paths(out)["manifest"].parent
+    sweep_core.chunk_path(folder, 2, "phase_mass").unlink()
+    kept = {p: p.stat().st_mtime_ns for p in sweep_core.chunk_files(folder) if "000002" not in p.name}
     resumed = ph.sweep(TINY, out, workers=2)
     assert resumed.ran == [("on_policy_rl", "gold")]
-    pd.testing.assert_frame_equal(resumed.table, before)
-    assert resumed.manifest["complete"] and len(resumed.manifest["calls"]) == 3
+    assert {p: p.stat().st_mtime_ns for p in kept} == kept
+    pd.testing.assert_frame_equal(resumed.table, before, check_exact=True)
+    pd.testing.assert_frame_equal(resumed.mass, res.mass, check_exact=True)
+    assert resumed.manifest["missing"] == [] and len(resumed.manifest["chunks"]) == 3
+    # Another configuration starts afresh in the same folder.
+    other = ph.sweep(dataclasses.replace(TINY, key=1), out, workers=1)
+    assert len(other.ran) == 3 and len(other.table) == len(before) and not other.table.equals(before)
 
 
 def test_a_changed_configuration_changes_the_digest():
-    import dataclasses
-
     assert dataclasses.replace(TINY, seeds=3).digest() != TINY.digest()
     assert dataclasses.replace(TINY, name="other").digest() == TINY.digest()
     with pytest.raises(ValueError, match="family"):

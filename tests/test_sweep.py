@@ -91,12 +91,13 @@ def test_chunked_sweep_equals_one_run_bit_for_bit(swept, reference):
     assert compiles <= 1
     assert [c["compile_seconds"] > 0 for c in manifest["chunks"]][1:] == [False, False]
     assert sweep.SweepSpec.from_dict(manifest["spec"]) == SPEC and manifest["spec_hash"] == SPEC.digest
-    assert manifest["versions"]["jax"] == jax.__version__ and manifest["versions"]["modeseek"] == ms.__version__
+    versions = manifest["provenance"]["versions"]
+    assert versions["jax"] == jax.__version__ and versions["modeseek"] == ms.__version__
     assert manifest["provenance"]["cpu_isa_ceiling"] == modeseek_xla.cpu_isa() and "cpu_flags" in manifest["provenance"]
     assert [c["chunk"] for c in manifest["chunks"]] == [0, 1, 2] and manifest["missing"] == []
     assert all(c["wall_seconds"] >= c["run_seconds"] > 0 for c in manifest["chunks"])
     assert [(c["seed_start"], c["seed_stop"], c["runs"]) for c in manifest["chunks"]] == [(0, 4, 8), (4, 8, 8), (8, 10, 8)]
-    assert manifest["merged"] == sweep.MERGED
+    assert manifest["merged"] == [sweep.MERGED]
     # Only finished files are left: no temporary names.
     assert not [p for p in out.rglob("*") if p.name.startswith(".")]
 

@@ -9,6 +9,7 @@ claims of :func:`modeseek.phase.analysis.claims` (PAPER_NOTES D.4, D.6, E).
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from modeseek import pieces
@@ -25,7 +26,7 @@ FIGURES = ("phase_map.png", "phase_winner.png", "phase_mass.png", "phase_reward_
 
 def _caption(cfg, res, presets) -> list[str]:
     man = res.manifest
-    tot = man["totals"]
+    tot = {k: sum(c[k] for c in man["chunks"]) for k in ("programs_compiled", "compile_seconds", "run_seconds", "proxy_fit_seconds")}
     rho = ", ".join(f"{r:.2g}" for r in man["rarity_achieved"])
     fam_lines = "; ".join(
         f"{FAMILIES[f].label}: loss {FAMILIES[f].loss}, sampling {FAMILIES[f].sampling}" for f in cfg.families
@@ -58,7 +59,7 @@ def _caption(cfg, res, presets) -> list[str]:
         "Length presets on the maps (modeseek.tasks): " + pres + ". In this analogue Skew Length differs from Min Length only in the coverage of a "
         f"set that a {cfg.dataset_size}-response dataset almost never reaches at Min Length's rarity, so the two land in the same phase.",
         f"Compute: {tot['programs_compiled']} compiled programs (one per family); compile {tot['compile_seconds']:.1f} s, run {tot['run_seconds']:.1f} s, "
-        f"reward-model fits {tot['proxy_fit_seconds']:.1f} s (wall, compile included); see data/phase.manifest.json.",
+        f"reward-model fits {tot['proxy_fit_seconds']:.1f} s (wall, compile included); see data/phase/manifest.json.",
     ]
 
 
@@ -79,8 +80,10 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
 
 
 def reset(out_dir: Path) -> None:
-    """Remove the sweep's table, mass table and manifest, so that the next make() recomputes every chunk."""
-    for path in table_paths(out_dir).values():
+    """Remove the sweep's tables and chunk folder, so that the next make() recomputes every chunk."""
+    paths = table_paths(out_dir)
+    shutil.rmtree(paths.pop("manifest").parent, ignore_errors=True)
+    for path in paths.values():
         path.unlink(missing_ok=True)
 
 

@@ -1,7 +1,9 @@
 """Run a phase-diagram sweep: one compiled program per algorithm family, a tidy table, a manifest.
 
 :func:`sweep` runs every (family, reward model) chunk of a
-:class:`~modeseek.phase.grid.PhaseConfig` and writes, into ``<out>/data/``:
+:class:`~modeseek.phase.grid.PhaseConfig` as a chunk job of the generic
+chunked, resumable machinery (:func:`modeseek.sweep.run_chunks`) and writes,
+into ``<out>/data/``:
 
 * ``phase.parquet``: the tidy table, one row per (family, reward model,
   rarity, coverage, seed, recorded step) with the gold metrics and, for
@@ -9,30 +11,29 @@
 * ``phase_mass.parquet``: the final probability mass per (family, reward
   model, cell, bin), mean over seeds, beside the cell's reference, data
   distribution, gold reward and proxy (what the mass plots draw);
-* ``phase.manifest.json``: the configuration and its digest, library
-  versions, per-chunk compile / run / wall / CPU seconds, the achieved
-  rarities and coverages, and which chunks are done.
+* ``phase/``: the chunk folder: ``manifest.json`` (the configuration and its
+  digest, the provenance, per-chunk compile / run / wall seconds and reward-model
+  fit seconds, the achieved rarities and coverages, which chunks are done) and
+  ``chunks/`` (each chunk's two tables).
 
 Within a chunk each rarity row is one :func:`modeseek.run` call with the
 coverage axis as a traced grid axis (``data`` of shape (C, K) offline,
 ``train_reward`` of shape (C, K) on-policy), so every row reuses the family's
-compiled program. Tables and manifest are rewritten atomically after each
-chunk; a rerun with the same configuration skips the chunks the manifest lists
-as done (resume), a different configuration starts afresh.
+compiled program. A rerun with the same configuration skips the chunks on disk
+(resume); a different configuration starts afresh.
 """
 
 from __future__ import annotations
 
-import json
-import platform
-import time
+import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
 
 import modeseek as ms
-from modeseek import _xla
-from modeseek import pieces
+from modeseek import _checks, _files
+from modeseek import sweep as sweep_core
 from modeseek.phase.grid import FAMILIES, Grid, PhaseConfig, build_grid, fit_proxies
 
 __all__ = ["sweep", "SweepResult", "table_paths", "METRICS", "load"]
@@ -42,9 +43,9 @@ METRICS = ("expected_reward", "mass_high_reward", "p_best", "kl_pi_ref", "entrop
 
 
 def table_paths(out_dir: Path) -> dict[str, Path]:
-    """Where a sweep writes its table, mass table and manifest."""
+    """Where a sweep writes its table, mass table and manifest (in its chunk folder ``data/phase/``)."""
     d = Path(out_dir) / "data"
-    return {"table": d / "phase.parquet", "mass": d / "phase_mass.parquet", "manifest": d / "phase.manifest.json"}
+    return {"table": d / "phase.parquet", "mass": d / "phase_mass.parquet", "manifest": d / "phase" / "manifest.json"}
 
 
 class SweepResult:
@@ -61,24 +62,6 @@ class SweepResult:
 
     def __init__(self, table, mass, manifest, grid, ran):
         self.table, self.mass, self.manifest, self.grid, self.ran = table, mass, manifest, grid, ran
-
-
-def _versions() -> dict:
-    import jax
-    import optax
-    import pandas as pd
-
-    return {
-        "modeseek": ms.__version__,
-        "jax": jax.__version__,
-        "jaxlib": getattr(__import__("jaxlib"), "__version__", "?"),
-        "optax": optax.__version__,
-        "numpy": np.__version__,
-        "pandas": pd.__version__,
-        "python": platform.python_version(),
-        "backend": jax.default_backend(),
-        "cpu_count": __import__("os").cpu_count(),
-    }
 
 
 def _family_kwargs(cfg: PhaseConfig, family) -> dict:
@@ -99,17 +82,17 @@ def _family_kwargs(cfg: PhaseConfig, family) -> dict:
 
 
 def _run_chunk(grid: Grid, family_name: str, model: str):
-    """Run one chunk; returns (table rows DataFrame, mass DataFrame, timing dict)."""
+    """Run one chunk; returns ({"phase": table, "phase_mass": mass table}, timing dict)."""
     import pandas as pd
+    import pyarrow as pa
 
     cfg = grid.config
     fam = FAMILIES[family_name]
     kw = _family_kwargs(cfg, fam)
     rec = np.arange(0, cfg.steps + 1, cfg.record_every)
-    r_n, c_n, k = grid.data.shape
+    _, c_n, k = grid.data.shape
     tables, masses = [], []
-    timing = {"compile_seconds": 0.0, "run_seconds": 0.0, "calls": 0, "programs_compiled": 0}
-    t_wall = time.perf_counter()
+    timing = {"family": family_name, "reward_model": model, "compile_seconds": 0.0, "run_seconds": 0.0, "calls": 0, "programs_compiled": 0}
     for i, problem in enumerate(grid.problems):
         if fam.on_policy:
             traj = ms.run(problem, train_reward=grid.proxies[model][i], **kw)
@@ -165,9 +148,8 @@ def _run_chunk(grid: Grid, family_name: str, model: str):
                 }
             )
         )
-    timing["wall_seconds"] = time.perf_counter() - t_wall
-    timing["runs"] = r_n * c_n * cfg.seeds
-    return pd.concat(tables, ignore_index=True), pd.concat(masses, ignore_index=True), timing
+    tables = {"phase": pd.concat(tables, ignore_index=True), "phase_mass": pd.concat(masses, ignore_index=True)}
+    return {name: pa.Table.from_pandas(df, preserve_index=False) for name, df in tables.items()}, timing
 
 
 def load(out_dir: Path):
@@ -175,24 +157,45 @@ def load(out_dir: Path):
     import pandas as pd
 
     p = table_paths(out_dir)
-    man = json.loads(p["manifest"].read_text()) if p["manifest"].exists() else None
     table = pd.read_parquet(p["table"]) if p["table"].exists() else None
     mass = pd.read_parquet(p["mass"]) if p["mass"].exists() else None
-    return table, mass, man
+    return table, mass, _files.read_manifest(p["manifest"])
 
 
-def _split_done(df, done) -> dict:
-    """Rows of ``df`` per done chunk (rows of chunks not listed as done are dropped)."""
-    if df is None:
-        return {}
-    return {k: g.reset_index(drop=True) for k, g in df.groupby(["family", "reward_model"], sort=False) if k in done}
+def _chunks(grid: Grid) -> sweep_core.Chunks:
+    """The sweep as chunk jobs: one per (family, reward model), a family's chunks in one lane (one compiled program)."""
+    cfg, lock = grid.config, threading.Lock()
 
+    def fit() -> float:
+        # The first on-policy chunk fits every proxy; its facts record the seconds.
+        with lock:
+            if grid.proxies:
+                return 0.0
+            fit_proxies(grid)
+            return grid.fit_seconds
 
-def _ordered(parts: dict, order: list):
-    import pandas as pd
+    def job(family: str, model: str):
+        fit_seconds = fit() if FAMILIES[family].on_policy else 0.0
+        tables, timing = _run_chunk(grid, family, model)
+        return tables, {**timing, "proxy_fit_seconds": fit_seconds}
 
-    frames = [parts[c] for c in order if c in parts]
-    return pd.concat(frames, ignore_index=True) if frames else None
+    order = cfg.chunks()
+    return sweep_core.Chunks(
+        spec=cfg.to_dict(),
+        digest=cfg.digest(),
+        jobs=[lambda c=c: job(*c) for c in order],
+        merged={"phase": "../phase.parquet", "phase_mass": "../phase_mass.parquet"},
+        labels=["/".join(c) for c in order],
+        runs=[len(cfg.rarities) * len(cfg.coverages) * cfg.seeds] * len(order),
+        lanes=[f for f, _ in order],
+        info={
+            "rarity_target": list(cfg.rarities),
+            "rarity_achieved": [float(b.rarity) for b in grid.bumps],
+            "peak_center": [float(b.center) for b in grid.bumps],
+            "coverage_target": list(cfg.coverages),
+            "coverage_achieved": grid.coverage.tolist(),
+        },
+    )
 
 
 def sweep(cfg: PhaseConfig, out_dir: str | Path, *, resume: bool = True, workers: int = 2, progress: bool = False) -> SweepResult:
@@ -200,107 +203,29 @@ def sweep(cfg: PhaseConfig, out_dir: str | Path, *, resume: bool = True, workers
 
     Families run concurrently on ``workers`` threads (XLA compiles and runs
     outside the Python lock, so two families use both cores of a 2-core
-    machine); the reward-model fits run first, beside the offline families
-    that do not need them. Each family's chunks run in order on one thread,
-    so its program is compiled once.
+    machine); the reward models are fitted once, by the first on-policy chunk
+    that needs them. Each family's chunks run in order on one thread, so its
+    program is compiled once.
 
     Args:
       cfg: the configuration (a budget from :data:`modeseek.phase.BUDGETS`, or custom).
       out_dir: output folder; files go to ``out_dir/data/``.
-      resume: skip chunks a manifest with the same configuration digest lists
-        as done (False recomputes everything).
+      resume: skip the chunks on disk whose configuration digest is this one's
+        (False recomputes everything).
       workers: threads (>= 1).
-      progress: print one line per chunk.
+      progress: show a progress bar.
 
     Returns:
       A :class:`SweepResult`.
     """
-    import threading
-    from concurrent.futures import ThreadPoolExecutor
-
-    if not isinstance(workers, (int, np.integer)) or workers < 1:
-        raise ValueError(f"workers={workers!r} is invalid; expected an integer >= 1")
+    _checks.integer("workers", workers)
     paths = table_paths(Path(out_dir))
-    t_start, c_start = time.perf_counter(), time.process_time()
-    table, mass, man = load(out_dir) if resume else (None, None, None)
-    if man is None or man.get("digest") != cfg.digest():
-        table, mass, man = None, None, None
-    order = cfg.chunks()
-    done = {tuple(c) for c in man["done"]} & set(order) if man else set()
-    tables, masses = _split_done(table, done), _split_done(mass, done)
-    todo = [c for c in order if c not in done]
+    folder = paths["manifest"].parent
+    old = _files.read_manifest(paths["manifest"]) or {}
+    if not resume or old.get("spec_hash") != cfg.digest():
+        shutil.rmtree(folder, ignore_errors=True)  # another configuration's chunks: start afresh
     grid = build_grid(cfg, fit=False)
-    manifest = {
-        "name": "phase",
-        "budget": cfg.name,
-        "digest": cfg.digest(),
-        "config": cfg.to_dict(),
-        "versions": _versions(),
-        # What else fixes the bits: compiler options, the ISA cap, the CPU's vector extensions.
-        "provenance": _xla.provenance(),
-        "rarity_target": list(cfg.rarities),
-        "rarity_achieved": [float(b.rarity) for b in grid.bumps],
-        "peak_center": [float(b.center) for b in grid.bumps],
-        "coverage_target": list(cfg.coverages),
-        "coverage_achieved": grid.coverage.tolist(),
-        "proxy_fit_seconds": float(man.get("proxy_fit_seconds", 0.0)) if man else 0.0,
-        "calls": list(man.get("calls", [])) if man else [],
-        "workers": int(workers),
-        "chunks": {k: v for k, v in (man["chunks"].items() if man else []) if tuple(k.split("/")) in done},
-        "done": [list(c) for c in order if c in done],
-        "complete": not todo,
-    }
-    lock = threading.Lock()
-    ran = []
-
-    def record(chunk, rows, mass_rows, timing):
-        with lock:
-            tables[chunk], masses[chunk] = rows, mass_rows
-            pieces.save_table(_ordered(tables, order), paths["table"])
-            pieces.save_table(_ordered(masses, order), paths["mass"])
-            manifest["chunks"]["/".join(chunk)] = timing
-            manifest["done"] = [list(c) for c in order if c in tables]
-            manifest["complete"] = len(manifest["done"]) == len(order)
-            _write_manifest(manifest, paths["manifest"], t_start, c_start)
-            ran.append(chunk)
-        if progress:
-            print(f"phase {chunk[0]}/{chunk[1]}: compile {timing['compile_seconds']:.1f}s run {timing['run_seconds']:.1f}s wall {timing['wall_seconds']:.1f}s", flush=True)
-
-    families = list(dict.fromkeys(f for f, _ in todo))
-    needs_fit = any(FAMILIES[f].on_policy for f, _ in todo)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        # Submitted first, so it starts first: no family can wait on a fit that never runs.
-        fit = pool.submit(fit_proxies, grid) if needs_fit else None
-
-        def family_task(f):
-            if FAMILIES[f].on_policy:
-                fit.result()
-            for chunk in [c for c in todo if c[0] == f]:
-                record(chunk, *_run_chunk(grid, *chunk))
-
-        futures = [pool.submit(family_task, f) for f in families]
-        for fut in ([fit] if fit else []) + futures:
-            fut.result()  # re-raise the first error
-    if fit is not None:
-        manifest["proxy_fit_seconds"] = grid.fit_seconds
-    manifest["calls"].append(
-        {"chunks_run": len(ran), "wall_seconds": time.perf_counter() - t_start, "cpu_seconds": time.process_time() - c_start}
-    )
-    _write_manifest(manifest, paths["manifest"], t_start, c_start)
-    return SweepResult(_ordered(tables, order), _ordered(masses, order), manifest, grid, ran)
-
-
-def _write_manifest(manifest: dict, path: Path, t_start: float, c_start: float) -> None:
-    chunks = manifest["chunks"].values()
-    manifest["totals"] = {
-        "compile_seconds": float(sum(c["compile_seconds"] for c in chunks)),
-        "run_seconds": float(sum(c["run_seconds"] for c in chunks)),
-        "wall_seconds_chunks": float(sum(c["wall_seconds"] for c in chunks)),
-        "programs_compiled": int(sum(c["programs_compiled"] for c in chunks)),
-        "proxy_fit_seconds": manifest["proxy_fit_seconds"],
-        "wall_seconds_this_call": time.perf_counter() - t_start,
-        "cpu_seconds_this_call": time.process_time() - c_start,
-        # Over every call that produced these results (earlier ones when resumed).
-        "wall_seconds_all_calls": float(sum(c["wall_seconds"] for c in manifest["calls"])),
-    }
-    pieces.atomic_write_text(path, json.dumps(manifest, indent=1))
+    work = _chunks(grid)
+    result = sweep_core.run_chunks(work, folder, distributed=False, progress=progress, workers=workers)
+    table, mass, manifest = load(out_dir)
+    return SweepResult(table, mass, manifest, grid, [tuple(work.labels[i].split("/")) for i in result.computed])
