@@ -75,7 +75,27 @@ _META_KEY = b"modeseek.sweep"
 
 # Static options a spec may set; loss, sampling and steps are fields of their own,
 # the rest of RunConfig is derived by modeseek.run.
-_DERIVED = {"loss", "sampling", "steps", "num_bins", "has_target", "has_train_reward", "snapshot_every"}
+_DERIVED = {"loss", "sampling", "steps", "num_bins", "has_target", "has_train_reward", "snapshot_every", "length", "vocab", "reward_kind", "include_prompt", "schedule"}
+
+#: Token-sequence presets (the paper's combinatorial bandit, L = 9 tokens over 100): a spec
+#: of these runs sequence policies (options policy="factorised", "bigram" or "transformer").
+SEQUENCE_PRESETS = ("sequence_far", "sequence_near")
+
+
+def presets() -> tuple[str, ...]:
+    """Problem names a spec may use: the bandit presets, then the sequence ones."""
+    from modeseek import problems
+
+    return problems.presets() + SEQUENCE_PRESETS
+
+
+def get_problem(name: str):
+    """The Problem or SequenceProblem behind a preset name."""
+    from modeseek import _checks, problems
+    from modeseek.sequences.problems import paper_sequence_bandit
+
+    _checks.choice("problem", name, presets())
+    return paper_sequence_bandit(name.split("_", 1)[1]) if name in SEQUENCE_PRESETS else problems.get(name)
 
 
 class SweepError(RuntimeError):
@@ -101,7 +121,8 @@ class SweepSpec:
     Attributes:
       loss: a name from ``modeseek.losses.names()``.
       sampling: "offline", "on_policy", "exact" or "exact_offline".
-      problems: preset names (``modeseek.problems.presets()``); several sweep
+      problems: preset names (:func:`presets`: bandit presets and the token-sequence
+        ones, which need a sequence ``policy`` option); several sweep
         the problem as the grid's first axis, as a list of Problems does in
         :func:`modeseek.run`.
       steps: gradient steps per run.
@@ -136,7 +157,7 @@ class SweepSpec:
     paired: Any = ()
 
     def __post_init__(self):
-        from modeseek import _checks, engine, losses, problems
+        from modeseek import _checks, engine, losses
 
         problems_ = (self.problems,) if isinstance(self.problems, str) else tuple(self.problems)
         object.__setattr__(self, "problems", problems_)
@@ -154,8 +175,9 @@ class SweepSpec:
         if not problems_:
             raise ValueError("problems is empty; expected at least one preset name")
         for name in problems_:
-            if name not in problems.presets():
-                raise ValueError(f"problem={name!r} is not valid; expected one of {', '.join(map(repr, problems.presets()))}")
+            _checks.choice("problem", name, presets())
+        if len({n in SEQUENCE_PRESETS for n in problems_}) > 1:
+            raise ValueError(f"problems={list(problems_)} mixes bandit and sequence presets; expected presets of one kind")
         if len(set(problems_)) != len(problems_):
             raise ValueError(f"problems={list(problems_)} repeats a name; expected distinct presets")
         for name in ("steps", "seeds", "chunk_seeds"):
@@ -252,9 +274,7 @@ class SweepSpec:
         """Keyword arguments of :func:`modeseek.run` for this spec (without seeds and seed_offset)."""
         import numpy as np
 
-        from modeseek import problems
-
-        probs = [problems.get(n) for n in self.problems]
+        probs = [get_problem(n) for n in self.problems]
         kwargs: dict[str, Any] = dict(loss=self.loss, sampling=self.sampling, steps=self.steps, key=self.key)
         kwargs.update(dict(self.options))
         for name, values in self.grid:

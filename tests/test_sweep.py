@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 import jax
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -351,3 +352,26 @@ def test_failing_process_stops_the_other_and_mismatched_specs_are_refused(tmp_pa
     # Whichever process sees the mismatch first reports it; the other stops because of it.
     assert all("runs another sweep" in e and "Traceback" not in e for e in errs)
     assert not sweep.chunk_files(tmp_path / "m")
+
+
+def test_a_sequence_sweep_resumes_after_an_interruption(tmp_path):
+    spec = sweep.SweepSpec(loss="reinforce", problems=("sequence_far", "sequence_near"), steps=4, seeds=5, chunk_seeds=2, key=3,
+                           options={"policy": "factorised", "num_contexts": 2, "num_samples": 4, "eval_every": 2}, grid={"learning_rate": (0.05, 0.1)})
+    out = tmp_path / "seq"
+
+    def interrupt(i, meta):
+        raise KeyboardInterrupt  # as if killed right after chunk 0
+
+    with pytest.raises(KeyboardInterrupt):
+        sweep.run_sweep(spec, out, progress=False, on_chunk=interrupt)
+    result = sweep.run_sweep(spec, out, progress=False)
+    assert result.computed == (1, 2) and result.skipped == (0,)
+    # The merged table equals one call over every seed, bit for bit.
+    one = ms.run([sweep.get_problem(n) for n in spec.problems], loss="reinforce", steps=4, seeds=5, key=3, policy="factorised",
+                 num_contexts=2, num_samples=4, eval_every=2, learning_rate=np.array([0.05, 0.1]))
+    order = ["problem", "learning_rate", "seed", "step"]
+    merged = _merged(out).sort_values(order).reset_index(drop=True)
+    ref = one.to_dataframe().sort_values(order).reset_index(drop=True)
+    assert len(merged) == 2 * 2 * 5 * 3
+    for column in ("expected_reward", "kl_pi_ref", "train_loss"):
+        np.testing.assert_array_equal(merged[column].to_numpy(), ref[column].to_numpy(), err_msg=column)
