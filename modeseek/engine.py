@@ -231,6 +231,7 @@ def _run_one(cfg: RunConfig, key, hp: HyperParams, ref_probs, reward, train_rewa
     """
     _compile_counter[0] += 1  # Python side effect: runs once per trace.
     spec = losses.get(cfg.loss)
+    apply = spec.bind("bandit", cfg)
     k_init, k_eval, k_data, k_loop = jax.random.split(key, 4)
     ref_logp = safe_log(ref_probs)
     policy = policies.make(cfg.policy, ref_probs, init=cfg.init, init_scale=hp.init_scale)
@@ -283,7 +284,7 @@ def _run_one(cfg: RunConfig, key, hp: HyperParams, ref_probs, reward, train_rewa
 
     def loss_fn(p, batch):
         logp = jax.nn.log_softmax(policy.logits(p, contexts), axis=-1)
-        vals, aux = jax.vmap(lambda lp, b: spec.apply(lp, b, ref_logp, hp, cfg))(logp, batch)
+        vals, aux = jax.vmap(lambda lp, b: apply(lp, b, ref_logp, hp))(logp, batch)
         return jnp.mean(vals), jax.tree.map(jnp.mean, aux)
 
     consts = metrics.metric_constants(ref_probs, reward, beta)

@@ -174,7 +174,7 @@ def _init_one(st: _Static, key, hp: HyperParams, ref_probs):
 def _run_one(st: _Static, key, hp: HyperParams, ref_probs, reward, init, reuse, batch, minibatch):
     """One run under one schedule from the initial policy ``init``; every argument unbatched."""
     spec = losses.get(st.loss)
-    cfg = st.cfg
+    apply = spec.bind("bandit", st.cfg)
     c, k = st.num_contexts, st.num_bins
     _, k_eval, k_data, k_loop = jax.random.split(key, 4)
     ref_logp = safe_log(ref_probs)
@@ -213,7 +213,7 @@ def _run_one(st: _Static, key, hp: HyperParams, ref_probs, reward, init, reuse, 
     def loss_fn(p, ys, lqy, offset):
         logp = jax.nn.log_softmax(policy.logits(p, contexts), axis=-1)
         b = jax.vmap(lambda y, q: context_batch(y, q, offset))(ys, lqy)
-        vals, _ = jax.vmap(lambda lp, bb: spec.apply(lp, bb, ref_logp, hp, cfg))(logp, b)
+        vals, _ = jax.vmap(lambda lp, bb: apply(lp, bb, ref_logp, hp))(logp, b)
         return jnp.mean(vals)
 
     def eval_metrics(p, t):

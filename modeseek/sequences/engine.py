@@ -264,7 +264,8 @@ def _run_one(cfg: SequenceRunConfig, key, hp: HyperParams, ref_probs, reward, in
     (``cfg.sampling == "mixed"``).
     """
     _compile_counter[0] += 1
-    spec = seq_losses.get(cfg.loss)
+    spec = core_losses.get(cfg.loss)
+    apply = spec.bind("sequence", cfg)
     need_logq, need_ref, need_ref_next = _needs(cfg, spec)
     policy = _make_policy(cfg, ref_probs)
     L, V, P, N, T = cfg.length, cfg.vocab, cfg.num_prompts, cfg.num_samples, cfg.tokens_scored
@@ -365,7 +366,7 @@ def _run_one(cfg: SequenceRunConfig, key, hp: HyperParams, ref_probs, reward, in
         kd = jax.random.fold_in(k_drop, t) if dropout_on else None
         tok, nxt = seq_sampling.sequence_logprobs(policy, p, flat, shift=cfg.shift, dropout_key=kd)
         tok, nxt = tok.reshape(P, m, T), nxt.reshape(P, m, L, V)
-        vals, aux = jax.vmap(lambda a, b, c: spec.apply(a, b, c, hp, cfg))(tok, batch, nxt)
+        vals, aux = jax.vmap(lambda a, b, c: apply(a, b, c, hp))(tok, batch, nxt)
         return jnp.mean(vals), jax.tree.map(jnp.mean, aux)
 
     high = high_reward_mask(reward.table).astype(jnp.float32)
@@ -616,7 +617,7 @@ def run(
     Args:
       problem: a SequenceProblem, or a sequence of them (same vocabulary, length
         and reward kind) to sweep over.
-      loss: a name from :func:`modeseek.sequences.losses.names`.
+      loss: a name from ``modeseek.losses.names("sequence")``.
       sampling: "offline" (one dataset from pi_ref, the frozen initial policy)
         or "on_policy" (fresh sequences every ``reuse`` steps).
       arms: optional list of dicts, each setting "sampling" and/or traced
@@ -648,13 +649,13 @@ def run(
     Returns:
       A SequenceTrajectory.
     """
-    spec = seq_losses.get(loss)
+    spec = core_losses.get(loss, "sequence")
     _checks.choice("sampling", sampling, SAMPLINGS)
     arm_list, arm_labels, arm_samplings = _check_arms(arms, sampling)
     unknown = set(hyperparameters) - _STATIC - set(_TRACED)
     if unknown:
         raise ValueError(f"unknown hyperparameter(s) {sorted(unknown)}; valid names are {', '.join(sorted(_STATIC | set(_TRACED)))}")
-    seq_losses.check_options(loss, hyperparameters, *(arm_list or ()))
+    core_losses.check_options(loss, hyperparameters, *(arm_list or ()), kind="sequence")
     _positive_int("steps", steps)
     _positive_int("seeds", seeds)
     _positive_int("seed_offset", seed_offset, 0)
