@@ -637,7 +637,7 @@ def test_bind_refuses_inapplicable_and_unknown_options():
 
 def test_one_registry_lists_sequence_support():
     from modeseek import policies
-    from modeseek.sequences import losses as seq_losses
+    from modeseek.losses import sequences as seq_losses
     from modeseek.sequences import policies as seq_policies
 
     assert losses.POLICIES == {"bandit": policies.names(), "sequence": seq_policies.names()}
@@ -656,5 +656,5 @@ def test_one_registry_lists_sequence_support():
             assert spec.implementation("sequence").fn is getattr(seq_losses, name), name
     with pytest.raises(ValueError, match="loss='forward_kl' is not valid; expected one of 'sft'"):
         losses.get("forward_kl", "sequence")
-    # The old per-engine registry of the sequence losses is gone.
+    # The registry is the only one: the sequence functions have none of their own.
     assert not hasattr(seq_losses, "get") and not hasattr(seq_losses, "names")

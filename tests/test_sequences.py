@@ -16,7 +16,7 @@ from modeseek import losses as core_losses
 from modeseek import regimes
 from modeseek.sequences import batches as sb
 from modeseek.sequences import engine, markov, policies, problems, rewards, sampling
-from modeseek.sequences import losses as seq_losses
+from modeseek.losses import sequences as seq_losses
 
 V, L = 5, 3
 

@@ -10,10 +10,10 @@ Three families (PAPER_NOTES E):
 
 Losses are pure and unbatched (one context). Each :class:`LossSpec` has one
 :class:`Implementation` per kind of policy it runs on: "bandit" (the tabular
-and MLP policies; the functions of this package) and "sequence" (the
-factorised, bigram and transformer token policies; the functions of
-:mod:`modeseek.sequences.losses`), which every loss but the analytic
-divergences forward_kl and reverse_kl has. :meth:`LossSpec.bind` fixes a
+and MLP policies; the functions of the three family modules) and "sequence"
+(the factorised, bigram and transformer token policies of
+:mod:`modeseek.sequences`; the functions of :mod:`modeseek.losses.sequences`),
+which every loss but the analytic divergences forward_kl and reverse_kl has. :meth:`LossSpec.bind` fixes a
 loss's static options once and returns ``apply(logp, batch, ref, hp)``, which
 passes the engine's traced hyperparameters on; :attr:`LossSpec.options` names
 the options a run reads for the loss, so that :func:`check_options` can refuse
@@ -23,14 +23,14 @@ an option the chosen loss would silently ignore.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from typing import Any, Callable, Iterable, Mapping
 
 from modeseek import _checks
-from modeseek.losses import contrastive, mode_covering, on_policy
+from modeseek.losses import contrastive, mode_covering, on_policy, sequences
 from modeseek.losses.contrastive import dpo, implicit_margin, ipo
 from modeseek.losses.mode_covering import NEGATIVE_TERMS, best_of_n, forward_kl, pref_ft, rwr, sft
 from modeseek.losses.on_policy import ADVANTAGES, KL_ESTIMATORS, KL_PLACEMENTS, ppo, reinforce, reverse_kl
+from modeseek.losses.sequences import RATIOS
 
 __all__ = [
     "LossSpec",
@@ -64,6 +64,7 @@ __all__ = [
     "mode_covering",
     "contrastive",
     "on_policy",
+    "sequences",
 ]
 
 #: Batch kinds a loss can consume (see modeseek.batches).
@@ -72,8 +73,6 @@ BATCH_KINDS = ("points", "best_of_n", "pairs", "target")
 KINDS = ("bandit", "sequence")
 #: The policies of each kind (modeseek.policies.names(), modeseek.sequences.policies.names()).
 POLICIES = {"bandit": ("tabular", "mlp"), "sequence": ("factorised", "bigram", "transformer")}
-#: PPO importance ratios on sequences: one per token (the authors' transformer PPO, B.5) or one per sequence.
-RATIOS = ("token", "sequence")
 #: The values each static option (bound by :meth:`LossSpec.bind`) may take.
 STATIC_CHOICES = {
     "negative": (None,) + NEGATIVE_TERMS,
@@ -90,9 +89,7 @@ class Implementation:
     """A loss on one kind of policy: its pure function and what the engine passes to it.
 
     Attributes:
-      module, function: where the pure unbatched loss function lives; it is
-        imported on first use, so that the registry does not import the
-        sequence package.
+      fn: the pure unbatched loss function, ``fn(logp, batch, **keywords) -> (loss, aux)``.
       static: static options: keyword arguments of the function that
         :meth:`LossSpec.bind` fixes once (values in :data:`STATIC_CHOICES`).
       traced: fields of :class:`modeseek.engine.HyperParams` passed on as the
@@ -106,17 +103,11 @@ class Implementation:
         num_samples, reuse, policy, ...) are not listed; see :func:`check_options`.
     """
 
-    module: str
-    function: str
+    fn: Callable[..., Any]
     static: tuple[str, ...] = ()
     traced: tuple[str, ...] = ()
     ref: str | None = None
     options: tuple[str, ...] = ()
-
-    @property
-    def fn(self) -> Callable[..., Any]:
-        """The pure loss function, ``fn(logp, batch, **keywords) -> (loss, aux)``."""
-        return getattr(importlib.import_module(self.module), self.function)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -228,50 +219,49 @@ RL_OPTIONS = ("advantage", "beta", "kl_estimator", "kl_placement", "entropy_coef
 ALWAYS_ACCEPTED = ("beta",)
 
 _RL_STATIC = ("advantage", "kl_estimator", "kl_placement")
-_SEQUENCE_MODULE = "modeseek.sequences.losses"
 
 
-def _loss(name, family, batch, module, *, static=(), traced=(), ref=None, options=(), sequence=True):
-    """A LossSpec whose bandit function is ``modeseek.losses.<module>.<name>``.
+def _loss(name, family, batch, *, static=(), traced=(), ref=None, options=(), sequence=True):
+    """A LossSpec whose bandit function is ``<family module>.<name>``.
 
     ``sequence``: False for a bandit-only loss; otherwise its sequence function is
-    ``modeseek.sequences.losses.<name>``, with the bandit fields except ``ref``
+    ``modeseek.losses.sequences.<name>``, with the bandit fields except ``ref``
     (None) and those a dict ``sequence`` changes.
     """
-    bandit = Implementation(f"modeseek.losses.{module}", name, static, traced, ref, options)
+    module = {"mode_covering": mode_covering, "contrastive": contrastive, "on_policy": on_policy}[family]
+    bandit = Implementation(getattr(module, name), static, traced, ref, options)
     impls = {"bandit": bandit}
     if sequence is not False:
         changes = sequence if isinstance(sequence, dict) else {}
-        impls["sequence"] = dataclasses.replace(bandit, **{"module": _SEQUENCE_MODULE, "ref": None, **changes})
+        impls["sequence"] = dataclasses.replace(bandit, **{"fn": getattr(sequences, name), "ref": None, **changes})
     return LossSpec(name, family, batch, impls)
 
 
 _REGISTRY = {
     s.name: s
     for s in [
-        _loss("sft", "mode_covering", "points", "mode_covering"),
-        _loss("best_of_n", "mode_covering", "best_of_n", "mode_covering", static=("negative",), traced=("negative_coef",), options=("negative", "negative_coef")),
-        _loss("pref_ft", "mode_covering", "pairs", "mode_covering", options=PAIR_OPTIONS),
-        _loss("rwr", "mode_covering", "points", "mode_covering", static=("normalize",), traced=("beta",), options=("beta", "normalize")),
+        _loss("sft", "mode_covering", "points"),
+        _loss("best_of_n", "mode_covering", "best_of_n", static=("negative",), traced=("negative_coef",), options=("negative", "negative_coef")),
+        _loss("pref_ft", "mode_covering", "pairs", options=PAIR_OPTIONS),
+        _loss("rwr", "mode_covering", "points", static=("normalize",), traced=("beta",), options=("beta", "normalize")),
         # beta sets the default target, pi_star.
-        _loss("forward_kl", "mode_covering", "target", "mode_covering", options=("beta",), sequence=False),
+        _loss("forward_kl", "mode_covering", "target", options=("beta",), sequence=False),
         # On sequences pi_ref's log-probabilities come in the batch.
-        _loss("dpo", "contrastive", "pairs", "contrastive", traced=("beta",), ref="ref_logp", options=("beta",) + PAIR_OPTIONS),
+        _loss("dpo", "contrastive", "pairs", traced=("beta",), ref="ref_logp", options=("beta",) + PAIR_OPTIONS),
         # beta sets the default target margin, 1 / (2 beta).
-        _loss("ipo", "contrastive", "pairs", "contrastive", traced=("target_margin",), ref="ref_logp", options=("target_margin", "beta") + PAIR_OPTIONS),
-        _loss("reinforce", "on_policy", "points", "on_policy", static=_RL_STATIC, traced=("beta", "entropy_coef"), ref="ref_logp", options=RL_OPTIONS, sequence={"ref": "next_logp"}),
+        _loss("ipo", "contrastive", "pairs", traced=("target_margin",), ref="ref_logp", options=("target_margin", "beta") + PAIR_OPTIONS),
+        _loss("reinforce", "on_policy", "points", static=_RL_STATIC, traced=("beta", "entropy_coef"), ref="ref_logp", options=RL_OPTIONS, sequence={"ref": "next_logp"}),
         _loss(
             "ppo",
             "on_policy",
             "points",
-            "on_policy",
             static=_RL_STATIC,
             traced=("beta", "entropy_coef", "clip_eps"),
             ref="ref_logp",
             options=("clip_eps",) + RL_OPTIONS,
             sequence={"ref": "next_logp", "static": _RL_STATIC + ("ratio",), "options": ("clip_eps", "ratio") + RL_OPTIONS},
         ),
-        _loss("reverse_kl", "on_policy", "target", "on_policy", options=("beta",), sequence=False),
+        _loss("reverse_kl", "on_policy", "target", options=("beta",), sequence=False),
     ]
 }
 _ALL_STATIC = frozenset(n for s in _REGISTRY.values() for impl in s.implementations.values() for n in impl.static)

@@ -64,7 +64,7 @@ from modeseek.batches import BestOfN
 from modeseek.engine import HyperParams
 from modeseek.problems import high_reward_mask, safe_log
 from modeseek.sequences import batches as sb
-from modeseek.sequences import losses as seq_losses
+from modeseek.losses import sequences as seq_losses
 from modeseek.sequences import markov
 from modeseek.sequences import sampling as seq_sampling
 from modeseek.sequences import policies as seq_policies

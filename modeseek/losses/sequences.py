@@ -22,21 +22,27 @@ log-probability is ``tok_logp.sum(-1)``.
 With L = 1 every loss equals its 1-token core counterpart on the same draws
 (tests/test_sequences.py checks values and gradients).
 
-These are the "sequence" implementations of the losses of the one registry,
-:mod:`modeseek.losses`: ``modeseek.losses.get(name).bind("sequence", ...)``
-returns ``apply(tok_logp, batch, next_logp, hp)``.
+These are the "sequence" implementations of the registry's losses (the
+factorised, bigram and transformer policies of :mod:`modeseek.sequences`):
+``modeseek.losses.get(name).bind("sequence", ...)`` returns
+``apply(tok_logp, batch, next_logp, hp)``. They live in the losses package and
+read the batch only through its fields, so that the registry never imports the
+sequence package.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
 
 from modeseek import _checks
-from modeseek import losses as core
-from modeseek.losses import RATIOS
+from modeseek.losses import contrastive, mode_covering
 from modeseek.losses.on_policy import advantages, kl_estimate
-from modeseek.sequences.batches import SequenceBatch
+
+if TYPE_CHECKING:
+    from modeseek.sequences.batches import SequenceBatch
 
 __all__ = [
     "RATIOS",
@@ -51,6 +57,9 @@ __all__ = [
     "reference_kl",
 ]
 
+#: PPO importance ratios: one per token (the authors' transformer PPO, B.5) or one per sequence.
+RATIOS = ("token", "sequence")
+
 # As in the core PPO: bounds |log ratio| so exp never overflows float32.
 _MAX_LOG_RATIO = 20.0
 
@@ -61,32 +70,32 @@ def _seq(tok_logp):
 
 def sft(tok_logp, batch: SequenceBatch):
     """Negative log-likelihood of the sampled sequences, -sum_j w_j log pi(y_j) (core sft)."""
-    return core.sft(_seq(tok_logp), batch.items)
+    return mode_covering.sft(_seq(tok_logp), batch.items)
 
 
 def best_of_n(tok_logp, batch: SequenceBatch, *, negative=None, negative_coef=0.05):
     """Best-of-N maximum likelihood on sequences, with the core's negative terms (PAPER_NOTES B.2)."""
-    return core.best_of_n(_seq(tok_logp), batch.items, negative=negative, negative_coef=negative_coef)
+    return mode_covering.best_of_n(_seq(tok_logp), batch.items, negative=negative, negative_coef=negative_coef)
 
 
 def pref_ft(tok_logp, batch: SequenceBatch):
     """NLL of the chosen sequence of each pair (core pref_ft)."""
-    return core.pref_ft(_seq(tok_logp), batch.items)
+    return mode_covering.pref_ft(_seq(tok_logp), batch.items)
 
 
 def rwr(tok_logp, batch: SequenceBatch, *, beta, normalize: bool = False):
     """Reward-weighted regression on sequences, weights exp(r / beta) normalised per prompt (B.3)."""
-    return core.rwr(_seq(tok_logp), batch.items, beta=beta, normalize=normalize)
+    return mode_covering.rwr(_seq(tok_logp), batch.items, beta=beta, normalize=normalize)
 
 
 def dpo(tok_logp, batch: SequenceBatch, *, beta):
     """DPO on sequence log-ratios to pi_ref (B.6; pi_ref is the frozen initial policy, C.4)."""
-    return core.dpo(_seq(tok_logp), batch.items, ref_logp=_seq(batch.ref_logp), beta=beta)
+    return contrastive.dpo(_seq(tok_logp), batch.items, ref_logp=_seq(batch.ref_logp), beta=beta)
 
 
 def ipo(tok_logp, batch: SequenceBatch, *, target_margin):
     """IPO, (h - target_margin)^2 on sequence margins (B.6; the authors' beta = 10 is the target margin)."""
-    return core.ipo(_seq(tok_logp), batch.items, ref_logp=_seq(batch.ref_logp), target_margin=target_margin)
+    return contrastive.ipo(_seq(tok_logp), batch.items, ref_logp=_seq(batch.ref_logp), target_margin=target_margin)
 
 
 def _row_kl(logp, logq):
