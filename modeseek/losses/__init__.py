@@ -125,7 +125,7 @@ class LossSpec:
     name: str
     family: str
     batch: str
-    implementations: Mapping[str, Implementation]
+    implementations: Mapping[str, Implementation] = dataclasses.field(hash=False)
 
     @property
     def kinds(self) -> tuple[str, ...]:
