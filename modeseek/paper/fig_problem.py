@@ -137,8 +137,9 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
     errors = {k: {m: abs(stats[k][m] - v) for m, v in NOTES_TABLE[k].items()} for k in NOTES_TABLE}
     worst = max(e for d in errors.values() for e in d.values())
     evidence = "; ".join(
-from modeseek import _checks, pieces
-from modeseek.pieces import Claim, Piece
+        f"{k}: E_ref[r] {pieces.fmt(stats[k]['expected_reward'])} (§A.3: {NOTES_TABLE[k]['expected_reward']}), "
+        f"mass near peak {pieces.fmt(stats[k]['mass_near_peak'])} (§A.3: {NOTES_TABLE[k]['mass_near_peak']}), "
+        f"E[best of 10] {pieces.fmt(stats[k]['best_of_10'])} (§A.3: {NOTES_TABLE[k]['best_of_10']})"
         for k in NOTES_TABLE
     )
     claims.append(
