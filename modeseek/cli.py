@@ -14,8 +14,8 @@ help come from the fields and their docstrings):
   under Slurm), and merges the chunks into ``DIR/sweep.parquet``.
 * ``modeseek merge DIR`` merges the chunk files of a sweep (e.g. copied from
   several hosts) into ``DIR/sweep.parquet``.
-* ``modeseek list`` prints the losses (family and summary), sampling regimes,
-  problem presets and policies.
+* ``modeseek list`` prints the losses (family, the policies each runs on and
+  summary), sampling regimes, problem presets and policies.
 * ``modeseek reproduce --out figures [--smoke] [--force] [--only NAME ...]``
   regenerates the paper figures and the claims report (``--smoke`` without
   ``--out`` writes to figures-smoke, never over the committed figures).
@@ -391,7 +391,7 @@ _POLICY_NOTES = {
 
 @dataclasses.dataclass(frozen=True)
 class ListCommand:
-    """List the losses (with family and summary), sampling regimes, problem presets and policies."""
+    """List the losses (family, policies and summary), sampling regimes, problem presets and policies."""
 
     def execute(self) -> None:
         import numpy as np
@@ -404,7 +404,10 @@ class ListCommand:
             for r in rows:
                 print("  " + "  ".join([f"{r[0]:<{width}}", *r[1:]]).rstrip())
 
-        section("losses", [(n, f"{losses.get(n).family:<13}", losses.get(n).summary) for n in losses.names()])
+        specs = [losses.get(n) for n in losses.names()]
+        runs_on = [",".join(s.policies) for s in specs]
+        width = max(map(len, runs_on))
+        section("losses", [(s.name, f"{s.family:<13}", f"{p:<{width}}", s.summary) for s, p in zip(specs, runs_on)])
         section("sampling regimes", [(s, _SAMPLING_NOTES.get(s, "")) for s in engine.SAMPLINGS])
         rows = []
         for name in problems.presets():

@@ -465,6 +465,7 @@ def _bandit_model(cfg: RunConfig, key, hp: HyperParams, a, sched: Schedule | Non
     pi_star); the two differ only when a proxy reward model is given.
     """
     spec = losses.get(cfg.loss)
+    apply = spec.bind("bandit", cfg)
     ref_probs, reward, train_reward = a["ref_probs"], a["reward"], a["train_reward"]
     k_init, k_eval, k_data, k_loop = jax.random.split(key, 4)
     ref_logp = safe_log(ref_probs)
@@ -508,7 +509,7 @@ def _bandit_model(cfg: RunConfig, key, hp: HyperParams, a, sched: Schedule | Non
         logp = jax.nn.log_softmax(policy.logits(p, contexts), axis=-1)
         if cfg.schedule:
             batch = jax.vmap(_window(spec, train_reward, sched, t, cfg.num_samples))(*batch)
-        vals, aux = jax.vmap(lambda lp, b: spec.apply(lp, b, ref_logp, hp, cfg))(logp, batch)
+        vals, aux = jax.vmap(lambda lp, b: apply(lp, b, ref_logp, hp))(logp, batch)
         return jnp.mean(vals), jax.tree.map(jnp.mean, aux)
 
     consts = metrics.metric_constants(ref_probs, reward, hp.beta)
@@ -845,12 +846,7 @@ def run(
     arm_list, arm_labels, arm_samplings = _check_arms(arms, sampling)
     if arm_list is not None and sampling not in ("offline", "on_policy"):
         raise ValueError(f"arms mix offline and on-policy sampling; expected sampling='offline' or 'on_policy', got {sampling!r}")
-    if seq:
-        from modeseek.sequences import losses as seq_losses
-
-        seq_losses.check_options(loss, hyperparameters, *(arm_list or ()))
-    else:
-        losses.check_options(loss, hyperparameters, *(arm_list or ()))
+    losses.check_options(loss, hyperparameters, *(arm_list or ()), kind="sequence" if seq else "bandit")
     steps = _checks.integer("steps", steps)
     seeds = _checks.integer("seeds", seeds)
     seed_offset = _checks.integer("seed_offset", seed_offset, 0)

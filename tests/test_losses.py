@@ -541,3 +541,120 @@ def test_self_normalised_sampled_gradient_converges_as_the_batch_grows(small_pro
             bad.append(f"{name}: cosine {large['cos']:.5f} < 0.999 at N={_LARGE_N}")
     assert len({k.split("@")[0] for k in named}) == 12
     assert not bad, "\n".join(bad)
+
+
+# ============================================================================ part 3: the registry binds static options once
+
+
+def _bandit_batches(k=8, n=6, seed=3):
+    rng = np.random.default_rng(seed)
+    logq = jnp.asarray(np.log(rng.dirichlet(np.ones(k))), jnp.float32)
+    reward = jnp.asarray(rng.uniform(size=k), jnp.float32)
+    key = jax.random.PRNGKey(seed)
+    return {
+        "points": regimes.sample_points(key, logq, reward, n),
+        "best_of_n": regimes.sample_best_of_n(key, logq, reward, n),
+        "pairs": regimes.sample_pairs(key, logq, reward, n),
+        "target": Target(jax.nn.softmax(jnp.asarray(rng.normal(size=k), jnp.float32))),
+    }
+
+
+#: (loss, static options to bind, the pure function's keywords given hp and ref_logp).
+BIND_CASES = [
+    ("sft", {}, lambda hp, ref: {}),
+    ("best_of_n", {"negative": "mean_worse"}, lambda hp, ref: dict(negative="mean_worse", negative_coef=hp.negative_coef)),
+    ("pref_ft", {}, lambda hp, ref: {}),
+    ("rwr", {"normalize": True}, lambda hp, ref: dict(beta=hp.beta, normalize=True)),
+    ("forward_kl", {}, lambda hp, ref: {}),
+    ("dpo", {}, lambda hp, ref: dict(ref_logp=ref, beta=hp.beta)),
+    ("ipo", {}, lambda hp, ref: dict(ref_logp=ref, target_margin=hp.target_margin)),
+    (
+        "reinforce",
+        dict(advantage="zscore", kl_estimator="k3", kl_placement="loss"),
+        lambda hp, ref: dict(ref_logp=ref, advantage="zscore", beta=hp.beta, kl_estimator="k3", kl_placement="loss", entropy_coef=hp.entropy_coef),
+    ),
+    (
+        "ppo",
+        dict(advantage="leave_one_out", kl_estimator="k2", kl_placement="reward"),
+        lambda hp, ref: dict(
+            ref_logp=ref, advantage="leave_one_out", beta=hp.beta, kl_estimator="k2", kl_placement="reward", entropy_coef=hp.entropy_coef, clip_eps=hp.clip_eps
+        ),
+    ),
+    ("reverse_kl", {}, lambda hp, ref: {}),
+]
+
+
+@pytest.mark.parametrize("name, static, keywords", BIND_CASES)
+def test_bound_bandit_loss_is_the_pure_function(name, static, keywords):
+    # The same operations in the same order as the pure function called directly:
+    # equal programs, hence bit-identical values and gradients.
+    spec = losses.get(name)
+    batch = _bandit_batches()[spec.batch]
+    rng = np.random.default_rng(0)
+    logp = jax.nn.log_softmax(jnp.asarray(rng.normal(size=8), jnp.float32))
+    ref = jax.nn.log_softmax(jnp.asarray(rng.normal(size=8), jnp.float32))
+    hp = jax.tree.map(jnp.float32, ms.HyperParams(beta=0.3, negative_coef=0.2, entropy_coef=0.1, clip_eps=0.15, target_margin=1.5))
+    apply = spec.bind("bandit", **static)
+    fn = getattr(losses, name)
+
+    def expected(lp, r, h):
+        return fn(lp, batch, **keywords(h, r))
+
+    got_jaxpr = jax.make_jaxpr(lambda lp, r, h: apply(lp, batch, r, h))(logp, ref, hp)
+    assert str(got_jaxpr) == str(jax.make_jaxpr(expected)(logp, ref, hp))
+    got, want = apply(logp, batch, ref, hp), expected(logp, ref, hp)
+    np.testing.assert_array_equal(np.asarray(got[0]), np.asarray(want[0]))
+    # Bound from a run configuration: the same static options, read from its fields.
+    cfg = ms.RunConfig(loss=name, sampling="on_policy", steps=1, **static)
+    from_cfg = spec.bind("bandit", cfg)
+    assert str(jax.make_jaxpr(lambda lp, r, h: from_cfg(lp, batch, r, h))(logp, ref, hp)) == str(got_jaxpr)
+
+
+def test_bind_refuses_inapplicable_and_unknown_options():
+    with pytest.raises(ValueError, match=r"clip_eps does not apply to loss='dpo'; dpo's options are beta") as exc:
+        losses.get("dpo").bind("bandit", clip_eps=0.2)
+    assert "\n" not in str(exc.value)
+    with pytest.raises(ValueError, match=r"ratio does not apply to loss='ppo' on bandit policies"):
+        losses.get("ppo").bind("bandit", ratio="token")
+    with pytest.raises(ValueError, match=r"ratio does not apply to loss='reinforce'"):
+        losses.get("reinforce").bind("sequence", ratio="sequence")
+    # Options the loss reads but that are not bound: traced values and batch options.
+    with pytest.raises(ValueError, match=r"beta cannot be bound to loss='dpo' \(bandit\); it has no static options"):
+        losses.get("dpo").bind("bandit", beta=0.1)
+    with pytest.raises(ValueError, match=r"labels cannot be bound to loss='pref_ft' \(sequence\)"):
+        losses.get("pref_ft").bind("sequence", labels="reward")
+    with pytest.raises(ValueError, match=r"shfit cannot be bound to loss='ppo' \(sequence\); its static options are advantage, kl_estimator, kl_placement, ratio"):
+        losses.get("ppo").bind("sequence", shfit="authors")
+    with pytest.raises(ValueError, match=r"advantage='median' is not valid; expected one of 'none', 'mean'"):
+        losses.get("reinforce").bind("bandit", advantage="median")
+    with pytest.raises(ValueError, match=r"loss='reverse_kl' has no sequence implementation; it runs on tabular, mlp policies"):
+        losses.get("reverse_kl").bind("sequence")
+    with pytest.raises(ValueError, match=r"kind='token' is not valid; expected one of 'bandit', 'sequence'"):
+        losses.get("sft").bind("token")
+    # An option left off (None, or False for normalize) is accepted for any loss, as by check_options.
+    losses.get("sft").bind("bandit", negative=None, kl_estimator=None, normalize=False)
+
+
+def test_one_registry_lists_sequence_support():
+    from modeseek import policies
+    from modeseek.losses import sequences as seq_losses
+    from modeseek.sequences import policies as seq_policies
+
+    assert losses.POLICIES == {"bandit": policies.names(), "sequence": seq_policies.names()}
+    bandit_only = {"forward_kl", "reverse_kl"}
+    assert set(losses.names("bandit")) == set(losses.names())
+    assert losses.names("sequence") == tuple(n for n in losses.names() if n not in bandit_only)
+    for name in losses.names():
+        spec = losses.get(name)
+        assert spec.kinds == (("bandit",) if name in bandit_only else ("bandit", "sequence")), name
+        assert spec.supports("tabular") and spec.supports("mlp") and spec.supports("bandit"), name
+        for p in ("factorised", "bigram", "transformer", "sequence"):
+            assert spec.supports(p) == (name not in bandit_only), (name, p)
+        assert spec.policies == tuple(p for k in spec.kinds for p in losses.POLICIES[k])
+        assert spec.fn is getattr(losses, name)
+        if "sequence" in spec.kinds:
+            assert spec.implementation("sequence").fn is getattr(seq_losses, name), name
+    with pytest.raises(ValueError, match="loss='forward_kl' is not valid; expected one of 'sft'"):
+        losses.get("forward_kl", "sequence")
+    # The registry is the only one: the sequence functions have none of their own.
+    assert not hasattr(seq_losses, "get") and not hasattr(seq_losses, "names")

@@ -14,7 +14,6 @@ import pytest
 
 import modeseek as ms
 from modeseek import cli, engine, losses
-from modeseek.sequences import losses as seq_losses
 
 _TINY = dict(sampling="on_policy", steps=2, seeds=1, num_samples=4)
 
@@ -94,11 +93,14 @@ def test_declared_options_are_real_option_names():
     core = {f.name for f in dataclasses.fields(engine.RunConfig)} | {f.name for f in dataclasses.fields(engine.HyperParams)}
     seq = {f.name for f in dataclasses.fields(engine.RunConfig)} | {f.name for f in dataclasses.fields(engine.HyperParams)}
     not_options = {"loss", "sampling", "steps", "num_bins", "has_target", "has_train_reward", "snapshot_every"}
-    for registry, names in ((losses, core), (seq_losses, seq)):
-        for loss in registry.names():
-            opts = registry.get(loss).options
+    for kind, names in (("bandit", core), ("sequence", seq)):
+        for loss in losses.names(kind):
+            impl = losses.get(loss).implementation(kind)
+            opts = impl.options
             assert len(set(opts)) == len(opts), loss
             assert set(opts) <= names - not_options, (loss, set(opts) - names)
+            # What bind fixes and what apply passes on are options the run reads.
+            assert set(impl.static) | set(impl.traced) <= set(opts), loss
 
 
 def test_each_loss_declares_what_it_reads():
@@ -106,10 +108,13 @@ def test_each_loss_declares_what_it_reads():
     assert set(losses.get("best_of_n").options) == {"negative", "negative_coef"}
     assert set(losses.get("rwr").options) == {"beta", "normalize"}
     assert set(losses.get("ipo").options) >= {"target_margin", "beta", "labels", "pairing", "min_reward_gap", "bt_scale"}
-    assert set(losses.get("ppo").options) == set(losses.get("reinforce").options) | {"clip_eps"}
-    assert set(seq_losses.get("ppo").options) == set(seq_losses.get("reinforce").options) | {"clip_eps", "ratio"}
-    for name in seq_losses.names():
-        assert set(seq_losses.get(name).options) - {"ratio"} == set(losses.get(name).options), name
+    bandit = lambda name: set(losses.get(name).implementation("bandit").options)  # noqa: E731
+    sequence = lambda name: set(losses.get(name).implementation("sequence").options)  # noqa: E731
+    assert bandit("ppo") == bandit("reinforce") | {"clip_eps"}
+    assert sequence("ppo") == sequence("reinforce") | {"clip_eps", "ratio"}
+    assert set(losses.get("ppo").options) == sequence("ppo")
+    for name in losses.names("sequence"):
+        assert sequence(name) - {"ratio"} == bandit(name), name
 
 
 # ----------------------------------------------------------------------------- sequences
@@ -127,13 +132,19 @@ def test_sequence_run_refuses_inapplicable_options():
 
 def test_sequence_check_options():
     with pytest.raises(ValueError, match=r"clip_eps does not apply to loss='dpo'; dpo's options are beta"):
-        seq_losses.check_options("dpo", dict(clip_eps=0.3))
+        losses.check_options("dpo", dict(clip_eps=0.3), kind="sequence")
     with pytest.raises(ValueError, match="ratio does not apply to loss='reinforce'"):
-        seq_losses.check_options("reinforce", ["ratio"])
-    seq_losses.check_options("ppo", ["ratio", "clip_eps", "shift", "layers"])
+        losses.check_options("reinforce", ["ratio"], kind="sequence")
+    losses.check_options("ppo", ["ratio", "clip_eps", "shift", "layers"], kind="sequence")
+    # ratio is an option of ppo on sequences only.
+    with pytest.raises(ValueError, match="ratio does not apply to loss='ppo' on bandit policies"):
+        losses.check_options("ppo", ["ratio"], kind="bandit")
     # An arm's traced values count as given too; "sampling" and "label" are not loss options.
     with pytest.raises(ValueError, match="clip_eps does not apply to loss='dpo'"):
-        seq_losses.check_options("dpo", {}, {"sampling": "offline", "label": "a", "clip_eps": 0.1})
+        losses.check_options("dpo", {}, {"sampling": "offline", "label": "a", "clip_eps": 0.1}, kind="sequence")
+    # The analytic divergences have no sequence implementation.
+    with pytest.raises(ValueError, match="loss='forward_kl' is not valid; expected one of 'sft'"):
+        losses.check_options("forward_kl", [], kind="sequence")
 
 
 # ----------------------------------------------------------------------------- command line

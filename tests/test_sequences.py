@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 
@@ -15,8 +16,8 @@ from modeseek import losses as core_losses
 from modeseek import regimes
 from modeseek.sequences import batches as sb
 from modeseek import engine
+from modeseek.losses import sequences as seq_losses
 from modeseek.sequences import markov, policies, problems, rewards, sampling
-from modeseek.sequences import losses as seq_losses
 
 V, L = 5, 3
 
@@ -298,7 +299,7 @@ LOSS_CASES = [
 @pytest.mark.parametrize("name, kw, pair_kw", LOSS_CASES)
 def test_sequence_loss_reduces_to_core_loss_at_length_one(name, kw, pair_kw):
     theta, q_logits, ref_logp, reward = _one_token_setup()
-    spec = seq_losses.get(name)
+    spec = core_losses.get(name, "sequence")
     key = jax.random.PRNGKey(11)
     seq_batch, y = _seq_batch(key, q_logits, ref_logp, reward, spec.batch, **pair_kw)
     core_batch = _core_batch(key, q_logits, reward, spec.batch, **pair_kw)
@@ -316,7 +317,7 @@ def test_sequence_loss_reduces_to_core_loss_at_length_one(name, kw, pair_kw):
     def seq_loss(th):
         tok, nxt = sampling.sequence_logprobs(policy, th, seq_batch.tokens)
         extra = {"next_logp": nxt} if name in ("reinforce", "ppo") else {}
-        return spec.fn(tok, seq_batch, **kw, **extra)[0]
+        return spec.implementation("sequence").fn(tok, seq_batch, **kw, **extra)[0]
 
     def core_loss(th):
         return core_losses.get(name).fn(jax.nn.log_softmax(th[0]), core_batch, **core_kw)[0]
@@ -326,6 +327,45 @@ def test_sequence_loss_reduces_to_core_loss_at_length_one(name, kw, pair_kw):
     np.testing.assert_allclose(float(v_seq), float(v_core), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(np.asarray(g_seq), np.asarray(g_core), rtol=1e-4, atol=1e-6)
     assert float(jnp.max(jnp.abs(g_core))) > 1e-4  # the comparison is not between zeros
+
+
+#: The traced values each sequence loss reads from HyperParams (its static options are the rest of its keywords).
+SEQUENCE_TRACED = {
+    "best_of_n": ("negative_coef",),
+    "rwr": ("beta",),
+    "dpo": ("beta",),
+    "ipo": ("target_margin",),
+    "reinforce": ("beta", "entropy_coef"),
+    "ppo": ("beta", "entropy_coef", "clip_eps"),
+}
+
+
+@pytest.mark.parametrize("name, kw, pair_kw", LOSS_CASES)
+def test_bound_sequence_loss_is_the_pure_function(name, kw, pair_kw):
+    # bind fixes the static options once; apply must then perform exactly the
+    # operations of the pure function called with those options and hp's values.
+    from modeseek.engine import HyperParams
+
+    theta, q_logits, ref_logp, reward = _one_token_setup()
+    seq_batch, _ = _seq_batch(jax.random.PRNGKey(11), q_logits, ref_logp, reward, core_losses.get(name).batch, **pair_kw)
+    policy = policies.factorised(None, init="zeros")
+    tok, nxt = sampling.sequence_logprobs(policy, theta, seq_batch.tokens)
+    traced = SEQUENCE_TRACED.get(name, ())
+    static = {k: v for k, v in kw.items() if k not in traced}
+    hp = HyperParams(beta=0.3, negative_coef=0.2, entropy_coef=0.1, clip_eps=0.15, target_margin=1.5)
+    hp = jax.tree.map(jnp.float32, dataclasses.replace(hp, **{k: v for k, v in kw.items() if k in traced}))
+    apply = core_losses.get(name).bind("sequence", **static)
+    fn = getattr(seq_losses, name)
+
+    def expected(t, n, h):
+        extra = {"next_logp": n} if name in ("reinforce", "ppo") else {}
+        return fn(t, seq_batch, **static, **{k: getattr(h, k) for k in traced}, **extra)
+
+    got_jaxpr = jax.make_jaxpr(lambda t, n, h: apply(t, seq_batch, n, h))(tok, nxt, hp)
+    want_jaxpr = jax.make_jaxpr(expected)(tok, nxt, hp)
+    assert str(got_jaxpr) == str(want_jaxpr)
+    got, want = apply(tok, seq_batch, nxt, hp), expected(tok, nxt, hp)
+    np.testing.assert_array_equal(np.asarray(got[0]), np.asarray(want[0]))
 
 
 def test_ppo_token_and_sequence_ratios_differ_for_longer_sequences():

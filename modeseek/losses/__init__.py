@@ -1,4 +1,4 @@
-"""The loss registry: every objective by name, with its family and the batch it consumes.
+"""The loss registry: every objective by name, with its family, its batch and the policies it runs on.
 
 Three families (PAPER_NOTES E):
 
@@ -8,10 +8,16 @@ Three families (PAPER_NOTES E):
   ``negative`` term also carries a negative gradient;
 * ``on_policy``: mode-seeking reverse-KL objectives (reinforce, ppo, reverse_kl).
 
-Losses are pure and unbatched (one context); :class:`LossSpec.apply` adapts the
-engine's hyperparameters to each loss's keyword arguments, and
-:attr:`LossSpec.options` names the options it reads, so that :func:`check_options`
-can refuse an option the chosen loss would silently ignore.
+Losses are pure and unbatched (one context). Each :class:`LossSpec` has one
+:class:`Implementation` per kind of policy it runs on: "bandit" (the tabular
+and MLP policies; the functions of the three family modules) and "sequence"
+(the factorised, bigram and transformer token policies of
+:mod:`modeseek.sequences`; the functions of :mod:`modeseek.losses.sequences`),
+which every loss but the analytic divergences forward_kl and reverse_kl has. :meth:`LossSpec.bind` fixes a
+loss's static options once and returns ``apply(logp, batch, ref, hp)``, which
+passes the engine's traced hyperparameters on; :attr:`LossSpec.options` names
+the options a run reads for the loss, so that :func:`check_options` can refuse
+an option the chosen loss would silently ignore.
 """
 
 from __future__ import annotations
@@ -20,13 +26,15 @@ import dataclasses
 from typing import Any, Callable, Iterable, Mapping
 
 from modeseek import _checks
-from modeseek.losses import contrastive, mode_covering, on_policy
+from modeseek.losses import contrastive, mode_covering, on_policy, sequences
 from modeseek.losses.contrastive import dpo, implicit_margin, ipo
 from modeseek.losses.mode_covering import NEGATIVE_TERMS, best_of_n, forward_kl, pref_ft, rwr, sft
 from modeseek.losses.on_policy import ADVANTAGES, KL_ESTIMATORS, KL_PLACEMENTS, ppo, reinforce, reverse_kl
+from modeseek.losses.sequences import RATIOS
 
 __all__ = [
     "LossSpec",
+    "Implementation",
     "names",
     "get",
     "families",
@@ -46,16 +54,60 @@ __all__ = [
     "ADVANTAGES",
     "KL_ESTIMATORS",
     "KL_PLACEMENTS",
+    "RATIOS",
+    "KINDS",
+    "POLICIES",
+    "STATIC_CHOICES",
     "PAIR_OPTIONS",
     "RL_OPTIONS",
     "ALWAYS_ACCEPTED",
     "mode_covering",
     "contrastive",
     "on_policy",
+    "sequences",
 ]
 
 #: Batch kinds a loss can consume (see modeseek.batches).
 BATCH_KINDS = ("points", "best_of_n", "pairs", "target")
+#: Kinds of policy a loss is implemented for.
+KINDS = ("bandit", "sequence")
+#: The policies of each kind (modeseek.policies.names(), modeseek.sequences.policies.names()).
+POLICIES = {"bandit": ("tabular", "mlp"), "sequence": ("factorised", "bigram", "transformer")}
+#: The values each static option (bound by :meth:`LossSpec.bind`) may take.
+STATIC_CHOICES = {
+    "negative": (None,) + NEGATIVE_TERMS,
+    "normalize": (False, True),
+    "advantage": ADVANTAGES,
+    "kl_estimator": (None,) + KL_ESTIMATORS,
+    "kl_placement": KL_PLACEMENTS,
+    "ratio": RATIOS,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Implementation:
+    """A loss on one kind of policy: its pure function and what the engine passes to it.
+
+    Attributes:
+      fn: the pure unbatched loss function, ``fn(logp, batch, **keywords) -> (loss, aux)``.
+      static: static options: keyword arguments of the function that
+        :meth:`LossSpec.bind` fixes once (values in :data:`STATIC_CHOICES`).
+      traced: fields of :class:`modeseek.engine.HyperParams` passed on as the
+        keyword arguments of the same name at every call.
+      ref: the keyword that receives ``apply``'s third argument (bandit:
+        "ref_logp", the (K,) log pi_ref; sequence: "next_logp", the (N, L, V)
+        next-token log-distributions), or None when the function reads neither.
+      options: the options a run reads for this loss: ``static``, ``traced``
+        and those its batch is built from (pair losses: labels, pairing,
+        min_reward_gap, bt_scale). Options every loss uses (learning_rate,
+        num_samples, reuse, policy, ...) are not listed; see :func:`check_options`.
+    """
+
+    fn: Callable[..., Any]
+    static: tuple[str, ...] = ()
+    traced: tuple[str, ...] = ()
+    ref: str | None = None
+    options: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,45 +118,94 @@ class LossSpec:
       name: registry name.
       family: "mode_covering", "contrastive" or "on_policy".
       batch: which batch it consumes: "points", "best_of_n", "pairs" or "target".
-      fn: the pure unbatched loss function.
-      apply: ``(logp, batch, ref_logp, hp, cfg) -> (loss, aux)``, mapping the
-        engine's traced hyperparameters ``hp`` and static options ``cfg`` onto
-        ``fn``'s keyword arguments.
-      options: the loss-specific options the run reads for this loss: the fields
-        of ``hp`` and ``cfg`` that ``apply`` passes on, and those its batch is
-        built from (pair losses: labels, pairing, min_reward_gap, bt_scale).
-        Options every loss uses (learning_rate, num_samples, reuse, policy, ...)
-        are not listed; see :func:`check_options`.
+      implementations: the :class:`Implementation` for each kind of policy it
+        runs on ("bandit", and "sequence" for every loss but forward_kl and reverse_kl).
     """
 
     name: str
     family: str
     batch: str
-    fn: Callable[..., Any]
-    apply: Callable[..., Any]
-    options: tuple[str, ...] = ()
+    implementations: Mapping[str, Implementation] = dataclasses.field(hash=False)
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """The kinds of policy the loss runs on, a subset of :data:`KINDS`."""
+        return tuple(self.implementations)
+
+    @property
+    def policies(self) -> tuple[str, ...]:
+        """The policies the loss runs on, e.g. ("tabular", "mlp") for a bandit-only loss."""
+        return tuple(p for k in self.kinds for p in POLICIES[k])
+
+    def supports(self, policy: str) -> bool:
+        """Whether the loss runs on ``policy``, a policy name or a kind ("bandit", "sequence")."""
+        return policy in self.kinds or policy in self.policies
+
+    def implementation(self, kind: str) -> Implementation:
+        """The implementation for ``kind``; a kind the loss does not run on raises a one-line ValueError."""
+        _checks.choice("kind", kind, KINDS)
+        if kind not in self.implementations:
+            raise ValueError(f"loss={self.name!r} has no {kind} implementation; it runs on {', '.join(self.policies)} policies")
+        return self.implementations[kind]
+
+    @property
+    def fn(self) -> Callable[..., Any]:
+        """The bandit loss function."""
+        return self.implementation("bandit").fn
+
+    @property
+    def options(self) -> tuple[str, ...]:
+        """The options a run reads for this loss on any kind of policy (ratio: sequence ppo only)."""
+        return tuple(dict.fromkeys(n for impl in self.implementations.values() for n in impl.options))
 
     @property
     def summary(self) -> str:
         """First line of the loss's docstring."""
         return (self.fn.__doc__ or "").strip().splitlines()[0]
 
+    def bind(self, kind: str, config: Any = None, /, **static_options) -> Callable[..., Any]:
+        """Fix the static options once; return ``apply(logp, batch, ref, hp) -> (loss, aux)``.
 
-def _points_rl(fn):
-    def apply(logp, batch, ref_logp, hp, cfg):
-        kw = dict(
-            ref_logp=ref_logp,
-            advantage=cfg.advantage,
-            beta=hp.beta,
-            kl_estimator=cfg.kl_estimator,
-            kl_placement=cfg.kl_placement,
-            entropy_coef=hp.entropy_coef,
-        )
-        if fn is ppo:
-            kw["clip_eps"] = hp.clip_eps
-        return fn(logp, batch, **kw)
+        ``apply`` calls the loss function of ``kind`` with the bound static
+        options, the traced values ``hp`` (a :class:`modeseek.engine.HyperParams`)
+        and ``ref``: for "bandit", ``apply(logp (K,), batch, ref_logp (K,), hp)``;
+        for "sequence", ``apply(tok_logp (N, T), batch, next_logp (N, L, V), hp)``.
 
-    return apply
+        Args:
+          kind: "bandit" or "sequence".
+          config: optional run configuration (RunConfig, SequenceRunConfig):
+            the static options this loss reads are taken from its attributes.
+          **static_options: static options, overriding ``config``'s; those left
+            out take the loss function's defaults. An option left off (None, or
+            False for normalize) is accepted for any loss, as in :func:`check_options`.
+
+        Raises:
+          ValueError: one line, for a kind the loss does not run on, an option
+            of another loss, a name that is not a static option of this loss
+            (traced values such as beta come in ``hp``, batch options such as
+            labels go to the batch) or a value it cannot take.
+        """
+        impl = self.implementation(kind)
+        given = {n: getattr(config, n) for n in impl.static if hasattr(config, n)} if config is not None else {}
+        given.update(static_options)
+        _refuse_inapplicable(self, kind, [given])
+        bad = sorted(n for n, v in given.items() if n not in impl.static and (n not in _ALL_STATIC or (v is not None and v is not False)))
+        if bad:
+            own = f"its static options are {', '.join(impl.static)}" if impl.static else "it has no static options"
+            raise ValueError(
+                f"{', '.join(bad)} cannot be bound to loss={self.name!r} ({kind}); {own} "
+                "(traced values such as beta come in apply's hp, batch options such as labels go to the batch)"
+            )
+        bound = {n: _checks.choice(n, v, STATIC_CHOICES[n]) for n, v in given.items() if n in impl.static}
+        fn, traced, ref_keyword = impl.fn, impl.traced, impl.ref
+
+        def apply(logp, batch, ref, hp):
+            kw = {n: getattr(hp, n) for n in traced}
+            if ref_keyword is not None:
+                kw[ref_keyword] = ref
+            return fn(logp, batch, **bound, **kw)
+
+        return apply
 
 
 #: Options of every pair loss: how its pairs are drawn and labelled
@@ -117,51 +218,61 @@ RL_OPTIONS = ("advantage", "beta", "kl_estimator", "kl_placement", "entropy_coef
 #: temperature, which the kl_pi_star metric reads in every run.
 ALWAYS_ACCEPTED = ("beta",)
 
+_RL_STATIC = ("advantage", "kl_estimator", "kl_placement")
+
+
+def _loss(name, family, batch, *, static=(), traced=(), ref=None, options=(), sequence=True):
+    """A LossSpec whose bandit function is ``<family module>.<name>``.
+
+    ``sequence``: False for a bandit-only loss; otherwise its sequence function is
+    ``modeseek.losses.sequences.<name>``, with the bandit fields except ``ref``
+    (None) and those a dict ``sequence`` changes.
+    """
+    module = {"mode_covering": mode_covering, "contrastive": contrastive, "on_policy": on_policy}[family]
+    bandit = Implementation(getattr(module, name), static, traced, ref, options)
+    impls = {"bandit": bandit}
+    if sequence is not False:
+        changes = sequence if isinstance(sequence, dict) else {}
+        impls["sequence"] = dataclasses.replace(bandit, **{"fn": getattr(sequences, name), "ref": None, **changes})
+    return LossSpec(name, family, batch, impls)
+
+
 _REGISTRY = {
     s.name: s
     for s in [
-        LossSpec("sft", "mode_covering", "points", sft, lambda lp, b, ref, hp, cfg: sft(lp, b)),
-        LossSpec(
-            "best_of_n",
-            "mode_covering",
-            "best_of_n",
-            best_of_n,
-            lambda lp, b, ref, hp, cfg: best_of_n(lp, b, negative=cfg.negative, negative_coef=hp.negative_coef),
-            ("negative", "negative_coef"),
-        ),
-        LossSpec("pref_ft", "mode_covering", "pairs", pref_ft, lambda lp, b, ref, hp, cfg: pref_ft(lp, b), PAIR_OPTIONS),
-        LossSpec(
-            "rwr",
-            "mode_covering",
-            "points",
-            rwr,
-            lambda lp, b, ref, hp, cfg: rwr(lp, b, beta=hp.beta, normalize=cfg.normalize),
-            ("beta", "normalize"),
-        ),
+        _loss("sft", "mode_covering", "points"),
+        _loss("best_of_n", "mode_covering", "best_of_n", static=("negative",), traced=("negative_coef",), options=("negative", "negative_coef")),
+        _loss("pref_ft", "mode_covering", "pairs", options=PAIR_OPTIONS),
+        _loss("rwr", "mode_covering", "points", static=("normalize",), traced=("beta",), options=("beta", "normalize")),
         # beta sets the default target, pi_star.
-        LossSpec("forward_kl", "mode_covering", "target", forward_kl, lambda lp, b, ref, hp, cfg: forward_kl(lp, b), ("beta",)),
-        LossSpec(
-            "dpo", "contrastive", "pairs", dpo, lambda lp, b, ref, hp, cfg: dpo(lp, b, ref_logp=ref, beta=hp.beta), ("beta",) + PAIR_OPTIONS
-        ),
+        _loss("forward_kl", "mode_covering", "target", options=("beta",), sequence=False),
+        # On sequences pi_ref's log-probabilities come in the batch.
+        _loss("dpo", "contrastive", "pairs", traced=("beta",), ref="ref_logp", options=("beta",) + PAIR_OPTIONS),
         # beta sets the default target margin, 1 / (2 beta).
-        LossSpec(
-            "ipo",
-            "contrastive",
-            "pairs",
-            ipo,
-            lambda lp, b, ref, hp, cfg: ipo(lp, b, ref_logp=ref, target_margin=hp.target_margin),
-            ("target_margin", "beta") + PAIR_OPTIONS,
+        _loss("ipo", "contrastive", "pairs", traced=("target_margin",), ref="ref_logp", options=("target_margin", "beta") + PAIR_OPTIONS),
+        _loss("reinforce", "on_policy", "points", static=_RL_STATIC, traced=("beta", "entropy_coef"), ref="ref_logp", options=RL_OPTIONS, sequence={"ref": "next_logp"}),
+        _loss(
+            "ppo",
+            "on_policy",
+            "points",
+            static=_RL_STATIC,
+            traced=("beta", "entropy_coef", "clip_eps"),
+            ref="ref_logp",
+            options=("clip_eps",) + RL_OPTIONS,
+            sequence={"ref": "next_logp", "static": _RL_STATIC + ("ratio",), "options": ("clip_eps", "ratio") + RL_OPTIONS},
         ),
-        LossSpec("reinforce", "on_policy", "points", reinforce, _points_rl(reinforce), RL_OPTIONS),
-        LossSpec("ppo", "on_policy", "points", ppo, _points_rl(ppo), ("clip_eps",) + RL_OPTIONS),
-        LossSpec("reverse_kl", "on_policy", "target", reverse_kl, lambda lp, b, ref, hp, cfg: reverse_kl(lp, b), ("beta",)),
+        _loss("reverse_kl", "on_policy", "target", options=("beta",), sequence=False),
     ]
 }
+_ALL_STATIC = frozenset(n for s in _REGISTRY.values() for impl in s.implementations.values() for n in impl.static)
 
 
-def names() -> tuple[str, ...]:
-    """All registered loss names."""
-    return tuple(_REGISTRY)
+def names(kind: str | None = None) -> tuple[str, ...]:
+    """The registered loss names; with ``kind`` ("bandit" or "sequence"), those that run on it."""
+    if kind is None:
+        return tuple(_REGISTRY)
+    _checks.choice("kind", kind, KINDS)
+    return tuple(n for n, s in _REGISTRY.items() if kind in s.implementations)
 
 
 def families() -> dict[str, str]:
@@ -169,9 +280,10 @@ def families() -> dict[str, str]:
     return {n: s.family for n, s in _REGISTRY.items()}
 
 
-def get(name: str) -> LossSpec:
-    """The :class:`LossSpec` for ``name``; unknown names raise ValueError listing the valid ones."""
-    _checks.choice("loss", name, _REGISTRY)
+def get(name: str, kind: str | None = None) -> LossSpec:
+    """The :class:`LossSpec` for ``name``; unknown names (or, with ``kind``, names that
+    do not run on it) raise a ValueError listing the valid ones."""
+    _checks.choice("loss", name, names(kind))
     return _REGISTRY[name]
 
 
@@ -184,34 +296,40 @@ def _given_names(given) -> set[str]:
     return {str(n) for n in given}
 
 
-def _refuse_inapplicable(spec: LossSpec, registry: Mapping[str, LossSpec], given) -> None:
-    """Raise :func:`check_options`'s error for the names in ``given`` that some loss of ``registry`` reads but ``spec`` does not."""
-    specific = {n for s in registry.values() for n in s.options} - set(ALWAYS_ACCEPTED)
-    bad = sorted((set().union(*(_given_names(g) for g in given)) & specific) - set(spec.options))
+def _refuse_inapplicable(spec: LossSpec, kind: str | None, given) -> None:
+    """Raise :func:`check_options`'s error for the names in ``given`` that some loss reads but ``spec`` on ``kind`` does not."""
+    specific = {n for s in _REGISTRY.values() for n in s.options} - set(ALWAYS_ACCEPTED)
+    options = spec.options if kind is None else spec.implementation(kind).options
+    bad = sorted((set().union(*(_given_names(g) for g in given)) & specific) - set(options))
     if bad:
-        own = f"{spec.name}'s options are {', '.join(spec.options)}" if spec.options else f"{spec.name} has no options of its own"
+        # Name the kind only where the loss's options depend on it (ppo's ratio).
+        where = f" on {kind} policies" if kind is not None and options != spec.options else ""
+        own = f"{spec.name}'s options are {', '.join(options)}" if options else f"{spec.name} has no options of its own"
         raise ValueError(
-            f"{', '.join(bad)} {'does' if len(bad) == 1 else 'do'} not apply to loss={spec.name!r}; {own}, "
+            f"{', '.join(bad)} {'does' if len(bad) == 1 else 'do'} not apply to loss={spec.name!r}{where}; {own}, "
             "besides those every loss takes (learning_rate, beta, num_samples, reuse, policy, ...)"
         )
 
 
-def check_options(loss: str, *given: Iterable[str] | Mapping[str, Any]) -> None:
+def check_options(loss: str, *given: Iterable[str] | Mapping[str, Any], kind: str | None = None) -> None:
     """Refuse options that ``loss`` would ignore, e.g. ``clip_eps`` for ``dpo``.
 
     An option is loss-specific when some registered loss reads it (the union of
-    the :attr:`LossSpec.options`); it applies to ``loss`` when ``loss`` reads it.
+    the :attr:`LossSpec.options`); it applies to ``loss`` when ``loss`` reads it
+    (on ``kind``, when given: ``ratio`` applies to ppo on sequences only).
     Options no loss singles out (learning_rate, optimizer, policy, num_samples,
-    reuse, ...) and beta (:data:`ALWAYS_ACCEPTED`) are always accepted, and so
-    are names this check does not know (the engines report unknown names).
+    reuse, shift, ...) and beta (:data:`ALWAYS_ACCEPTED`) are always accepted,
+    and so are names this check does not know (the engines report unknown names).
 
     Args:
-      loss: a registered loss name.
+      loss: a registered loss name (with ``kind``, one that runs on it).
       *given: option names, or mappings from name to value in which a value of
-        None or False (an option left off) does not count as given.
+        None or False (an option left off) does not count as given, e.g. a
+        run's keyword options and its arms.
+      kind: None (any kind of policy), "bandit" or "sequence".
 
     Raises:
       ValueError: one line naming the options that do not apply and listing
         those that do.
     """
-    _refuse_inapplicable(get(loss), _REGISTRY, given)
+    _refuse_inapplicable(get(loss, kind), kind, given)

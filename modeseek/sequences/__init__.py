@@ -9,8 +9,9 @@ follows it:
 * policies: :mod:`modeseek.sequences.policies` (factorised, bigram, the
   gpt-nano transformer);
 * sampling and log-probabilities: :mod:`modeseek.sequences.sampling`;
-* batches and losses: :mod:`modeseek.sequences.batches`,
-  :mod:`modeseek.sequences.losses` (the core losses at sequence level);
+* batches: :mod:`modeseek.sequences.batches`; the losses at sequence level are
+  the "sequence" implementations of the registry, :mod:`modeseek.losses`
+  (functions in :mod:`modeseek.losses.sequences`);
 * exact Markov-chain metrics: :mod:`modeseek.sequences.markov`;
 * the run loop's sequence parts: :mod:`modeseek.sequences.model`; runs go
   through :func:`modeseek.run` with a SequenceProblem, like every policy kind.
@@ -18,7 +19,7 @@ follows it:
 The reproduction piece lives in the figure layer, :mod:`modeseek.paper.fig_sequences`.
 """
 
-from modeseek.sequences import batches, losses, markov, policies, problems, rewards, sampling
+from modeseek.sequences import batches, markov, policies, problems, rewards, sampling
 from modeseek.sequences.problems import SequenceProblem, paper_sequence_bandit
 from modeseek.sequences.rewards import SequenceReward
 
@@ -31,6 +32,5 @@ __all__ = [
     "policies",
     "sampling",
     "batches",
-    "losses",
     "markov",
 ]

@@ -6,7 +6,7 @@ pi_ref, plus ``items``: one of the core batch containers
 (:class:`modeseek.batches.Points`, ``BestOfN``, ``Pairs``) whose indices point
 at *rows of the batch* instead of bins. Given the (N,) vector of sequence
 log-probabilities, a core loss is then literally the sequence-level loss, which
-is how :mod:`modeseek.sequences.losses` reuses the core definitions.
+is how :mod:`modeseek.losses.sequences` reuses the core definitions.
 
 The builders follow the core samplers draw for draw (:mod:`modeseek.regimes`):
 best-of-N keeps the first index on ties and counts every other draw among the

@@ -45,10 +45,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from modeseek import losses
 from modeseek.batches import BestOfN
+from modeseek.losses import sequences as seq_losses
 from modeseek.problems import high_reward_mask, safe_log
 from modeseek.sequences import batches as sb
-from modeseek.sequences import losses as seq_losses
 from modeseek.sequences import markov
 from modeseek.sequences import policies as seq_policies
 from modeseek.sequences import sampling as seq_sampling
@@ -128,7 +129,8 @@ def build(cfg, key, hp, a, sched=None) -> dict:
     collector draws its uniforms for a static number of collections.
     """
     ref_probs, reward, offline = a["ref_probs"], a["reward"], a["offline"]
-    spec = seq_losses.get(cfg.loss)
+    spec = losses.get(cfg.loss, "sequence")
+    apply = spec.bind("sequence", cfg)
     need_logq, need_ref, need_ref_next = _needs(cfg, spec)
     policy = _make_policy(cfg, ref_probs)
     L, V, P, N, T = cfg.length, cfg.vocab, cfg.num_contexts, cfg.num_samples, cfg.tokens_scored
@@ -226,7 +228,7 @@ def build(cfg, key, hp, a, sched=None) -> dict:
         kd = jax.random.fold_in(k_drop, t) if dropout_on else None
         tok, nxt = seq_sampling.sequence_logprobs(policy, p, flat, shift=cfg.shift, dropout_key=kd)
         tok, nxt = tok.reshape(P, m, T), nxt.reshape(P, m, L, V)
-        vals, aux = jax.vmap(lambda x, b, c: spec.apply(x, b, c, hp, cfg))(tok, batch, nxt)
+        vals, aux = jax.vmap(lambda x, b, c: apply(x, b, c, hp))(tok, batch, nxt)
         return jnp.mean(vals), jax.tree.map(jnp.mean, aux)
 
     high = high_reward_mask(reward.table).astype(jnp.float32)

@@ -21,20 +21,28 @@ log-probability is ``tok_logp.sum(-1)``.
 
 With L = 1 every loss equals its 1-token core counterpart on the same draws
 (tests/test_sequences.py checks values and gradients).
+
+These are the "sequence" implementations of the registry's losses (the
+factorised, bigram and transformer policies of :mod:`modeseek.sequences`):
+``modeseek.losses.get(name).bind("sequence", ...)`` returns
+``apply(tok_logp, batch, next_logp, hp)``. They live in the losses package and
+read the batch only through its fields, so that the registry never imports the
+sequence package.
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
 
 from modeseek import _checks
-from modeseek import losses as core
-from modeseek.losses import PAIR_OPTIONS, RL_OPTIONS, LossSpec, _refuse_inapplicable
+from modeseek.losses import contrastive, mode_covering
 from modeseek.losses.on_policy import advantages, kl_estimate
-from modeseek.sequences.batches import SequenceBatch
+
+if TYPE_CHECKING:
+    from modeseek.sequences.batches import SequenceBatch
 
 __all__ = [
     "RATIOS",
@@ -47,9 +55,6 @@ __all__ = [
     "reinforce",
     "ppo",
     "reference_kl",
-    "names",
-    "get",
-    "check_options",
 ]
 
 #: PPO importance ratios: one per token (the authors' transformer PPO, B.5) or one per sequence.
@@ -65,32 +70,32 @@ def _seq(tok_logp):
 
 def sft(tok_logp, batch: SequenceBatch):
     """Negative log-likelihood of the sampled sequences, -sum_j w_j log pi(y_j) (core sft)."""
-    return core.sft(_seq(tok_logp), batch.items)
+    return mode_covering.sft(_seq(tok_logp), batch.items)
 
 
 def best_of_n(tok_logp, batch: SequenceBatch, *, negative=None, negative_coef=0.05):
     """Best-of-N maximum likelihood on sequences, with the core's negative terms (PAPER_NOTES B.2)."""
-    return core.best_of_n(_seq(tok_logp), batch.items, negative=negative, negative_coef=negative_coef)
+    return mode_covering.best_of_n(_seq(tok_logp), batch.items, negative=negative, negative_coef=negative_coef)
 
 
 def pref_ft(tok_logp, batch: SequenceBatch):
     """NLL of the chosen sequence of each pair (core pref_ft)."""
-    return core.pref_ft(_seq(tok_logp), batch.items)
+    return mode_covering.pref_ft(_seq(tok_logp), batch.items)
 
 
 def rwr(tok_logp, batch: SequenceBatch, *, beta, normalize: bool = False):
     """Reward-weighted regression on sequences, weights exp(r / beta) normalised per prompt (B.3)."""
-    return core.rwr(_seq(tok_logp), batch.items, beta=beta, normalize=normalize)
+    return mode_covering.rwr(_seq(tok_logp), batch.items, beta=beta, normalize=normalize)
 
 
 def dpo(tok_logp, batch: SequenceBatch, *, beta):
     """DPO on sequence log-ratios to pi_ref (B.6; pi_ref is the frozen initial policy, C.4)."""
-    return core.dpo(_seq(tok_logp), batch.items, ref_logp=_seq(batch.ref_logp), beta=beta)
+    return contrastive.dpo(_seq(tok_logp), batch.items, ref_logp=_seq(batch.ref_logp), beta=beta)
 
 
 def ipo(tok_logp, batch: SequenceBatch, *, target_margin):
     """IPO, (h - target_margin)^2 on sequence margins (B.6; the authors' beta = 10 is the target margin)."""
-    return core.ipo(_seq(tok_logp), batch.items, ref_logp=_seq(batch.ref_logp), target_margin=target_margin)
+    return contrastive.ipo(_seq(tok_logp), batch.items, ref_logp=_seq(batch.ref_logp), target_margin=target_margin)
 
 
 def _row_kl(logp, logq):
@@ -221,83 +226,3 @@ def reference_kl(next_logp, ref_next_logp):
     """
     ref = jnp.broadcast_to(ref_next_logp, next_logp.shape)
     return jnp.mean(jnp.sum(_row_kl(next_logp, jax.lax.stop_gradient(ref)), axis=-1))
-
-
-def _points_rl(fn):
-    def apply(tok_logp, batch, next_logp, hp, cfg):
-        kw = dict(
-            next_logp=next_logp,
-            advantage=cfg.advantage,
-            beta=hp.beta,
-            kl_estimator=cfg.kl_estimator,
-            kl_placement=cfg.kl_placement,
-            entropy_coef=hp.entropy_coef,
-        )
-        if fn is ppo:
-            kw.update(clip_eps=hp.clip_eps, ratio=cfg.ratio)
-        return fn(tok_logp, batch, **kw)
-
-    return apply
-
-
-_REGISTRY = {
-    s.name: s
-    for s in [
-        LossSpec("sft", "mode_covering", "points", sft, lambda lp, b, nl, hp, cfg: sft(lp, b)),
-        LossSpec(
-            "best_of_n",
-            "mode_covering",
-            "best_of_n",
-            best_of_n,
-            lambda lp, b, nl, hp, cfg: best_of_n(lp, b, negative=cfg.negative, negative_coef=hp.negative_coef),
-            ("negative", "negative_coef"),
-        ),
-        LossSpec("pref_ft", "mode_covering", "pairs", pref_ft, lambda lp, b, nl, hp, cfg: pref_ft(lp, b), PAIR_OPTIONS),
-        LossSpec(
-            "rwr",
-            "mode_covering",
-            "points",
-            rwr,
-            lambda lp, b, nl, hp, cfg: rwr(lp, b, beta=hp.beta, normalize=cfg.normalize),
-            ("beta", "normalize"),
-        ),
-        LossSpec("dpo", "contrastive", "pairs", dpo, lambda lp, b, nl, hp, cfg: dpo(lp, b, beta=hp.beta), ("beta",) + PAIR_OPTIONS),
-        # beta sets the default target margin, 1 / (2 beta).
-        LossSpec(
-            "ipo",
-            "contrastive",
-            "pairs",
-            ipo,
-            lambda lp, b, nl, hp, cfg: ipo(lp, b, target_margin=hp.target_margin),
-            ("target_margin", "beta") + PAIR_OPTIONS,
-        ),
-        LossSpec("reinforce", "on_policy", "points", reinforce, _points_rl(reinforce), RL_OPTIONS),
-        LossSpec("ppo", "on_policy", "points", ppo, _points_rl(ppo), ("clip_eps", "ratio") + RL_OPTIONS),
-    ]
-}
-
-
-def names() -> tuple[str, ...]:
-    """All sequence loss names (the core losses minus the analytic forward_kl / reverse_kl)."""
-    return tuple(_REGISTRY)
-
-
-def get(name: str) -> LossSpec:
-    """The LossSpec for a sequence loss; ``apply(tok_logp, batch, next_logp, hp, cfg) -> (loss, aux)``."""
-    _checks.choice("loss", name, _REGISTRY)
-    return _REGISTRY[name]
-
-
-def check_options(loss: str, *given: Iterable[str] | Mapping[str, Any]) -> None:
-    """Refuse options that the sequence loss ``loss`` would ignore (e.g. ``ratio`` for reinforce).
-
-    As :func:`modeseek.losses.check_options`, over the sequence losses: ``ratio``
-    applies to ppo only; shift, the transformer sizes and the other options every
-    loss uses are always accepted.
-
-    Args:
-      loss: a sequence loss name.
-      *given: option names, or mappings from name to value (None or False: left off),
-        e.g. ``run``'s keyword options and its arms.
-    """
-    _refuse_inapplicable(get(loss), _REGISTRY, given)
