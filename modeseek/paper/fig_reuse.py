@@ -210,8 +210,9 @@ def _call(b: Budget, cfg: protocol.Config, scheds, *, problems, seeds, seed_offs
                 **options(cfg),
             )
             compile_s, run_s = compile_s + tr.compile_seconds, run_s + tr.run_seconds
-            # The run's grid is (problem, schedule[, learning_rate]); the figures index schedule first.
-            first = lambda x: np.moveaxis(np.asarray(x), 1, 0)  # noqa: E731
+            # The run's grid is ([problem,] schedule[, learning_rate]); the figures index schedule, then problem.
+            one_problem = len(problems) == 1
+            first = lambda x: np.moveaxis(np.asarray(x)[None] if one_problem else np.asarray(x), 1, 0)  # noqa: E731
             _MEMO[memo] = ScheduleRuns(
                 metrics={n: first(v) for n, v in tr.metrics.items()},
                 probs=first(tr.snapshots),
