@@ -385,7 +385,7 @@ _SAMPLING_NOTES = {
 }
 _POLICY_NOTES = {
     "tabular": "free logits per context, initialised at pi_ref",
-    "mlp": "the paper's MLP of a 100-d context, SFT'd to pi_ref (PAPER_NOTES A.4-A.5)",
+    "mlp": "the paper's MLP of a 100-d context, SFT'd to pi_ref (docs/paper.md §A.4-docs/paper.md §A.5)",
 }
 
 

@@ -501,7 +501,7 @@ def _bandit_model(cfg: RunConfig, key, hp: HyperParams, a, sched: Schedule | Non
 
     def collect(p, t, i, slot):
         if cfg.first_batch == "data":
-            # The paper's epoch 0 samples from pi_data, later epochs from the policy (A.6).
+            # The paper's epoch 0 samples from pi_data, later epochs from the policy (docs/paper.md §A.6).
             return jax.lax.cond(i == 0, lambda: batch_for(batch_keys[i], data_logq), lambda: on_policy(p, i)), {}
         return on_policy(p, i), {}
 

@@ -1,6 +1,6 @@
 """The loss registry: every objective by name, with its family, its batch and the policies it runs on.
 
-Three families (PAPER_NOTES E):
+Three families (docs/paper.md §E):
 
 * ``mode_covering``: forward KL / weighted maximum likelihood (sft, best_of_n,
   pref_ft, rwr, forward_kl);

@@ -2,7 +2,7 @@
 
 These push the likelihood of the rejected response down as well as the chosen one
 up (Lemma 6.2 with c2 > 0), which lets an offline method move mass away from
-the reference's mode (PAPER_NOTES B.6, E.3). The best-of-N negative terms live
+the reference's mode (docs/paper.md §B.6, docs/paper.md §E.3). The best-of-N negative terms live
 with :func:`modeseek.losses.mode_covering.best_of_n`.
 
 Unbatched: ``logp`` and ``ref_logp`` are (K,) for one context.
@@ -56,7 +56,7 @@ def dpo(logp, batch: Pairs, *, ref_logp, beta):
 
     Family: contrastive (negative gradient). Per pair the gradient is
     beta * sigmoid(-beta h) (grad log pi(y_w) - grad log pi(y_l)), i.e.
-    c1 = c2 in Lemma 6.2 (PAPER_NOTES B.6, E.3). The reference is the problem's
+    c1 = c2 in Lemma 6.2 (docs/paper.md §B.6, docs/paper.md §E.3). The reference is the problem's
     pi_ref, as in the paper's 1-token bandit.
 
     Args:
@@ -80,7 +80,7 @@ def ipo(logp, batch: Pairs, *, ref_logp, target_margin):
     Family: contrastive (negative gradient). ``target_margin`` is the margin in
     nats that IPO regresses h onto: 1/(2 tau) in the IPO paper (Azar et al.
     2023), and what the authors' bandit code passes as ``beta`` (10 in their
-    scripts, PAPER_NOTES B.6). The engine's default is 1/(2 beta), i.e. tau = beta.
+    scripts, docs/paper.md §B.6). The engine's default is 1/(2 beta), i.e. tau = beta.
 
     Args:
       logp: (K,) log pi_theta(.|x).

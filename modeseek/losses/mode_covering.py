@@ -3,7 +3,7 @@
 Each of these maximises a weighted log-likelihood of responses drawn from a
 fixed or reweighted distribution; in the population limit this is a forward KL,
 KL(p_data^w || pi_theta), which spreads mass over everything the data covers
-(PAPER_NOTES E.2: Pref-FT, offline best-of-N, offline RWR). Used on-policy,
+(docs/paper.md §E.2: Pref-FT, offline best-of-N, offline RWR). Used on-policy,
 the same losses become iterated best-of-N / ReST / RWR.
 
 All functions are unbatched: ``logp`` is the (K,) log-probability vector of one
@@ -54,7 +54,7 @@ def best_of_n(logp: jax.Array, batch: BestOfN, *, negative: str | None = None, n
 
     Family: mode-covering without ``negative`` (offline: Pref-FT / filtered BC;
     on-policy: iterated best-of-N / ReST / RAFT). With ``negative`` it gains a
-    negative gradient (PAPER_NOTES B.2, Lemma 6.2 with c2 = negative_coef):
+    negative gradient (docs/paper.md §B.2, Lemma 6.2 with c2 = negative_coef):
 
     * None: -log pi(y_best)
     * "worst": ... + coef * log pi(y_worst)
@@ -103,14 +103,14 @@ def rwr(logp: jax.Array, batch: Points, *, beta, normalize: bool = False):
 
     Family: mode-covering. The weights w_j exp(r_j/beta) are normalised to sum to 1
     within the context (computed in log space, so any beta > 0 is safe); exact on
-    q this is the forward KL(q exp(r/beta)/Z || pi) (PAPER_NOTES E.2). The paper
+    q this is the forward KL(q exp(r/beta)/Z || pi) (docs/paper.md §E.2). The paper
     code uses unnormalised weights; the two differ by a positive per-batch factor.
 
     Args:
       logp: (K,) log pi_theta(.|x).
       batch: Points.
       beta: temperature > 0.
-      normalize: z-score the rewards within the context first (PAPER_NOTES B.3).
+      normalize: z-score the rewards within the context first (docs/paper.md §B.3).
     """
     r = batch.reward
     if normalize:
@@ -126,7 +126,7 @@ def forward_kl(logp: jax.Array, target: Target):
     """Exact forward KL(target || pi) = sum_i t_i (log t_i - log pi_i), with 0 log 0 = 0.
 
     Family: mode-covering. Its gradient in the softmax logits is pi - target
-    (PAPER_NOTES E.4). Not rescaled by beta; beta enters only through the default
+    (docs/paper.md §E.4). Not rescaled by beta; beta enters only through the default
     target pi_star.
     """
     t = jax.lax.stop_gradient(target.probs)

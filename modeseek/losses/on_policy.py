@@ -1,7 +1,7 @@
 """Mode-seeking on-policy objectives: REINFORCE, PPO and the exact reverse KL.
 
 Maximising E_pi[r] - beta KL(pi || pi_ref) is minimising the reverse KL
-KL(pi || pi_star) (Lemma 6.1, PAPER_NOTES E.2), which concentrates mass on a
+KL(pi || pi_star) (Lemma 6.1, docs/paper.md §E.2), which concentrates mass on a
 subset of the high-reward bins. REINFORCE and PPO are its sampled
 score-function estimators.
 
@@ -76,7 +76,7 @@ def advantages(reward, weight, count, kind: str):
 
     * "none": r
     * "mean": r - mean (batch-mean baseline)
-    * "zscore": (r - mean) / (std + 1e-8), population std (PAPER_NOTES B.4)
+    * "zscore": (r - mean) / (std + 1e-8), population std (docs/paper.md §B.4)
     * "leave_one_out": r_j - mean of the other N-1 rewards = N/(N-1) (r_j - mean);
       exact batches (count = inf) give r - mean.
     """
@@ -140,7 +140,7 @@ def reinforce(
       kl_estimator: None, "k1", "k2", "k3" or "exact" (analytic KL(pi||pi_ref)).
       kl_placement: "reward" (r - beta k, before the advantage) or "loss" (+ beta k).
       entropy_coef: weight of an exact entropy bonus (the paper code's bonus is a
-        sample-based term with zero expected gradient on fresh samples, B.4).
+        sample-based term with zero expected gradient on fresh samples, docs/paper.md §B.4).
     """
     a = _shaped_advantages(batch, ref_logp, advantage=advantage, beta=beta, kl_estimator=kl_estimator, kl_placement=kl_placement)
     w = jax.lax.stop_gradient(batch.weight)
@@ -165,7 +165,7 @@ def ppo(
 
     sum_j w_j max(-A_j rho_j, -A_j clip(rho_j, 1 - eps, 1 + eps)), rho = pi(y)/q(y),
     with no value network (the advantage is the normalised sequence reward, as in
-    the paper code, PAPER_NOTES B.5). Family: mode-seeking on-policy.
+    the paper code, docs/paper.md §B.5). Family: mode-seeking on-policy.
 
     Args:
       logp: (K,) log pi_theta(.|x).
@@ -186,8 +186,8 @@ def ppo(
 def reverse_kl(logp, target: Target):
     """Exact reverse KL(pi || target) = sum_i pi_i (log pi_i - log t_i).
 
-    Family: mode-seeking. Its logit gradient is pi * (log(pi/t) - KL) (PAPER_NOTES
-    E.4), which removes mass from bins the target excludes in proportion to
+    Family: mode-seeking. Its logit gradient is pi * (log(pi/t) - KL) (docs/paper.md
+    §E.4), which removes mass from bins the target excludes in proportion to
     pi_i log(pi_i/t_i). Not rescaled by beta; beta enters only via the default
     target pi_star. Target zeros are treated as log t = -1e4 (finite).
     """

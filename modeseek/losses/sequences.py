@@ -1,4 +1,4 @@
-"""The core losses at sequence level (PAPER_NOTES B, C.5).
+"""The core losses at sequence level (docs/paper.md §B, docs/paper.md §C.5).
 
 Every loss is pure and unbatched (one prompt) and takes ``tok_logp`` (N, T), the
 per-token log-probabilities of the batch's N sequences under pi_theta (T = L, or
@@ -12,12 +12,12 @@ log-probability is ``tok_logp.sum(-1)``.
   (:mod:`modeseek.sequences.batches`). The log-complement negative term uses the
   sequence probability, log(1 - pi(y)).
 * REINFORCE and PPO act per token: the sequence advantage multiplies every
-  token's score (the authors' transformer loss, C.5), the KL penalty is a sum
+  token's score (the authors' transformer loss, docs/paper.md §C.5), the KL penalty is a sum
   of per-token estimators k(log pi_t - log pi_ref,t) (or, with "exact", the
   exact per-token KL of the next-token distributions along the sampled
   prefixes), and PPO's ratio is per token or per sequence.
 * :func:`reference_kl` is the per-token reverse KL to the reference that fits
-  the transformer to pi_data before fine-tuning (C.4).
+  the transformer to pi_data before fine-tuning (docs/paper.md §C.4).
 
 With L = 1 every loss equals its 1-token core counterpart on the same draws
 (tests/test_sequences.py checks values and gradients).
@@ -57,7 +57,7 @@ __all__ = [
     "reference_kl",
 ]
 
-#: PPO importance ratios: one per token (the authors' transformer PPO, B.5) or one per sequence.
+#: PPO importance ratios: one per token (the authors' transformer PPO, docs/paper.md §B.5) or one per sequence.
 RATIOS = ("token", "sequence")
 
 # As in the core PPO: bounds |log ratio| so exp never overflows float32.
@@ -74,7 +74,7 @@ def sft(tok_logp, batch: SequenceBatch):
 
 
 def best_of_n(tok_logp, batch: SequenceBatch, *, negative=None, negative_coef=0.05):
-    """Best-of-N maximum likelihood on sequences, with the core's negative terms (PAPER_NOTES B.2)."""
+    """Best-of-N maximum likelihood on sequences, with the core's negative terms (docs/paper.md §B.2)."""
     return mode_covering.best_of_n(_seq(tok_logp), batch.items, negative=negative, negative_coef=negative_coef)
 
 
@@ -84,17 +84,17 @@ def pref_ft(tok_logp, batch: SequenceBatch):
 
 
 def rwr(tok_logp, batch: SequenceBatch, *, beta, normalize: bool = False):
-    """Reward-weighted regression on sequences, weights exp(r / beta) normalised per prompt (B.3)."""
+    """Reward-weighted regression on sequences, weights exp(r / beta) normalised per prompt (docs/paper.md §B.3)."""
     return mode_covering.rwr(_seq(tok_logp), batch.items, beta=beta, normalize=normalize)
 
 
 def dpo(tok_logp, batch: SequenceBatch, *, beta):
-    """DPO on sequence log-ratios to pi_ref (B.6; pi_ref is the frozen initial policy, C.4)."""
+    """DPO on sequence log-ratios to pi_ref (docs/paper.md §B.6; pi_ref is the frozen initial policy, docs/paper.md §C.4)."""
     return contrastive.dpo(_seq(tok_logp), batch.items, ref_logp=_seq(batch.ref_logp), beta=beta)
 
 
 def ipo(tok_logp, batch: SequenceBatch, *, target_margin):
-    """IPO, (h - target_margin)^2 on sequence margins (B.6; the authors' beta = 10 is the target margin)."""
+    """IPO, (h - target_margin)^2 on sequence margins (docs/paper.md §B.6; the authors' beta = 10 is the target margin)."""
     return contrastive.ipo(_seq(tok_logp), batch.items, ref_logp=_seq(batch.ref_logp), target_margin=target_margin)
 
 
@@ -144,7 +144,7 @@ def reinforce(
 ):
     """REINFORCE with the sequence advantage on every token: -sum_j w_j A_j sum_t log pi_t(y_j).
 
-    Family: mode-seeking on-policy (PAPER_NOTES B.4, C.5). With
+    Family: mode-seeking on-policy (docs/paper.md §B.4, docs/paper.md §C.5). With
     ``kl_placement="loss"`` and ``kl_estimator="k1"`` the penalty is the
     authors' beta * sum_t (log pi_t - log pi_ref,t) on the sampled tokens.
 
@@ -182,7 +182,7 @@ def ppo(
     """PPO's clipped surrogate against the sampling policy, per token or per sequence.
 
     "token": sum_j w_j sum_t max(-A_j rho_jt, -A_j clip(rho_jt, 1 - eps, 1 + eps)),
-    rho_jt = pi_t(y_j) / q_t(y_j), the authors' transformer PPO (PAPER_NOTES B.5:
+    rho_jt = pi_t(y_j) / q_t(y_j), the authors' transformer PPO (docs/paper.md §B.5:
     no value network, the sequence advantage on every token, summed over
     tokens). "sequence": one ratio rho_j = pi(y_j) / q(y_j) per sequence.
     Family: mode-seeking on-policy.
@@ -216,7 +216,7 @@ def reference_kl(next_logp, ref_next_logp):
 
     mean_j sum_t KL(pi_theta(. | prefix_jt) || pi_ref(. | prefix_jt)). The
     authors fit the transformer to pi_data with it, on prefixes the model
-    generates itself, 100 Adam steps at lr 0.01 (PAPER_NOTES C.4); with L = 1 it
+    generates itself, 100 Adam steps at lr 0.01 (docs/paper.md §C.4); with L = 1 it
     is the core :func:`modeseek.policies.kl_to_reference`.
 
     Args:

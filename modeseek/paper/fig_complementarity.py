@@ -1,6 +1,6 @@
 """Figure 4: complementarity. On-policy DPO/IPO vs offline DPO/IPO vs on-policy best-of-N.
 
-On-policy sampling and a negative gradient together (PAPER_NOTES D.5, §5.3).
+On-policy sampling and a negative gradient together (docs/paper.md §D.5, §5.3).
 On-policy IPO is the authors' onpolicy_ipo.sh (lr 0.01, 10 contexts, N = 10,
 T = 15, target margin 10); on-policy DPO runs the same setting with the DPO
 loss and the authors' default beta 0.05. The offline DPO/IPO runs are those of
@@ -181,7 +181,7 @@ def _claim(res, i: int, kind: str, h_off: int, h_on: int) -> Claim:
 def _caption(b, res, timing) -> list[str]:
     return [
         "Problem: the 1-token bandit (reward peak at bin 70 \"far\" / 20 \"near\"). Policy: the authors' MLP, SFT to pi_ref first; "
-        "on-policy runs draw epoch 0 from pi_ref and later epochs from the policy (A.6).",
+        "on-policy runs draw epoch 0 from pi_ref and later epochs from the policy (docs/paper.md §A.6).",
         "Budget: " + b.describe() + ".",
         protocol.ON_POLICY_IPO.describe() + f"; shortened to {b.on_policy_epochs} epochs.",
         protocol.ON_POLICY_DPO.describe() + "; beta is the authors' CLI default, not tuned.",

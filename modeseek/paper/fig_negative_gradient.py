@@ -1,12 +1,12 @@
 """Figure 3: the negative gradient. Offline best-of-N with and without a negative term, offline DPO and IPO.
 
-Every method is offline (one batch from pi_ref, PAPER_NOTES A.6) with the MLP
+Every method is offline (one batch from pi_ref, docs/paper.md §A.6) with the MLP
 after SFT. Offline best-of-N and its negative-term variants use the authors'
 best_of_n.sh setting (lr 0.01, 5 train contexts, N = 10, T = 200); the
-negative-term coefficient has no published value (G.7) and is chosen per
+negative-term coefficient has no published value (docs/paper.md §G.7) and is chosen per
 geometry from a grid on held-out seeds. Offline IPO is the authors' ipo.sh
 (lr 0.003, 100 contexts, target margin 10, minimum reward gap 0.2); DPO has no
-bandit script (G.8) and runs the same setting with the DPO loss and the
+bandit script (docs/paper.md §G.8) and runs the same setting with the DPO loss and the
 authors' default beta 0.05. Panels: expected reward, KL(pi || pi_ref), and the
 final mass over bins.
 """
@@ -199,10 +199,10 @@ def _caption(b, res, timing) -> list[str]:
     coefs_s, is_mean = protocol.sum_worse_grid()
     return [
         "Problem: the 1-token bandit (exact squashed-Cauchy reference; reward peak at bin 70 \"far\" / 20 \"near\", width 10). "
-        "Policy: the authors' MLP, SFT to pi_ref first (100 Adam steps, lr 0.01); all methods offline: one batch of N = 10 responses per train context from pi_ref (A.6).",
+        "Policy: the authors' MLP, SFT to pi_ref first (100 Adam steps, lr 0.01); all methods offline: one batch of N = 10 responses per train context from pi_ref (docs/paper.md §A.6).",
         "Budget: " + b.describe() + ".",
         protocol.OFFLINE_BEST_OF_N.describe() + ".",
-        f"Negative terms (B.2), same setting: worst (coefficient grid {[c for c in protocol.WORST_COEFS if c > 0]}), "
+        f"Negative terms (docs/paper.md §B.2), same setting: worst (coefficient grid {[c for c in protocol.WORST_COEFS if c > 0]}), "
         f"mean over worse (grid {list(protocol.MEAN_WORSE_COEFS)}), sum over worse (grid {list(protocol.SUM_WORSE_COEFS)}). "
         "Chosen per geometry (far, near): "
         + "; ".join(f"{k} {res[v]['coef'][0]:g}, {res[v]['coef'][1]:g}" for k, v in NEGATIVES.items())
@@ -211,7 +211,7 @@ def _caption(b, res, timing) -> list[str]:
         "Tuning rule (our choice): the coefficient with the highest mean exact expected reward over all steps on the tuning seeds; curves and claims use the other seeds.",
         protocol.OFFLINE_IPO.describe() + ".",
         protocol.OFFLINE_DPO.describe() + "; beta is the authors' CLI default, not tuned.",
-        "KL(pi||pi_ref) is exact, averaged over the evaluation contexts (the authors compute it on the first train context only, A.7). "
+        "KL(pi||pi_ref) is exact, averaged over the evaluation contexts (the authors compute it on the first train context only, docs/paper.md §A.7). "
         "Right column: final policy mass over bins, mean over seeds and evaluation contexts, log scale; grey bars pi_ref.",
         "Claims compare final values (step " + str(b.offline_steps) + ") on \"far\" with Welch 95% bands of the difference over seeds.",
         "Compile / run seconds of the engine calls (as first measured in this process): "

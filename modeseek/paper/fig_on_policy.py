@@ -1,9 +1,9 @@
 """Figure 2: on-policy sampling. Offline best-of-N vs on-policy best-of-N, REINFORCE and PPO.
 
-The authors' configurations (PAPER_NOTES A.6): offline best-of-N (lr 0.01, 5
+The authors' configurations (docs/paper.md §A.6): offline best-of-N (lr 0.01, 5
 train contexts, one batch of N = 10 from pi_ref, T = 200 steps) and on-policy
 best-of-N (lr 0.001, 10 contexts, N = 10, T = 15 per epoch), both with the MLP
-after SFT to pi_ref. REINFORCE and PPO have no published bandit setting (G.6):
+after SFT to pi_ref. REINFORCE and PPO have no published bandit setting (docs/paper.md §G.6):
 they get on-policy best-of-N's budget (same contexts, N, T, epochs, so equal
 gradient steps and reward queries) and a learning rate chosen from
 ``protocol.RL_LEARNING_RATES`` on held-out seeds. Curves against gradient steps
@@ -238,8 +238,8 @@ def _caption(b, res, h_off, h_on, worst, on, sweeps) -> list[str]:
     timing = [worst, on] + list(sweeps.values())
     lines = [
         "Problem: the 1-token bandit (exact squashed-Cauchy reference, rewards peaked at bin 70 \"far\" / 20 \"near\", width 10). "
-        "Policy: the authors' MLP (PAPER_NOTES A.4), SFT to pi_ref first (100 Adam steps, lr 0.01, exact reverse KL, A.5); "
-        "epoch 0 samples from pi_ref, later epochs from the policy (A.6); Adam.",
+        "Policy: the authors' MLP (docs/paper.md §A.4), SFT to pi_ref first (100 Adam steps, lr 0.01, exact reverse KL, docs/paper.md §A.5); "
+        "epoch 0 samples from pi_ref, later epochs from the policy (docs/paper.md §A.6); Adam.",
         "Budget: " + b.describe() + ".",
         protocol.OFFLINE_BEST_OF_N.describe() + f"; run for {h_off} steps (run as the negative-coefficient-0 member of the 'worst' sweep of figure 3: the same loss).",
         protocol.ON_POLICY_BEST_OF_N.describe() + f"; shortened to {b.on_policy_epochs} epochs = {h_on} steps. "

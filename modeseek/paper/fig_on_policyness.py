@@ -1,6 +1,6 @@
 """Figure 6: on-policyness. The batch collected per iteration, at a fixed total number of samples.
 
-Design (Algorithm 1 as PAPER_NOTES D.3 describes the paper's on-policyness
+Design (Algorithm 1 as docs/paper.md §D.3 describes the paper's on-policyness
 knob): each iteration collects B responses per train context from the current
 policy and makes one pass over them in minibatches of M = 10 per context (one
 Adam step per minibatch), so every response is used exactly once. With the
@@ -60,7 +60,7 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
         out_dir / "fig_on_policyness.caption.md",
         "Figure 6: on-policyness (fig_on_policyness.png)",
         [
-            f"Design (Algorithm 1, PAPER_NOTES D.3): each iteration draws B responses per train context from the current policy "
+            f"Design (Algorithm 1, docs/paper.md §D.3): each iteration draws B responses per train context from the current policy "
             f"(epoch 0 from pi_data) and makes one pass over them in minibatches of {b.base} per context, one Adam step each; "
             f"B in {sizes}. Total samples ({b.steps * b.base * b.contexts:,}), minibatch and gradient steps ({b.steps}) are equal for every B; "
             f"a larger B means staler samples (the last minibatch of an iteration comes from a policy B/{b.base} - 1 steps old).",
@@ -70,7 +70,7 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
             "PPO's ratio is taken against the policy that drew each minibatch (the clipped surrogate corrects for staleness); best-of-N has no correction.",
             f"Left and middle: exact expected reward against reward queries (every {b.eval_every} steps). Right: area under each curve (solid) and final reward (dashed) against B.",
             "A companion to figure 5: there a larger batch is reused for T full-batch steps; here each sample is used once.",
-            "The paper's own on-policyness figure is on AlpacaFarm (D.7: smaller B better for RWR and REINFORCE); this is the bandit analogue.",
+            "The paper's own on-policyness figure is on AlpacaFarm (docs/paper.md §D.7: smaller B better for RWR and REINFORCE); this is the bandit analogue.",
             f"Compile {seconds:.1f} s (0 when figure 5 ran first in the same process), run {run_seconds:.1f} s.",
         ],
     )

@@ -1,6 +1,6 @@
 """Figure 5: sample reuse. T gradient steps per collected batch at a fixed sample and step budget.
 
-Design (PAPER_NOTES B.7, the authors' sample-reuse ablation): with base batch
+Design (docs/paper.md §B.7, the authors' sample-reuse ablation): with base batch
 N0 = 10 responses per train context, reuse T draws N = N0 T per context per
 iteration and takes T full-batch Adam steps on it, for S / T iterations. Every
 T therefore spends the same S gradient steps and the same S N0 C reward
@@ -8,7 +8,7 @@ queries; T only trades fresh batches for larger, reused ones. T in {1, 2, 5,
 10, 20, 50}, S = 100 steps (the ablation's budget: 10 contexts x 10 samples x
 100 steps = 10,000 queries, the authors' on-policy data budget), for
 on-policy best-of-N and PPO under the authors' protocol (MLP policy after SFT
-to pi_ref, epoch 0 from pi_data, 10 train and 100 evaluation contexts; A.4-A.6).
+to pi_ref, epoch 0 from pi_data, 10 train and 100 evaluation contexts; docs/paper.md §A.4-§A.6).
 
 Each algorithm's learning rate is chosen once, at T = 1, on held-out seeds
 (the area under its "far" reward curve), and kept for every T. The schedules
@@ -36,11 +36,11 @@ REUSES = (1, 2, 5, 10, 20, 50)
 #: "Moderate" and "large" reuse for the claim.
 MODERATE = (2, 5, 10)
 LARGE = 50
-#: Learning rates tried at T = 1: a slice of the authors' grid (A.8) around their on-policy
+#: Learning rates tried at T = 1: a slice of the authors' grid (docs/paper.md §A.8) around their on-policy
 #: best-of-N value 1e-3, up to figure 2's largest (larger ones saturate both algorithms
 #: within ~20 of the 100 steps, which leaves nothing for reuse to change).
 LEARNING_RATES = (3e-4, 1e-3, 3e-3, 1e-2)
-#: The two algorithms: on-policy best-of-N (published) and PPO (not published, B.5).
+#: The two algorithms: on-policy best-of-N (published) and PPO (not published, docs/paper.md §B.5).
 ALGORITHMS = {
     "on-policy best-of-N": protocol.ON_POLICY_BEST_OF_N,
     "PPO": protocol.on_policy_rl("ppo"),
@@ -351,7 +351,7 @@ def algorithm_line(name: str) -> str:
     cfg = ALGORITHMS[name]
     kw = options(cfg)
     knobs = ", ".join(f"{k} {v}" for k, v in kw.items() if k not in ("target_margin",))
-    source = f"published: {cfg.source}" if cfg.published else "no published bandit setting: knobs of protocol.on_policy_rl (PAPER_NOTES B.4-B.5)"
+    source = f"published: {cfg.source}" if cfg.published else "no published bandit setting: knobs of protocol.on_policy_rl (docs/paper.md §B.4-docs/paper.md §B.5)"
     return f"{name}: loss {cfg.loss}" + (f" ({knobs})" if knobs else "") + f"; {source}"
 
 
@@ -401,7 +401,7 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
         out_dir / "fig_reuse.caption.md",
         "Figure 5: sample reuse (fig_reuse.png)",
         [
-            "Design (PAPER_NOTES B.7, the authors' reuse ablation): reuse T takes T full-batch Adam steps on each batch of "
+            "Design (docs/paper.md §B.7, the authors' reuse ablation): reuse T takes T full-batch Adam steps on each batch of "
             f"N = {b.base}T responses per train context, for {b.steps}/T iterations, so every T uses the same {b.steps} gradient "
             f"steps and the same {b.steps * b.base * b.contexts:,} reward queries. T in {list(REUSES)}; epoch 0 from pi_data, later epochs from the policy.",
             "Protocol: " + b.describe() + ".",

@@ -1,4 +1,4 @@
-"""The paper's transformer bandit runs (PAPER_NOTES C.6) as a reproduction piece.
+"""The paper's transformer bandit runs (docs/paper.md §C.6) as a reproduction piece.
 
 Four methods on the "far" and "near" token rewards, with the authors'
 learning rates, N = 10 sequences per prompt and T = 10 steps per on-policy
@@ -27,7 +27,7 @@ MARGIN = 0.1
 #: (its estimate uses 100 evaluation sequences; sd of the Rao-Blackwellised
 #: estimate ~0.005 at these rewards).
 REF_TOL = 0.02
-#: The paper's offline budget (T = 100 steps on one dataset, C.6).
+#: The paper's offline budget (T = 100 steps on one dataset, docs/paper.md §C.6).
 PAPER_OFFLINE_STEPS = 100
 
 
@@ -174,7 +174,7 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
     claims.append(
         Claim(
             "seq_far_on_policy_bon_beats_offline_bon",
-            f'On "far", on-policy best-of-N ends above offline best-of-N, both after the paper\'s offline T = {t_off} and after as many steps ({b["bon_steps"]}) on the one dataset (PAPER_NOTES D.5, section 5.1)',
+            f'On "far", on-policy best-of-N ends above offline best-of-N, both after the paper\'s offline T = {t_off} and after as many steps ({b["bon_steps"]}) on the one dataset (docs/paper.md §D.5, section 5.1)',
             bool(ok),
             f"expected reward after {b['bon_steps']} steps: on-policy {_f(a)} (seeds {_seeds(a)}), offline {_f(o)}; offline at step {t_off}: {_f(oT)}",
             "" if ok else f"the on-policy mean is not {MARGIN} above the offline one with every seed above it at this budget",
@@ -239,15 +239,15 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
 
     # ------------------------------------------------------------------ caption
     lines = [
-        f"Problem: the paper's sequence bandit (PAPER_NOTES C.1-C.3): a uniform prompt token, 9 response tokens over 100 tokens; reward = mean over the 9 response tokens of exp(-((y - c)/10)^2), c = 70 (far) or 20 (near). Choice: the prompt token is *not* counted in the reward (the authors count it, capping the reward at ~0.918; `include_prompt=True` reproduces that).",
+        f"Problem: the paper's sequence bandit (docs/paper.md §C.1-docs/paper.md §C.3): a uniform prompt token, 9 response tokens over 100 tokens; reward = mean over the 9 response tokens of exp(-((y - c)/10)^2), c = 70 (far) or 20 (near). Choice: the prompt token is *not* counted in the reward (the authors count it, capping the reward at ~0.918; `include_prompt=True` reproduces that).",
         f"Policy: {b['policy']}"
         + (
             " (gpt-nano: 3 layers, 3 heads, 48-dim, learned positions, GELU, no dropout (the authors train with dropout 0.1; a choice for determinism and speed)); before fine-tuning it is fit to pi_data by 100 Adam steps at lr 0.01 on the per-token reverse KL, 10 sequences per step whose prefixes are i.i.d. pi_data tokens (the authors use the model's own generations, one per step). pi_ref is the frozen fitted model, evaluated without dropout."
             if b["policy"] == "transformer"
             else " (smoke budget: per-position categoricals starting exactly at pi_data; numbers are not meaningful)."
         ),
-        "Log-probabilities: the correct shift (row t of the logits scores token t + 1). The authors' off-by-one gather is available as `shift='authors'` and not used here (PAPER_NOTES C.5).",
-        f"Methods, as the authors' scripts (C.6): offline best-of-N lr {1e-4 * b['learning_scale']:g}; on-policy best-of-N lr {3e-5 * b['learning_scale']:g}, T = 10 steps per batch; offline IPO and on-policy IPO lr {min(1e-2 * b['learning_scale'], 0.3):g}, target margin 10, all 45 pairs of the N = 10 samples per prompt, pairs with equal rewards skipped. Adam, full-batch steps.",
+        "Log-probabilities: the correct shift (row t of the logits scores token t + 1). The authors' off-by-one gather is available as `shift='authors'` and not used here (docs/paper.md §C.5).",
+        f"Methods, as the authors' scripts (docs/paper.md §C.6): offline best-of-N lr {1e-4 * b['learning_scale']:g}; on-policy best-of-N lr {3e-5 * b['learning_scale']:g}, T = 10 steps per batch; offline IPO and on-policy IPO lr {min(1e-2 * b['learning_scale'], 0.3):g}, target margin 10, all 45 pairs of the N = 10 samples per prompt, pairs with equal rewards skipped. Adam, full-batch steps.",
         f"Data: 10 train prompts, N = 10 sequences per prompt; offline data is one batch from pi_ref (the authors' epoch 0 from the SFT model). Departure: offline IPO uses 10 prompts (the authors: 100) so that it shares a compiled program with on-policy IPO.",
         f"Budget (shortened from the paper to fit 1.5 minutes on 2 CPU cores): best-of-N {b['bon_steps']} gradient steps ({b['bon_steps'] // 10} on-policy epochs; the paper: 100 epochs = 1000 steps), IPO {b['ipo_steps']} steps ({b['ipo_steps'] // 10} epochs; the paper: 1000). Offline methods take all their steps on their one dataset (the paper: T = 100, marked by the dotted line; claims read offline at step 100 too). {b['seeds']} seeds (mean and 95% band).",
         f"Metrics every {b['eval_every']} steps on 100 fresh evaluation prompts, one sampled sequence each, Rao-Blackwellised: expected reward from the per-position next-token distributions along the samples; KL(pi || pi_ref) of the whole response as the sum of the exact per-token KLs along the samples. Right column: the final per-position marginals averaged over the 9 positions, seeds and evaluation prompts (red: the per-token reward).",

@@ -1,4 +1,4 @@
-"""Figure 7: mode-seeking vs mode-covering in theory (PAPER_NOTES E, D.8).
+"""Figure 7: mode-seeking vs mode-covering in theory (docs/paper.md §E, docs/paper.md §D.8).
 
 Exact gradient descent (plain SGD, population gradients) on the softmax logits
 of a tabular policy that starts at pi_ref, under the forward KL(q || pi)
@@ -8,7 +8,7 @@ problem: pi_star = pi_ref exp(r / beta) / Z and an equal mixture of two narrow
 bumps (one near pi_ref's mode, one in its tail). Step sizes are swept as one
 traced array. Also the paper's 4-category illustration, run exactly.
 
-Closed forms checked against the engine (E.4), for p = softmax(theta):
+Closed forms checked against the engine (docs/paper.md §E.4), for p = softmax(theta):
 grad KL(q || p) = p - q and grad KL(p || q) = p * (log(p / q) - KL(p || q)).
 Lemma 6.1's identity, E_pi[r] - beta KL(pi || pi_ref) = -beta KL(pi || pi_star)
 + beta log Z, is checked on every policy of every trajectory.
@@ -38,7 +38,7 @@ MODES = ((20.0, 5.0), (70.0, 5.0))
 FLOOR = 1e-3
 #: Lemma 6.1 tolerance: float32 metrics are sums of 100 terms of size <= ~10 (eps 1.2e-7 each).
 LEMMA_TOL = 1e-5
-#: The paper's 4-category illustration (D.8): initial p0, target q, and the bars its figure shows.
+#: The paper's 4-category illustration (docs/paper.md §D.8): initial p0, target q, and the bars its figure shows.
 TOY_P0 = (0.3, 0.3, 0.1, 0.3)
 TOY_Q = (0.2, 0.1, 0.6, 0.1)
 PAPER_FORWARD = (0.33, 0.225, 0.22, 0.225)
@@ -76,7 +76,7 @@ def first_step_below(curve: np.ndarray, level: float) -> int | None:
 
 
 def closed_form_step(p: np.ndarray, q: np.ndarray, eta: float, loss: str) -> np.ndarray:
-    """log-probabilities after one exact SGD step on the logits theta = log p (E.4), in float64."""
+    """log-probabilities after one exact SGD step on the logits theta = log p (docs/paper.md §E.4), in float64."""
     p, q = np.asarray(p, np.float64), np.asarray(q, np.float64)
     if loss == "forward_kl":
         grad = p - q
@@ -272,7 +272,7 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
             "Right column: the change of log pi_i in one exact step against q_i; forward KL moves bin i by (q_i - pi_i) (bounded), reverse KL by -pi_i (log(pi_i/q_i) - KL) (large where q excludes what pi holds, small where pi does not reach).",
             f"Bottom: the paper's 4-category illustration (p0 = {TOY_P0}, q = {TOY_Q}) run exactly (step sizes {list(TOY_STEP_SIZES)}; the smallest, "
             f"{TOY_STEP_SIZES[0]:g} x {int(round(TOY_FLOW_TIME / TOY_STEP_SIZES[0]))} steps, traces the gradient flow up to time {TOY_FLOW_TIME:g}). "
-            "The bars are the paper's (D.8) next to the exact states closest to them (max deviation over the 4 categories) and one forward step toward the 3-sample target (1/3, 0, 2/3, 0).",
+            "The bars are the paper's (docs/paper.md §D.8) next to the exact states closest to them (max deviation over the 4 categories) and one forward step toward the 3-sample target (1/3, 0, 2/3, 0).",
             f"Lemma 6.1 checked on every policy of every trajectory with the engine's float32 metrics (tolerance {LEMMA_TOL:g}).",
         ],
     )
@@ -322,7 +322,7 @@ def _removal_claim(removal, steps) -> Claim:
         ("" if ok else "at some target or step size forward KL reached the removal level first. ")
         + (
             "Toward pi_star reverse KL halves the excluded mass later than forward KL: the target bins sit where pi_ref has ~0.002 "
-            "per bin, and reverse KL grows a bin in proportion to its current mass (E.4), so it starts slowly and then overtakes."
+            "per bin, and reverse KL grows a bin in proportion to its current mass (docs/paper.md §E.4), so it starts slowly and then overtakes."
             if any(removal[("pi_star", "reverse_kl", e)][0] is not None and removal[("pi_star", "forward_kl", e)][0] is not None
                    and removal[("pi_star", "reverse_kl", e)][0] > removal[("pi_star", "forward_kl", e)][0] for e in STEP_SIZES)
             else ""
@@ -334,7 +334,7 @@ def _gradient_claim(err: float) -> Claim:
     ok = err <= 1e-5
     return Claim(
         "kl_gradients_closed_form",
-        "One exact SGD step of the engine on forward and reverse KL equals the closed-form logit gradients of PAPER_NOTES E.4 (p - q and p (log(p/q) - KL)) to float32 tolerance 1e-5",
+        "One exact SGD step of the engine on forward and reverse KL equals the closed-form logit gradients of docs/paper.md §E.4 (p - q and p (log(p/q) - KL)) to float32 tolerance 1e-5",
         bool(ok),
         f"largest probability difference after one step, both targets, all step sizes: {err:.2e}",
         "" if ok else "the engine's gradient differs from the closed form",
@@ -357,7 +357,7 @@ def _toy(smoke: bool) -> dict:
     first_order = {}
     for loss in ("forward_kl", "reverse_kl"):
         grad = (p0 - q) if loss == "forward_kl" else p0 * (np.log(p0 / q) - p0 @ np.log(p0 / q))
-        first_order[loss] = -grad + p0 @ grad  # d log p_i / dt at t = 0 (E.4)
+        first_order[loss] = -grad + p0 @ grad  # d log p_i / dt at t = 0 (docs/paper.md §E.4)
     match = {}
     for loss, traj in flow.items():
         for which, bars in (("forward", PAPER_FORWARD), ("reverse", PAPER_REVERSE)):
@@ -393,7 +393,7 @@ def _toy_claim(toy: dict) -> Claim:
         "while reverse KL raises it and grows category 2 more slowly"
         + (f"; the bars are states of the exact dynamics with the labels exchanged (within {swapped:.3f})" if swapped < as_printed else "")
         + f"; the 'forward' bars also match one forward step of {TOY_Q_HAT_STEP:g} toward the 3-sample target (1/3, 0, 2/3, 0) "
-        f"(within {np.abs(toy['qhat_forward'] - np.asarray(PAPER_FORWARD)).max():.3f}, D.8)",
+        f"(within {np.abs(toy['qhat_forward'] - np.asarray(PAPER_FORWARD)).max():.3f}, docs/paper.md §D.8)",
     )
 
 

@@ -1,6 +1,6 @@
 """Phase diagrams: where mode-seeking wins, over reward rarity x data coverage.
 
-The paper's claim is conditional on two geometric quantities (PAPER_NOTES D.4):
+The paper's claim is conditional on two geometric quantities (docs/paper.md §D.4):
 on-policy sampling and negative gradients matter when the reward's peak is
 rare under the reference and when the preference data covers the good
 responses poorly. This package draws the whole map for the four algorithm

@@ -4,7 +4,7 @@ Runs (or resumes) the sweep of :mod:`modeseek.phase.sweep` at the "default"
 budget (8 rarities x 8 coverages x 4 families x 5 seeds x 500 steps; the
 on-policy families with three reward models) or the "smoke" budget, draws the
 figures of :mod:`modeseek.phase.figures`, writes the caption and returns the
-claims of :func:`modeseek.phase.analysis.claims` (PAPER_NOTES D.4, D.6, E).
+claims of :func:`modeseek.phase.analysis.claims` (docs/paper.md §D.4, docs/paper.md §D.6, E).
 """
 
 from __future__ import annotations

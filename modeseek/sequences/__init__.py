@@ -1,6 +1,6 @@
 """Token-sequence policies: the paper's combinatorial bandit with autoregressive models.
 
-A prompt token, then L response tokens (PAPER_NOTES C), in the order a reader
+A prompt token, then L response tokens (docs/paper.md §C), in the order a reader
 follows it:
 
 * problems and rewards: :mod:`modeseek.sequences.problems`

@@ -6,7 +6,7 @@ evaluation; :func:`modeseek.engine.make_train` wraps them in the scan that every
 policy kind shares. The transformer is fitted to pi_data by a separate
 compiled program (:func:`init_params`) that runs of every loss share.
 
-One run (PAPER_NOTES C.4-C.6, Algorithm 1):
+One run (docs/paper.md §C.4-docs/paper.md §C.6, Algorithm 1):
 
 1. initialise the policy. The factorised and bigram policies start exactly at
    i.i.d. pi_data tokens; the transformer is fit to pi_data by ``sft_steps``
@@ -25,8 +25,8 @@ Metrics every ``eval_every`` steps (always at 0 and at ``steps``):
   the train prompts: expected_reward (every reward kind), kl_pi_ref =
   KL(pi || pi_ref) of whole responses, entropy, per-position marginals;
 * transformer: estimated from ``eval_samples`` sequences per evaluation prompt
-  (``num_eval_contexts`` fresh prompts; the authors use 100 x 1, PAPER_NOTES
-  A.7/C.5) by Rao-Blackwellisation: the per-position marginals are the mean of
+  (``num_eval_contexts`` fresh prompts; the authors use 100 x 1, docs/paper.md
+  §A.7/docs/paper.md §C.5) by Rao-Blackwellisation: the per-position marginals are the mean of
   the next-token distributions along the sampled prefixes (unbiased), the KL
   and entropy are the sums over positions of the exact per-token KL / entropy
   along them (unbiased for the sequence KL and entropy), and an additive
@@ -76,7 +76,7 @@ def _make_policy(cfg, ref_probs):
 
 
 def init_params(cfg, key, hp, ref_probs):
-    """The initial policy of one run, which is also its pi_ref (PAPER_NOTES C.4).
+    """The initial policy of one run, which is also its pi_ref (docs/paper.md §C.4).
 
     Markov policies start exactly at i.i.d. pi_data tokens (init "reference").
     The transformer is fit to pi_data by ``sft_steps`` Adam steps on the
