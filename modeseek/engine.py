@@ -322,9 +322,13 @@ def make_train(cfg: RunConfig) -> Callable:
 
     Pure and unbatched, so it may be jitted, vmapped or differentiated by the
     caller (:func:`run` vmaps it over blocks of runs). ``key`` is a (2,) uint32
-    key, ``hp`` a :class:`HyperParams` of scalars, ``arrays`` the problem's
-    arrays (:func:`run_arrays` builds them), ``schedule`` a :class:`Schedule`
-    when ``cfg.schedule``. Returns ``{"metrics": name -> (E,), "snapshots":
+    key, ``hp`` a :class:`HyperParams` of scalars, ``schedule`` a
+    :class:`Schedule` when ``cfg.schedule``, and ``arrays`` a dict of the
+    problem's arrays: bandits "ref_probs", "reward", "train_reward",
+    "data_probs", "target_probs" (each (K,)) and "offline" (a bool: the arm's
+    regime when ``cfg.sampling == "mixed"``); sequences "ref_probs" (V,),
+    "reward" (a SequenceReward), "offline" and "init_params" (from
+    :func:`modeseek.sequences.model.init_params`). Returns ``{"metrics": name -> (E,), "snapshots":
     (S,) + snapshot shape, "final": snapshot shape}`` with E = len(cfg.eval_steps).
     """
     return functools.partial(_train, cfg)
@@ -966,25 +970,9 @@ def run(
     clash = sorted(n for n in arm_set if n in grid)
     if clash:
         raise ValueError(f"{clash} are both swept and set by arms; expected each traced value in one place")
-    data_arr = train_arr = target_arr = None
-    if data is not None:
-        d = np.asarray(data, dtype=np.float64)
-        rows = d[None] if d.ndim == 1 else d
-        if rows.ndim != 2 or rows.shape[1] != cfg.num_bins:
-            raise ValueError(f"data has shape {d.shape}; expected ({cfg.num_bins},) or (G, {cfg.num_bins})")
-        data_arr = np.stack([_checks.probability_vector(f"data[{i}]", r) for i, r in enumerate(rows)])
-        if d.ndim == 2:
-            grid["data"] = np.arange(len(rows))
-    if train_reward is not None:
-        tr_rows = np.asarray(train_reward, dtype=np.float64)
-        tr_rows = tr_rows[None] if tr_rows.ndim == 1 else tr_rows
-        if tr_rows.ndim != 2 or tr_rows.shape[1] != cfg.num_bins:
-            raise ValueError(f"train_reward has shape {np.shape(train_reward)}; expected ({cfg.num_bins},) or (G, {cfg.num_bins})")
-        if not np.all(np.isfinite(tr_rows)):
-            raise ValueError("train_reward has non-finite entries; expected finite rewards")
-        if np.ndim(train_reward) == 2:
-            grid["train_reward"] = np.arange(len(tr_rows))
-        train_arr = tr_rows
+    data_arr = _rows("data", data, cfg.num_bins, grid, _checks.probability_vector)
+    train_arr = _rows("train_reward", train_reward, cfg.num_bins, grid, _finite)
+    target_arr = None
     if target is not None:
         target_arr = _checks.probability_vector("target", target)
         if target_arr.shape[0] != cfg.num_bins:
@@ -1116,6 +1104,25 @@ def run(
         axes=axes,
         arm_values=arm_values,
     )
+
+
+def _finite(name, row):
+    if not np.all(np.isfinite(row)):
+        raise ValueError(f"{name} has non-finite entries; expected finite rewards")
+    return row
+
+
+def _rows(name, value, k: int, grid: dict, check) -> np.ndarray | None:
+    """A (K,) or (G, K) bandit array as (rows, K), each row checked; (G, K) adds a grid axis ``name``."""
+    if value is None:
+        return None
+    arr = np.asarray(value, dtype=np.float64)
+    rows = arr[None] if arr.ndim == 1 else arr
+    if rows.ndim != 2 or rows.shape[1] != k:
+        raise ValueError(f"{name} has shape {arr.shape}; expected ({k},) or (G, {k})")
+    if arr.ndim == 2:
+        grid[name] = np.arange(len(rows))
+    return np.stack([check(f"{name}[{i}]", r) for i, r in enumerate(rows)])
 
 
 def _grid_axes(grid: dict, paired) -> tuple[tuple[str, ...], ...]:
