@@ -85,9 +85,9 @@ class RunConfig:
       eval_every / snapshot_every: metric and snapshot periods (always at 0 and ``steps``).
       eval_samples: Monte-Carlo draws per evaluation context (bandits: > 0 adds
         "sampled_reward"; transformer: the sequences its estimates use).
-      schedule: reuse, num_samples and minibatch are traced values of each
-        call (bandit points and best-of-N batches), so sweeping them compiles
-        one program.
+      schedule: reuse, num_samples and minibatch (bandit points and best-of-N
+        batches; reuse only, for sequences) are traced values of each call,
+        so sweeping them compiles one program.
       first_batch: "policy", or "data" for the paper's epoch 0 drawn from the
         data distribution in on-policy bandit runs.
       num_bins, has_target, has_train_reward: bandit problem shape and arrays.
@@ -816,7 +816,8 @@ def run(
         shared, shift, ratio, sft_batch, layers, heads, embed, dropout,
         batching); the schedule values reuse, num_samples and, for bandits,
         minibatch (an array of values sweeps them in one compiled program, as
-        does giving ``minibatch``: see :class:`Schedule`; ``max_samples``
+        does giving ``minibatch``: see :class:`Schedule`; sequence runs sweep
+        reuse only; ``max_samples``
         sets the draws per context behind them, default the largest
         num_samples, so that calls with equal values share a program); and traced values
         (HyperParams fields). A traced value given as a 1-D array is swept;
@@ -914,9 +915,12 @@ def run(
         for x in (arr.tolist() if arr.ndim else [v]):
             _checks.integer(n, x)
         sched_arrays[n] = arr.astype(np.int64)
-    if traced_schedule:
-        if seq:
-            raise ValueError("sweeping reuse or num_samples (or giving minibatch) applies to bandit problems; sequence runs take one integer each")
+    if traced_schedule and seq:
+        if np.ndim(sched_values.get("num_samples", 0)):
+            raise ValueError("sequence runs sweep reuse only; num_samples is one integer for sequence problems")
+        static["num_samples"] = int(sched_arrays.get("num_samples", 10))
+        static["reuse"] = 1
+    elif traced_schedule:
         if spec.batch not in ("points", "best_of_n") or sampling != "on_policy" or arm_list is not None:
             raise ValueError(f"a traced schedule (swept reuse/num_samples, or minibatch) needs sampling='on_policy' without arms and a points or best-of-N loss; got loss={loss!r}, sampling={sampling!r}")
         if spec.batch == "best_of_n" and static.get("negative") not in (None, "worst"):

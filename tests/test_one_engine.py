@@ -88,6 +88,17 @@ def test_sequences_get_paired_axes_seed_offsets_and_eval_every(seq):
     assert set(df["seed"]) == {0, 1, 2} and {"learning_rate", "beta", "ratio", "shift"} <= set(df.columns)
 
 
+def test_sequences_sweep_reuse_in_one_program_with_the_static_bits(seq):
+    kw = dict(loss="reinforce", policy="factorised", steps=8, num_contexts=2, num_samples=4, seeds=2, key=1)
+    before = engine.compile_count()
+    tr = ms.run(seq, reuse=[1, 2, 4], **kw)
+    assert engine.compile_count() - before == 1
+    for j, r in enumerate([1, 2, 4]):
+        static = ms.run(seq, reuse=r, **kw)
+        for name in ("expected_reward", "train_loss", "reward_queries"):
+            np.testing.assert_array_equal(tr.metrics[name][j], static.metrics[name], err_msg=f"{name}, reuse {r}")
+
+
 def test_bandits_get_eval_every(far):
     dense = ms.run(far, loss="reinforce", steps=10, seeds=2, key=4)
     sparse = ms.run(far, loss="reinforce", steps=10, seeds=2, key=4, eval_every=5)
@@ -116,7 +127,9 @@ def test_kind_specific_options_are_refused(far, seq):
         ms.run(far, loss="reinforce", shift="authors")
     with pytest.raises(ValueError, match="data, target and train_reward apply to bandit problems only"):
         ms.run(seq, loss="reinforce", policy="factorised", data=np.ones(6) / 6)
-    with pytest.raises(ValueError, match="sequence runs take one integer each"):
-        ms.run(seq, loss="reinforce", policy="factorised", reuse=[1, 2])
+    with pytest.raises(ValueError, match="sequence runs sweep reuse only"):
+        ms.run(seq, loss="reinforce", policy="factorised", num_samples=[4, 8])
+    with pytest.raises(ValueError, match="minibatch applies to bandit problems only"):
+        ms.run(seq, loss="reinforce", policy="factorised", minibatch=[2])
     with pytest.raises(ValueError, match="expected problems of one kind"):
         ms.run([far, seq], loss="reinforce")

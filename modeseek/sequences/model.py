@@ -125,8 +125,10 @@ def build(cfg, key, hp, a, sched=None) -> dict:
     """The fields of a :class:`modeseek.engine.Model`: the sequence parts of one run from its initial (= reference) parameters ``a["init_params"]``.
 
     ``a["offline"]`` is a traced flag, so offline and on-policy arms share a
-    program (``cfg.sampling == "mixed"``). ``sched`` must be None: the sequence
-    collector draws its uniforms for a static number of collections.
+    program (``cfg.sampling == "mixed"``). With a traced ``reuse``
+    (``cfg.schedule``) the uniforms are drawn for ``steps`` collections, of
+    which a run reads the first ``steps // reuse``: the leading axis of a JAX
+    uniform draw is prefix-stable, so these are the draws of a static reuse.
     """
     ref_probs, reward, offline = a["ref_probs"], a["reward"], a["offline"]
     spec = losses.get(cfg.loss, "sequence")
