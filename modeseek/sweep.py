@@ -141,48 +141,45 @@ class SweepSpec:
     def __post_init__(self):
         from modeseek import _checks, engine, losses
 
-        problems_ = (self.problems,) if isinstance(self.problems, str) else tuple(self.problems)
-        object.__setattr__(self, "problems", problems_)
-        options = tuple((str(k), _plain(v)) for k, v in dict(self.options).items())
-        grid = tuple((str(k), _numbers(k, v)) for k, v in dict(self.grid).items())
-        object.__setattr__(self, "options", options)
-        object.__setattr__(self, "grid", grid)
+        object.__setattr__(self, "problems", (self.problems,) if isinstance(self.problems, str) else tuple(self.problems))
+        object.__setattr__(self, "options", tuple((str(k), _plain(v)) for k, v in dict(self.options).items()))
+        object.__setattr__(self, "grid", tuple((str(k), _numbers(k, v)) for k, v in dict(self.grid).items()))
         if isinstance(self.paired, str):
             raise ValueError(f"paired={self.paired!r} is a single name; expected a sequence of names, e.g. ('beta', 'learning_rate')")
         object.__setattr__(self, "paired", tuple(str(n) for n in self.paired))
 
         losses.get(self.loss)
         _checks.choice("sampling", self.sampling, engine.SAMPLINGS)
-        if not problems_:
+        if not self.problems:
             raise ValueError("problems is empty; expected at least one preset name")
-        for name in problems_:
+        for name in self.problems:
             _checks.choice("problem", name, presets())
-        if len({n in SEQUENCE_PRESETS for n in problems_}) > 1:
-            raise ValueError(f"problems={list(problems_)} mixes bandit and sequence presets; expected presets of one kind")
-        if len(set(problems_)) != len(problems_):
-            raise ValueError(f"problems={list(problems_)} repeats a name; expected distinct presets")
+        if len({n in SEQUENCE_PRESETS for n in self.problems}) > 1:
+            raise ValueError(f"problems={list(self.problems)} mixes bandit and sequence presets; expected presets of one kind")
+        if len(set(self.problems)) != len(self.problems):
+            raise ValueError(f"problems={list(self.problems)} repeats a name; expected distinct presets")
         for name in ("steps", "seeds", "chunk_seeds"):
             _checks.integer(name, getattr(self, name))
         _checks.integer("key", self.key, 0)
         static = {f.name for f in dataclasses.fields(engine.RunConfig)} - _DERIVED
         traced = [f.name for f in dataclasses.fields(engine.HyperParams)]
-        for name, value in options:
+        for name, value in self.options:
             if name not in static and name not in traced:
                 raise ValueError(f"option {name!r} is not valid; expected one of {', '.join(sorted(static | set(traced)))}")
             if isinstance(value, (list, tuple)):
                 raise ValueError(f"option {name}={value!r} has several values; put swept values in grid")
             if value is not None and not isinstance(value, (str, int, float, bool)):
                 raise ValueError(f"option {name}={value!r} is invalid; expected a number, a string, true/false or None")
-        for name, values in grid:
+        for name, values in self.grid:
             if name not in traced:
                 raise ValueError(f"grid name {name!r} is not a traced hyperparameter; expected one of {', '.join(traced)}")
-            if name in dict(options):
+            if name in dict(self.options):
                 raise ValueError(f"{name!r} is both an option and a grid axis; expected one of the two")
             if not values:
                 raise ValueError(f"grid {name!r} has no values; expected one or more numbers")
             if not all(math.isfinite(x) for x in values):
                 raise ValueError(f"grid {name}={list(values)} has a non-finite value; expected finite numbers")
-        losses.check_options(self.loss, dict(options), dict(grid))
+        losses.check_options(self.loss, dict(self.options), dict(self.grid))
         self._axes()  # validates paired
 
     def _swept(self) -> dict:
@@ -595,8 +592,7 @@ class _Peers:
         deadline = time.monotonic() + timeout_s
         while True:
             self.check()
-            entries = self._entries()
-            got = {int(k.rpartition("/")[2]): v for k, v in entries.items() if k.rpartition("/")[0] == what}
+            got = {int(k.rpartition("/")[2]): v for k, v in self._entries().items() if k.rpartition("/")[0] == what}
             if len(got) == self.nproc:
                 return got
             if time.monotonic() > deadline:
@@ -802,8 +798,7 @@ def merge(out_dir: str | os.PathLike, *, spec: SweepSpec | Chunks | None = None)
     For a sweep, ``out_dir/sweep.parquet``: its rows are ordered as
     :meth:`modeseek.Trajectory.to_dataframe` orders them for one run of all
     seeds (grid point, then seed, then step), so the table equals that of the
-    unsplit sweep. The merge streams one row group (one grid point of one
-    chunk) at a time and writes atomically.
+    unsplit sweep. Each merged file is streamed and written atomically.
 
     Args:
       out_dir: the folder (chunk files from every host copied into ``chunks/``).
