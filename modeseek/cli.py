@@ -159,15 +159,12 @@ class RunCommand:
 
         try:
             problem = problems.get(self.problem)
-        except ValueError as e:
-            raise CommandError(str(e)) from None
-        options = {name: np.asarray(v) if isinstance(v, tuple) else v for name, v in self._options().items()}
-        if self.out is not None and self.out.is_dir():
-            raise CommandError(f"--out {str(self.out)!r} is a directory; expected a file name such as runs.parquet")
-        if self.out is not None and self.out.exists() and not self.force:
-            raise CommandError(f"--out {str(self.out)!r} already exists; expected a new file name, or --force to replace it")
-        _prepare(self.out.parent if self.out is not None else None, self.out, self.cache)
-        try:
+            options = {name: np.asarray(v) if isinstance(v, tuple) else v for name, v in self._options().items()}
+            if self.out is not None and self.out.is_dir():
+                raise CommandError(f"--out {str(self.out)!r} is a directory; expected a file name such as runs.parquet")
+            if self.out is not None and self.out.exists() and not self.force:
+                raise CommandError(f"--out {str(self.out)!r} already exists; expected a new file name, or --force to replace it")
+            _prepare(self.out.parent if self.out is not None else None, self.out, self.cache)
             traj = ms.run(problem, loss=self.loss, sampling=self.sampling, steps=self.steps, seeds=self.seeds, key=self.key, paired=self._paired(), **options)
         except ValueError as e:
             raise CommandError(str(e)) from None
