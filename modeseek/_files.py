@@ -21,11 +21,8 @@ removed: every writer here fills its temporary within seconds to minutes of
 creating it, far within the idle limit.
 
 Every manifest (a JSON record of what a folder of results holds and what made
-it: :mod:`modeseek.sweep` writes one per sweep folder, the phase sweep's
-included) is written by :func:`write_manifest`, stamped with the manifest
-format, :func:`modeseek._xla.provenance` (package versions, compiler options,
-ISA cap, CPU flags: what fixes the bits) and the time, and read back by
-:func:`read_manifest`.
+it, e.g. a sweep folder of :mod:`modeseek.sweep`) is written by
+:func:`write_manifest` and read back by :func:`read_manifest`.
 """
 
 from __future__ import annotations
@@ -90,12 +87,6 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def remove_stale_temporaries(path: str | os.PathLike, *, stale_after_s: float = STALE_AFTER_S) -> list[Path]:
     """Remove the abandoned temporaries of ``path`` (see the module docstring); return those removed."""
     path = Path(path)
@@ -134,7 +125,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
     os.close(fd)
     try:
         write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())
+        umask = os.umask(0)  # reading the umask means setting it: put it back at once
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -148,7 +141,7 @@ def now() -> str:
 
 
 def write_manifest(path: str | os.PathLike, fields: dict) -> dict:
-    """Write a manifest atomically: ``fields`` stamped with the format, the provenance and the time; return it."""
+    """Write a manifest atomically: ``fields`` stamped with the format, :func:`modeseek._xla.provenance` and the time; return it."""
     from modeseek._xla import provenance
 
     manifest = {"format": MANIFEST_FORMAT, **fields, "provenance": provenance(), "updated": now()}

@@ -59,32 +59,23 @@ _lock = threading.Lock()
 _fast_depth = [0]
 
 
-def _cpu_options() -> dict:
-    opts = dict(CPU_COMPILER_OPTIONS)
-    if _fast_depth[0]:
-        opts.update(FAST_COMPILE_OPTIONS)
-    return opts
-
-
 def options_key(platform: str | None = None) -> tuple:
     """The current compiler options for ``platform`` as a hashable cache-key part."""
     platform = platform or jax.default_backend()
-    return tuple(sorted(_cpu_options().items())) if platform == "cpu" else ()
+    opts = {**CPU_COMPILER_OPTIONS, **(FAST_COMPILE_OPTIONS if _fast_depth[0] else {})}
+    return tuple(sorted(opts.items())) if platform == "cpu" else ()
 
 
 def compile_lowered(lowered, platform: str | None = None):
     """Compile a ``jax.stages.Lowered`` with modeseek's options for ``platform`` (default: the default backend)."""
-    opts = dict(options_key(platform))
-    return lowered.compile(compiler_options=opts or None)
+    return lowered.compile(compiler_options=dict(options_key(platform)) or None)
 
 
 @contextlib.contextmanager
 def fast_compile():
     """Compile CPU programs for compile speed inside the block (about 30% faster compiles, about 10% slower runs).
 
-    Meant for workloads dominated by compile time: ``make figures`` and
-    ``modeseek reproduce`` run under it. Programs compiled inside and outside the
-    block are cached separately, since they may round differently.
+    ``make figures`` and ``modeseek reproduce`` run under it; see the module docstring.
     """
     with _lock:
         _fast_depth[0] += 1

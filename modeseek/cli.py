@@ -1,24 +1,14 @@
 """The ``modeseek`` command: run a sweep to Parquet, list what exists, reproduce the figures.
 
 Five subcommands, each a frozen dataclass parsed by tyro (flags, defaults and
-help come from the fields and their docstrings):
+help come from the fields and their docstrings, which say what each does)::
 
-* ``modeseek run --problem far --loss dpo --sampling on_policy --steps 500 --seeds 8 --out runs.parquet``
-  runs :func:`modeseek.run` and writes ``Trajectory.to_dataframe()`` atomically;
-  a traced hyperparameter given several values (``--beta 0.03 0.1 0.3``) is swept
-  in one compiled call, exactly as a 1-D array passed to :func:`modeseek.run`.
-* ``modeseek sweep --loss reinforce --seeds 4096 --chunk-seeds 512 --learning-rate 0.01 0.03 --out DIR``
-  runs a large sweep in chunks of seeds (:mod:`modeseek.sweep`), one Parquet
-  file per chunk, resumable, over several processes or hosts with
-  ``--coordinator HOST:PORT --num-processes N --process-id I`` (or as detected
-  under Slurm), and merges the chunks into ``DIR/sweep.parquet``.
-* ``modeseek merge DIR`` merges the chunk files of a sweep (e.g. copied from
-  several hosts) into ``DIR/sweep.parquet``.
-* ``modeseek list`` prints the losses (family, the policies each runs on and
-  summary), sampling regimes, problem presets and policies.
-* ``modeseek reproduce --out figures [--smoke] [--force] [--only NAME ...]``
-  regenerates the paper figures and the claims report (``--smoke`` without
-  ``--out`` writes to figures-smoke, never over the committed figures).
+    modeseek run --problem far --loss dpo --sampling on_policy --steps 500 --seeds 8 --out runs.parquet
+    modeseek run --loss dpo --beta 0.03 0.1 0.3    # several values: swept in one compiled call
+    modeseek sweep --loss reinforce --seeds 4096 --chunk-seeds 512 --learning-rate 0.01 0.03 --out DIR
+    modeseek merge DIR                             # chunk files copied from several hosts
+    modeseek list
+    modeseek reproduce --out figures [--smoke] [--force] [--only NAME ...]
 
 Importing this module stays light (no jax, numpy, pandas or matplotlib: the
 package's own names are imported lazily, see modeseek/__init__.py), so
@@ -142,17 +132,16 @@ class RunCommand:
     _NOT_OPTIONS: ClassVar[tuple[str, ...]] = ("loss", "problem", "sampling", "steps", "seeds", "out", "key", "paired", "force", "cache")
 
     def _options(self) -> dict:
-        """The options that were set, by name; several values of a traced one stay a tuple."""
+        """The options that were set, by name; a traced one given one value is that value, several stay a tuple."""
         options = {}
         for field in dataclasses.fields(self):
-            if field.name in self._NOT_OPTIONS:
-                continue
             value = getattr(self, field.name)
-            if value is None:
+            if field.name in self._NOT_OPTIONS or value is None:
                 continue
             if isinstance(value, tuple):
                 if not value:
                     raise CommandError(f"--{field.name.replace('_', '-')} was given no value; expected one or more numbers")
+                value = value[0] if len(value) == 1 else value
             elif field.name in ("negative", "kl_estimator") and value.lower() == "none":
                 continue
             options[field.name] = value
@@ -170,22 +159,12 @@ class RunCommand:
 
         try:
             problem = problems.get(self.problem)
-        except ValueError as e:
-            raise CommandError(str(e)) from None
-        options = {}
-        for name, value in self._options().items():
-            if isinstance(value, tuple):
-                value = value[0] if len(value) == 1 else np.asarray(value)
-            options[name] = value
-        if self.out is not None and self.out.is_dir():
-            raise CommandError(f"--out {str(self.out)!r} is a directory; expected a file name such as runs.parquet")
-        if self.out is not None and self.out.exists() and not self.force:
-            raise CommandError(f"--out {str(self.out)!r} already exists; expected a new file name, or --force to replace it")
-        if self.out is not None:
-            _require_writable(self.out.parent, self.out)
-        if self.cache:
-            _enable_cache()
-        try:
+            options = {name: np.asarray(v) if isinstance(v, tuple) else v for name, v in self._options().items()}
+            if self.out is not None and self.out.is_dir():
+                raise CommandError(f"--out {str(self.out)!r} is a directory; expected a file name such as runs.parquet")
+            if self.out is not None and self.out.exists() and not self.force:
+                raise CommandError(f"--out {str(self.out)!r} already exists; expected a new file name, or --force to replace it")
+            _prepare(self.out.parent if self.out is not None else None, self.out, self.cache)
             traj = ms.run(problem, loss=self.loss, sampling=self.sampling, steps=self.steps, seeds=self.seeds, key=self.key, paired=self._paired(), **options)
         except ValueError as e:
             raise CommandError(str(e)) from None
@@ -199,21 +178,19 @@ class RunCommand:
             print(f"wrote {len(df)} rows x {df.shape[1]} columns to {self.out}")
 
 
-def _require_writable(folder: Path, out: Path) -> None:
-    """Stop before any compute when --out cannot be written (the results would be lost after it)."""
+def _prepare(folder: Path | None, out: Path | None, cache: bool) -> None:
+    """Before any compute: stop when --out cannot be written in ``folder`` (the results would be lost), then turn on the compilation cache."""
     from modeseek._files import require_writable_folder
 
-    try:
-        require_writable_folder(folder, label=f"--out {str(out)!r}")
-    except ValueError as e:
-        raise CommandError(str(e)) from None
+    if folder is not None:
+        try:
+            require_writable_folder(folder, label=f"--out {str(out)!r}")
+        except ValueError as e:
+            raise CommandError(str(e)) from None
+    if cache:  # before the first compile: later compiles would miss it
+        from modeseek import engine
 
-
-def _enable_cache() -> None:
-    """Turn on the persistent compilation cache before the first compile (later compiles would miss it)."""
-    from modeseek import engine
-
-    engine.enable_compilation_cache()
+        engine.enable_compilation_cache()
 
 
 def _summary(traj) -> str:
@@ -231,12 +208,18 @@ def _summary(traj) -> str:
     idx = np.indices(traj.grid_shape).reshape(len(traj.grid_shape), -1) if traj.grid else np.zeros((0, 1), int)
     axis_of = {n: a for a, names in enumerate(traj.axes) for n in names}
     for g in range(flat.shape[0]):
-        label = ", ".join(f"{n}={_fmt(v[idx[axis_of[n], g]])}" for n, v in traj.grid.items())
-        se = flat[g].std(ddof=1) / np.sqrt(traj.seeds) if traj.seeds > 1 else 0.0
-        prefix = f"[{label}] " if label else ""
-        lines.append(f"{prefix}final expected reward {flat[g].mean():.4f} +- {se:.4f} (s.e. over seeds)")
+        lines.append(_final_line(", ".join(f"{n}={_fmt(v[idx[axis_of[n], g]])}" for n, v in traj.grid.items()), flat[g]))
     lines.append(f"compile {traj.compile_seconds:.2f} s, run {traj.run_seconds:.2f} s")
     return "\n".join(lines)
+
+
+def _final_line(label: str, x) -> str:
+    """One grid point's final expected reward over its seeds ``x``: mean and standard error."""
+    import numpy as np
+
+    se = x.std(ddof=1) / np.sqrt(len(x)) if len(x) > 1 else 0.0
+    prefix = f"[{label}] " if label else ""
+    return f"{prefix}final expected reward {x.mean():.4f} +- {se:.4f} (s.e. over seeds)"
 
 
 def _fmt(v) -> str:
@@ -294,12 +277,9 @@ class SweepCommand(RunCommand):
     def execute(self) -> None:
         from modeseek import sweep
 
-        grid, options = {}, {}
-        for name, value in self._options().items():
-            if isinstance(value, tuple) and len(value) > 1:
-                grid[name] = value
-            else:
-                options[name] = value[0] if isinstance(value, tuple) else value
+        given = self._options()
+        grid = {name: v for name, v in given.items() if isinstance(v, tuple)}
+        options = {name: v for name, v in given.items() if not isinstance(v, tuple)}
         try:
             spec = sweep.SweepSpec(
                 loss=self.loss, sampling=self.sampling, problems=self.problem, steps=self.steps, seeds=self.seeds,
@@ -307,9 +287,7 @@ class SweepCommand(RunCommand):
             )
             if self.out.exists() and not self.out.is_dir():
                 raise CommandError(f"--out {str(self.out)!r} is a file; expected a folder for the sweep")
-            _require_writable(self.out, self.out)
-            if self.cache:
-                _enable_cache()
+            _prepare(self.out, self.out, self.cache)
             result = sweep.run_sweep(
                 spec, self.out, coordinator=self.coordinator, num_processes=self.num_processes,
                 process_id=self.process_id, distributed=True if self.distributed else None,
@@ -368,11 +346,7 @@ def _merged_summary(spec, path) -> str:
     groups = final.groupby(keys, sort=False) if keys else [((), final)]
     for values, g in groups:
         values = values if isinstance(values, tuple) else (values,)
-        label = ", ".join(f"{n}={_fmt(v)}" for n, v in zip(keys, values))
-        x = g["expected_reward"].to_numpy(np.float64)
-        se = x.std(ddof=1) / np.sqrt(len(x)) if len(x) > 1 else 0.0
-        prefix = f"[{label}] " if label else ""
-        lines.append(f"{prefix}final expected reward {x.mean():.4f} +- {se:.4f} (s.e. over seeds)")
+        lines.append(_final_line(", ".join(f"{n}={_fmt(v)}" for n, v in zip(keys, values)), g["expected_reward"].to_numpy(np.float64)))
     lines.append(f"wrote {pq.read_metadata(path).num_rows} rows to {path}")
     return "\n".join(lines)
 
@@ -447,9 +421,7 @@ class ReproduceCommand:
         t0 = time.perf_counter()
         logs: dict = {}
         out = self.out if self.out is not None else default_out_dir(self.smoke)
-        _require_writable(out, out)
-        if self.cache:
-            _enable_cache()
+        _prepare(out, out, self.cache)
         try:
             results = reproduce(out, smoke=self.smoke, force=self.force, only=list(self.only) or None, compile_logs=logs)
         except ValueError as e:

@@ -10,12 +10,9 @@ the provenance and every chunk. Two kinds of work use it: a :class:`SweepSpec`
 (``modeseek sweep`` / ``modeseek merge``) and the phase-diagram sweep
 (:mod:`modeseek.phase.sweep`, a chunk per family and reward model).
 
-A :class:`SweepSpec` names everything that fixes the runs (problem presets,
-loss, sampling, steps, total seeds, static options, a grid of traced
-hyperparameters, the key) and how they are cut into chunks of seeds; each
-chunk is one :func:`modeseek.run` call with ``seed_offset`` (seed ``i`` uses
-``fold_in(key, i)`` as in the unsplit sweep), so the merged
-``out_dir/sweep.parquet`` is, bit for bit, the table
+A :class:`SweepSpec` names everything that fixes the runs and how they are
+cut into chunks of seeds; each chunk is one :func:`modeseek.run` call with
+``seed_offset``, so the merged ``out_dir/sweep.parquet`` is, bit for bit, the table
 ``modeseek.run(..., seeds=spec.seeds).to_dataframe()`` would have given.
 
 Layout of a sweep's ``out_dir``::
@@ -37,13 +34,10 @@ Choices, and why:
   chunk order, one at a time, whatever the size of the whole table.
 * Several processes (hosts) join JAX's distributed runtime
   (:func:`jax.distributed.initialize`); process ``p`` of ``n`` runs the chunks
-  ``i`` with ``i % n == p`` on its local devices. The processes check that
-  they run the same work and, when done, wait for each other through the
-  key-value store of the runtime's coordination service (no device
-  collective, so this works on CPU hosts; every wait has a timeout, and a
-  process that fails stops the others at their next chunk); then process 0
-  merges. Without a shared folder, copy every host's ``chunks/`` into one and
-  run :func:`merge` (``modeseek merge DIR``).
+  ``i`` with ``i % n == p`` on its local devices; the processes check that
+  they run the same work and wait for each other (:class:`_Peers`), then
+  process 0 merges. Without a shared folder, copy every host's ``chunks/``
+  into one and run :func:`merge` (``modeseek merge DIR``).
 * Within a process, ``workers`` threads may run chunks concurrently (XLA
   compiles and runs outside the Python lock); the chunks of one lane run in
   order on one thread, so that the lane's compiled program is reused.
@@ -102,18 +96,6 @@ class SweepError(RuntimeError):
     """A sweep folder or run that cannot proceed (missing or foreign chunks, runtime failures)."""
 
 
-def _static_names() -> set[str]:
-    from modeseek.engine import RunConfig
-
-    return {f.name for f in dataclasses.fields(RunConfig)} - _DERIVED
-
-
-def _traced_names() -> list[str]:
-    from modeseek.engine import HyperParams
-
-    return [f.name for f in dataclasses.fields(HyperParams)]
-
-
 @dataclasses.dataclass(frozen=True)
 class SweepSpec:
     """What a sweep computes and how it is cut into chunks of seeds.
@@ -159,48 +141,45 @@ class SweepSpec:
     def __post_init__(self):
         from modeseek import _checks, engine, losses
 
-        problems_ = (self.problems,) if isinstance(self.problems, str) else tuple(self.problems)
-        object.__setattr__(self, "problems", problems_)
-        options = tuple((str(k), _plain(v)) for k, v in dict(self.options).items())
-        grid = tuple((str(k), _numbers(k, v)) for k, v in dict(self.grid).items())
-        object.__setattr__(self, "options", options)
-        object.__setattr__(self, "grid", grid)
+        object.__setattr__(self, "problems", (self.problems,) if isinstance(self.problems, str) else tuple(self.problems))
+        object.__setattr__(self, "options", tuple((str(k), _plain(v)) for k, v in dict(self.options).items()))
+        object.__setattr__(self, "grid", tuple((str(k), _numbers(k, v)) for k, v in dict(self.grid).items()))
         if isinstance(self.paired, str):
             raise ValueError(f"paired={self.paired!r} is a single name; expected a sequence of names, e.g. ('beta', 'learning_rate')")
         object.__setattr__(self, "paired", tuple(str(n) for n in self.paired))
 
         losses.get(self.loss)
-        if self.sampling not in engine.SAMPLINGS:
-            raise ValueError(f"sampling={self.sampling!r} is not valid; expected one of {', '.join(map(repr, engine.SAMPLINGS))}")
-        if not problems_:
+        _checks.choice("sampling", self.sampling, engine.SAMPLINGS)
+        if not self.problems:
             raise ValueError("problems is empty; expected at least one preset name")
-        for name in problems_:
+        for name in self.problems:
             _checks.choice("problem", name, presets())
-        if len({n in SEQUENCE_PRESETS for n in problems_}) > 1:
-            raise ValueError(f"problems={list(problems_)} mixes bandit and sequence presets; expected presets of one kind")
-        if len(set(problems_)) != len(problems_):
-            raise ValueError(f"problems={list(problems_)} repeats a name; expected distinct presets")
+        if len({n in SEQUENCE_PRESETS for n in self.problems}) > 1:
+            raise ValueError(f"problems={list(self.problems)} mixes bandit and sequence presets; expected presets of one kind")
+        if len(set(self.problems)) != len(self.problems):
+            raise ValueError(f"problems={list(self.problems)} repeats a name; expected distinct presets")
         for name in ("steps", "seeds", "chunk_seeds"):
             _checks.integer(name, getattr(self, name))
         _checks.integer("key", self.key, 0)
-        static, traced = _static_names(), _traced_names()
-        for name, value in options:
+        static = {f.name for f in dataclasses.fields(engine.RunConfig)} - _DERIVED
+        traced = [f.name for f in dataclasses.fields(engine.HyperParams)]
+        for name, value in self.options:
             if name not in static and name not in traced:
                 raise ValueError(f"option {name!r} is not valid; expected one of {', '.join(sorted(static | set(traced)))}")
             if isinstance(value, (list, tuple)):
                 raise ValueError(f"option {name}={value!r} has several values; put swept values in grid")
             if value is not None and not isinstance(value, (str, int, float, bool)):
                 raise ValueError(f"option {name}={value!r} is invalid; expected a number, a string, true/false or None")
-        for name, values in grid:
+        for name, values in self.grid:
             if name not in traced:
                 raise ValueError(f"grid name {name!r} is not a traced hyperparameter; expected one of {', '.join(traced)}")
-            if name in dict(options):
+            if name in dict(self.options):
                 raise ValueError(f"{name!r} is both an option and a grid axis; expected one of the two")
             if not values:
                 raise ValueError(f"grid {name!r} has no values; expected one or more numbers")
             if not all(math.isfinite(x) for x in values):
                 raise ValueError(f"grid {name}={list(values)} has a non-finite value; expected finite numbers")
-        losses.check_options(self.loss, dict(options), dict(grid))
+        losses.check_options(self.loss, dict(self.options), dict(self.grid))
         self._axes()  # validates paired
 
     def _swept(self) -> dict:
@@ -220,10 +199,7 @@ class SweepSpec:
     def grid_points(self) -> int:
         """Number of grid points (problems x swept values, paired axes counted once)."""
         swept = self._swept()
-        n = 1
-        for names in self._axes():
-            n *= len(swept[names[0]])
-        return n
+        return math.prod(len(swept[names[0]]) for names in self._axes())
 
     @property
     def chunk_size(self) -> int:
@@ -242,19 +218,11 @@ class SweepSpec:
 
     def to_dict(self) -> dict:
         """A JSON-ready dict; the grid is a list of [name, values] pairs to keep its order."""
-        return {
-            "loss": self.loss,
-            "sampling": self.sampling,
-            "problems": list(self.problems),
-            "steps": self.steps,
-            "seeds": self.seeds,
-            "chunk_seeds": self.chunk_seeds,
-            "key": self.key,
-            "options": dict(self.options),
-            "grid": [[name, list(values)] for name, values in self.grid],
-            # Only when set, so that specs written before the option keep their digest.
-            **({"paired": list(self.paired)} if self.paired else {}),
-        }
+        d = dataclasses.asdict(self)
+        d.update(problems=list(self.problems), options=dict(self.options), grid=[[n, list(v)] for n, v in self.grid], paired=list(self.paired))
+        if not self.paired:
+            del d["paired"]  # so that specs written before the option keep their digest
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "SweepSpec":
@@ -311,11 +279,9 @@ def _numbers(name, v) -> tuple[float, ...]:
 
 def _plain(v):
     """Option values as plain JSON types (NumPy scalars from callers become Python ones)."""
-    if hasattr(v, "item") and not isinstance(v, (list, tuple)):
-        return v.item()
     if isinstance(v, (list, tuple)):
         return tuple(v)
-    return v
+    return v.item() if hasattr(v, "item") else v
 
 
 @dataclasses.dataclass(frozen=True)
@@ -530,17 +496,16 @@ def _seed_chunk(spec: "SweepSpec", index: int) -> tuple[dict, dict]:
 def _cluster_env_present() -> bool:
     """Whether a launcher that jax.distributed.initialize() detects started several processes."""
     env = os.environ
-    if env.get("JAX_COORDINATOR_ADDRESS"):
-        return True
-    if env.get("SLURM_JOB_ID") and int(env.get("SLURM_NTASKS", env.get("SLURM_NPROCS", "1")) or 1) > 1:
-        return True
-    if int(env.get("OMPI_COMM_WORLD_SIZE", "1") or 1) > 1:
-        return True
-    return False
+    return bool(
+        env.get("JAX_COORDINATOR_ADDRESS")
+        or (env.get("SLURM_JOB_ID") and int(env.get("SLURM_NTASKS", env.get("SLURM_NPROCS", "1")) or 1) > 1)
+        or int(env.get("OMPI_COMM_WORLD_SIZE", "1") or 1) > 1
+    )
 
 
-def _is_loopback(host: str) -> bool:
-    return host in ("localhost", "::1", "[::1]") or host.startswith("127.")
+def _first_line(e: BaseException) -> str:
+    """The first line of an error's message, or its type's name when it has none."""
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
 def _join_runtime(coordinator, num_processes, process_id, distributed, init_timeout_s) -> tuple[int, int, bool]:
@@ -552,7 +517,8 @@ def _join_runtime(coordinator, num_processes, process_id, distributed, init_time
 
     if jax.distributed.is_initialized():
         return jax.process_index(), jax.process_count(), False
-    given = any(v is not None for v in (coordinator, num_processes, process_id))
+    # The values given, as keyword arguments of jax.distributed.initialize.
+    given = {k: v for k, v in dict(coordinator_address=coordinator, num_processes=num_processes, process_id=process_id).items() if v is not None}
     from modeseek import _checks
 
     if num_processes is not None:
@@ -571,22 +537,14 @@ def _join_runtime(coordinator, num_processes, process_id, distributed, init_time
         raise ValueError("coordinator=None with several processes outside Slurm / Open MPI; expected HOST:PORT of process 0")
     if distributed is False or (distributed is None and not given and not _cluster_env_present()):
         return 0, 1, False
-    kwargs: dict[str, Any] = dict(initialization_timeout=int(init_timeout_s))
-    if coordinator is not None:
-        kwargs["coordinator_address"] = coordinator
-        if _is_loopback(coordinator.rpartition(":")[0]):
-            # A loopback coordinator serves local processes only: bind it there, not on every interface.
-            kwargs["coordinator_bind_address"] = coordinator
-    if num_processes is not None:
-        kwargs["num_processes"] = num_processes
-    if process_id is not None:
-        kwargs["process_id"] = process_id
+    if coordinator is not None and (host in ("localhost", "::1", "[::1]") or host.startswith("127.")):
+        # A loopback coordinator serves local processes only: bind it there, not on every interface.
+        given["coordinator_bind_address"] = coordinator
     try:
-        jax.distributed.initialize(**kwargs)
+        jax.distributed.initialize(initialization_timeout=int(init_timeout_s), **given)
     except Exception as e:  # JAX raises ValueError or runtime errors of its own kinds
         where = coordinator or "the detected coordinator"
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise SweepError(f"could not join JAX's distributed runtime at {where}: {first}") from None
+        raise SweepError(f"could not join JAX's distributed runtime at {where}: {_first_line(e)}") from None
     return jax.process_index(), jax.process_count(), True
 
 
@@ -594,10 +552,10 @@ class _Peers:
     """The other processes of a sweep, seen through the coordination service's key-value store.
 
     Each process publishes its spec digest when it starts and its status ("ok",
-    or the error that stopped it) when it ends; the others poll these keys. A
-    failure thus stops every process at its next chunk boundary instead of
-    leaving them waiting at a barrier until it times out. No device collective
-    is involved, so this works on CPU hosts as on accelerators.
+    or the error that stopped it) when it ends; the others poll these keys, up
+    to a timeout. A failure thus stops every process at its next chunk boundary
+    instead of leaving them waiting at a barrier until it times out. No device
+    collective is involved, so this works on CPU hosts as on accelerators.
     """
 
     PREFIX = "modeseek-sweep/"
@@ -634,8 +592,7 @@ class _Peers:
         deadline = time.monotonic() + timeout_s
         while True:
             self.check()
-            entries = self._entries()
-            got = {int(k.rpartition("/")[2]): v for k, v in entries.items() if k.rpartition("/")[0] == what}
+            got = {int(k.rpartition("/")[2]): v for k, v in self._entries().items() if k.rpartition("/")[0] == what}
             if len(got) == self.nproc:
                 return got
             if time.monotonic() > deadline:
@@ -725,9 +682,8 @@ def run_chunks(
                 peers.wait_all("status", barrier_timeout_s)
         except BaseException as e:
             if peers is not None:
-                text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
                 try:
-                    peers.publish("status", f"{type(e).__name__}: {text}")
+                    peers.publish("status", f"{type(e).__name__}: {_first_line(e)}")
                 except Exception:
                     pass  # the runtime itself failed; the original error says more
             raise
@@ -842,8 +798,7 @@ def merge(out_dir: str | os.PathLike, *, spec: SweepSpec | Chunks | None = None)
     For a sweep, ``out_dir/sweep.parquet``: its rows are ordered as
     :meth:`modeseek.Trajectory.to_dataframe` orders them for one run of all
     seeds (grid point, then seed, then step), so the table equals that of the
-    unsplit sweep. The merge streams one row group (one grid point of one
-    chunk) at a time and writes atomically.
+    unsplit sweep. Each merged file is streamed and written atomically.
 
     Args:
       out_dir: the folder (chunk files from every host copied into ``chunks/``).

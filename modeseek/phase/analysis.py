@@ -129,13 +129,9 @@ def claims(summary, cfg) -> list[Claim]:
 
     # 2. Coverage 1, peak becoming rare: which family falls behind first?
     if "offline_ml" in fams:
-        first_col, fallers = None, []
-        for r in range(r_n - 1, -1, -1):
-            col = finals[:, c_n - 1, r]
-            bad = [f for f, v in zip(fams, col) if v < GOOD_FRACTION * np.max(col)]
-            if bad:
-                first_col, fallers = r, bad
-                break
+        behind = [[f for f, v in zip(fams, col) if v < GOOD_FRACTION * np.max(col)] for col in finals[:, c_n - 1].T]  # per rarity
+        first_col = next((r for r in range(r_n - 1, -1, -1) if behind[r]), None)
+        fallers = behind[first_col] if first_col is not None else []
         ok = first_col is not None and "offline_ml" in fallers
         if first_col is None:
             ev = "no family falls below 90% of the best at any rarity with full coverage"

@@ -54,7 +54,10 @@ def preset_positions(cfg, rarity_cols: np.ndarray) -> dict:
     return out
 
 
-def _axes_labels(ax, cfg, rarity_cols, *, left: bool, bottom: bool):
+def _decorate(ax, cfg, rarity_cols, presets, *, left: bool, bottom: bool, marks: bool = True):
+    """Ticks and axis labels of a map, its marked cells (``marks``) and the length presets."""
+    from matplotlib.patches import Rectangle
+
     ax.set_xticks(range(len(rarity_cols)))
     ax.set_xticklabels([f"{r:.0e}".replace("e-0", "e-") for r in rarity_cols], rotation=60, fontsize=7)
     ax.set_yticks(range(len(cfg.coverages)))
@@ -63,11 +66,6 @@ def _axes_labels(ax, cfg, rarity_cols, *, left: bool, bottom: bool):
         ax.set_xlabel("rarity pi_ref(H)  (rare <- -> common)", fontsize=8)
     if left:
         ax.set_ylabel("coverage mu(H)/pi_ref(H)", fontsize=8)
-
-
-def _overlay(ax, cfg, presets, *, marks: bool = True, legend: bool = False):
-    from matplotlib.patches import Rectangle
-
     if marks:
         for k, (i, j) in enumerate(cfg.marked):
             ax.add_patch(Rectangle((i - 0.5, j - 0.5), 1, 1, fill=False, ec="w", lw=1.2))
@@ -75,13 +73,6 @@ def _overlay(ax, cfg, presets, *, marks: bool = True, legend: bool = False):
     for name, (x, y, _) in presets.items():
         m, lab = _PRESET_STYLE[name]
         ax.plot([x], [y], marker=m, ms=8, mfc="w", mec="k", mew=1.4, alpha=0.9, ls="none", label=lab)
-    if legend:
-        ax.legend(fontsize=6, loc="upper left", framealpha=0.7)
-
-
-def _labels_for(cfg):
-    pm = cfg.primary_reward_model
-    return {f: FAMILIES[f].label + (f"\n[{pm} reward model]" if FAMILIES[f].on_policy else "\n[dataset labels]") for f in cfg.families}
 
 
 def heatmaps(summary, cfg, path: Path) -> Path:
@@ -93,7 +84,8 @@ def heatmaps(summary, cfg, path: Path) -> Path:
     rho = prim.groupby("rarity_index")["rarity"].first().reindex(range(shape[0])).to_numpy()
     presets = preset_positions(cfg, rho)
     fams = list(cfg.families)
-    labels = _labels_for(cfg)
+    pm = cfg.primary_reward_model
+    labels = {f: FAMILIES[f].label + (f"\n[{pm} reward model]" if FAMILIES[f].on_policy else "\n[dataset labels]") for f in fams}
     fig, axes = plt.subplots(2, len(fams), figsize=(3.3 * len(fams), 6.6), squeeze=False, constrained_layout=True)
     cmap_steps = plt.get_cmap("magma_r").with_extremes(bad="0.85")
     for j, f in enumerate(fams):
@@ -104,14 +96,12 @@ def heatmaps(summary, cfg, path: Path) -> Path:
         for (y, x), v in np.ndenumerate(fr):
             ax.text(x, y, _short(v), ha="center", va="center", fontsize=5.5, color="w" if v < 0.6 else "k")
         ax.set_title(labels[f], fontsize=8)
-        _axes_labels(ax, cfg, rho, left=j == 0, bottom=False)
-        _overlay(ax, cfg, presets)
+        _decorate(ax, cfg, rho, presets, left=j == 0, bottom=False)
         ax = axes[1, j]
         im1 = ax.imshow(np.ma.masked_invalid(st), origin="lower", vmin=0, vmax=cfg.steps, cmap=cmap_steps, aspect="auto")
         for (y, x), v in np.ndenumerate(st):
             ax.text(x, y, "-" if np.isnan(v) else f"{v:.0f}", ha="center", va="center", fontsize=5.5, color="k" if np.isnan(v) or v < cfg.steps / 2 else "w")
-        _axes_labels(ax, cfg, rho, left=j == 0, bottom=True)
-        _overlay(ax, cfg, presets)
+        _decorate(ax, cfg, rho, presets, left=j == 0, bottom=True)
     handles, names = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, names, loc="outside lower center", ncol=3, fontsize=7, title="length presets (markers); white squares: cells of the mass plots", title_fontsize=7)
     fig.colorbar(im0, ax=axes[0, :].tolist(), shrink=0.8, label="final gold reward E_pi[r*]")
@@ -148,8 +138,7 @@ def winner(summary, cfg, path: Path) -> Path:
         if ties[y, x] > 1:
             ax.add_patch(Rectangle((x - 0.5, y - 0.5), 1, 1, fill=False, hatch="////", ec="w", lw=0))
         ax.text(x, y, f"{top[y, x]:.2f}" + (f"\n={ties[y, x]}" if ties[y, x] > 1 else ""), ha="center", va="center", fontsize=6, color="w")
-    _axes_labels(ax, cfg, rho, left=True, bottom=True)
-    _overlay(ax, cfg, presets, marks=False)
+    _decorate(ax, cfg, rho, presets, left=True, bottom=True, marks=False)
     handles = [Patch(color=c, label=FAMILIES[f].label) for f, c in zip(fams, colors)]
     handles.append(Patch(facecolor="0.6", hatch="////", edgecolor="w", label=f"tie: '=n' families within {analysis.TIE_MARGIN}"))
     handles.append(Patch(facecolor="0.8", label="none: no family reaches 10% progress"))
@@ -230,8 +219,7 @@ def reward_model_comparison(summary, cfg, path: Path) -> Path:
             for (y, x), v in np.ndenumerate(fr):
                 ax.text(x, y, _short(v), ha="center", va="center", fontsize=5.5, color="w" if v < 0.6 else "k")
             ax.set_title(f"{FAMILIES[f].label}\nqueries: {m}", fontsize=8)
-            _axes_labels(ax, cfg, rho, left=b == 0, bottom=a == len(on) - 1)
-            _overlay(ax, cfg, presets, marks=False)
+            _decorate(ax, cfg, rho, presets, left=b == 0, bottom=a == len(on) - 1, marks=False)
     if im is not None:
         fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.7, label="final gold reward")
         handles, names = axes[0, 0].get_legend_handles_labels()

@@ -70,10 +70,6 @@ FAMILIES = {
 }
 
 
-def _geom(lo: float, hi: float, n: int) -> tuple[float, ...]:
-    return tuple(float(f"{v:.4g}") for v in np.geomspace(lo, hi, n))
-
-
 @dataclasses.dataclass(frozen=True)
 class PhaseConfig:
     """Everything that defines a phase-diagram sweep (hashed into the manifest).
@@ -106,7 +102,7 @@ class PhaseConfig:
       name: budget name (for captions).
     """
 
-    rarities: tuple[float, ...] = _geom(1e-4, 0.5, 8)
+    rarities: tuple[float, ...] = tuple(float(f"{v:.4g}") for v in np.geomspace(1e-4, 0.5, 8))
     coverages: tuple[float, ...] = (0.0, 0.01, 0.03, 0.1, 0.2, 0.4, 0.7, 1.0)
     families: tuple[str, ...] = tuple(FAMILIES)
     reward_models: tuple[str, ...] = ("rbf", "tabular", "gold")
@@ -175,11 +171,7 @@ class PhaseConfig:
 
     def chunks(self) -> list[tuple[str, str]]:
         """(family, reward model) units of work; offline families use the dataset's labels ("data")."""
-        out = []
-        for f in self.families:
-            models = self.reward_models if FAMILIES[f].on_policy else ("data",)
-            out += [(f, m) for m in models]
-        return out
+        return [(f, m) for f in self.families for m in (self.reward_models if FAMILIES[f].on_policy else ("data",))]
 
 
 #: Budgets: "default" is the figure of ``make figures``; "smoke" is for tests and smoke runs.
@@ -229,16 +221,6 @@ class Grid:
     proxies: dict
     fit_seconds: float
 
-    @property
-    def rarity(self) -> np.ndarray:
-        """(R,) achieved rarities."""
-        return np.asarray([b.rarity for b in self.bumps])
-
-    @property
-    def gold(self) -> np.ndarray:
-        """(R, K) gold rewards."""
-        return np.stack([np.asarray(p.reward) for p in self.problems])
-
 
 def _fit_all(cfg: PhaseConfig, models: tuple[str, ...]):
     """A jitted (data (G, K), gold (G, K)) -> {model: (G, K)} over the grid's cells."""
@@ -282,7 +264,7 @@ def fit_proxies(grid: Grid) -> dict:
     """Fill ``grid.proxies`` (every reward model of the config, one per cell) and ``grid.fit_seconds``."""
     cfg = grid.config
     r, c, k = grid.data.shape
-    gold = grid.gold
+    gold = np.stack([np.asarray(p.reward) for p in grid.problems])  # (R, K)
     t0 = time.perf_counter()
     proxies = {}
     learned = tuple(m for m in cfg.reward_models if m != "gold")

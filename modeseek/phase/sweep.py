@@ -94,10 +94,8 @@ def _run_chunk(grid: Grid, family_name: str, model: str):
     tables, masses = [], []
     timing = {"family": family_name, "reward_model": model, "compile_seconds": 0.0, "run_seconds": 0.0, "calls": 0, "programs_compiled": 0}
     for i, problem in enumerate(grid.problems):
-        if fam.on_policy:
-            traj = ms.run(problem, train_reward=grid.proxies[model][i], **kw)
-        else:
-            traj = ms.run(problem, data=grid.data[i], **kw)
+        cell_arrays = {"train_reward": grid.proxies[model][i]} if fam.on_policy else {"data": grid.data[i]}
+        traj = ms.run(problem, **cell_arrays, **kw)
         timing["compile_seconds"] += traj.compile_seconds
         timing["run_seconds"] += traj.run_seconds
         timing["calls"] += 1
