@@ -647,30 +647,26 @@ class Trajectory:
             cols[name] = np.asarray(arr).reshape(runs * t)
         return pd.DataFrame(cols)
 
-    def marginals_dataframe(self, *, mean_over_seeds: bool = True):
-        """Sequence runs' per-position marginals at the snapshot steps: one row per (grid point, [seed,] step, position, token)."""
+    def snapshots_dataframe(self, *, mean_over_seeds: bool = True):
+        """The policy at the snapshot steps, one row per (grid point, [seed,] step, bin): bandits
+        have a "bin" column, sequences "position" (1..L) and "token" (their per-position marginals)."""
         import pandas as pd
 
-        if self.config.kind != "sequence":
-            raise ValueError(f"marginals_dataframe is for sequence runs; this run's policy is {self.config.policy!r}")
         snaps = np.asarray(self.snapshots)
-        gshape = self.grid_shape
+        lead = len(self.grid_shape) + 1
         if mean_over_seeds:
-            snaps = snaps.mean(axis=len(gshape))
-        s, L, V = snaps.shape[-3:]
-        lead = snaps.shape[:-3]
-        idx = np.indices(lead).reshape(len(lead), -1)
-        rows = int(np.prod(lead, dtype=int))
-        per = s * L * V
-        cols: dict[str, Any] = {}
+            snaps = snaps.mean(axis=lead - 1)
+            lead -= 1
+        idx = np.indices(snaps.shape).reshape(snaps.ndim, -1)
         axis_of = {name: axis for axis, names in enumerate(self.axes) for name in names}
-        for name, values in self.grid.items():
-            cols[name] = np.repeat(np.asarray(values)[idx[axis_of[name]]], per)
+        cols: dict[str, Any] = {name: np.asarray(values)[idx[axis_of[name]]] for name, values in self.grid.items()}
         if not mean_over_seeds:
-            cols["seed"] = np.repeat(idx[-1] + self.seed_offset, per)
-        cols["step"] = np.tile(np.repeat(self.snapshot_steps, L * V), rows)
-        cols["position"] = np.tile(np.repeat(np.arange(1, L + 1), V), rows * s)
-        cols["token"] = np.tile(np.arange(V), rows * s * L)
+            cols["seed"] = idx[lead - 1] + self.seed_offset
+        cols["step"] = np.asarray(self.snapshot_steps)[idx[lead]]
+        if self.config.kind == "sequence":
+            cols["position"], cols["token"] = idx[lead + 1] + 1, idx[lead + 2]
+        else:
+            cols["bin"] = idx[lead + 1]
         cols["prob"] = snaps.reshape(-1)
         return pd.DataFrame(cols)
 

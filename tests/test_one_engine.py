@@ -133,3 +133,17 @@ def test_kind_specific_options_are_refused(far, seq):
         ms.run(seq, loss="reinforce", policy="factorised", minibatch=[2])
     with pytest.raises(ValueError, match="expected problems of one kind"):
         ms.run([far, seq], loss="reinforce")
+
+
+def test_snapshots_dataframe_for_both_kinds(far, seq):
+    tr = ms.run(far, loss="reinforce", steps=10, seeds=2, key=1, beta=[0.1, 0.2], snapshot_every=5)
+    df = tr.snapshots_dataframe(mean_over_seeds=False)
+    assert len(df) == 2 * 2 * 3 * far.num_bins
+    row = df[(df.beta == 0.2) & (df.seed == 1) & (df.step == 5) & (df.bin == 70)]
+    assert float(row.prob.iloc[0]) == pytest.approx(float(tr.snapshots[1, 1, 1, 70]))
+    st = ms.run(seq, loss="reinforce", policy="factorised", steps=4, seeds=2, key=1, num_contexts=2, num_samples=4, snapshot_every=2)
+    mean = st.snapshots_dataframe()
+    assert len(mean) == 3 * 3 * 6 and set(mean.position) == {1, 2, 3}
+    cell = mean[(mean.step == 4) & (mean.position == 2) & (mean.token == 5)]
+    assert float(cell.prob.iloc[0]) == pytest.approx(float(st.snapshots[:, 2, 1, 5].mean()))
+    np.testing.assert_allclose(mean.groupby(["step", "position"]).prob.sum(), 1.0, atol=1e-5)
