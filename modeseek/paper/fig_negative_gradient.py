@@ -21,7 +21,6 @@ from modeseek import pieces
 from modeseek.paper import protocol
 from modeseek.pieces import Claim, Piece
 
-KINDS = ("far", "near")
 NEGATIVES = {"worst": "offline best-of-N + worst", "mean_worse": "offline best-of-N + mean over worse", "sum_worse": "offline best-of-N + sum over worse"}
 COLORS = {
     "offline best-of-N": "0.3",
@@ -31,50 +30,39 @@ COLORS = {
     "offline DPO": "C4",
     "offline IPO": "C3",
 }
-STYLES = {"offline best-of-N + worst": "--", "offline best-of-N + mean over worse": "--", "offline best-of-N + sum over worse": "--"}
-METRICS = ("expected_reward", "sampled_reward", "kl_pi_ref", "entropy", "mass_high_reward", "reward_queries")
 
 
-def offline_dpo(b: protocol.Budget):
-    """Offline DPO (shared with figure 4)."""
-    return protocol.run_config(protocol.OFFLINE_DPO, b)
+def _pick(traj, columns: np.ndarray, coefs: np.ndarray, b: protocol.Budget) -> dict:
+    """Among grid columns ``columns`` (axis 1, coefficients ``coefs``), choose per problem on tuning seeds.
 
-
-def offline_ipo(b: protocol.Budget):
-    """Offline IPO (shared with figure 4)."""
-    return protocol.run_config(protocol.OFFLINE_IPO, b)
-
-
-def _pick(traj, columns: np.ndarray, b: protocol.Budget):
-    """Among grid columns ``columns`` (axis 1), choose per problem on tuning seeds; return (curves, finals, chosen)."""
+    Returns:
+      {"curves": metric -> reported seeds' curves, "final_probs", "coef" and "chosen" (grid column) per problem}.
+    """
     er = traj.metrics["expected_reward"]
     chosen = []
     for i in range(er.shape[0]):
         tune = np.stack([protocol.split_seeds(er[i, j], b.seeds)[1] for j in columns])
         chosen.append(int(columns[protocol.select_best(tune)]))
-    curves = {m: np.stack([protocol.split_seeds(traj.metrics[m][i, chosen[i]], b.seeds)[0] for i in range(er.shape[0])]) for m in METRICS}
+    curves = {m: np.stack([protocol.split_seeds(traj.metrics[m][i, chosen[i]], b.seeds)[0] for i in range(er.shape[0])]) for m in protocol.METRICS}
     finals = np.stack([protocol.split_seeds(traj.final_probs[i, chosen[i]], b.seeds, axis=-2)[0] for i in range(er.shape[0])])
-    return curves, finals, chosen
+    return {"curves": curves, "final_probs": finals, "coef": [float(coefs[j]) for j in chosen], "chosen": chosen}
 
 
 def results(b: protocol.Budget) -> dict:
     """Method -> {"curves": metric -> (problems, seeds, steps + 1), "final_probs": (problems, seeds, K), "coef": per problem}."""
-    out = {}
-    worst = protocol.offline_worst_sweep(b)
+    worst, summ = protocol.offline_worst_sweep(b), protocol.offline_sum_worse_sweep(b)
     coefs_w = np.asarray(protocol.WORST_COEFS)
-    c, f, _ = _pick(worst, np.array([0]), b)
-    out["offline best-of-N"] = {"curves": c, "final_probs": f, "coef": [0.0, 0.0]}
-    c, f, ch = _pick(worst, np.flatnonzero(coefs_w > 0), b)
-    out[NEGATIVES["worst"]] = {"curves": c, "final_probs": f, "coef": [float(coefs_w[j]) for j in ch]}
-    summ = protocol.offline_sum_worse_sweep(b)
     coefs_s, is_mean = protocol.sum_worse_grid()
     n1 = protocol.OFFLINE_BEST_OF_N.num_samples - 1
-    c, f, ch = _pick(summ, np.flatnonzero(is_mean), b)
-    out[NEGATIVES["mean_worse"]] = {"curves": c, "final_probs": f, "coef": [float(coefs_s[j] * n1) for j in ch]}
-    c, f, ch = _pick(summ, np.flatnonzero(~is_mean), b)
-    out[NEGATIVES["sum_worse"]] = {"curves": c, "final_probs": f, "coef": [float(coefs_s[j]) for j in ch]}
-    for name, t in (("offline DPO", offline_dpo(b)), ("offline IPO", offline_ipo(b))):
-        out[name] = {"curves": {m: t.metrics[m] for m in METRICS}, "final_probs": t.final_probs, "coef": None}
+    out = {
+        "offline best-of-N": _pick(worst, np.array([0]), coefs_w, b),
+        NEGATIVES["worst"]: _pick(worst, np.flatnonzero(coefs_w > 0), coefs_w, b),
+        NEGATIVES["mean_worse"]: _pick(summ, np.flatnonzero(is_mean), coefs_s * n1, b),
+        NEGATIVES["sum_worse"]: _pick(summ, np.flatnonzero(~is_mean), coefs_s, b),
+    }
+    for name, cfg in (("offline DPO", protocol.OFFLINE_DPO), ("offline IPO", protocol.OFFLINE_IPO)):
+        t = protocol.run_config(cfg, b)
+        out[name] = {"curves": {m: t.metrics[m] for m in protocol.METRICS}, "final_probs": t.final_probs, "coef": None}
     return out
 
 
@@ -82,7 +70,7 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
     import matplotlib.pyplot as plt
     import pandas as pd
 
-    from modeseek.paper.fig_on_policy import plot_band, tidy
+    from modeseek.paper.fig_on_policy import tidy
 
     b = protocol.budget(smoke)
     res = results(b)
@@ -91,14 +79,14 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
     bins = np.arange(ref.size)
 
     fig, axes = plt.subplots(2, 3, figsize=(15, 7.6))
-    for i, kind in enumerate(KINDS):
+    for i, kind in enumerate(protocol.KINDS):
         ax_r, ax_k, ax_p = axes[i]
         for name, r in res.items():
             label = name + (f" (coef {r['coef'][i]:g})" if r["coef"] is not None and name != "offline best-of-N" else "")
             steps = np.arange(r["curves"]["expected_reward"].shape[-1])
-            ls = STYLES.get(name, "-")
-            plot_band(ax_r, steps, r["curves"]["expected_reward"][i], label=label, color=COLORS[name], ls=ls)
-            plot_band(ax_k, steps, r["curves"]["kl_pi_ref"][i], label=label, color=COLORS[name], ls=ls)
+            ls = "--" if name in NEGATIVES.values() else "-"
+            pieces.plot_band(ax_r, steps, r["curves"]["expected_reward"][i], label=label, color=COLORS[name], ls=ls)
+            pieces.plot_band(ax_k, steps, r["curves"]["kl_pi_ref"][i], label=label, color=COLORS[name], ls=ls)
             ax_p.plot(bins, r["final_probs"][i].mean(0), color=COLORS[name], ls=ls, lw=1.2, label=name)
         ax_p.bar(bins, ref, width=1.0, color="0.85", label=r"$\pi_{ref}$")
         ax_p2 = ax_p.twinx()
@@ -128,37 +116,29 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
     pieces.save_figure(fig, out_dir / "fig_negative_gradient.png")
 
     # Tidy data: every run of every grid, with the chosen coefficient marked.
-    worst = protocol.offline_worst_sweep(b)
-    summ = protocol.offline_sum_worse_sweep(b)
+    worst, summ = protocol.offline_worst_sweep(b), protocol.offline_sum_worse_sweep(b)
     coefs_s, is_mean = protocol.sum_worse_grid()
     n1 = protocol.OFFLINE_BEST_OF_N.num_samples - 1
-    w_idx = [protocol.WORST_COEFS.index(c) for c in res[NEGATIVES["worst"]]["coef"]]
-    dfw = tidy(worst, "offline best-of-N + worst", grid_name="negative_coef", chosen=w_idx, seeds=b.seeds)
+    dfw = tidy(worst, NEGATIVES["worst"], grid_name="negative_coef", chosen=res[NEGATIVES["worst"]]["chosen"], seeds=b.seeds)
     dfw.loc[dfw["negative_coef"] == 0.0, ["method", "chosen"]] = ["offline best-of-N", True]
     dfw["negative"] = np.where(dfw["negative_coef"] == 0.0, "none", "worst")
-    chosen_s = {}
-    for label, mask in (("mean over worse", is_mean), ("sum over worse", ~is_mean)):
-        r = res["offline best-of-N + " + label]
-        scale = n1 if label.startswith("mean") else 1.0
-        chosen_s[label] = [int(np.flatnonzero(np.isclose(coefs_s * scale, c) & mask)[0]) for c in r["coef"]]
     dfs = tidy(summ, "", grid_name="negative_coef", chosen=[0, 0], seeds=b.seeds)
     mean_vals = set(np.round(coefs_s[is_mean], 12))
     dfs["negative"] = np.where(np.isin(np.round(dfs["negative_coef"], 12), list(mean_vals)), "mean_worse", "sum_worse")
-    dfs["method"] = np.where(dfs["negative"] == "mean_worse", "offline best-of-N + mean over worse", "offline best-of-N + sum over worse")
+    dfs["method"] = np.where(dfs["negative"] == "mean_worse", NEGATIVES["mean_worse"], NEGATIVES["sum_worse"])
     dfs["sum_worse_coef"] = dfs["negative_coef"]
     dfs["negative_coef"] = np.where(dfs["negative"] == "mean_worse", dfs["negative_coef"] * n1, dfs["negative_coef"])
     pick = {}
-    for label in ("mean over worse", "sum over worse"):
+    for negative in ("mean_worse", "sum_worse"):
         for i, p in enumerate(summ.grid["problem"]):
-            pick[("offline best-of-N + " + label, p)] = coefs_s[chosen_s[label][i]]
+            pick[(NEGATIVES[negative], p)] = coefs_s[res[NEGATIVES[negative]]["chosen"][i]]
     dfs["chosen"] = [np.isclose(sc, pick[(m, p)]) for m, p, sc in zip(dfs["method"], dfs["problem"], dfs["sum_worse_coef"])]
-    frames = [dfw, dfs]
-    for name, t in (("offline DPO", offline_dpo(b)), ("offline IPO", offline_ipo(b))):
-        frames.append(tidy(t, name, seeds=b.seeds))
+    dpo, ipo = protocol.run_config(protocol.OFFLINE_DPO, b), protocol.run_config(protocol.OFFLINE_IPO, b)
+    frames = [dfw, dfs, tidy(dpo, "offline DPO", seeds=b.seeds), tidy(ipo, "offline IPO", seeds=b.seeds)]
     pieces.save_table(pd.concat(frames, ignore_index=True), out_dir / "data" / "fig_negative_gradient.parquet")
 
     claims = _claims(res)
-    pieces.write_caption(out_dir / "fig_negative_gradient.caption.md", "Figure 3: negative gradient (fig_negative_gradient.png)", _caption(b, res, [worst, summ, offline_dpo(b), offline_ipo(b)]))
+    pieces.write_caption(out_dir / "fig_negative_gradient.caption.md", "Figure 3: negative gradient (fig_negative_gradient.png)", _caption(b, res, [worst, summ, dpo, ipo]))
     return claims
 
 

@@ -25,30 +25,14 @@ from modeseek.pieces import Claim, Piece
 FAR_ABOVE = 0.2
 #: "Within 0.1 of the best method" on "near" (the issue's number).
 NEAR_WITHIN = 0.1
-KINDS = ("far", "near")
-COLORS = {
-    "offline best-of-N": "0.35",
-    "on-policy best-of-N": "C0",
-    "on-policy best-of-N (lr 0.01)": "C0",
-    "REINFORCE": "C2",
-    "PPO": "C1",
-    "offline DPO": "C4",
-    "offline IPO": "C3",
-    "on-policy DPO": "C4",
-    "on-policy IPO": "C3",
-}
-METRICS = ("expected_reward", "sampled_reward", "kl_pi_ref", "entropy", "mass_high_reward", "reward_queries")
-
-
-def plot_band(ax, x, curves, *, label, color, ls="-", lw=1.6):
-    """Mean over seeds with its 95% band; curves is (seeds, steps)."""
-    m, lo, hi = pieces.mean_band(np.asarray(curves), axis=0)
-    ax.plot(x, m, color=color, ls=ls, lw=lw, label=label)
-    ax.fill_between(x, lo, hi, color=color, alpha=0.18, lw=0)
+#: The methods shown, in legend order, with their colours.
+COLORS = {"offline best-of-N": "0.35", "on-policy best-of-N": "C0", "REINFORCE": "C2", "PPO": "C1"}
+#: The tuned on-policy RL methods: label -> engine loss.
+RL = {"REINFORCE": "reinforce", "PPO": "ppo"}
 
 
 def tidy(traj, method: str, *, grid_name: str | None = None, chosen=None, seeds: int, **columns):
-    """Per-seed, per-step rows of METRICS for one method (every grid value), with labels.
+    """Per-seed, per-step rows of protocol.METRICS for one method (every grid value), with labels.
 
     Args:
       traj: a Trajectory over (problem[, grid_name]) x seeds.
@@ -59,7 +43,7 @@ def tidy(traj, method: str, *, grid_name: str | None = None, chosen=None, seeds:
       **columns: constant columns to add.
     """
     df = traj.to_dataframe()
-    keep = ["problem", "seed", "step"] + ([grid_name] if grid_name else []) + [m for m in METRICS if m in df]
+    keep = ["problem", "seed", "step"] + ([grid_name] if grid_name else []) + [m for m in protocol.METRICS if m in df]
     df = df[keep].copy()
     df.insert(0, "method", method)
     df["split"] = np.where(df["seed"] < seeds, "report", "tune")
@@ -103,13 +87,13 @@ def results(b: protocol.Budget) -> dict:
     out = {}
     worst = protocol.offline_worst_sweep(b)
     assert protocol.WORST_COEFS[0] == 0.0
-    out["offline best-of-N"] = {m: protocol.split_seeds(worst.metrics[m][:, 0], b.seeds)[0] for m in METRICS}
+    out["offline best-of-N"] = {m: protocol.split_seeds(worst.metrics[m][:, 0], b.seeds)[0] for m in protocol.METRICS}
     on = protocol.on_policy_best_of_n(b)
-    out["on-policy best-of-N"] = {m: on.metrics[m][:, 0] for m in METRICS}
-    out["on-policy best-of-N (lr 0.01)"] = {m: on.metrics[m][:, 1] for m in METRICS}
-    for loss, name in (("reinforce", "REINFORCE"), ("ppo", "PPO")):
+    out["on-policy best-of-N"] = {m: on.metrics[m][:, 0] for m in protocol.METRICS}
+    out["on-policy best-of-N (lr 0.01)"] = {m: on.metrics[m][:, 1] for m in protocol.METRICS}
+    for name, loss in RL.items():
         t = protocol.rl_sweep(loss, b)
-        out[name] = {m: tuned_slice(t, m, b)[0] for m in METRICS}
+        out[name] = {m: tuned_slice(t, m, b)[0] for m in protocol.METRICS}
         out[name]["chosen_lr"] = [protocol.RL_LEARNING_RATES[j] for j in tuned_slice(t, "expected_reward", b)[1]]
     return out
 
@@ -122,20 +106,19 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
     res = results(b)
     worst = protocol.offline_worst_sweep(b)
     on = protocol.on_policy_best_of_n(b)
-    sweeps = {name: protocol.rl_sweep(loss, b) for loss, name in (("reinforce", "REINFORCE"), ("ppo", "PPO"))}
+    sweeps = {name: protocol.rl_sweep(loss, b) for name, loss in RL.items()}
     h_off = b.offline_steps
     h_on = b.on_policy_steps(protocol.ON_POLICY_BEST_OF_N)
-    shown = ["offline best-of-N", "on-policy best-of-N", "REINFORCE", "PPO"]
 
     fig, axes = plt.subplots(2, 3, figsize=(15, 7.6))
-    for i, kind in enumerate(KINDS):
+    for i, kind in enumerate(protocol.KINDS):
         ax_s, ax_q, ax_m = axes[i]
-        for name in shown:
+        for name in COLORS:
             r = res[name]
             label = name + (f" (lr {r['chosen_lr'][i]:g})" if "chosen_lr" in r else "")
             steps = np.arange(r["expected_reward"].shape[-1])
-            plot_band(ax_s, steps, r["expected_reward"][i], label=label, color=COLORS[name])
-            plot_band(ax_m, steps, r["sampled_reward"][i], label=label, color=COLORS[name], lw=1.0)
+            pieces.plot_band(ax_s, steps, r["expected_reward"][i], label=label, color=COLORS[name])
+            pieces.plot_band(ax_m, steps, r["sampled_reward"][i], label=label, color=COLORS[name], lw=1.0)
             if name.startswith("offline"):
                 m, lo, hi = pieces.mean_band(r["expected_reward"][i][:, -1])
                 q = r["reward_queries"][i][0, -1]
@@ -143,7 +126,7 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
                               label=f"{label}: {int(q)} queries, value after {h_off} steps")
             else:
                 q = r["reward_queries"][i][0]
-                plot_band(ax_q, np.maximum(q, 1), r["expected_reward"][i], label=label, color=COLORS[name])
+                pieces.plot_band(ax_q, np.maximum(q, 1), r["expected_reward"][i], label=label, color=COLORS[name])
         for ax in (ax_s, ax_m):
             ax.axvline(h_off, color="0.5", ls=":", lw=1)
             ax.set_xlabel("gradient steps")
@@ -176,9 +159,9 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
         .drop(columns="negative_coef"),
         tidy(on, "on-policy best-of-N", grid_name="learning_rate", chosen=[0, 0], seeds=b.seeds),
     ]
-    for loss, name in (("reinforce", "REINFORCE"), ("ppo", "PPO")):
+    for name, t in sweeps.items():
         chosen = [protocol.RL_LEARNING_RATES.index(lr) for lr in res[name]["chosen_lr"]]
-        frames.append(tidy(sweeps[name], name, grid_name="learning_rate", chosen=chosen, seeds=b.seeds))
+        frames.append(tidy(t, name, grid_name="learning_rate", chosen=chosen, seeds=b.seeds))
     df = pd.concat(frames, ignore_index=True)
     other_lr = (df["method"] == "on-policy best-of-N") & (df["learning_rate"] != protocol.ON_POLICY_BEST_OF_N.learning_rate)
     df.loc[other_lr, ["method", "chosen"]] = ["on-policy best-of-N (lr 0.01)", True]
@@ -234,9 +217,9 @@ def _claims(res, h_off: int, h_on: int) -> list[Claim]:
 
 
 def _caption(b, res, h_off, h_on, worst, on, sweeps) -> list[str]:
-    rl = {name: res[name]["chosen_lr"] for name in ("REINFORCE", "PPO")}
+    rl = {name: res[name]["chosen_lr"] for name in RL}
     timing = [worst, on] + list(sweeps.values())
-    lines = [
+    return [
         "Problem: the 1-token bandit (exact squashed-Cauchy reference, rewards peaked at bin 70 \"far\" / 20 \"near\", width 10). "
         "Policy: the authors' MLP (docs/paper.md §A.4), SFT to pi_ref first (100 Adam steps, lr 0.01, exact reverse KL, docs/paper.md §A.5); "
         "epoch 0 samples from pi_ref, later epochs from the policy (docs/paper.md §A.6); Adam.",
@@ -256,7 +239,6 @@ def _caption(b, res, h_off, h_on, worst, on, sweeps) -> list[str]:
         "Compile / run seconds of the engine calls behind this figure, as measured when each first ran in this process (0 compile: program already compiled): "
         + ", ".join(f"{t.config.loss}/{t.config.sampling} {t.compile_seconds:.1f}/{t.run_seconds:.1f}" for t in timing) + ".",
     ]
-    return lines
 
 
 PIECE = Piece(

@@ -35,6 +35,8 @@ __all__ = [
     "offline_negative_best_of_n",
     "on_policy_rl",
     "EVAL_CONTEXTS",
+    "KINDS",
+    "METRICS",
     "Budget",
     "budget",
     "problems",
@@ -48,6 +50,10 @@ __all__ = [
 
 #: Evaluation contexts per run (docs/paper.md §A.1: 100, never changed by the scripts).
 EVAL_CONTEXTS = 100
+#: The two geometries, in the order of :func:`problems` (the first grid axis of every run).
+KINDS = ("far", "near")
+#: The engine metrics that figures 2-4 plot and tabulate.
+METRICS = ("expected_reward", "sampled_reward", "kl_pi_ref", "entropy", "mass_high_reward", "reward_queries")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -320,7 +326,7 @@ def problems() -> list:
     """The two geometries of the figures, in order: "far" (reward id 4) and "near" (id 5)."""
     from modeseek.problems import paper_bandit
 
-    return [paper_bandit("far"), paper_bandit("near")]
+    return [paper_bandit(kind) for kind in KINDS]
 
 
 _RUNS: dict[tuple, Any] = {}
