@@ -91,10 +91,11 @@ def _vec(v, signed: bool = False) -> str:
     return "(" + ", ".join(f"{x:+.3f}" if signed else f"{x:.3f}" for x in v) + ")"
 
 
-def _runs(problem, target, steps):
+def _kl_runs(problem, target, steps: int, step_sizes, **kw) -> dict:
+    """Exact SGD on the logits under forward and reverse KL toward ``target``: loss -> Trajectory over ``step_sizes``, every step kept."""
     return {
-        loss: ms.run(problem, loss=loss, sampling="exact", optimizer="sgd", steps=steps, target=target, beta=BETA,
-                     learning_rate=np.asarray(STEP_SIZES), snapshot_every=1)
+        loss: ms.run(problem, loss=loss, sampling="exact", optimizer="sgd", steps=steps, target=np.asarray(target),
+                     learning_rate=np.asarray(step_sizes), snapshot_every=1, **kw)
         for loss in ("forward_kl", "reverse_kl")
     }
 
@@ -112,7 +113,7 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
     ref = np.asarray(far.ref_probs, np.float64)
     reward = np.asarray(far.reward, np.float64)
     targets = {"pi_star": np.asarray(ms.pi_star(far, BETA), np.float64), "bimodal": bimodal_target(far.num_bins)}
-    runs = {name: _runs(far, q, steps) for name, q in targets.items()}
+    runs = {name: _kl_runs(far, q, steps, STEP_SIZES, beta=BETA) for name, q in targets.items()}
     main = STEP_SIZES.index(MAIN)
     bins = np.arange(far.num_bins)
     x = np.arange(steps + 1)
@@ -129,8 +130,7 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
                 rows.append(pd.DataFrame({"target": tname, "loss": loss, "step_size": eta, "step": x,
                                           "mass_excluded": excluded[g], "mass_target_set": 1 - excluded[g],
                                           "kl_pi_star": tr.metrics["kl_pi_star"][g, 0], "expected_reward": tr.metrics["expected_reward"][g, 0]}))
-            # One exact step against the closed form of E.4.
-            for g, eta in enumerate(STEP_SIZES):
+                # One exact step against the closed form of E.4.
                 expect = closed_form_step(ref, q, eta, loss)
                 onestep_err = max(onestep_err, float(np.abs(np.exp(expect) - snaps[g, 1]).max()))
             ls = {0.3: ":", 1.0: "-", 3.0: "--"}
@@ -159,12 +159,10 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
         if r == 0:
             ax.set_ylabel(f"mass on the target set\n({mask.sum()} bins holding {TARGET_MASS:.0%} of pi_star)")
             ax.set_title(f'target pi_star (beta {BETA:g}) on "far": mass on target bins', fontsize=10)
+            ax.legend(fontsize=7, loc="lower right")
         else:
             ax.set_ylabel("policy mass on each mode")
             ax.set_title(f"bimodal target (bumps at {MODES[0][0]:g} and {MODES[1][0]:g}): mass per mode, step {MAIN:g}", fontsize=10)
-        if r == 0:
-            ax.legend(fontsize=7, loc="lower right")
-        else:
             ax.legend(fontsize=7, loc="upper right", bbox_to_anchor=(1.0, 0.88))
         ax = axes[r, 1]
         ax.axhline(qe, color="0.4", ls=":", lw=1, label=f"target's own mass there ({qe:.3f})")
@@ -185,7 +183,7 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
         ax.legend(fontsize=7, loc="lower right")
 
     # The paper's 4-category illustration, exactly.
-    toy = _toy(smoke)
+    toy = _toy()
     one, flow_dt = toy["one"], TOY_STEP_SIZES[0]
     ax = axes[2, 0]
     m_f, m_r = toy["match"][("forward_kl", "reverse")], toy["match"][("reverse_kl", "forward")]
@@ -341,16 +339,12 @@ def _gradient_claim(err: float) -> Claim:
     )
 
 
-def _toy(smoke: bool) -> dict:
+def _toy() -> dict:
     """The 4-category illustration run exactly: trajectories, one step, first-order rates, closest states to the bars."""
     toy = ms.Problem(np.asarray(TOY_P0), np.zeros(4), name="toy4")
     dt = TOY_STEP_SIZES[0]
     steps = int(round(TOY_FLOW_TIME / dt))
-    runs = {
-        loss: ms.run(toy, loss=loss, sampling="exact", optimizer="sgd", steps=steps, target=np.asarray(TOY_Q),
-                     learning_rate=np.asarray(TOY_STEP_SIZES), snapshot_every=1)
-        for loss in ("forward_kl", "reverse_kl")
-    }
+    runs = _kl_runs(toy, TOY_Q, steps, TOY_STEP_SIZES)
     flow = {loss: tr.snapshots[0, 0].astype(np.float64) for loss, tr in runs.items()}
     one = {loss: tr.snapshots[TOY_STEP_SIZES.index(MAIN), 0, 1].astype(np.float64) for loss, tr in runs.items()}
     p0, q = np.asarray(TOY_P0), np.asarray(TOY_Q)
