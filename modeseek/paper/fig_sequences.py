@@ -10,6 +10,7 @@ is listed in the caption, which is built from the same constants as the runs.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -96,8 +97,6 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
     import matplotlib.pyplot as plt
     import pandas as pd
 
-    import time
-
     cpu0 = time.process_time()
     b = budget(smoke)
     probs, bon, ipo = _runs(b)
@@ -106,18 +105,14 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
     # ------------------------------------------------------------------ tables
     frames, marg_rows = [], []
     for name, tr in trs.items():
-        df = tr.to_dataframe()
-        df = df.rename(columns={"arm": "method"})
-        frames.append(df)
+        frames.append(tr.to_dataframe().rename(columns={"arm": "method"}))
         fm = tr.final_probs.mean(axis=2)  # (problem, arm, L, V)
         for g, p in enumerate(tr.grid["problem"]):
             for a, m in enumerate(tr.grid["arm"]):
                 for pos in range(fm.shape[2]):
                     marg_rows.append(pd.DataFrame({"problem": p, "method": m, "position": pos + 1, "token": np.arange(fm.shape[3]), "prob": fm[g, a, pos]}))
-    table = pd.concat(frames, ignore_index=True)
-    pieces.save_table(table, out_dir / "data" / "sequences.parquet")
-    marg = pd.concat(marg_rows, ignore_index=True)
-    pieces.save_table(marg, out_dir / "data" / "sequences_marginals.parquet")
+    pieces.save_table(pd.concat(frames, ignore_index=True), out_dir / "data" / "sequences.parquet")
+    pieces.save_table(pd.concat(marg_rows, ignore_index=True), out_dir / "data" / "sequences_marginals.parquet")
 
     # ------------------------------------------------------------------ figure
     fig, axes = plt.subplots(len(KINDS), 3, figsize=(13, 3.4 * len(KINDS)))
@@ -127,17 +122,11 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
         tab = np.asarray(prob.reward.table)
         ax_r, ax_k, ax_m = axes[row]
         for tr in trs.values():
-            er, kl = _curves(tr, "expected_reward"), _curves(tr, "kl_pi_ref")
-            for (p, m), c in er.items():
-                if p != kind:
-                    continue
-                mean, lo, hi = pieces.mean_band(c, axis=0)
-                ax_r.plot(tr.eval_steps, mean, color=COLORS[m], label=m)
-                ax_r.fill_between(tr.eval_steps, lo, hi, color=COLORS[m], alpha=0.18, lw=0)
-                ax_k.plot(tr.eval_steps, kl[(p, m)].mean(0), color=COLORS[m], label=m)
-                g = list(tr.grid["problem"]).index(kind)
-                a = list(tr.grid["arm"]).index(m)
-                ax_m.plot(np.arange(len(ref)), tr.final_probs[g, a].mean(axis=(0, 1)), color=COLORS[m], lw=1.0, label=m)
+            # The problem axis follows KINDS (see _runs).
+            for a, m in enumerate(map(str, tr.grid["arm"])):
+                pieces.plot_band(ax_r, tr.eval_steps, tr.metrics["expected_reward"][row, a], label=m, color=COLORS[m], lw=1.5)
+                ax_k.plot(tr.eval_steps, tr.metrics["kl_pi_ref"][row, a].mean(0), color=COLORS[m], label=m)
+                ax_m.plot(np.arange(len(ref)), tr.final_probs[row, a].mean(axis=(0, 1)), color=COLORS[m], lw=1.0, label=m)
         ax_r.axvline(PAPER_OFFLINE_STEPS, color="0.7", ls=":", lw=0.8)
         ax_r.axhline(float(ref @ tab), color="0.5", ls="--", lw=0.8)
         ax_r.set_ylabel(f'"{kind}": expected reward')
