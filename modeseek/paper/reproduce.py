@@ -50,16 +50,8 @@ def default_out_dir(smoke: bool) -> Path:
     return Path("figures-smoke" if smoke else "figures")
 
 
-def _budget(smoke: bool) -> str:
-    return "smoke" if smoke else "full"
-
-
 def _claims_path(out_dir: Path, name: str) -> Path:
     return out_dir / "data" / f"{name}.claims.json"
-
-
-def _write_marker(path: Path, claims: list[Claim], budget: str) -> None:
-    atomic_write_text(path, json.dumps({"budget": budget, "claims": [c.to_dict() for c in claims]}, indent=1))
 
 
 def _read_marker(path: Path) -> tuple[str | None, list[Claim]]:
@@ -242,7 +234,7 @@ def reproduce(
     from tqdm.auto import tqdm
 
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir(smoke)
-    budget = _budget(smoke)
+    budget = "smoke" if smoke else "full"
     todo = select_pieces(only)
     require_writable_folder(out_dir, label=f"out_dir={str(out_dir)!r}")
     (out_dir / "data").mkdir(parents=True, exist_ok=True)
@@ -264,7 +256,7 @@ def reproduce(
             claims = piece.make(out_dir, smoke)
         if compile_logs is not None:
             compile_logs[piece.name] = log
-        _write_marker(marker, claims, budget)
+        atomic_write_text(marker, json.dumps({"budget": budget, "claims": [c.to_dict() for c in claims]}, indent=1))
         results.append((piece, claims, time.perf_counter() - t0))
     # The report covers every piece with results on disk, not only this call's.
     done, budgets = [], {}
