@@ -127,11 +127,18 @@ def save_table(df, path: Path) -> None:
     atomic_write(path, lambda tmp: df.to_parquet(tmp, index=False))
 
 
-def save_figure(fig, path: Path, *, dpi: int = 120) -> None:
-    """Save a matplotlib figure atomically and close it."""
+def save_figure(fig, path: Path, *, title: str | None = None, smoke: bool = False, fontsize: float = 11, rect=None, dpi: int = 120) -> None:
+    """Save a matplotlib figure atomically and close it.
+
+    With ``title``, first give the figure that title (marked [SMOKE] when ``smoke``) at ``fontsize``
+    and lay its panels out (``tight_layout`` within ``rect``).
+    """
     import matplotlib.pyplot as plt
 
     path = Path(path)
+    if title is not None:
+        fig.suptitle(title + (" [SMOKE]" if smoke else ""), fontsize=fontsize)
+        fig.tight_layout(rect=rect)
     try:
         atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=path.suffix.lstrip(".") or "png"))
     finally:
