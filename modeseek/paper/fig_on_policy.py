@@ -1,13 +1,11 @@
 """Figure 2: on-policy sampling. Offline best-of-N vs on-policy best-of-N, REINFORCE and PPO.
 
-The authors' configurations (docs/paper.md §A.6): offline best-of-N (lr 0.01, 5
-train contexts, one batch of N = 10 from pi_ref, T = 200 steps) and on-policy
-best-of-N (lr 0.001, 10 contexts, N = 10, T = 15 per epoch), both with the MLP
-after SFT to pi_ref. REINFORCE and PPO have no published bandit setting (docs/paper.md §G.6):
-they get on-policy best-of-N's budget (same contexts, N, T, epochs, so equal
-gradient steps and reward queries) and a learning rate chosen from
-``protocol.RL_LEARNING_RATES`` on held-out seeds. Curves against gradient steps
-and against reward queries, mean and 95% band over the reported seeds.
+The authors' offline and on-policy best-of-N (``protocol.OFFLINE_BEST_OF_N``,
+``protocol.ON_POLICY_BEST_OF_N``, docs/paper.md §A.6) with the MLP after SFT to
+pi_ref; REINFORCE and PPO, which have no published bandit setting, on on-policy
+best-of-N's budget (``protocol.on_policy_rl``, docs/paper.md §G.6) with a learning
+rate chosen from ``protocol.RL_LEARNING_RATES`` on held-out seeds. Curves against
+gradient steps and against reward queries, mean and 95% band over the reported seeds.
 """
 
 from __future__ import annotations
@@ -62,21 +60,23 @@ def tidy(traj, method: str, *, grid_name: str | None = None, chosen=None, seeds:
     return df
 
 
-def tuned_slice(traj, metric: str, b: protocol.Budget) -> tuple[np.ndarray, list[int]]:
+def tuned_slice(traj, metric: str, b: protocol.Budget, columns=None) -> tuple[np.ndarray, list[int]]:
     """Choose a grid value per problem on the tuning seeds; return the reported seeds' curves.
 
     Args:
       traj: Trajectory with grid (problem, one traced value) and seeds = b.seeds + b.tune_seeds.
       metric: the metric to return.
+      columns: the grid values to choose from (indices; default all).
 
     Returns:
       ((problems, reported seeds, steps + 1) curves at the chosen values, chosen index per problem).
     """
     er = traj.metrics["expected_reward"]
+    columns = np.arange(er.shape[1]) if columns is None else np.asarray(columns)
     chosen, out = [], []
     for i in range(er.shape[0]):
-        _, tune = protocol.split_seeds(er[i], b.seeds)
-        j = protocol.select_best(tune)
+        _, tune = protocol.split_seeds(er[i, columns], b.seeds)
+        j = int(columns[protocol.select_best(tune)])
         chosen.append(j)
         out.append(protocol.split_seeds(traj.metrics[metric][i, j], b.seeds)[0])
     return np.stack(out), chosen
@@ -145,12 +145,8 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
             ax_m.set_title("Monte-Carlo reward as the authors plot it", fontsize=10)
         ax_s.legend(fontsize=7, loc="lower right")
         ax_q.legend(fontsize=7, loc="upper left" if kind == "far" else "lower right")
-    fig.suptitle(
-        f"On-policy sampling (MLP policy, mean and 95% band over {b.seeds} seeds)" + (" [SMOKE]" if smoke else ""),
-        fontsize=11,
-    )
-    fig.tight_layout()
-    pieces.save_figure(fig, out_dir / "fig_on_policy.png")
+    title = f"On-policy sampling (MLP policy, mean and 95% band over {b.seeds} seeds)"
+    pieces.save_figure(fig, out_dir / "fig_on_policy.png", title=title, smoke=smoke)
 
     # Tidy data: every run, including the tuning grids and seeds.
     frames = [
@@ -173,8 +169,7 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
 
 
 def _final(res, name, i, step=None):
-    er = res[name]["expected_reward"][i]
-    return er[:, -1] if step is None else er[:, step]
+    return res[name]["expected_reward"][i][:, -1 if step is None else step]
 
 
 def _claims(res, h_off: int, h_on: int) -> list[Claim]:
