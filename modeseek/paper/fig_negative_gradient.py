@@ -1,14 +1,12 @@
 """Figure 3: the negative gradient. Offline best-of-N with and without a negative term, offline DPO and IPO.
 
 Every method is offline (one batch from pi_ref, docs/paper.md §A.6) with the MLP
-after SFT. Offline best-of-N and its negative-term variants use the authors'
-best_of_n.sh setting (lr 0.01, 5 train contexts, N = 10, T = 200); the
-negative-term coefficient has no published value (docs/paper.md §G.7) and is chosen per
-geometry from a grid on held-out seeds. Offline IPO is the authors' ipo.sh
-(lr 0.003, 100 contexts, target margin 10, minimum reward gap 0.2); DPO has no
-bandit script (docs/paper.md §G.8) and runs the same setting with the DPO loss and the
-authors' default beta 0.05. Panels: expected reward, KL(pi || pi_ref), and the
-final mass over bins.
+after SFT: offline best-of-N and its negative-term variants on the authors'
+best_of_n.sh setting (``protocol.OFFLINE_BEST_OF_N``), the negative-term
+coefficient, which has no published value (docs/paper.md §G.7), chosen per geometry
+from a grid on held-out seeds; the authors' ipo.sh (``protocol.OFFLINE_IPO``) and,
+as DPO has no bandit script (docs/paper.md §G.8), ``protocol.OFFLINE_DPO``.
+Panels: expected reward, KL(pi || pi_ref), and the final mass over bins.
 """
 
 from __future__ import annotations
@@ -19,6 +17,7 @@ import numpy as np
 
 from modeseek import pieces
 from modeseek.paper import protocol
+from modeseek.paper.fig_on_policy import tidy, tuned_slice
 from modeseek.pieces import Claim, Piece
 
 NEGATIVES = {"worst": "offline best-of-N + worst", "mean_worse": "offline best-of-N + mean over worse", "sum_worse": "offline best-of-N + sum over worse"}
@@ -38,13 +37,9 @@ def _pick(traj, columns: np.ndarray, coefs: np.ndarray, b: protocol.Budget) -> d
     Returns:
       {"curves": metric -> reported seeds' curves, "final_probs", "coef" and "chosen" (grid column) per problem}.
     """
-    er = traj.metrics["expected_reward"]
-    chosen = []
-    for i in range(er.shape[0]):
-        tune = np.stack([protocol.split_seeds(er[i, j], b.seeds)[1] for j in columns])
-        chosen.append(int(columns[protocol.select_best(tune)]))
-    curves = {m: np.stack([protocol.split_seeds(traj.metrics[m][i, chosen[i]], b.seeds)[0] for i in range(er.shape[0])]) for m in protocol.METRICS}
-    finals = np.stack([protocol.split_seeds(traj.final_probs[i, chosen[i]], b.seeds, axis=-2)[0] for i in range(er.shape[0])])
+    curves = {m: tuned_slice(traj, m, b, columns)[0] for m in protocol.METRICS}
+    chosen = tuned_slice(traj, "expected_reward", b, columns)[1]
+    finals = np.stack([protocol.split_seeds(traj.final_probs[i, j], b.seeds, axis=-2)[0] for i, j in enumerate(chosen)])
     return {"curves": curves, "final_probs": finals, "coef": [float(coefs[j]) for j in chosen], "chosen": chosen}
 
 
@@ -69,8 +64,6 @@ def results(b: protocol.Budget) -> dict:
 def make(out_dir: Path, smoke: bool) -> list[Claim]:
     import matplotlib.pyplot as plt
     import pandas as pd
-
-    from modeseek.paper.fig_on_policy import tidy
 
     b = protocol.budget(smoke)
     res = results(b)
@@ -108,12 +101,8 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
             ax_k.set_title(r"distance from the reference, KL($\pi$ || $\pi_{ref}$)", fontsize=10)
             ax_p.set_title("final policy over bins (faint red: reward)", fontsize=10)
         ax_r.legend(fontsize=7, loc="best")
-    fig.suptitle(
-        f"Negative gradient, all offline (MLP policy, mean and 95% band over {b.seeds} seeds)" + (" [SMOKE]" if smoke else ""),
-        fontsize=11,
-    )
-    fig.tight_layout()
-    pieces.save_figure(fig, out_dir / "fig_negative_gradient.png")
+    title = f"Negative gradient, all offline (MLP policy, mean and 95% band over {b.seeds} seeds)"
+    pieces.save_figure(fig, out_dir / "fig_negative_gradient.png", title=title, smoke=smoke)
 
     # Tidy data: every run of every grid, with the chosen coefficient marked.
     worst, summ = protocol.offline_worst_sweep(b), protocol.offline_sum_worse_sweep(b)
@@ -123,15 +112,12 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
     dfw.loc[dfw["negative_coef"] == 0.0, ["method", "chosen"]] = ["offline best-of-N", True]
     dfw["negative"] = np.where(dfw["negative_coef"] == 0.0, "none", "worst")
     dfs = tidy(summ, "", grid_name="negative_coef", chosen=[0, 0], seeds=b.seeds)
-    mean_vals = set(np.round(coefs_s[is_mean], 12))
-    dfs["negative"] = np.where(np.isin(np.round(dfs["negative_coef"], 12), list(mean_vals)), "mean_worse", "sum_worse")
-    dfs["method"] = np.where(dfs["negative"] == "mean_worse", NEGATIVES["mean_worse"], NEGATIVES["sum_worse"])
+    mean_rows = np.isin(np.round(dfs["negative_coef"], 12), np.round(coefs_s[is_mean], 12))
+    dfs["negative"] = np.where(mean_rows, "mean_worse", "sum_worse")
+    dfs["method"] = np.where(mean_rows, NEGATIVES["mean_worse"], NEGATIVES["sum_worse"])
     dfs["sum_worse_coef"] = dfs["negative_coef"]
-    dfs["negative_coef"] = np.where(dfs["negative"] == "mean_worse", dfs["negative_coef"] * n1, dfs["negative_coef"])
-    pick = {}
-    for negative in ("mean_worse", "sum_worse"):
-        for i, p in enumerate(summ.grid["problem"]):
-            pick[(NEGATIVES[negative], p)] = coefs_s[res[NEGATIVES[negative]]["chosen"][i]]
+    dfs["negative_coef"] = np.where(mean_rows, dfs["negative_coef"] * n1, dfs["negative_coef"])
+    pick = {(NEGATIVES[neg], p): coefs_s[res[NEGATIVES[neg]]["chosen"][i]] for neg in ("mean_worse", "sum_worse") for i, p in enumerate(summ.grid["problem"])}
     dfs["chosen"] = [np.isclose(sc, pick[(m, p)]) for m, p, sc in zip(dfs["method"], dfs["problem"], dfs["sum_worse_coef"])]
     dpo, ipo = protocol.run_config(protocol.OFFLINE_DPO, b), protocol.run_config(protocol.OFFLINE_IPO, b)
     frames = [dfw, dfs, tidy(dpo, "offline DPO", seeds=b.seeds), tidy(ipo, "offline IPO", seeds=b.seeds)]
@@ -176,7 +162,6 @@ def _claims(res) -> list[Claim]:
 
 
 def _caption(b, res, timing) -> list[str]:
-    coefs_s, is_mean = protocol.sum_worse_grid()
     return [
         "Problem: the 1-token bandit (exact squashed-Cauchy reference; reward peak at bin 70 \"far\" / 20 \"near\", width 10). "
         "Policy: the authors' MLP, SFT to pi_ref first (100 Adam steps, lr 0.01); all methods offline: one batch of N = 10 responses per train context from pi_ref (docs/paper.md §A.6).",
