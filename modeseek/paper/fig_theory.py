@@ -125,6 +125,7 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
         for loss, tr in runs[tname].items():
             snaps = tr.snapshots[:, 0]  # (step sizes, steps + 1, K)
             excluded = snaps[..., ~mask].sum(-1)
+            ls = {0.3: ":", 1.0: "-", 3.0: "--"}
             for g, eta in enumerate(STEP_SIZES):
                 removal[(tname, loss, eta)] = (first_step_below(excluded[g], excluded[g, 0] / 2), first_step_below(excluded[g], REMOVED))
                 rows.append(pd.DataFrame({"target": tname, "loss": loss, "step_size": eta, "step": x,
@@ -133,18 +134,14 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
                 # One exact step against the closed form of E.4.
                 expect = closed_form_step(ref, q, eta, loss)
                 onestep_err = max(onestep_err, float(np.abs(np.exp(expect) - snaps[g, 1]).max()))
-            ls = {0.3: ":", 1.0: "-", 3.0: "--"}
-            if r == 0:
-                ax = axes[0, 0]
-                for g, eta in enumerate(STEP_SIZES):
-                    ax.plot(x, 1 - excluded[g], color=COLOR[loss], ls=ls[eta], lw=1.6 if eta == MAIN else 1.0,
-                            label=f"{loss.split('_')[0]} KL, step {eta:g}")
-            else:
-                ax = axes[1, 0]
+                if r == 0:
+                    axes[0, 0].plot(x, 1 - excluded[g], color=COLOR[loss], ls=ls[eta], lw=1.6 if eta == MAIN else 1.0,
+                                    label=f"{loss.split('_')[0]} KL, step {eta:g}")
+            if r == 1:
                 for (c, w), mls in zip(MODES, ("-", "--")):
                     near = np.abs(bins - c) <= 2 * w
-                    ax.plot(x, snaps[main][:, near].sum(-1), color=COLOR[loss], ls=mls, lw=1.6,
-                            label=f"{loss.split('_')[0]} KL: mass within {2 * w:g} bins of {c:g}")
+                    axes[1, 0].plot(x, snaps[main][:, near].sum(-1), color=COLOR[loss], ls=mls, lw=1.6,
+                                    label=f"{loss.split('_')[0]} KL: mass within {2 * w:g} bins of {c:g}")
             axes[r, 1].plot(x, excluded[main], color=COLOR[loss], lw=1.6, label=LABEL[loss] + f", step {MAIN:g}")
             ax = axes[r, 2]
             dlog = np.log(snaps[main, 1]) - np.log(snaps[main, 0])
@@ -245,10 +242,8 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
     )
     axes[2, 2].axis("off")
     axes[2, 2].text(0.0, 1.0, txt, va="top", ha="left", family="monospace", fontsize=8.5, transform=axes[2, 2].transAxes)
-    fig.suptitle("Mode-seeking (reverse KL) vs mode-covering (forward KL): exact gradient descent on softmax logits from pi_ref"
-                 + (" [SMOKE]" if smoke else ""), fontsize=12)
-    fig.tight_layout()
-    pieces.save_figure(fig, out_dir / "fig_theory.png")
+    title = "Mode-seeking (reverse KL) vs mode-covering (forward KL): exact gradient descent on softmax logits from pi_ref"
+    pieces.save_figure(fig, out_dir / "fig_theory.png", title=title, smoke=smoke, fontsize=12)
 
     for loss, tr in toy["runs"].items():
         for g, eta in enumerate(TOY_STEP_SIZES):
@@ -280,8 +275,7 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
 def _lemma_claim(runs, ref, reward) -> Claim:
     log_z = float(np.log(np.sum(ref * np.exp(reward / BETA))))
     worst, count, best_gap = 0.0, 0, np.inf
-    j_star = None
-    for tname, rr in runs.items():
+    for rr in runs.values():
         for tr in rr.values():
             m = tr.metrics
             lhs = m["expected_reward"] - BETA * m["kl_pi_ref"]
