@@ -68,11 +68,7 @@ def _runs(b: dict):
 
 def _curves(tr, metric):
     """{(problem, method): (seeds, E) array}."""
-    out = {}
-    for g, p in enumerate(tr.grid["problem"]):
-        for a, m in enumerate(tr.grid["arm"]):
-            out[(str(p), str(m))] = np.asarray(tr.metrics[metric][g, a])
-    return out
+    return {(str(p), str(m)): tr.metrics[metric][g, a] for g, p in enumerate(tr.grid["problem"]) for a, m in enumerate(tr.grid["arm"])}
 
 
 def _at(tr, curves, step):
@@ -100,11 +96,11 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
     cpu0 = time.process_time()
     b = budget(smoke)
     probs, bon, ipo = _runs(b)
-    trs = {"best_of_n": bon, "ipo": ipo}
+    trs = (bon, ipo)
 
     # ------------------------------------------------------------------ tables
     frames, marg_rows = [], []
-    for name, tr in trs.items():
+    for tr in trs:
         frames.append(tr.to_dataframe().rename(columns={"arm": "method"}))
         fm = tr.final_probs.mean(axis=2)  # (problem, arm, L, V)
         for g, p in enumerate(tr.grid["problem"]):
@@ -121,7 +117,7 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
         ref = np.asarray(prob.ref_probs)
         tab = np.asarray(prob.reward.table)
         ax_r, ax_k, ax_m = axes[row]
-        for tr in trs.values():
+        for tr in trs:
             # The problem axis follows KINDS (see _runs).
             for a, m in enumerate(map(str, tr.grid["arm"])):
                 pieces.plot_band(ax_r, tr.eval_steps, tr.metrics["expected_reward"][row, a], label=m, color=COLORS[m], lw=1.5)
@@ -146,9 +142,8 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
         ax_m.set_xlabel("token")
     axes[0, 0].legend(fontsize=7, loc="upper left")
     axes[0, 2].legend(fontsize=6, loc="upper center")
-    fig.suptitle(f"Sequence bandit, {b['policy']} policy: 9 tokens after a prompt token (dotted: the paper's offline T = {PAPER_OFFLINE_STEPS}; dashed: pi_data)", fontsize=10)
-    fig.tight_layout()
-    pieces.save_figure(fig, out_dir / "sequences.png")
+    title = f"Sequence bandit, {b['policy']} policy: 9 tokens after a prompt token (dotted: the paper's offline T = {PAPER_OFFLINE_STEPS}; dashed: pi_data)"
+    pieces.save_figure(fig, out_dir / "sequences.png", title=title, fontsize=10)
 
     # ------------------------------------------------------------------ claims
     er_bon, er_ipo = _curves(bon, "expected_reward"), _curves(ipo, "expected_reward")
