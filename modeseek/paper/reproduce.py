@@ -8,11 +8,8 @@ rerunning skips it unless ``force`` or it ran at the other budget (a claims
 file without a budget, written before budgets were recorded, counts as
 another budget). CLAIMS.md and the gallery README.md are rebuilt from all
 finished pieces on every call, and name the pieces whose numbers come from
-the smoke budget.
-
-Smoke results never go to ``figures/`` (the committed full-budget figures)
-unless asked for by name: without ``out_dir`` a smoke run writes to
-``figures-smoke/`` (:func:`default_out_dir`).
+the smoke budget. Smoke results never go to ``figures/`` unless asked for by
+name (:func:`default_out_dir`).
 """
 
 from __future__ import annotations
@@ -46,7 +43,7 @@ def select_pieces(only: Sequence[str] | None) -> list[Piece]:
 
 
 def default_out_dir(smoke: bool) -> Path:
-    """``figures`` for the full budget, ``figures-smoke`` for the smoke one (never mixed into ``figures``)."""
+    """``figures`` (the committed figures) for the full budget, ``figures-smoke`` for the smoke one (never mixed into ``figures``)."""
     return Path("figures-smoke" if smoke else "figures")
 
 
@@ -124,9 +121,7 @@ def piece_images(out_dir: Path, piece: Piece) -> list[str]:
     names += sorted(p.name for p in out_dir.glob(f"{piece.name}_*.png"))
     caption = out_dir / f"{piece.name}.caption.md"
     if caption.exists():
-        for m in re.findall(r"[A-Za-z0-9_.-]+\.png", caption.read_text()):
-            if (out_dir / m).exists():
-                names.append(m)
+        names += [m for m in re.findall(r"[A-Za-z0-9_.-]+\.png", caption.read_text()) if (out_dir / m).exists()]
     return list(dict.fromkeys(names))
 
 
