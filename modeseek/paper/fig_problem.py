@@ -122,14 +122,12 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
                     handles, labels = handles + h, labels + lab
     for ax in axes[-1]:
         ax.set_xlabel("response bin")
-    fig.suptitle("The 1-token bandit: reference policy and the two reward geometries", fontsize=11)
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
-    pieces.save_figure(fig, out_dir / "fig_problem.png")
+    title = "The 1-token bandit: reference policy and the two reward geometries"
+    pieces.save_figure(fig, out_dir / "fig_problem.png", title=title, rect=(0, 0.07, 1, 1))
 
-    rows = []
-    for name, p in [("far", problems["far"]), ("near", problems["near"]), ("far_w20", wide[20.0]), ("far_w30", wide[30.0])]:
-        rows.append(pd.DataFrame({"problem": name, "bin": bins, "ref_prob": ref, "reward": np.asarray(p.reward, dtype=np.float64)}))
+    tabled = {**problems, "far_w20": wide[20.0], "far_w30": wide[30.0]}
+    rows = [pd.DataFrame({"problem": name, "bin": bins, "ref_prob": ref, "reward": np.asarray(p.reward, dtype=np.float64)}) for name, p in tabled.items()]
     pieces.save_table(pd.concat(rows, ignore_index=True), out_dir / "data" / "fig_problem.parquet")
 
     errors = {k: {m: abs(stats[k][m] - v) for m, v in NOTES_TABLE[k].items()} for k in NOTES_TABLE}
