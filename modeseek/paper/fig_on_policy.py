@@ -185,7 +185,11 @@ def _claims(res, h_off: int, h_on: int) -> list[Claim]:
             f"{name} {pieces.fmt(_final(res, name, 0, step).mean())} at step {step} (difference {pieces.fmt(d)}, 95% band [{pieces.fmt(lo)}, {pieces.fmt(hi)}]; "
             f"{pieces.fmt(_final(res, name, 0).mean())} after {h_on} steps){'' if good else ' [not far above]'}"
         )
-    claims = [
+    near_off = _final(res, "offline best-of-N", 1)
+    finals = {name: _final(res, name, 1).mean() for name in ["offline best-of-N"] + on_methods}
+    best = max(finals, key=finals.get)
+    gap = finals[best] - near_off.mean()
+    return [
         Claim(
             "far_on_policy_above_offline",
             f'On "far", on-policy methods (on-policy best-of-N, REINFORCE, PPO) end far above offline best-of-N at equal gradient steps '
@@ -193,22 +197,15 @@ def _claims(res, h_off: int, h_on: int) -> list[Claim]:
             bool(ok),
             f"offline best-of-N {pieces.fmt(off.mean())} after {step} steps; " + "; ".join(parts),
             "" if ok else "at least one on-policy method is not far above offline best-of-N at equal steps (marked)",
-        )
-    ]
-    near_off = _final(res, "offline best-of-N", 1)
-    finals = {name: _final(res, name, 1).mean() for name in ["offline best-of-N"] + on_methods}
-    best = max(finals, key=finals.get)
-    gap = finals[best] - near_off.mean()
-    claims.append(
+        ),
         Claim(
             "near_offline_close_to_best",
             f'On "near", offline best-of-N (after its {h_off} steps) is within {NEAR_WITHIN} of the best method\'s final expected reward',
             bool(gap <= NEAR_WITHIN),
             "final means: " + ", ".join(f"{k} {pieces.fmt(v)}" for k, v in finals.items()) + f"; best is {best}, gap {pieces.fmt(gap)}",
             "" if gap <= NEAR_WITHIN else "offline best-of-N stays more than 0.1 below the best on-policy method on the near geometry",
-        )
-    )
-    return claims
+        ),
+    ]
 
 
 def _caption(b, res, h_off, h_on, worst, on, sweeps) -> list[str]:
