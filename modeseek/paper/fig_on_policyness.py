@@ -46,8 +46,7 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
         lrs=lrs,
     )
     pieces.save_figure(fig, out_dir / "fig_on_policyness.png")
-    df = fig_reuse.tidy(runs, {}, lrs, b, {"policy": b.policy})
-    pieces.save_table(df, out_dir / "data" / "fig_on_policyness.parquet")
+    pieces.save_table(fig_reuse.tidy(runs, {}, lrs, b, {"policy": b.policy}), out_dir / "data" / "fig_on_policyness.parquet")
 
     claims = _claims(runs, sizes)
     seconds = sum(r.compile_seconds for r in list(runs.values()) + list(tunes.values()))
