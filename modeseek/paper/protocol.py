@@ -33,8 +33,6 @@ __all__ = [
     "offline_negative_best_of_n",
     "on_policy_rl",
     "EVAL_CONTEXTS",
-    "KINDS",
-    "METRICS",
     "Budget",
     "budget",
     "problems",
