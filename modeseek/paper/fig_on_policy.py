@@ -73,13 +73,8 @@ def tuned_slice(traj, metric: str, b: protocol.Budget, columns=None) -> tuple[np
     """
     er = traj.metrics["expected_reward"]
     columns = np.arange(er.shape[1]) if columns is None else np.asarray(columns)
-    chosen, out = [], []
-    for i in range(er.shape[0]):
-        _, tune = protocol.split_seeds(er[i, columns], b.seeds)
-        j = int(columns[protocol.select_best(tune)])
-        chosen.append(j)
-        out.append(protocol.split_seeds(traj.metrics[metric][i, j], b.seeds)[0])
-    return np.stack(out), chosen
+    chosen = [int(columns[protocol.select_best(protocol.split_seeds(er[i, columns], b.seeds)[1])]) for i in range(er.shape[0])]
+    return np.stack([protocol.split_seeds(traj.metrics[metric][i, j], b.seeds)[0] for i, j in enumerate(chosen)]), chosen
 
 
 def results(b: protocol.Budget) -> dict:
