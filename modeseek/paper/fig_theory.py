@@ -143,9 +143,7 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
                     axes[1, 0].plot(x, snaps[main][:, near].sum(-1), color=COLOR[loss], ls=mls, lw=1.6,
                                     label=f"{loss.split('_')[0]} KL: mass within {2 * w:g} bins of {c:g}")
             axes[r, 1].plot(x, excluded[main], color=COLOR[loss], lw=1.6, label=LABEL[loss] + f", step {MAIN:g}")
-            ax = axes[r, 2]
-            dlog = np.log(snaps[main, 1]) - np.log(snaps[main, 0])
-            ax.scatter(q, dlog, s=10, color=COLOR[loss], label=LABEL[loss], alpha=0.8)
+            axes[r, 2].scatter(q, np.log(snaps[main, 1]) - np.log(snaps[main, 0]), s=10, color=COLOR[loss], label=LABEL[loss], alpha=0.8)
         # Decorations per row.
         qe = q[~mask].sum()
         ax = axes[r, 0]
@@ -360,9 +358,7 @@ def _toy_claim(toy: dict) -> Claim:
     fwd, rev = toy["one"]["forward_kl"], toy["one"]["reverse_kl"]
     fo, match = toy["first_order"], toy["match"]
     p0 = np.asarray(TOY_P0)
-    forward_raises_0 = fwd[0] > p0[0]
-    reverse_grows_2_more = (rev[2] - p0[2]) > (fwd[2] - p0[2])
-    ok = bool(forward_raises_0 and reverse_grows_2_more)
+    ok = bool(fwd[0] > p0[0] and (rev[2] - p0[2]) > (fwd[2] - p0[2]))  # forward raises category 0, reverse grows category 2 more
     as_printed = max(match[("forward_kl", "forward")][0], match[("reverse_kl", "reverse")][0])
     swapped = max(match[("reverse_kl", "forward")][0], match[("forward_kl", "reverse")][0])
     return Claim(
