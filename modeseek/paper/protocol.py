@@ -222,12 +222,11 @@ def offline_negative_best_of_n(negative: str, negative_coef: float = 0.05) -> Co
 def on_policy_rl(loss: str, learning_rate: float = 1e-3) -> Config:
     """REINFORCE or PPO on on-policy best-of-N's budget (equal steps and reward queries).
 
-    Neither has a published bandit configuration (docs/paper.md §G.6): 10 train
-    contexts, 100 epochs of N = 10, T = 15 as ``onpolicy_best_of_n.sh``,
-    per-context z-scored rewards as advantages (§B.4, §C.5), no KL or entropy
-    term for REINFORCE (its tuned beta is 0, §B.4); PPO clips at 0.2 and adds
-    the authors' sampled beta (log pi - log pi_ref) term with beta 0.05 (§B.5).
-    The learning rate is for the caller to tune.
+    Neither has a published bandit configuration (docs/paper.md §G.6): per-context
+    z-scored rewards as advantages (§B.4, §C.5), no KL or entropy term for
+    REINFORCE (its tuned beta is 0, §B.4); PPO clips at 0.2 and adds the authors'
+    sampled beta (log pi - log pi_ref) term with beta 0.05 (§B.5). The learning
+    rate is for the caller to tune.
     """
     _checks.choice("loss", loss, ("reinforce", "ppo"))
     extra: tuple[tuple[str, Any], ...] = (("advantage", "zscore"),)
@@ -298,11 +297,9 @@ class Budget:
 def budget(smoke: bool) -> Budget:
     """The default budget (fits the pipeline's time limit on 2 CPU cores) or the smoke one.
 
-    Default: 10 reported seeds + 3 tuning seeds; on-policy runs shortened to 20
-    epochs of T = 15 (300 steps, against the authors' 1500, to fit the time
-    budget: every claim is read by step 300, and every tuned on-policy method
-    but best-of-N at the authors' lr 0.001 on "far" has plateaued by then);
-    offline runs at the authors' 200 steps; the authors' 100 evaluation contexts.
+    The default shortens the on-policy runs to 20 epochs of T = 15 (300 steps,
+    against the authors' 1500): every claim is read by step 300, and every tuned
+    on-policy method but best-of-N at the authors' lr 0.001 on "far" has plateaued by then.
     """
     if smoke:
         return Budget(seeds=2, tune_seeds=1, on_policy_epochs=2, offline_steps=20, eval_contexts=10, policy="tabular", smoke=True)
