@@ -213,11 +213,9 @@ def reproduce(
     """Regenerate every figure, its data and caption, the claims report and the gallery.
 
     Args:
-      out_dir: output folder (figures in it, tables in ``out_dir/data``);
-        default :func:`default_out_dir` (``figures``, or ``figures-smoke`` when ``smoke``).
+      out_dir: output folder (figures in it, tables in ``out_dir/data``); default :func:`default_out_dir`.
       smoke: tiny budgets, for tests (numbers not meaningful).
-      force: rerun pieces whose outputs already exist (pieces finished at the
-        other budget are rerun anyway).
+      force: rerun finished pieces too (pieces finished at the other budget are rerun anyway).
       only: names of pieces to run (default all).
       progress: show a progress bar.
       compile_logs: if a dict, filled with {piece name: CompileLog} for every
