@@ -45,7 +45,8 @@ def _pick(traj, columns: np.ndarray, coefs: np.ndarray, b: protocol.Budget) -> d
 
 def results(b: protocol.Budget) -> dict:
     """Method -> {"curves": metric -> (problems, seeds, steps + 1), "final_probs": (problems, seeds, K), "coef": per problem}."""
-    worst, summ = protocol.offline_worst_sweep(b), protocol.offline_sum_worse_sweep(b)
+    worst = protocol.offline_worst_sweep(b)
+    summ = protocol.offline_sum_worse_sweep(b)
     coefs_w = np.asarray(protocol.WORST_COEFS)
     coefs_s, is_mean = protocol.sum_worse_grid()
     n1 = protocol.OFFLINE_BEST_OF_N.num_samples - 1
@@ -105,7 +106,8 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
     pieces.save_figure(fig, out_dir / "fig_negative_gradient.png", title=title, smoke=smoke)
 
     # Tidy data: every run of every grid, with the chosen coefficient marked.
-    worst, summ = protocol.offline_worst_sweep(b), protocol.offline_sum_worse_sweep(b)
+    worst = protocol.offline_worst_sweep(b)
+    summ = protocol.offline_sum_worse_sweep(b)
     coefs_s, is_mean = protocol.sum_worse_grid()
     n1 = protocol.OFFLINE_BEST_OF_N.num_samples - 1
     dfw = tidy(worst, NEGATIVES["worst"], grid_name="negative_coef", chosen=res[NEGATIVES["worst"]]["chosen"], seeds=b.seeds)
@@ -119,7 +121,8 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
     dfs["negative_coef"] = np.where(mean_rows, dfs["negative_coef"] * n1, dfs["negative_coef"])
     pick = {(NEGATIVES[neg], p): coefs_s[res[NEGATIVES[neg]]["chosen"][i]] for neg in ("mean_worse", "sum_worse") for i, p in enumerate(summ.grid["problem"])}
     dfs["chosen"] = [np.isclose(sc, pick[(m, p)]) for m, p, sc in zip(dfs["method"], dfs["problem"], dfs["sum_worse_coef"])]
-    dpo, ipo = protocol.run_config(protocol.OFFLINE_DPO, b), protocol.run_config(protocol.OFFLINE_IPO, b)
+    dpo = protocol.run_config(protocol.OFFLINE_DPO, b)
+    ipo = protocol.run_config(protocol.OFFLINE_IPO, b)
     frames = [dfw, dfs, tidy(dpo, "offline DPO", seeds=b.seeds), tidy(ipo, "offline IPO", seeds=b.seeds)]
     pieces.save_table(pd.concat(frames, ignore_index=True), out_dir / "data" / "fig_negative_gradient.parquet")
 
