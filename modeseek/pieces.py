@@ -2,7 +2,7 @@
 
 Every figure of the reproduction (:mod:`modeseek.paper`, :mod:`modeseek.phase`,
 :mod:`modeseek.paper.fig_sequences`) imports this module for :class:`Claim`,
-:class:`Piece`, :func:`fmt`, :func:`mean_band` and the caption and atomic
+:class:`Piece`, :func:`fmt`, :func:`mean_band`, :func:`plot_band` and the caption and atomic
 saving helpers. :data:`PIECES` names the module of each piece, in report
 order; :func:`load` imports one on demand, so that this module, and with it
 the core of the library, never imports the figure layer.
@@ -31,6 +31,7 @@ __all__ = [
     "save_figure",
     "write_caption",
     "mean_band",
+    "plot_band",
     "fmt",
 ]
 
@@ -118,12 +119,7 @@ def check_names(names: Iterable[str], valid: Iterable[str] | None = None) -> Non
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write text to a temporary file beside ``path``, then rename it into place (:func:`modeseek._files.atomic_write`)."""
-
-    def write(tmp):
-        with open(tmp, "w") as f:
-            f.write(text)
-
-    atomic_write(path, write)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def save_table(df, path: Path) -> None:
@@ -131,11 +127,18 @@ def save_table(df, path: Path) -> None:
     atomic_write(path, lambda tmp: df.to_parquet(tmp, index=False))
 
 
-def save_figure(fig, path: Path, *, dpi: int = 120) -> None:
-    """Save a matplotlib figure atomically and close it."""
+def save_figure(fig, path: Path, *, title: str | None = None, smoke: bool = False, fontsize: float = 11, rect=None, dpi: int = 120) -> None:
+    """Save a matplotlib figure atomically and close it.
+
+    With ``title``, first give the figure that title (marked [SMOKE] when ``smoke``) at ``fontsize``
+    and lay its panels out (``tight_layout`` within ``rect``).
+    """
     import matplotlib.pyplot as plt
 
     path = Path(path)
+    if title is not None:
+        fig.suptitle(title + (" [SMOKE]" if smoke else ""), fontsize=fontsize)
+        fig.tight_layout(rect=rect)
     try:
         atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=path.suffix.lstrip(".") or "png"))
     finally:
@@ -154,6 +157,13 @@ def mean_band(x: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray, np.
     n = x.shape[axis]
     se = x.std(axis=axis, ddof=1) / np.sqrt(n) if n > 1 else np.zeros_like(m)
     return m, m - 1.96 * se, m + 1.96 * se
+
+
+def plot_band(ax, x, curves, *, label, color, ls="-", lw=1.6):
+    """Plot on ``ax`` the mean over seeds of ``curves`` (seeds, points) with its 95% band (:func:`mean_band`)."""
+    m, lo, hi = mean_band(np.asarray(curves), axis=0)
+    ax.plot(x, m, color=color, ls=ls, lw=lw, label=label)
+    ax.fill_between(x, lo, hi, color=color, alpha=0.18, lw=0)
 
 
 def fmt(x: float, digits: int = 3) -> str:

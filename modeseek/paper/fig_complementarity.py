@@ -1,12 +1,11 @@
 """Figure 4: complementarity. On-policy DPO/IPO vs offline DPO/IPO vs on-policy best-of-N.
 
-On-policy sampling and a negative gradient together (docs/paper.md §D.5, §5.3).
-On-policy IPO is the authors' onpolicy_ipo.sh (lr 0.01, 10 contexts, N = 10,
-T = 15, target margin 10); on-policy DPO runs the same setting with the DPO
-loss and the authors' default beta 0.05. The offline DPO/IPO runs are those of
-figure 3 and on-policy best-of-N those of figure 2 (shared in-process, so each
-program compiles once). "High reward" is a fixed threshold, chosen before
-looking at results: an exact expected reward of 0.8 (80% of the maximum).
+On-policy sampling and a negative gradient together (docs/paper.md §D.5, §5.3):
+the authors' onpolicy_ipo.sh and the same setting with the DPO loss
+(``protocol.ON_POLICY_IPO``, ``protocol.ON_POLICY_DPO``) against the offline
+DPO/IPO runs of figure 3 and the on-policy best-of-N runs of figure 2 (shared
+in-process, so each program compiles once). "High reward" is a fixed threshold,
+HIGH_REWARD, chosen before looking at results.
 """
 
 from __future__ import annotations
@@ -17,12 +16,13 @@ import numpy as np
 
 from modeseek import pieces
 from modeseek.paper import protocol
+from modeseek.paper.fig_on_policy import tidy
 from modeseek.pieces import Claim, Piece
 
 #: What "a high reward" means in the claim: exact expected reward >= 0.8 (the maximum is 1).
 HIGH_REWARD = 0.8
-KINDS = ("far", "near")
-METRICS = ("expected_reward", "sampled_reward", "kl_pi_ref", "entropy", "mass_high_reward", "reward_queries")
+#: The contrastive runs (the offline ones are figure 3's).
+CONTRASTIVE = {"on-policy DPO": protocol.ON_POLICY_DPO, "on-policy IPO": protocol.ON_POLICY_IPO, "offline DPO": protocol.OFFLINE_DPO, "offline IPO": protocol.OFFLINE_IPO}
 STYLE = {
     "on-policy DPO": ("C4", "-"),
     "on-policy IPO": ("C3", "-"),
@@ -33,28 +33,13 @@ STYLE = {
 }
 
 
-def on_policy_dpo(b: protocol.Budget):
-    return protocol.run_config(protocol.ON_POLICY_DPO, b)
-
-
-def on_policy_ipo(b: protocol.Budget):
-    return protocol.run_config(protocol.ON_POLICY_IPO, b)
-
-
 def results(b: protocol.Budget) -> dict:
     """Method -> metric -> (problems, reported seeds, steps + 1)."""
-    from modeseek.paper import fig_negative_gradient as fig3
-
     on_bon = protocol.on_policy_best_of_n(b)
-    runs = {
-        "on-policy DPO": on_policy_dpo(b).metrics,
-        "on-policy IPO": on_policy_ipo(b).metrics,
-        "offline DPO": fig3.offline_dpo(b).metrics,
-        "offline IPO": fig3.offline_ipo(b).metrics,
-        "on-policy best-of-N": {m: v[:, 0] for m, v in on_bon.metrics.items()},
-        "on-policy best-of-N (lr 0.01)": {m: v[:, 1] for m, v in on_bon.metrics.items()},
-    }
-    return {name: {m: np.asarray(v[m]) for m in METRICS} for name, v in runs.items()}
+    runs = {name: protocol.run_config(cfg, b).metrics for name, cfg in CONTRASTIVE.items()}
+    runs["on-policy best-of-N"] = {m: v[:, 0] for m, v in on_bon.metrics.items()}
+    runs["on-policy best-of-N (lr 0.01)"] = {m: v[:, 1] for m, v in on_bon.metrics.items()}
+    return {name: {m: np.asarray(v[m]) for m in protocol.METRICS} for name, v in runs.items()}
 
 
 def crossing(curves: np.ndarray, threshold: float = HIGH_REWARD) -> tuple[int | None, float]:
@@ -64,41 +49,32 @@ def crossing(curves: np.ndarray, threshold: float = HIGH_REWARD) -> tuple[int | 
       curves: (seeds, steps + 1) exact expected reward.
     """
     c = np.asarray(curves, dtype=np.float64)
-    mean_hit = protocol.steps_to_reach(c.mean(0), threshold)
     per_seed = [protocol.steps_to_reach(s, threshold) for s in c]
-    med = float(np.median([np.inf if s is None else s for s in per_seed]))
-    return mean_hit, med
+    return protocol.steps_to_reach(c.mean(0), threshold), float(np.median([np.inf if s is None else s for s in per_seed]))
 
 
 def faster(steps: int | None, other: int | None, other_budget: int) -> bool:
     """True when reaching in ``steps`` is strictly faster than ``other`` (None: not reached within ``other_budget`` steps)."""
-    if steps is None:
-        return False
-    if other is None:
-        return steps < other_budget
-    return steps < other
+    return steps is not None and steps < (other_budget if other is None else other)
 
 
 def make(out_dir: Path, smoke: bool) -> list[Claim]:
     import matplotlib.pyplot as plt
     import pandas as pd
 
-    from modeseek.paper import fig_negative_gradient as fig3
-    from modeseek.paper.fig_on_policy import plot_band, tidy
-
     b = protocol.budget(smoke)
     res = results(b)
 
     fig, axes = plt.subplots(2, 2, figsize=(13, 7.6))
-    for i, kind in enumerate(KINDS):
+    for i, kind in enumerate(protocol.KINDS):
         ax_l, ax_k = axes[i]
         for name, r in res.items():
             color, ls = STYLE[name]
             steps = np.arange(r["expected_reward"].shape[-1])
             hit, _ = crossing(r["expected_reward"][i])
             label = f"{name}: " + (f"reaches {HIGH_REWARD} at step {hit}" if hit is not None else f"never reaches {HIGH_REWARD}")
-            plot_band(ax_l, steps + 1, r["expected_reward"][i], label=label, color=color, ls=ls)
-            plot_band(ax_k, steps, r["kl_pi_ref"][i], label=name, color=color, ls=ls)
+            pieces.plot_band(ax_l, steps + 1, r["expected_reward"][i], label=label, color=color, ls=ls)
+            pieces.plot_band(ax_k, steps, r["kl_pi_ref"][i], label=name, color=color, ls=ls)
             if hit is not None:
                 ax_l.plot([hit + 1], [r["expected_reward"][i].mean(0)[hit]], "o", color=color, ms=4)
         ax_l.axhline(HIGH_REWARD, color="0.5", ls=":", lw=1)
@@ -115,30 +91,21 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
             ax_l.set_title("exact E[r] (dots: first step the mean reaches the threshold)", fontsize=10)
             ax_k.set_title(r"KL($\pi$ || $\pi_{ref}$)", fontsize=10)
             ax_k.legend(fontsize=7, loc="lower right")
-    fig.suptitle(
-        f"Complementarity of on-policy sampling and negative gradient (MLP, mean and 95% band over {b.seeds} seeds)" + (" [SMOKE]" if smoke else ""),
-        fontsize=11,
-    )
-    fig.tight_layout()
-    pieces.save_figure(fig, out_dir / "fig_complementarity.png")
+    title = f"Complementarity of on-policy sampling and negative gradient (MLP, mean and 95% band over {b.seeds} seeds)"
+    pieces.save_figure(fig, out_dir / "fig_complementarity.png", title=title, smoke=smoke)
 
     on_bon = protocol.on_policy_best_of_n(b)
-    frames = [
-        tidy(on_policy_dpo(b), "on-policy DPO", seeds=b.seeds),
-        tidy(on_policy_ipo(b), "on-policy IPO", seeds=b.seeds),
-        tidy(fig3.offline_dpo(b), "offline DPO", seeds=b.seeds),
-        tidy(fig3.offline_ipo(b), "offline IPO", seeds=b.seeds),
-        tidy(on_bon, "on-policy best-of-N", grid_name="learning_rate", chosen=[0, 0], seeds=b.seeds),
-    ]
+    runs = {name: protocol.run_config(cfg, b) for name, cfg in CONTRASTIVE.items()}
+    frames = [tidy(t, name, seeds=b.seeds) for name, t in runs.items()]
+    frames.append(tidy(on_bon, "on-policy best-of-N", grid_name="learning_rate", chosen=[0, 0], seeds=b.seeds))
     df = pd.concat(frames, ignore_index=True)
     other_lr = (df["method"] == "on-policy best-of-N") & (df["learning_rate"] != protocol.ON_POLICY_BEST_OF_N.learning_rate)
     df.loc[other_lr, ["method", "chosen"]] = ["on-policy best-of-N (lr 0.01)", True]
     pieces.save_table(df, out_dir / "data" / "fig_complementarity.parquet")
 
     h_on = b.on_policy_steps(protocol.ON_POLICY_IPO)
-    claims = [_claim(res, i, kind, b.offline_steps, h_on) for i, kind in enumerate(KINDS)]
-    timing = [on_policy_dpo(b), on_policy_ipo(b), fig3.offline_dpo(b), fig3.offline_ipo(b), on_bon]
-    pieces.write_caption(out_dir / "fig_complementarity.caption.md", "Figure 4: complementarity (fig_complementarity.png)", _caption(b, res, timing))
+    claims = [_claim(res, i, kind, b.offline_steps, h_on) for i, kind in enumerate(protocol.KINDS)]
+    pieces.write_caption(out_dir / "fig_complementarity.caption.md", "Figure 4: complementarity (fig_complementarity.png)", _caption(b, res, list(runs.values()) + [on_bon]))
     return claims
 
 
@@ -166,15 +133,14 @@ def _claim(res, i: int, kind: str, h_off: int, h_on: int) -> Claim:
                     f"on-policy {c} is not faster than {other}"
                     + (f" (its seed-mean curve stays below {HIGH_REWARD}: {n - k} of {n} seeds settle on a lower-reward bin)" if on is None else "")
                 )
-    lr_note = ""
     if not faster(hits["on-policy IPO"][0], hits["on-policy best-of-N (lr 0.01)"][0], budgets["on-policy best-of-N (lr 0.01)"]):
-        lr_note = "at the contrastive methods' learning rate 0.01, on-policy best-of-N is as fast as on-policy IPO, so the gap to the authors' best-of-N (lr 0.001) is mostly the learning rate"
+        why.append("at the contrastive methods' learning rate 0.01, on-policy best-of-N is as fast as on-policy IPO, so the gap to the authors' best-of-N (lr 0.001) is mostly the learning rate")
     return Claim(
         f"{kind}_on_policy_contrastive_fastest",
         f'On "{kind}", on-policy DPO and IPO reach a high reward (exact E[r] >= {HIGH_REWARD}) in fewer gradient steps than on-policy best-of-N and than their offline versions',
         ok,
         "steps to reach (seed-mean curve): " + "; ".join(show(n) for n in res),
-        "; ".join(why + ([lr_note] if lr_note else [])),
+        "; ".join(why),
     )
 
 

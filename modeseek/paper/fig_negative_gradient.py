@@ -1,14 +1,12 @@
 """Figure 3: the negative gradient. Offline best-of-N with and without a negative term, offline DPO and IPO.
 
 Every method is offline (one batch from pi_ref, docs/paper.md §A.6) with the MLP
-after SFT. Offline best-of-N and its negative-term variants use the authors'
-best_of_n.sh setting (lr 0.01, 5 train contexts, N = 10, T = 200); the
-negative-term coefficient has no published value (docs/paper.md §G.7) and is chosen per
-geometry from a grid on held-out seeds. Offline IPO is the authors' ipo.sh
-(lr 0.003, 100 contexts, target margin 10, minimum reward gap 0.2); DPO has no
-bandit script (docs/paper.md §G.8) and runs the same setting with the DPO loss and the
-authors' default beta 0.05. Panels: expected reward, KL(pi || pi_ref), and the
-final mass over bins.
+after SFT: offline best-of-N and its negative-term variants on the authors'
+best_of_n.sh setting (``protocol.OFFLINE_BEST_OF_N``), the negative-term
+coefficient, which has no published value (docs/paper.md §G.7), chosen per geometry
+from a grid on held-out seeds; the authors' ipo.sh (``protocol.OFFLINE_IPO``) and,
+as DPO has no bandit script (docs/paper.md §G.8), ``protocol.OFFLINE_DPO``.
+Panels: expected reward, KL(pi || pi_ref), and the final mass over bins.
 """
 
 from __future__ import annotations
@@ -19,9 +17,9 @@ import numpy as np
 
 from modeseek import pieces
 from modeseek.paper import protocol
+from modeseek.paper.fig_on_policy import tidy, tuned_slice
 from modeseek.pieces import Claim, Piece
 
-KINDS = ("far", "near")
 NEGATIVES = {"worst": "offline best-of-N + worst", "mean_worse": "offline best-of-N + mean over worse", "sum_worse": "offline best-of-N + sum over worse"}
 COLORS = {
     "offline best-of-N": "0.3",
@@ -31,58 +29,42 @@ COLORS = {
     "offline DPO": "C4",
     "offline IPO": "C3",
 }
-STYLES = {"offline best-of-N + worst": "--", "offline best-of-N + mean over worse": "--", "offline best-of-N + sum over worse": "--"}
-METRICS = ("expected_reward", "sampled_reward", "kl_pi_ref", "entropy", "mass_high_reward", "reward_queries")
 
 
-def offline_dpo(b: protocol.Budget):
-    """Offline DPO (shared with figure 4)."""
-    return protocol.run_config(protocol.OFFLINE_DPO, b)
+def _pick(traj, columns: np.ndarray, coefs: np.ndarray, b: protocol.Budget) -> dict:
+    """Among grid columns ``columns`` (axis 1, coefficients ``coefs``), choose per problem on tuning seeds.
 
-
-def offline_ipo(b: protocol.Budget):
-    """Offline IPO (shared with figure 4)."""
-    return protocol.run_config(protocol.OFFLINE_IPO, b)
-
-
-def _pick(traj, columns: np.ndarray, b: protocol.Budget):
-    """Among grid columns ``columns`` (axis 1), choose per problem on tuning seeds; return (curves, finals, chosen)."""
-    er = traj.metrics["expected_reward"]
-    chosen = []
-    for i in range(er.shape[0]):
-        tune = np.stack([protocol.split_seeds(er[i, j], b.seeds)[1] for j in columns])
-        chosen.append(int(columns[protocol.select_best(tune)]))
-    curves = {m: np.stack([protocol.split_seeds(traj.metrics[m][i, chosen[i]], b.seeds)[0] for i in range(er.shape[0])]) for m in METRICS}
-    finals = np.stack([protocol.split_seeds(traj.final_probs[i, chosen[i]], b.seeds, axis=-2)[0] for i in range(er.shape[0])])
-    return curves, finals, chosen
+    Returns:
+      {"curves": metric -> reported seeds' curves, "final_probs", "coef" and "chosen" (grid column) per problem}.
+    """
+    curves = {m: tuned_slice(traj, m, b, columns)[0] for m in protocol.METRICS}
+    chosen = tuned_slice(traj, "expected_reward", b, columns)[1]
+    finals = np.stack([protocol.split_seeds(traj.final_probs[i, j], b.seeds, axis=-2)[0] for i, j in enumerate(chosen)])
+    return {"curves": curves, "final_probs": finals, "coef": [float(coefs[j]) for j in chosen], "chosen": chosen}
 
 
 def results(b: protocol.Budget) -> dict:
     """Method -> {"curves": metric -> (problems, seeds, steps + 1), "final_probs": (problems, seeds, K), "coef": per problem}."""
-    out = {}
     worst = protocol.offline_worst_sweep(b)
-    coefs_w = np.asarray(protocol.WORST_COEFS)
-    c, f, _ = _pick(worst, np.array([0]), b)
-    out["offline best-of-N"] = {"curves": c, "final_probs": f, "coef": [0.0, 0.0]}
-    c, f, ch = _pick(worst, np.flatnonzero(coefs_w > 0), b)
-    out[NEGATIVES["worst"]] = {"curves": c, "final_probs": f, "coef": [float(coefs_w[j]) for j in ch]}
     summ = protocol.offline_sum_worse_sweep(b)
+    coefs_w = np.asarray(protocol.WORST_COEFS)
     coefs_s, is_mean = protocol.sum_worse_grid()
     n1 = protocol.OFFLINE_BEST_OF_N.num_samples - 1
-    c, f, ch = _pick(summ, np.flatnonzero(is_mean), b)
-    out[NEGATIVES["mean_worse"]] = {"curves": c, "final_probs": f, "coef": [float(coefs_s[j] * n1) for j in ch]}
-    c, f, ch = _pick(summ, np.flatnonzero(~is_mean), b)
-    out[NEGATIVES["sum_worse"]] = {"curves": c, "final_probs": f, "coef": [float(coefs_s[j]) for j in ch]}
-    for name, t in (("offline DPO", offline_dpo(b)), ("offline IPO", offline_ipo(b))):
-        out[name] = {"curves": {m: t.metrics[m] for m in METRICS}, "final_probs": t.final_probs, "coef": None}
+    out = {
+        "offline best-of-N": _pick(worst, np.array([0]), coefs_w, b),
+        NEGATIVES["worst"]: _pick(worst, np.flatnonzero(coefs_w > 0), coefs_w, b),
+        NEGATIVES["mean_worse"]: _pick(summ, np.flatnonzero(is_mean), coefs_s * n1, b),
+        NEGATIVES["sum_worse"]: _pick(summ, np.flatnonzero(~is_mean), coefs_s, b),
+    }
+    for name, cfg in (("offline DPO", protocol.OFFLINE_DPO), ("offline IPO", protocol.OFFLINE_IPO)):
+        t = protocol.run_config(cfg, b)
+        out[name] = {"curves": {m: t.metrics[m] for m in protocol.METRICS}, "final_probs": t.final_probs, "coef": None}
     return out
 
 
 def make(out_dir: Path, smoke: bool) -> list[Claim]:
     import matplotlib.pyplot as plt
     import pandas as pd
-
-    from modeseek.paper.fig_on_policy import plot_band, tidy
 
     b = protocol.budget(smoke)
     res = results(b)
@@ -91,14 +73,14 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
     bins = np.arange(ref.size)
 
     fig, axes = plt.subplots(2, 3, figsize=(15, 7.6))
-    for i, kind in enumerate(KINDS):
+    for i, kind in enumerate(protocol.KINDS):
         ax_r, ax_k, ax_p = axes[i]
         for name, r in res.items():
             label = name + (f" (coef {r['coef'][i]:g})" if r["coef"] is not None and name != "offline best-of-N" else "")
             steps = np.arange(r["curves"]["expected_reward"].shape[-1])
-            ls = STYLES.get(name, "-")
-            plot_band(ax_r, steps, r["curves"]["expected_reward"][i], label=label, color=COLORS[name], ls=ls)
-            plot_band(ax_k, steps, r["curves"]["kl_pi_ref"][i], label=label, color=COLORS[name], ls=ls)
+            ls = "--" if name in NEGATIVES.values() else "-"
+            pieces.plot_band(ax_r, steps, r["curves"]["expected_reward"][i], label=label, color=COLORS[name], ls=ls)
+            pieces.plot_band(ax_k, steps, r["curves"]["kl_pi_ref"][i], label=label, color=COLORS[name], ls=ls)
             ax_p.plot(bins, r["final_probs"][i].mean(0), color=COLORS[name], ls=ls, lw=1.2, label=name)
         ax_p.bar(bins, ref, width=1.0, color="0.85", label=r"$\pi_{ref}$")
         ax_p2 = ax_p.twinx()
@@ -120,45 +102,32 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
             ax_k.set_title(r"distance from the reference, KL($\pi$ || $\pi_{ref}$)", fontsize=10)
             ax_p.set_title("final policy over bins (faint red: reward)", fontsize=10)
         ax_r.legend(fontsize=7, loc="best")
-    fig.suptitle(
-        f"Negative gradient, all offline (MLP policy, mean and 95% band over {b.seeds} seeds)" + (" [SMOKE]" if smoke else ""),
-        fontsize=11,
-    )
-    fig.tight_layout()
-    pieces.save_figure(fig, out_dir / "fig_negative_gradient.png")
+    title = f"Negative gradient, all offline (MLP policy, mean and 95% band over {b.seeds} seeds)"
+    pieces.save_figure(fig, out_dir / "fig_negative_gradient.png", title=title, smoke=smoke)
 
     # Tidy data: every run of every grid, with the chosen coefficient marked.
     worst = protocol.offline_worst_sweep(b)
     summ = protocol.offline_sum_worse_sweep(b)
     coefs_s, is_mean = protocol.sum_worse_grid()
     n1 = protocol.OFFLINE_BEST_OF_N.num_samples - 1
-    w_idx = [protocol.WORST_COEFS.index(c) for c in res[NEGATIVES["worst"]]["coef"]]
-    dfw = tidy(worst, "offline best-of-N + worst", grid_name="negative_coef", chosen=w_idx, seeds=b.seeds)
+    dfw = tidy(worst, NEGATIVES["worst"], grid_name="negative_coef", chosen=res[NEGATIVES["worst"]]["chosen"], seeds=b.seeds)
     dfw.loc[dfw["negative_coef"] == 0.0, ["method", "chosen"]] = ["offline best-of-N", True]
     dfw["negative"] = np.where(dfw["negative_coef"] == 0.0, "none", "worst")
-    chosen_s = {}
-    for label, mask in (("mean over worse", is_mean), ("sum over worse", ~is_mean)):
-        r = res["offline best-of-N + " + label]
-        scale = n1 if label.startswith("mean") else 1.0
-        chosen_s[label] = [int(np.flatnonzero(np.isclose(coefs_s * scale, c) & mask)[0]) for c in r["coef"]]
     dfs = tidy(summ, "", grid_name="negative_coef", chosen=[0, 0], seeds=b.seeds)
-    mean_vals = set(np.round(coefs_s[is_mean], 12))
-    dfs["negative"] = np.where(np.isin(np.round(dfs["negative_coef"], 12), list(mean_vals)), "mean_worse", "sum_worse")
-    dfs["method"] = np.where(dfs["negative"] == "mean_worse", "offline best-of-N + mean over worse", "offline best-of-N + sum over worse")
+    mean_rows = np.isin(np.round(dfs["negative_coef"], 12), np.round(coefs_s[is_mean], 12))
+    dfs["negative"] = np.where(mean_rows, "mean_worse", "sum_worse")
+    dfs["method"] = np.where(mean_rows, NEGATIVES["mean_worse"], NEGATIVES["sum_worse"])
     dfs["sum_worse_coef"] = dfs["negative_coef"]
-    dfs["negative_coef"] = np.where(dfs["negative"] == "mean_worse", dfs["negative_coef"] * n1, dfs["negative_coef"])
-    pick = {}
-    for label in ("mean over worse", "sum over worse"):
-        for i, p in enumerate(summ.grid["problem"]):
-            pick[("offline best-of-N + " + label, p)] = coefs_s[chosen_s[label][i]]
+    dfs["negative_coef"] = np.where(mean_rows, dfs["negative_coef"] * n1, dfs["negative_coef"])
+    pick = {(NEGATIVES[neg], p): coefs_s[res[NEGATIVES[neg]]["chosen"][i]] for neg in ("mean_worse", "sum_worse") for i, p in enumerate(summ.grid["problem"])}
     dfs["chosen"] = [np.isclose(sc, pick[(m, p)]) for m, p, sc in zip(dfs["method"], dfs["problem"], dfs["sum_worse_coef"])]
-    frames = [dfw, dfs]
-    for name, t in (("offline DPO", offline_dpo(b)), ("offline IPO", offline_ipo(b))):
-        frames.append(tidy(t, name, seeds=b.seeds))
+    dpo = protocol.run_config(protocol.OFFLINE_DPO, b)
+    ipo = protocol.run_config(protocol.OFFLINE_IPO, b)
+    frames = [dfw, dfs, tidy(dpo, "offline DPO", seeds=b.seeds), tidy(ipo, "offline IPO", seeds=b.seeds)]
     pieces.save_table(pd.concat(frames, ignore_index=True), out_dir / "data" / "fig_negative_gradient.parquet")
 
     claims = _claims(res)
-    pieces.write_caption(out_dir / "fig_negative_gradient.caption.md", "Figure 3: negative gradient (fig_negative_gradient.png)", _caption(b, res, [worst, summ, offline_dpo(b), offline_ipo(b)]))
+    pieces.write_caption(out_dir / "fig_negative_gradient.caption.md", "Figure 3: negative gradient (fig_negative_gradient.png)", _caption(b, res, [worst, summ, dpo, ipo]))
     return claims
 
 
@@ -196,7 +165,6 @@ def _claims(res) -> list[Claim]:
 
 
 def _caption(b, res, timing) -> list[str]:
-    coefs_s, is_mean = protocol.sum_worse_grid()
     return [
         "Problem: the 1-token bandit (exact squashed-Cauchy reference; reward peak at bin 70 \"far\" / 20 \"near\", width 10). "
         "Policy: the authors' MLP, SFT to pi_ref first (100 Adam steps, lr 0.01); all methods offline: one batch of N = 10 responses per train context from pi_ref (docs/paper.md §A.6).",

@@ -1,13 +1,11 @@
 """Figure 2: on-policy sampling. Offline best-of-N vs on-policy best-of-N, REINFORCE and PPO.
 
-The authors' configurations (docs/paper.md §A.6): offline best-of-N (lr 0.01, 5
-train contexts, one batch of N = 10 from pi_ref, T = 200 steps) and on-policy
-best-of-N (lr 0.001, 10 contexts, N = 10, T = 15 per epoch), both with the MLP
-after SFT to pi_ref. REINFORCE and PPO have no published bandit setting (docs/paper.md §G.6):
-they get on-policy best-of-N's budget (same contexts, N, T, epochs, so equal
-gradient steps and reward queries) and a learning rate chosen from
-``protocol.RL_LEARNING_RATES`` on held-out seeds. Curves against gradient steps
-and against reward queries, mean and 95% band over the reported seeds.
+The authors' offline and on-policy best-of-N (``protocol.OFFLINE_BEST_OF_N``,
+``protocol.ON_POLICY_BEST_OF_N``, docs/paper.md §A.6) with the MLP after SFT to
+pi_ref; REINFORCE and PPO, which have no published bandit setting, on on-policy
+best-of-N's budget (``protocol.on_policy_rl``, docs/paper.md §G.6) with a learning
+rate chosen from ``protocol.RL_LEARNING_RATES`` on held-out seeds. Curves against
+gradient steps and against reward queries, mean and 95% band over the reported seeds.
 """
 
 from __future__ import annotations
@@ -25,30 +23,14 @@ from modeseek.pieces import Claim, Piece
 FAR_ABOVE = 0.2
 #: "Within 0.1 of the best method" on "near" (the issue's number).
 NEAR_WITHIN = 0.1
-KINDS = ("far", "near")
-COLORS = {
-    "offline best-of-N": "0.35",
-    "on-policy best-of-N": "C0",
-    "on-policy best-of-N (lr 0.01)": "C0",
-    "REINFORCE": "C2",
-    "PPO": "C1",
-    "offline DPO": "C4",
-    "offline IPO": "C3",
-    "on-policy DPO": "C4",
-    "on-policy IPO": "C3",
-}
-METRICS = ("expected_reward", "sampled_reward", "kl_pi_ref", "entropy", "mass_high_reward", "reward_queries")
-
-
-def plot_band(ax, x, curves, *, label, color, ls="-", lw=1.6):
-    """Mean over seeds with its 95% band; curves is (seeds, steps)."""
-    m, lo, hi = pieces.mean_band(np.asarray(curves), axis=0)
-    ax.plot(x, m, color=color, ls=ls, lw=lw, label=label)
-    ax.fill_between(x, lo, hi, color=color, alpha=0.18, lw=0)
+#: The methods shown, in legend order, with their colours.
+COLORS = {"offline best-of-N": "0.35", "on-policy best-of-N": "C0", "REINFORCE": "C2", "PPO": "C1"}
+#: The tuned on-policy RL methods: label -> engine loss.
+RL = {"REINFORCE": "reinforce", "PPO": "ppo"}
 
 
 def tidy(traj, method: str, *, grid_name: str | None = None, chosen=None, seeds: int, **columns):
-    """Per-seed, per-step rows of METRICS for one method (every grid value), with labels.
+    """Per-seed, per-step rows of protocol.METRICS for one method (every grid value), with labels.
 
     Args:
       traj: a Trajectory over (problem[, grid_name]) x seeds.
@@ -59,7 +41,7 @@ def tidy(traj, method: str, *, grid_name: str | None = None, chosen=None, seeds:
       **columns: constant columns to add.
     """
     df = traj.to_dataframe()
-    keep = ["problem", "seed", "step"] + ([grid_name] if grid_name else []) + [m for m in METRICS if m in df]
+    keep = ["problem", "seed", "step"] + ([grid_name] if grid_name else []) + [m for m in protocol.METRICS if m in df]
     df = df[keep].copy()
     df.insert(0, "method", method)
     df["split"] = np.where(df["seed"] < seeds, "report", "tune")
@@ -78,24 +60,21 @@ def tidy(traj, method: str, *, grid_name: str | None = None, chosen=None, seeds:
     return df
 
 
-def tuned_slice(traj, metric: str, b: protocol.Budget) -> tuple[np.ndarray, list[int]]:
+def tuned_slice(traj, metric: str, b: protocol.Budget, columns=None) -> tuple[np.ndarray, list[int]]:
     """Choose a grid value per problem on the tuning seeds; return the reported seeds' curves.
 
     Args:
       traj: Trajectory with grid (problem, one traced value) and seeds = b.seeds + b.tune_seeds.
       metric: the metric to return.
+      columns: the grid values to choose from (indices; default all).
 
     Returns:
       ((problems, reported seeds, steps + 1) curves at the chosen values, chosen index per problem).
     """
     er = traj.metrics["expected_reward"]
-    chosen, out = [], []
-    for i in range(er.shape[0]):
-        _, tune = protocol.split_seeds(er[i], b.seeds)
-        j = protocol.select_best(tune)
-        chosen.append(j)
-        out.append(protocol.split_seeds(traj.metrics[metric][i, j], b.seeds)[0])
-    return np.stack(out), chosen
+    columns = np.arange(er.shape[1]) if columns is None else np.asarray(columns)
+    chosen = [int(columns[protocol.select_best(protocol.split_seeds(er[i, columns], b.seeds)[1])]) for i in range(er.shape[0])]
+    return np.stack([protocol.split_seeds(traj.metrics[metric][i, j], b.seeds)[0] for i, j in enumerate(chosen)]), chosen
 
 
 def results(b: protocol.Budget) -> dict:
@@ -103,13 +82,13 @@ def results(b: protocol.Budget) -> dict:
     out = {}
     worst = protocol.offline_worst_sweep(b)
     assert protocol.WORST_COEFS[0] == 0.0
-    out["offline best-of-N"] = {m: protocol.split_seeds(worst.metrics[m][:, 0], b.seeds)[0] for m in METRICS}
+    out["offline best-of-N"] = {m: protocol.split_seeds(worst.metrics[m][:, 0], b.seeds)[0] for m in protocol.METRICS}
     on = protocol.on_policy_best_of_n(b)
-    out["on-policy best-of-N"] = {m: on.metrics[m][:, 0] for m in METRICS}
-    out["on-policy best-of-N (lr 0.01)"] = {m: on.metrics[m][:, 1] for m in METRICS}
-    for loss, name in (("reinforce", "REINFORCE"), ("ppo", "PPO")):
+    out["on-policy best-of-N"] = {m: on.metrics[m][:, 0] for m in protocol.METRICS}
+    out["on-policy best-of-N (lr 0.01)"] = {m: on.metrics[m][:, 1] for m in protocol.METRICS}
+    for name, loss in RL.items():
         t = protocol.rl_sweep(loss, b)
-        out[name] = {m: tuned_slice(t, m, b)[0] for m in METRICS}
+        out[name] = {m: tuned_slice(t, m, b)[0] for m in protocol.METRICS}
         out[name]["chosen_lr"] = [protocol.RL_LEARNING_RATES[j] for j in tuned_slice(t, "expected_reward", b)[1]]
     return out
 
@@ -122,20 +101,19 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
     res = results(b)
     worst = protocol.offline_worst_sweep(b)
     on = protocol.on_policy_best_of_n(b)
-    sweeps = {name: protocol.rl_sweep(loss, b) for loss, name in (("reinforce", "REINFORCE"), ("ppo", "PPO"))}
+    sweeps = {name: protocol.rl_sweep(loss, b) for name, loss in RL.items()}
     h_off = b.offline_steps
     h_on = b.on_policy_steps(protocol.ON_POLICY_BEST_OF_N)
-    shown = ["offline best-of-N", "on-policy best-of-N", "REINFORCE", "PPO"]
 
     fig, axes = plt.subplots(2, 3, figsize=(15, 7.6))
-    for i, kind in enumerate(KINDS):
+    for i, kind in enumerate(protocol.KINDS):
         ax_s, ax_q, ax_m = axes[i]
-        for name in shown:
+        for name in COLORS:
             r = res[name]
             label = name + (f" (lr {r['chosen_lr'][i]:g})" if "chosen_lr" in r else "")
             steps = np.arange(r["expected_reward"].shape[-1])
-            plot_band(ax_s, steps, r["expected_reward"][i], label=label, color=COLORS[name])
-            plot_band(ax_m, steps, r["sampled_reward"][i], label=label, color=COLORS[name], lw=1.0)
+            pieces.plot_band(ax_s, steps, r["expected_reward"][i], label=label, color=COLORS[name])
+            pieces.plot_band(ax_m, steps, r["sampled_reward"][i], label=label, color=COLORS[name], lw=1.0)
             if name.startswith("offline"):
                 m, lo, hi = pieces.mean_band(r["expected_reward"][i][:, -1])
                 q = r["reward_queries"][i][0, -1]
@@ -143,7 +121,7 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
                               label=f"{label}: {int(q)} queries, value after {h_off} steps")
             else:
                 q = r["reward_queries"][i][0]
-                plot_band(ax_q, np.maximum(q, 1), r["expected_reward"][i], label=label, color=COLORS[name])
+                pieces.plot_band(ax_q, np.maximum(q, 1), r["expected_reward"][i], label=label, color=COLORS[name])
         for ax in (ax_s, ax_m):
             ax.axvline(h_off, color="0.5", ls=":", lw=1)
             ax.set_xlabel("gradient steps")
@@ -162,12 +140,8 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
             ax_m.set_title("Monte-Carlo reward as the authors plot it", fontsize=10)
         ax_s.legend(fontsize=7, loc="lower right")
         ax_q.legend(fontsize=7, loc="upper left" if kind == "far" else "lower right")
-    fig.suptitle(
-        f"On-policy sampling (MLP policy, mean and 95% band over {b.seeds} seeds)" + (" [SMOKE]" if smoke else ""),
-        fontsize=11,
-    )
-    fig.tight_layout()
-    pieces.save_figure(fig, out_dir / "fig_on_policy.png")
+    title = f"On-policy sampling (MLP policy, mean and 95% band over {b.seeds} seeds)"
+    pieces.save_figure(fig, out_dir / "fig_on_policy.png", title=title, smoke=smoke)
 
     # Tidy data: every run, including the tuning grids and seeds.
     frames = [
@@ -176,9 +150,9 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
         .drop(columns="negative_coef"),
         tidy(on, "on-policy best-of-N", grid_name="learning_rate", chosen=[0, 0], seeds=b.seeds),
     ]
-    for loss, name in (("reinforce", "REINFORCE"), ("ppo", "PPO")):
+    for name, t in sweeps.items():
         chosen = [protocol.RL_LEARNING_RATES.index(lr) for lr in res[name]["chosen_lr"]]
-        frames.append(tidy(sweeps[name], name, grid_name="learning_rate", chosen=chosen, seeds=b.seeds))
+        frames.append(tidy(t, name, grid_name="learning_rate", chosen=chosen, seeds=b.seeds))
     df = pd.concat(frames, ignore_index=True)
     other_lr = (df["method"] == "on-policy best-of-N") & (df["learning_rate"] != protocol.ON_POLICY_BEST_OF_N.learning_rate)
     df.loc[other_lr, ["method", "chosen"]] = ["on-policy best-of-N (lr 0.01)", True]
@@ -190,8 +164,7 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
 
 
 def _final(res, name, i, step=None):
-    er = res[name]["expected_reward"][i]
-    return er[:, -1] if step is None else er[:, step]
+    return res[name]["expected_reward"][i][:, -1 if step is None else step]
 
 
 def _claims(res, h_off: int, h_on: int) -> list[Claim]:
@@ -207,7 +180,11 @@ def _claims(res, h_off: int, h_on: int) -> list[Claim]:
             f"{name} {pieces.fmt(_final(res, name, 0, step).mean())} at step {step} (difference {pieces.fmt(d)}, 95% band [{pieces.fmt(lo)}, {pieces.fmt(hi)}]; "
             f"{pieces.fmt(_final(res, name, 0).mean())} after {h_on} steps){'' if good else ' [not far above]'}"
         )
-    claims = [
+    near_off = _final(res, "offline best-of-N", 1)
+    finals = {name: _final(res, name, 1).mean() for name in ["offline best-of-N"] + on_methods}
+    best = max(finals, key=finals.get)
+    gap = finals[best] - near_off.mean()
+    return [
         Claim(
             "far_on_policy_above_offline",
             f'On "far", on-policy methods (on-policy best-of-N, REINFORCE, PPO) end far above offline best-of-N at equal gradient steps '
@@ -215,28 +192,21 @@ def _claims(res, h_off: int, h_on: int) -> list[Claim]:
             bool(ok),
             f"offline best-of-N {pieces.fmt(off.mean())} after {step} steps; " + "; ".join(parts),
             "" if ok else "at least one on-policy method is not far above offline best-of-N at equal steps (marked)",
-        )
-    ]
-    near_off = _final(res, "offline best-of-N", 1)
-    finals = {name: _final(res, name, 1).mean() for name in ["offline best-of-N"] + on_methods}
-    best = max(finals, key=finals.get)
-    gap = finals[best] - near_off.mean()
-    claims.append(
+        ),
         Claim(
             "near_offline_close_to_best",
             f'On "near", offline best-of-N (after its {h_off} steps) is within {NEAR_WITHIN} of the best method\'s final expected reward',
             bool(gap <= NEAR_WITHIN),
             "final means: " + ", ".join(f"{k} {pieces.fmt(v)}" for k, v in finals.items()) + f"; best is {best}, gap {pieces.fmt(gap)}",
             "" if gap <= NEAR_WITHIN else "offline best-of-N stays more than 0.1 below the best on-policy method on the near geometry",
-        )
-    )
-    return claims
+        ),
+    ]
 
 
 def _caption(b, res, h_off, h_on, worst, on, sweeps) -> list[str]:
-    rl = {name: res[name]["chosen_lr"] for name in ("REINFORCE", "PPO")}
+    rl = {name: res[name]["chosen_lr"] for name in RL}
     timing = [worst, on] + list(sweeps.values())
-    lines = [
+    return [
         "Problem: the 1-token bandit (exact squashed-Cauchy reference, rewards peaked at bin 70 \"far\" / 20 \"near\", width 10). "
         "Policy: the authors' MLP (docs/paper.md §A.4), SFT to pi_ref first (100 Adam steps, lr 0.01, exact reverse KL, docs/paper.md §A.5); "
         "epoch 0 samples from pi_ref, later epochs from the policy (docs/paper.md §A.6); Adam.",
@@ -256,7 +226,6 @@ def _caption(b, res, h_off, h_on, worst, on, sweeps) -> list[str]:
         "Compile / run seconds of the engine calls behind this figure, as measured when each first ran in this process (0 compile: program already compiled): "
         + ", ".join(f"{t.config.loss}/{t.config.sampling} {t.compile_seconds:.1f}/{t.run_seconds:.1f}" for t in timing) + ".",
     ]
-    return lines
 
 
 PIECE = Piece(

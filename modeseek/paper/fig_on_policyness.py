@@ -25,13 +25,9 @@ from modeseek.paper.fig_reuse import ALGORITHMS, KINDS
 PASSES = (1, 2, 5, 10, 20, 50)
 
 
-def batch_schedules(b: fig_reuse.Budget):
-    return [fig_reuse.minibatch_schedule(k, b.base) for k in PASSES]
-
-
 def make(out_dir: Path, smoke: bool) -> list[Claim]:
     b = fig_reuse.budget(smoke)
-    scheds = batch_schedules(b)
+    scheds = [fig_reuse.minibatch_schedule(k, b.base) for k in PASSES]
     sizes = [s.batch for s in scheds]
     tunes = {name: fig_reuse.tuning(name, b)[0] for name in ALGORITHMS}
     lrs = {name: fig_reuse.tuning(name, b)[1] for name in ALGORITHMS}
@@ -50,8 +46,7 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
         lrs=lrs,
     )
     pieces.save_figure(fig, out_dir / "fig_on_policyness.png")
-    df = fig_reuse.tidy(runs, {}, lrs, b, {"policy": b.policy})
-    pieces.save_table(df, out_dir / "data" / "fig_on_policyness.parquet")
+    pieces.save_table(fig_reuse.tidy(runs, {}, lrs, b, {"policy": b.policy}), out_dir / "data" / "fig_on_policyness.parquet")
 
     claims = _claims(runs, sizes)
     seconds = sum(r.compile_seconds for r in list(runs.values()) + list(tunes.values()))
@@ -83,11 +78,7 @@ def _claims(runs: dict, sizes) -> list[Claim]:
     for name, r in runs.items():
         er = r.metrics["expected_reward"][:, far]  # (B values, seeds, evaluations)
         a, final = fig_reuse.area(er), er[..., -1]
-        closest = None
-        for s in range(1, len(sizes)):
-            d, lo, hi = fig_reuse.paired_band(a[0], a[s])
-            if closest is None or d < closest[0]:
-                closest = (d, lo, hi, sizes[s])
+        closest = min((fig_reuse.paired_band(a[0], a[s]) + (sizes[s],) for s in range(1, len(sizes))), key=lambda c: c[0])
         good = closest[2] >= 0  # no larger batch significantly better
         ok &= good
         parts.append(

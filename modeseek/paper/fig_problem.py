@@ -81,6 +81,7 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
     stats = {kind: geometry(p, CENTERS[kind]) for kind, p in problems.items()}
 
     fig, axes = plt.subplots(2, 2, figsize=(11, 6.2), sharex=True)
+    handles, labels = [], []
     for i, (kind, problem) in enumerate(problems.items()):
         reward = np.asarray(problem.reward)
         for j, log in enumerate((False, True)):
@@ -114,26 +115,21 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
                         bbox=dict(facecolor="white", alpha=0.85, lw=0))
             else:
                 ax.set_title("same, log-scale mass (the right tail is ~0.002 per bin)", fontsize=10)
-            if i == 0 and j == 1:
-                h1, l1 = ax.get_legend_handles_labels()
-                h2, l2 = ax2.get_legend_handles_labels()
-                handles, labels = h1 + h2, l1 + l2
-            if i == 1 and j == 1:
-                h2, l2 = ax2.get_legend_handles_labels()
-                handles, labels = handles + h2, labels + l2
+            if j == 1:
+                # One legend for the figure: pi_ref once, then every reward curve.
+                for a in (ax, ax2) if i == 0 else (ax2,):
+                    h, lab = a.get_legend_handles_labels()
+                    handles, labels = handles + h, labels + lab
     for ax in axes[-1]:
         ax.set_xlabel("response bin")
-    fig.suptitle("The 1-token bandit: reference policy and the two reward geometries", fontsize=11)
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
-    pieces.save_figure(fig, out_dir / "fig_problem.png")
+    title = "The 1-token bandit: reference policy and the two reward geometries"
+    pieces.save_figure(fig, out_dir / "fig_problem.png", title=title, rect=(0, 0.07, 1, 1))
 
-    rows = []
-    for name, p in [("far", problems["far"]), ("near", problems["near"]), ("far_w20", wide[20.0]), ("far_w30", wide[30.0])]:
-        rows.append(pd.DataFrame({"problem": name, "bin": bins, "ref_prob": ref, "reward": np.asarray(p.reward, dtype=np.float64)}))
+    tabled = {**problems, "far_w20": wide[20.0], "far_w30": wide[30.0]}
+    rows = [pd.DataFrame({"problem": name, "bin": bins, "ref_prob": ref, "reward": np.asarray(p.reward, dtype=np.float64)}) for name, p in tabled.items()]
     pieces.save_table(pd.concat(rows, ignore_index=True), out_dir / "data" / "fig_problem.parquet")
 
-    claims = []
     errors = {k: {m: abs(stats[k][m] - v) for m, v in NOTES_TABLE[k].items()} for k in NOTES_TABLE}
     worst = max(e for d in errors.values() for e in d.values())
     evidence = "; ".join(
@@ -142,24 +138,22 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
         f"E[best of 10] {pieces.fmt(stats[k]['best_of_10'])} (§A.3: {NOTES_TABLE[k]['best_of_10']})"
         for k in NOTES_TABLE
     )
-    claims.append(
+    ratio = stats["near"]["mass_near_peak"] / stats["far"]["mass_near_peak"]
+    claims = [
         Claim(
             "problem_matches_notes",
             f"The reference and rewards reproduce the geometry of docs/paper.md §A.3 (E_ref[r], reference mass within one width of the peak, expected best of 10 draws) to {TOLERANCE}",
             worst <= TOLERANCE,
             evidence + f"; largest deviation {worst:.4f}",
             "" if worst <= TOLERANCE else "the exact bin masses or the rewards differ from the values of docs/paper.md §A.3",
-        )
-    )
-    ratio = stats["near"]["mass_near_peak"] / stats["far"]["mass_near_peak"]
-    claims.append(
+        ),
         Claim(
             "problem_far_peak_is_rare",
             'The "far" peak lies where pi_ref is rare and the "near" peak where it is dense (reference mass within one width of the peak at least 5x larger for "near")',
             ratio >= 5.0,
             f"mass within one width: far {pieces.fmt(stats['far']['mass_near_peak'])}, near {pieces.fmt(stats['near']['mass_near_peak'])}, ratio {ratio:.1f}",
-        )
-    )
+        ),
+    ]
     pieces.write_caption(
         out_dir / "fig_problem.caption.md",
         "Figure 1: the problem (fig_problem.png)",

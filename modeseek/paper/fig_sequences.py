@@ -10,6 +10,7 @@ is listed in the caption, which is built from the same constants as the runs.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -67,11 +68,7 @@ def _runs(b: dict):
 
 def _curves(tr, metric):
     """{(problem, method): (seeds, E) array}."""
-    out = {}
-    for g, p in enumerate(tr.grid["problem"]):
-        for a, m in enumerate(tr.grid["arm"]):
-            out[(str(p), str(m))] = np.asarray(tr.metrics[metric][g, a])
-    return out
+    return {(str(p), str(m)): tr.metrics[metric][g, a] for g, p in enumerate(tr.grid["problem"]) for a, m in enumerate(tr.grid["arm"])}
 
 
 def _at(tr, curves, step):
@@ -96,28 +93,22 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
     import matplotlib.pyplot as plt
     import pandas as pd
 
-    import time
-
     cpu0 = time.process_time()
     b = budget(smoke)
     probs, bon, ipo = _runs(b)
-    trs = {"best_of_n": bon, "ipo": ipo}
+    trs = (bon, ipo)
 
     # ------------------------------------------------------------------ tables
     frames, marg_rows = [], []
-    for name, tr in trs.items():
-        df = tr.to_dataframe()
-        df = df.rename(columns={"arm": "method"})
-        frames.append(df)
+    for tr in trs:
+        frames.append(tr.to_dataframe().rename(columns={"arm": "method"}))
         fm = tr.final_probs.mean(axis=2)  # (problem, arm, L, V)
         for g, p in enumerate(tr.grid["problem"]):
             for a, m in enumerate(tr.grid["arm"]):
                 for pos in range(fm.shape[2]):
                     marg_rows.append(pd.DataFrame({"problem": p, "method": m, "position": pos + 1, "token": np.arange(fm.shape[3]), "prob": fm[g, a, pos]}))
-    table = pd.concat(frames, ignore_index=True)
-    pieces.save_table(table, out_dir / "data" / "sequences.parquet")
-    marg = pd.concat(marg_rows, ignore_index=True)
-    pieces.save_table(marg, out_dir / "data" / "sequences_marginals.parquet")
+    pieces.save_table(pd.concat(frames, ignore_index=True), out_dir / "data" / "sequences.parquet")
+    pieces.save_table(pd.concat(marg_rows, ignore_index=True), out_dir / "data" / "sequences_marginals.parquet")
 
     # ------------------------------------------------------------------ figure
     fig, axes = plt.subplots(len(KINDS), 3, figsize=(13, 3.4 * len(KINDS)))
@@ -126,18 +117,12 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
         ref = np.asarray(prob.ref_probs)
         tab = np.asarray(prob.reward.table)
         ax_r, ax_k, ax_m = axes[row]
-        for tr in trs.values():
-            er, kl = _curves(tr, "expected_reward"), _curves(tr, "kl_pi_ref")
-            for (p, m), c in er.items():
-                if p != kind:
-                    continue
-                mean, lo, hi = pieces.mean_band(c, axis=0)
-                ax_r.plot(tr.eval_steps, mean, color=COLORS[m], label=m)
-                ax_r.fill_between(tr.eval_steps, lo, hi, color=COLORS[m], alpha=0.18, lw=0)
-                ax_k.plot(tr.eval_steps, kl[(p, m)].mean(0), color=COLORS[m], label=m)
-                g = list(tr.grid["problem"]).index(kind)
-                a = list(tr.grid["arm"]).index(m)
-                ax_m.plot(np.arange(len(ref)), tr.final_probs[g, a].mean(axis=(0, 1)), color=COLORS[m], lw=1.0, label=m)
+        for tr in trs:
+            # The problem axis follows KINDS (see _runs).
+            for a, m in enumerate(map(str, tr.grid["arm"])):
+                pieces.plot_band(ax_r, tr.eval_steps, tr.metrics["expected_reward"][row, a], label=m, color=COLORS[m], lw=1.5)
+                ax_k.plot(tr.eval_steps, tr.metrics["kl_pi_ref"][row, a].mean(0), color=COLORS[m], label=m)
+                ax_m.plot(np.arange(len(ref)), tr.final_probs[row, a].mean(axis=(0, 1)), color=COLORS[m], lw=1.0, label=m)
         ax_r.axvline(PAPER_OFFLINE_STEPS, color="0.7", ls=":", lw=0.8)
         ax_r.axhline(float(ref @ tab), color="0.5", ls="--", lw=0.8)
         ax_r.set_ylabel(f'"{kind}": expected reward')
@@ -157,9 +142,8 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
         ax_m.set_xlabel("token")
     axes[0, 0].legend(fontsize=7, loc="upper left")
     axes[0, 2].legend(fontsize=6, loc="upper center")
-    fig.suptitle(f"Sequence bandit, {b['policy']} policy: 9 tokens after a prompt token (dotted: the paper's offline T = {PAPER_OFFLINE_STEPS}; dashed: pi_data)", fontsize=10)
-    fig.tight_layout()
-    pieces.save_figure(fig, out_dir / "sequences.png")
+    title = f"Sequence bandit, {b['policy']} policy: 9 tokens after a prompt token (dotted: the paper's offline T = {PAPER_OFFLINE_STEPS}; dashed: pi_data)"
+    pieces.save_figure(fig, out_dir / "sequences.png", title=title, fontsize=10)
 
     # ------------------------------------------------------------------ claims
     er_bon, er_ipo = _curves(bon, "expected_reward"), _curves(ipo, "expected_reward")

@@ -91,10 +91,11 @@ def _vec(v, signed: bool = False) -> str:
     return "(" + ", ".join(f"{x:+.3f}" if signed else f"{x:.3f}" for x in v) + ")"
 
 
-def _runs(problem, target, steps):
+def _kl_runs(problem, target, steps: int, step_sizes, **kw) -> dict:
+    """Exact SGD on the logits under forward and reverse KL toward ``target``: loss -> Trajectory over ``step_sizes``, every step kept."""
     return {
-        loss: ms.run(problem, loss=loss, sampling="exact", optimizer="sgd", steps=steps, target=target, beta=BETA,
-                     learning_rate=np.asarray(STEP_SIZES), snapshot_every=1)
+        loss: ms.run(problem, loss=loss, sampling="exact", optimizer="sgd", steps=steps, target=np.asarray(target),
+                     learning_rate=np.asarray(step_sizes), snapshot_every=1, **kw)
         for loss in ("forward_kl", "reverse_kl")
     }
 
@@ -112,7 +113,7 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
     ref = np.asarray(far.ref_probs, np.float64)
     reward = np.asarray(far.reward, np.float64)
     targets = {"pi_star": np.asarray(ms.pi_star(far, BETA), np.float64), "bimodal": bimodal_target(far.num_bins)}
-    runs = {name: _runs(far, q, steps) for name, q in targets.items()}
+    runs = {name: _kl_runs(far, q, steps, STEP_SIZES, beta=BETA) for name, q in targets.items()}
     main = STEP_SIZES.index(MAIN)
     bins = np.arange(far.num_bins)
     x = np.arange(steps + 1)
@@ -124,31 +125,25 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
         for loss, tr in runs[tname].items():
             snaps = tr.snapshots[:, 0]  # (step sizes, steps + 1, K)
             excluded = snaps[..., ~mask].sum(-1)
+            ls = {0.3: ":", 1.0: "-", 3.0: "--"}
             for g, eta in enumerate(STEP_SIZES):
                 removal[(tname, loss, eta)] = (first_step_below(excluded[g], excluded[g, 0] / 2), first_step_below(excluded[g], REMOVED))
                 rows.append(pd.DataFrame({"target": tname, "loss": loss, "step_size": eta, "step": x,
                                           "mass_excluded": excluded[g], "mass_target_set": 1 - excluded[g],
                                           "kl_pi_star": tr.metrics["kl_pi_star"][g, 0], "expected_reward": tr.metrics["expected_reward"][g, 0]}))
-            # One exact step against the closed form of E.4.
-            for g, eta in enumerate(STEP_SIZES):
+                # One exact step against the closed form of E.4.
                 expect = closed_form_step(ref, q, eta, loss)
                 onestep_err = max(onestep_err, float(np.abs(np.exp(expect) - snaps[g, 1]).max()))
-            ls = {0.3: ":", 1.0: "-", 3.0: "--"}
-            if r == 0:
-                ax = axes[0, 0]
-                for g, eta in enumerate(STEP_SIZES):
-                    ax.plot(x, 1 - excluded[g], color=COLOR[loss], ls=ls[eta], lw=1.6 if eta == MAIN else 1.0,
-                            label=f"{loss.split('_')[0]} KL, step {eta:g}")
-            else:
-                ax = axes[1, 0]
+                if r == 0:
+                    axes[0, 0].plot(x, 1 - excluded[g], color=COLOR[loss], ls=ls[eta], lw=1.6 if eta == MAIN else 1.0,
+                                    label=f"{loss.split('_')[0]} KL, step {eta:g}")
+            if r == 1:
                 for (c, w), mls in zip(MODES, ("-", "--")):
                     near = np.abs(bins - c) <= 2 * w
-                    ax.plot(x, snaps[main][:, near].sum(-1), color=COLOR[loss], ls=mls, lw=1.6,
-                            label=f"{loss.split('_')[0]} KL: mass within {2 * w:g} bins of {c:g}")
+                    axes[1, 0].plot(x, snaps[main][:, near].sum(-1), color=COLOR[loss], ls=mls, lw=1.6,
+                                    label=f"{loss.split('_')[0]} KL: mass within {2 * w:g} bins of {c:g}")
             axes[r, 1].plot(x, excluded[main], color=COLOR[loss], lw=1.6, label=LABEL[loss] + f", step {MAIN:g}")
-            ax = axes[r, 2]
-            dlog = np.log(snaps[main, 1]) - np.log(snaps[main, 0])
-            ax.scatter(q, dlog, s=10, color=COLOR[loss], label=LABEL[loss], alpha=0.8)
+            axes[r, 2].scatter(q, np.log(snaps[main, 1]) - np.log(snaps[main, 0]), s=10, color=COLOR[loss], label=LABEL[loss], alpha=0.8)
         # Decorations per row.
         qe = q[~mask].sum()
         ax = axes[r, 0]
@@ -159,12 +154,10 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
         if r == 0:
             ax.set_ylabel(f"mass on the target set\n({mask.sum()} bins holding {TARGET_MASS:.0%} of pi_star)")
             ax.set_title(f'target pi_star (beta {BETA:g}) on "far": mass on target bins', fontsize=10)
+            ax.legend(fontsize=7, loc="lower right")
         else:
             ax.set_ylabel("policy mass on each mode")
             ax.set_title(f"bimodal target (bumps at {MODES[0][0]:g} and {MODES[1][0]:g}): mass per mode, step {MAIN:g}", fontsize=10)
-        if r == 0:
-            ax.legend(fontsize=7, loc="lower right")
-        else:
             ax.legend(fontsize=7, loc="upper right", bbox_to_anchor=(1.0, 0.88))
         ax = axes[r, 1]
         ax.axhline(qe, color="0.4", ls=":", lw=1, label=f"target's own mass there ({qe:.3f})")
@@ -185,7 +178,7 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
         ax.legend(fontsize=7, loc="lower right")
 
     # The paper's 4-category illustration, exactly.
-    toy = _toy(smoke)
+    toy = _toy()
     one, flow_dt = toy["one"], TOY_STEP_SIZES[0]
     ax = axes[2, 0]
     m_f, m_r = toy["match"][("forward_kl", "reverse")], toy["match"][("reverse_kl", "forward")]
@@ -247,10 +240,8 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
     )
     axes[2, 2].axis("off")
     axes[2, 2].text(0.0, 1.0, txt, va="top", ha="left", family="monospace", fontsize=8.5, transform=axes[2, 2].transAxes)
-    fig.suptitle("Mode-seeking (reverse KL) vs mode-covering (forward KL): exact gradient descent on softmax logits from pi_ref"
-                 + (" [SMOKE]" if smoke else ""), fontsize=12)
-    fig.tight_layout()
-    pieces.save_figure(fig, out_dir / "fig_theory.png")
+    title = "Mode-seeking (reverse KL) vs mode-covering (forward KL): exact gradient descent on softmax logits from pi_ref"
+    pieces.save_figure(fig, out_dir / "fig_theory.png", title=title, smoke=smoke, fontsize=12)
 
     for loss, tr in toy["runs"].items():
         for g, eta in enumerate(TOY_STEP_SIZES):
@@ -282,8 +273,7 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
 def _lemma_claim(runs, ref, reward) -> Claim:
     log_z = float(np.log(np.sum(ref * np.exp(reward / BETA))))
     worst, count, best_gap = 0.0, 0, np.inf
-    j_star = None
-    for tname, rr in runs.items():
+    for rr in runs.values():
         for tr in rr.values():
             m = tr.metrics
             lhs = m["expected_reward"] - BETA * m["kl_pi_ref"]
@@ -341,16 +331,12 @@ def _gradient_claim(err: float) -> Claim:
     )
 
 
-def _toy(smoke: bool) -> dict:
+def _toy() -> dict:
     """The 4-category illustration run exactly: trajectories, one step, first-order rates, closest states to the bars."""
     toy = ms.Problem(np.asarray(TOY_P0), np.zeros(4), name="toy4")
     dt = TOY_STEP_SIZES[0]
     steps = int(round(TOY_FLOW_TIME / dt))
-    runs = {
-        loss: ms.run(toy, loss=loss, sampling="exact", optimizer="sgd", steps=steps, target=np.asarray(TOY_Q),
-                     learning_rate=np.asarray(TOY_STEP_SIZES), snapshot_every=1)
-        for loss in ("forward_kl", "reverse_kl")
-    }
+    runs = _kl_runs(toy, TOY_Q, steps, TOY_STEP_SIZES)
     flow = {loss: tr.snapshots[0, 0].astype(np.float64) for loss, tr in runs.items()}
     one = {loss: tr.snapshots[TOY_STEP_SIZES.index(MAIN), 0, 1].astype(np.float64) for loss, tr in runs.items()}
     p0, q = np.asarray(TOY_P0), np.asarray(TOY_Q)
@@ -372,9 +358,7 @@ def _toy_claim(toy: dict) -> Claim:
     fwd, rev = toy["one"]["forward_kl"], toy["one"]["reverse_kl"]
     fo, match = toy["first_order"], toy["match"]
     p0 = np.asarray(TOY_P0)
-    forward_raises_0 = fwd[0] > p0[0]
-    reverse_grows_2_more = (rev[2] - p0[2]) > (fwd[2] - p0[2])
-    ok = bool(forward_raises_0 and reverse_grows_2_more)
+    ok = bool(fwd[0] > p0[0] and (rev[2] - p0[2]) > (fwd[2] - p0[2]))  # forward raises category 0, reverse grows category 2 more
     as_printed = max(match[("forward_kl", "forward")][0], match[("reverse_kl", "reverse")][0])
     swapped = max(match[("reverse_kl", "forward")][0], match[("forward_kl", "reverse")][0])
     return Claim(

@@ -42,12 +42,25 @@ def _runs(kind: str, steps: int, seeds: int):
     return problem, out
 
 
+def _frame(kind, algorithm, loss, regime, steps, bins, exact, sampled, ref, reward):
+    """Table rows of one strip: one per step and bin; ``exact`` and ``sampled`` are (steps, K) masses (``exact`` None: NaN)."""
+    import pandas as pd
+
+    n = len(steps)
+    return pd.DataFrame({
+        "problem": kind, "algorithm": algorithm, "loss": loss, "regime": regime,
+        "step": np.repeat(np.asarray(steps, np.int64), len(bins)), "bin": np.tile(bins, n),
+        "exact_prob": np.nan if exact is None else np.ravel(exact), "sampled_prob_mean": np.ravel(sampled),
+        "ref_prob": np.tile(ref, n), "reward": np.tile(reward, n),
+    })
+
+
 def make(out_dir: Path, smoke: bool) -> list[Claim]:
     import matplotlib.pyplot as plt
     import pandas as pd
 
     steps, seeds = (50, 2) if smoke else (500, 10)
-    rows, claims = [], []
+    rows = []
     for kind in ("far", "near"):
         problem, runs = _runs(kind, steps, seeds)
         snap_steps = runs[0][2].snapshot_steps
@@ -56,12 +69,13 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
         ref = np.asarray(problem.ref_probs)
         reward = np.asarray(problem.reward)
         for i, (label, kw, exact, sampled) in enumerate(runs):
-            top = max(float(exact.snapshots[0].max()), float(sampled.snapshots.mean(0).max()), float(ref.max()))
+            mean_sampled = sampled.snapshots.mean(0)
+            top = max(float(exact.snapshots[0].max()), float(mean_sampled.max()), float(ref.max()))
             for j, s in enumerate(snap_steps):
                 ax = axes[i, j]
                 p = exact.snapshots[0, j]
                 ax.bar(bins, p, width=1.0, color="C%d" % i, alpha=0.8, label="exact")
-                ax.plot(bins, sampled.snapshots[:, j].mean(0), color="k", lw=0.8, label=f"sampled (mean of {seeds})")
+                ax.plot(bins, mean_sampled[j], color="k", lw=0.8, label=f"sampled (mean of {seeds})")
                 ax.plot(bins, ref, color="0.5", ls="--", lw=0.8, label="pi_ref")
                 # The reward on the mass axis, scaled to the row's tallest bar (a twin axis per panel doubles the drawing time).
                 ax.plot(bins, reward * top, color="C3", lw=0.6, alpha=0.5)
@@ -71,38 +85,20 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
                     ax.set_ylabel(label.replace(" (", "\n("), fontsize=8)
                 er = float((p * reward).sum())
                 ax.text(0.98, 0.95, f"E[r]={er:.2f}", transform=ax.transAxes, ha="right", va="top", fontsize=7)
-                rows.append(
-                    pd.DataFrame(
-                        {
-                            "problem": kind,
-                            "algorithm": label,
-                            "loss": kw["loss"],
-                            "regime": kw["sampling"],
-                            "step": int(s),
-                            "bin": bins,
-                            "exact_prob": p,
-                            "sampled_prob_mean": sampled.snapshots[:, j].mean(0),
-                            "ref_prob": ref,
-                            "reward": reward,
-                        }
-                    )
-                )
+            rows.append(_frame(kind, label, kw["loss"], kw["sampling"], snap_steps, bins, exact.snapshots[0], mean_sampled, ref, reward))
         handles, labels = axes[0, 0].get_legend_handles_labels()
         fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
-        fig.suptitle(f'Probability mass over bins, "{kind}" reward (red: reward, scaled to the row; dashed: pi_ref)', fontsize=10)
-        fig.tight_layout(rect=(0, 0.05, 1, 0.97))
-        pieces.save_figure(fig, out_dir / f"filmstrip_{kind}.png")
+        title = f'Probability mass over bins, "{kind}" reward (red: reward, scaled to the row; dashed: pi_ref)'
+        pieces.save_figure(fig, out_dir / f"filmstrip_{kind}.png", title=title, fontsize=10, rect=(0, 0.05, 1, 0.97))
         # Claim: the mode-seeking run ends with more mass on the high-reward set than the mode-covering one.
         final = {kw["loss"]: float(ex.metrics["mass_high_reward"][0, -1]) for _, kw, ex, _ in runs}
         if kind == "far":
-            claims.append(
-                Claim(
-                    "filmstrip_far_mode_seeking",
-                    'On "far", exact on-policy REINFORCE ends with more mass on the high-reward bins than exact offline best-of-N (mode-covering) and exact offline DPO',
-                    final["reinforce"] > max(final["best_of_n"], final["dpo"]),
-                    f"mass on high-reward bins after {steps} steps: REINFORCE {pieces.fmt(final['reinforce'])}, "
-                    f"best-of-N {pieces.fmt(final['best_of_n'])}, DPO {pieces.fmt(final['dpo'])}",
-                )
+            claim = Claim(
+                "filmstrip_far_mode_seeking",
+                'On "far", exact on-policy REINFORCE ends with more mass on the high-reward bins than exact offline best-of-N (mode-covering) and exact offline DPO',
+                final["reinforce"] > max(final["best_of_n"], final["dpo"]),
+                f"mass on high-reward bins after {steps} steps: REINFORCE {pieces.fmt(final['reinforce'])}, "
+                f"best-of-N {pieces.fmt(final['best_of_n'])}, DPO {pieces.fmt(final['dpo'])}",
             )
     mlp_rows, mlp_lines = _mlp_strips(out_dir, smoke)
     rows += mlp_rows
@@ -119,7 +115,7 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
             *mlp_lines,
         ],
     )
-    return claims
+    return [claim]
 
 
 #: MLP strips: (label, figure 5 algorithm, schedule kind).
@@ -133,7 +129,6 @@ MLP_ROWS = (
 def _mlp_strips(out_dir: Path, smoke: bool):
     """Sampled runs of each family under the authors' protocol (figure 5's runs); returns (table rows, caption lines)."""
     import matplotlib.pyplot as plt
-    import pandas as pd
 
     b = fig_reuse.budget(smoke)
     sched = {
@@ -170,23 +165,15 @@ def _mlp_strips(out_dir: Path, smoke: bool):
                     ax.set_title(f"step {int(steps[e])}", fontsize=9)
                 if c == 0:
                     ax.set_ylabel(f'"{kind}"\n{label}\n(lr {lrs[label]:g})', fontsize=7.5)
-            rows.append(pd.DataFrame({
-                "problem": kind, "algorithm": f"{b.policy} {label}", "loss": fig_reuse.ALGORITHMS[alg].loss,
-                "regime": "offline" if kind_s == "offline" else "on_policy",
-                "step": np.repeat(steps[cols], len(bins)), "bin": np.tile(bins, len(cols)),
-                "exact_prob": np.nan, "sampled_prob_mean": probs[cols].ravel(),
-                "ref_prob": np.tile(ref, len(cols)), "reward": np.tile(reward, len(cols)),
-            }))
-    fig.suptitle(f"Sampled runs under the authors' protocol ({b.policy} policy), mean mass over {b.seeds} seeds and the evaluation contexts "
-                 "(red: reward, scaled to the row; dashed: pi_ref)" + (" [SMOKE]" if smoke else ""), fontsize=10)
-    fig.tight_layout()
-    pieces.save_figure(fig, out_dir / "filmstrip_mlp.png")
-    lines = [
+            regime = "offline" if kind_s == "offline" else "on_policy"
+            rows.append(_frame(kind, f"{b.policy} {label}", fig_reuse.ALGORITHMS[alg].loss, regime, steps[cols], bins, None, probs[cols], ref, reward))
+    title = f"Sampled runs under the authors' protocol ({b.policy} policy), mean mass over {b.seeds} seeds and the evaluation contexts (red: reward, scaled to the row; dashed: pi_ref)"
+    pieces.save_figure(fig, out_dir / "filmstrip_mlp.png", title=title, smoke=smoke, fontsize=10)
+    return rows, [
         f"filmstrip_mlp.png: {b.describe()}; learning rates as chosen for figure 5 ({', '.join(f'{k} {v:g}' for k, v in lrs.items())}). "
         f"Offline best-of-N takes all {b.steps} steps on one batch of N = {b.base} per context from pi_ref; the on-policy runs collect N = {b.base} "
         f"per context from the policy before every step (epoch 0 from pi_data); PPO as in figure 5. Bars: the mean policy over seeds and evaluation contexts.",
     ]
-    return rows, lines
 
 
 PIECE = Piece(

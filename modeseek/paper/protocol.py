@@ -1,12 +1,10 @@
 """The authors' bandit configurations as data, and how to run them with :func:`modeseek.run`.
 
 Each :class:`Config` is one row of the table in docs/paper.md §A.6 (1-token
-variant, MLP policy): learning rate, train contexts, epochs, N samples per
-context per epoch, T gradient steps per collected batch, and the loss's own
-knobs. :meth:`Config.run_kwargs` maps it onto the engine's keywords under the
-authors' protocol: the MLP policy with SFT to pi_ref first (§A.5), epoch 0 drawn
-from pi_data (§A.6), exact expected reward plus the Monte-Carlo reward the
-authors plot (1 draw per eval context, 4 for DPO/IPO, §A.7).
+variant, MLP policy). :meth:`Config.run_kwargs` maps it onto the engine's
+keywords under the authors' protocol: the MLP policy with SFT to pi_ref first
+(§A.5), epoch 0 drawn from pi_data (§A.6), exact expected reward plus the
+Monte-Carlo reward the authors plot (1 draw per eval context, 4 for DPO/IPO, §A.7).
 
 Configurations without a published setting (REINFORCE, PPO, DPO, the
 negative-gradient best-of-N variants) are built from the nearest published one
@@ -48,6 +46,10 @@ __all__ = [
 
 #: Evaluation contexts per run (docs/paper.md §A.1: 100, never changed by the scripts).
 EVAL_CONTEXTS = 100
+#: The two geometries, in the order of :func:`problems` (the first grid axis of every run).
+KINDS = ("far", "near")
+#: The engine metrics that figures 2-4 plot and tabulate.
+METRICS = ("expected_reward", "sampled_reward", "kl_pi_ref", "entropy", "mass_high_reward", "reward_queries")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,10 +96,9 @@ class Config:
         _checks.positive("learning_rate", self.learning_rate)
         for n in ("train_contexts", "epochs", "num_samples", "reuse"):
             object.__setattr__(self, n, _checks.integer(n, getattr(self, n)))
-        if self.beta is not None:
-            _checks.positive("beta", self.beta)
-        if self.target_margin is not None:
-            _checks.positive("target_margin", self.target_margin)
+        for n in ("beta", "target_margin"):
+            if getattr(self, n) is not None:
+                _checks.positive(n, getattr(self, n))
         _checks.positive("min_reward_gap", self.min_reward_gap, allow_zero=True)
         _checks.choice("negative", self.negative, (None,) + losses.NEGATIVE_TERMS)
         if self.negative_coef is not None:
@@ -137,11 +138,6 @@ class Config:
           **overrides: engine keywords that replace the configuration's values,
             e.g. ``learning_rate=np.array([...])`` to sweep, or ``steps`` to
             shorten a run (on-policy: must stay a multiple of T).
-
-        Returns:
-          A dict with loss, sampling, steps, policy="mlp", first_batch="data",
-          num_contexts, num_samples, reuse, learning_rate, eval_samples and the
-          loss's own hyperparameters.
         """
         kw: dict[str, Any] = dict(
             loss=self.loss,
@@ -156,10 +152,7 @@ class Config:
             learning_rate=self.learning_rate,
             eval_samples=self.eval_samples,
         )
-        if self.beta is not None:
-            kw["beta"] = self.beta
-        if self.target_margin is not None:
-            kw["target_margin"] = self.target_margin
+        kw.update({n: getattr(self, n) for n in ("beta", "target_margin") if getattr(self, n) is not None})
         if losses.get(self.loss).batch == "pairs":
             kw["min_reward_gap"] = self.min_reward_gap
         if self.negative is not None:
@@ -229,12 +222,11 @@ def offline_negative_best_of_n(negative: str, negative_coef: float = 0.05) -> Co
 def on_policy_rl(loss: str, learning_rate: float = 1e-3) -> Config:
     """REINFORCE or PPO on on-policy best-of-N's budget (equal steps and reward queries).
 
-    Neither has a published bandit configuration (docs/paper.md §G.6): 10 train
-    contexts, 100 epochs of N = 10, T = 15 as ``onpolicy_best_of_n.sh``,
-    per-context z-scored rewards as advantages (§B.4, §C.5), no KL or entropy
-    term for REINFORCE (its tuned beta is 0, §B.4); PPO clips at 0.2 and adds
-    the authors' sampled beta (log pi - log pi_ref) term with beta 0.05 (§B.5).
-    The learning rate is for the caller to tune.
+    Neither has a published bandit configuration (docs/paper.md §G.6): per-context
+    z-scored rewards as advantages (§B.4, §C.5), no KL or entropy term for
+    REINFORCE (its tuned beta is 0, §B.4); PPO clips at 0.2 and adds the authors'
+    sampled beta (log pi - log pi_ref) term with beta 0.05 (§B.5). The learning
+    rate is for the caller to tune.
     """
     _checks.choice("loss", loss, ("reinforce", "ppo"))
     extra: tuple[tuple[str, Any], ...] = (("advantage", "zscore"),)
@@ -305,11 +297,9 @@ class Budget:
 def budget(smoke: bool) -> Budget:
     """The default budget (fits the pipeline's time limit on 2 CPU cores) or the smoke one.
 
-    Default: 10 reported seeds + 3 tuning seeds; on-policy runs shortened to 20
-    epochs of T = 15 (300 steps, against the authors' 1500, to fit the time
-    budget: every claim is read by step 300, and every tuned on-policy method
-    but best-of-N at the authors' lr 0.001 on "far" has plateaued by then);
-    offline runs at the authors' 200 steps; the authors' 100 evaluation contexts.
+    The default shortens the on-policy runs to 20 epochs of T = 15 (300 steps,
+    against the authors' 1500): every claim is read by step 300, and every tuned
+    on-policy method but best-of-N at the authors' lr 0.001 on "far" has plateaued by then.
     """
     if smoke:
         return Budget(seeds=2, tune_seeds=1, on_policy_epochs=2, offline_steps=20, eval_contexts=10, policy="tabular", smoke=True)
@@ -320,7 +310,7 @@ def problems() -> list:
     """The two geometries of the figures, in order: "far" (reward id 4) and "near" (id 5)."""
     from modeseek.problems import paper_bandit
 
-    return [paper_bandit("far"), paper_bandit("near")]
+    return [paper_bandit(kind) for kind in KINDS]
 
 
 _RUNS: dict[tuple, Any] = {}
@@ -333,22 +323,14 @@ def _freeze(v):
 
 
 def run_config(cfg: Config, b: Budget, *, tuned: bool = False, key: int = 0, **overrides):
-    """Run ``cfg`` on both geometries under budget ``b``, memoised within the process.
+    """Run ``cfg`` on both geometries under budget ``b``, memoised within the process; returns the engine's Trajectory.
 
     The problem list is the first grid axis ("far", "near"), traced values
-    passed as arrays in ``overrides`` the next ones, then the seeds: reported
-    seeds first, then (with ``tuned``) the tuning seeds. Figures that show the
-    same runs share one call, so each static configuration compiles once.
-
-    Args:
-      cfg: the configuration.
-      b: the budget (seeds, on-policy epochs, offline steps, evaluation contexts).
-      tuned: add ``b.tune_seeds`` seeds for choosing open hyperparameters.
-      key: base PRNG seed.
-      **overrides: engine keywords replacing the configuration's (see Config.run_kwargs).
-
-    Returns:
-      The engine's Trajectory.
+    passed as arrays in ``overrides`` (engine keywords replacing the
+    configuration's, see Config.run_kwargs) the next ones, then the seeds:
+    reported seeds first, then (with ``tuned``) ``b.tune_seeds`` seeds for
+    choosing open hyperparameters; ``key`` is the base PRNG seed. Figures that
+    show the same runs share one call, so each static configuration compiles once.
     """
     from modeseek.engine import run
 
@@ -370,12 +352,9 @@ def clear_cache() -> None:
 
 
 def split_seeds(x: np.ndarray, seeds: int, *, axis: int = -2) -> tuple[np.ndarray, np.ndarray]:
-    """Split ``x`` along its seed axis into (reported, tuning) parts: the first ``seeds`` and the rest.
+    """Split ``x`` along its seed axis ``axis`` into (reported, tuning) parts: the first ``seeds`` and the rest.
 
-    Args:
-      x: array with a seed axis (the engine's metrics: grid + (seeds, steps + 1), so axis -2).
-      seeds: number of reported seeds.
-      axis: the seed axis.
+    The engine's metrics are grid + (seeds, steps + 1), hence the default axis -2.
     """
     x = np.asarray(x)
     n = x.shape[axis]
@@ -385,13 +364,10 @@ def split_seeds(x: np.ndarray, seeds: int, *, axis: int = -2) -> tuple[np.ndarra
 
 
 def select_best(curves: np.ndarray) -> int:
-    """Index of the grid value with the highest mean over seeds and steps (area under the curve).
+    """Index of the grid value with the highest mean over seeds and steps (area under the curve) of ``curves`` (G, S, T).
 
     Rewarding the area favours settings that get high *and* get there early,
     which is what a learning-rate choice at a fixed step budget should favour.
-
-    Args:
-      curves: (G, S, T) metric per grid value, seed and step.
     """
     c = np.asarray(curves, dtype=np.float64)
     if c.ndim != 3 or c.shape[0] < 1:
@@ -401,14 +377,7 @@ def select_best(curves: np.ndarray) -> int:
 
 
 def difference_band(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, float]:
-    """Mean of a minus mean of b, with a 95% normal band (Welch standard error, unpaired).
-
-    Args:
-      a, b: per-seed values of two methods.
-
-    Returns:
-      (difference, lower, upper).
-    """
+    """(difference, lower, upper): mean of a minus mean of b (per-seed values of two methods), with a 95% normal band (Welch standard error, unpaired)."""
     a = np.asarray(a, dtype=np.float64).ravel()
     b = np.asarray(b, dtype=np.float64).ravel()
     if a.size < 1 or b.size < 1:

@@ -8,11 +8,8 @@ rerunning skips it unless ``force`` or it ran at the other budget (a claims
 file without a budget, written before budgets were recorded, counts as
 another budget). CLAIMS.md and the gallery README.md are rebuilt from all
 finished pieces on every call, and name the pieces whose numbers come from
-the smoke budget.
-
-Smoke results never go to ``figures/`` (the committed full-budget figures)
-unless asked for by name: without ``out_dir`` a smoke run writes to
-``figures-smoke/`` (:func:`default_out_dir`).
+the smoke budget. Smoke results never go to ``figures/`` unless asked for by
+name (:func:`default_out_dir`).
 """
 
 from __future__ import annotations
@@ -46,20 +43,12 @@ def select_pieces(only: Sequence[str] | None) -> list[Piece]:
 
 
 def default_out_dir(smoke: bool) -> Path:
-    """``figures`` for the full budget, ``figures-smoke`` for the smoke one (never mixed into ``figures``)."""
+    """``figures`` (the committed figures) for the full budget, ``figures-smoke`` for the smoke one (never mixed into ``figures``)."""
     return Path("figures-smoke" if smoke else "figures")
-
-
-def _budget(smoke: bool) -> str:
-    return "smoke" if smoke else "full"
 
 
 def _claims_path(out_dir: Path, name: str) -> Path:
     return out_dir / "data" / f"{name}.claims.json"
-
-
-def _write_marker(path: Path, claims: list[Claim], budget: str) -> None:
-    atomic_write_text(path, json.dumps({"budget": budget, "claims": [c.to_dict() for c in claims]}, indent=1))
 
 
 def _read_marker(path: Path) -> tuple[str | None, list[Claim]]:
@@ -132,9 +121,7 @@ def piece_images(out_dir: Path, piece: Piece) -> list[str]:
     names += sorted(p.name for p in out_dir.glob(f"{piece.name}_*.png"))
     caption = out_dir / f"{piece.name}.caption.md"
     if caption.exists():
-        for m in re.findall(r"[A-Za-z0-9_.-]+\.png", caption.read_text()):
-            if (out_dir / m).exists():
-                names.append(m)
+        names += [m for m in re.findall(r"[A-Za-z0-9_.-]+\.png", caption.read_text()) if (out_dir / m).exists()]
     return list(dict.fromkeys(names))
 
 
@@ -226,11 +213,9 @@ def reproduce(
     """Regenerate every figure, its data and caption, the claims report and the gallery.
 
     Args:
-      out_dir: output folder (figures in it, tables in ``out_dir/data``);
-        default :func:`default_out_dir` (``figures``, or ``figures-smoke`` when ``smoke``).
+      out_dir: output folder (figures in it, tables in ``out_dir/data``); default :func:`default_out_dir`.
       smoke: tiny budgets, for tests (numbers not meaningful).
-      force: rerun pieces whose outputs already exist (pieces finished at the
-        other budget are rerun anyway).
+      force: rerun finished pieces too (pieces finished at the other budget are rerun anyway).
       only: names of pieces to run (default all).
       progress: show a progress bar.
       compile_logs: if a dict, filled with {piece name: CompileLog} for every
@@ -242,7 +227,7 @@ def reproduce(
     from tqdm.auto import tqdm
 
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir(smoke)
-    budget = _budget(smoke)
+    budget = "smoke" if smoke else "full"
     todo = select_pieces(only)
     require_writable_folder(out_dir, label=f"out_dir={str(out_dir)!r}")
     (out_dir / "data").mkdir(parents=True, exist_ok=True)
@@ -264,7 +249,7 @@ def reproduce(
             claims = piece.make(out_dir, smoke)
         if compile_logs is not None:
             compile_logs[piece.name] = log
-        _write_marker(marker, claims, budget)
+        atomic_write_text(marker, json.dumps({"budget": budget, "claims": [c.to_dict() for c in claims]}, indent=1))
         results.append((piece, claims, time.perf_counter() - t0))
     # The report covers every piece with results on disk, not only this call's.
     done, budgets = [], {}
