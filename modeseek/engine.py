@@ -893,8 +893,8 @@ def run(
         if policy == "tabular":
             static["num_eval_contexts"] = static["num_contexts"]
         static.setdefault("block", default_block(policy, k))
-        if static.get("first_batch", "policy") == "data" and sampling != "on_policy":
-            raise ValueError(f"first_batch='data' applies to sampling='on_policy' only (offline regimes always use the data); got sampling={sampling!r}")
+        if static.get("first_batch", "policy") == "data" and sampling == "exact":
+            raise ValueError("first_batch='data' applies to sampling='on_policy' only (offline regimes always use the data); got sampling='exact'")
         if spec.batch == "target" and sampling not in _EXACT:
             raise ValueError(f"loss={loss!r} is an analytic divergence; expected sampling='exact' or 'exact_offline' (got {sampling!r})")
         if spec.batch != "target" and target is not None:
