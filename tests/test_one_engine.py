@@ -147,3 +147,12 @@ def test_snapshots_dataframe_for_both_kinds(far, seq):
     cell = mean[(mean.step == 4) & (mean.position == 2) & (mean.token == 5)]
     assert float(cell.prob.iloc[0]) == pytest.approx(float(st.snapshots[:, 2, 1, 5].mean()))
     np.testing.assert_allclose(mean.groupby(["step", "position"]).prob.sum(), 1.0, atol=1e-5)
+
+
+def test_first_batch_data_is_ignored_offline_and_refused_for_exact(far):
+    kw = dict(loss="best_of_n", steps=4, seeds=1, key=2, num_samples=4)
+    with_flag = ms.run(far, sampling="offline", first_batch="data", **kw)
+    plain = ms.run(far, sampling="offline", **kw)
+    np.testing.assert_array_equal(with_flag.metrics["expected_reward"], plain.metrics["expected_reward"])
+    with pytest.raises(ValueError, match="first_batch='data' applies to sampling='on_policy' only"):
+        ms.run(far, sampling="exact", first_batch="data", **kw)
