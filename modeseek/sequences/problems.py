@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -59,20 +58,7 @@ class SequenceProblem:
         return int(np.shape(self.ref_probs)[-1])
 
 
-def _flatten(p: SequenceProblem):
-    return (p.ref_probs, p.reward), (p.length, p.name)
-
-
-def _unflatten(aux, leaves):
-    obj = object.__new__(SequenceProblem)
-    object.__setattr__(obj, "ref_probs", leaves[0])
-    object.__setattr__(obj, "reward", leaves[1])
-    object.__setattr__(obj, "length", aux[0])
-    object.__setattr__(obj, "name", aux[1])
-    return obj
-
-
-jax.tree_util.register_pytree_node(SequenceProblem, _flatten, _unflatten)
+_checks.register_pytree(SequenceProblem, ("ref_probs", "reward"), ("length", "name"))
 
 
 def paper_sequence_bandit(kind: str = "far", *, include_prompt: bool = False, length: int = 9, vocab: int = 100, width: float = 10.0) -> SequenceProblem:
