@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import optax
 
 from modeseek import _checks
+from modeseek.metrics import kl
 from modeseek.problems import safe_log
 
 __all__ = ["Policy", "tabular", "mlp", "make", "names", "sft_to_reference", "kl_to_reference"]
@@ -129,8 +130,7 @@ def make(name: str, ref_probs=None, *, init: str = "reference", init_scale: floa
 
 def kl_to_reference(logits, ref_logp):
     """Mean over contexts of the exact KL(pi(.|x) || pi_ref); logits (C, K), ref_logp (K,)."""
-    logp = jax.nn.log_softmax(logits, axis=-1)
-    return jnp.mean(jnp.sum(jnp.exp(logp) * (logp - ref_logp), axis=-1))
+    return jnp.mean(kl(jax.nn.log_softmax(logits, axis=-1), ref_logp))
 
 
 def sft_to_reference(policy: Policy, params, contexts, ref_logp, *, steps: int = 100, learning_rate: float = 1e-2):
