@@ -51,6 +51,17 @@ def pair_statistics(logp, ref_logp, batch: Pairs | PairTable):
     return {"chosen_logp": chosen / total, "rejected_logp": rejected / total, "margin": margin / total}
 
 
+def _pair_loss(logp, ref_logp, batch: Pairs | PairTable, per_pair):
+    """sum_pairs w * per_pair(h), with the pair statistics; a PairTable is summed block by block."""
+    if isinstance(batch, PairTable):
+        u = logp - ref_logp
+        loss = pair_expectation(batch, lambda rows: per_pair(u[rows][:, None] - u[None, :]))
+    else:
+        h = implicit_margin(logp, ref_logp, batch.chosen, batch.rejected)
+        loss = jnp.sum(jax.lax.stop_gradient(batch.weight) * per_pair(h))
+    return loss, pair_statistics(logp, ref_logp, batch)
+
+
 def dpo(logp, batch: Pairs, *, ref_logp, beta):
     """Direct preference optimisation: sum_pairs w * -log sigmoid(beta * h).
 
@@ -65,13 +76,7 @@ def dpo(logp, batch: Pairs, *, ref_logp, beta):
       ref_logp: (K,) log pi_ref.
       beta: inverse temperature > 0.
     """
-    if isinstance(batch, PairTable):
-        u = logp - ref_logp
-        loss = pair_expectation(batch, lambda rows: -jax.nn.log_sigmoid(beta * (u[rows][:, None] - u[None, :])))
-        return loss, pair_statistics(logp, ref_logp, batch)
-    h = implicit_margin(logp, ref_logp, batch.chosen, batch.rejected)
-    loss = jnp.sum(jax.lax.stop_gradient(batch.weight) * -jax.nn.log_sigmoid(beta * h))
-    return loss, pair_statistics(logp, ref_logp, batch)
+    return _pair_loss(logp, ref_logp, batch, lambda h: -jax.nn.log_sigmoid(beta * h))
 
 
 def ipo(logp, batch: Pairs, *, ref_logp, target_margin):
@@ -88,10 +93,4 @@ def ipo(logp, batch: Pairs, *, ref_logp, target_margin):
       ref_logp: (K,) log pi_ref.
       target_margin: target h, > 0.
     """
-    if isinstance(batch, PairTable):
-        u = logp - ref_logp
-        loss = pair_expectation(batch, lambda rows: (u[rows][:, None] - u[None, :] - target_margin) ** 2)
-        return loss, pair_statistics(logp, ref_logp, batch)
-    h = implicit_margin(logp, ref_logp, batch.chosen, batch.rejected)
-    loss = jnp.sum(jax.lax.stop_gradient(batch.weight) * (h - target_margin) ** 2)
-    return loss, pair_statistics(logp, ref_logp, batch)
+    return _pair_loss(logp, ref_logp, batch, lambda h: (h - target_margin) ** 2)
