@@ -67,8 +67,6 @@ __all__ = [
     "sequences",
 ]
 
-#: Batch kinds a loss can consume (see modeseek.batches).
-BATCH_KINDS = ("points", "best_of_n", "pairs", "target")
 #: Kinds of policy a loss is implemented for.
 KINDS = ("bandit", "sequence")
 #: The policies of each kind (modeseek.policies.names(), modeseek.sequences.policies.names()).
@@ -137,10 +135,6 @@ class LossSpec:
         """The policies the loss runs on, e.g. ("tabular", "mlp") for a bandit-only loss."""
         return tuple(p for k in self.kinds for p in POLICIES[k])
 
-    def supports(self, policy: str) -> bool:
-        """Whether the loss runs on ``policy``, a policy name or a kind ("bandit", "sequence")."""
-        return policy in self.kinds or policy in self.policies
-
     def implementation(self, kind: str) -> Implementation:
         """The implementation for ``kind``; a kind the loss does not run on raises a one-line ValueError."""
         _checks.choice("kind", kind, KINDS)
@@ -186,7 +180,7 @@ class LossSpec:
             labels go to the batch) or a value it cannot take.
         """
         impl = self.implementation(kind)
-        given = {n: getattr(config, n) for n in impl.static if hasattr(config, n)} if config is not None else {}
+        given = {n: getattr(config, n) for n in impl.static if hasattr(config, n)}
         given.update(static_options)
         _refuse_inapplicable(self, kind, [given])
         bad = sorted(n for n, v in given.items() if n not in impl.static and (n not in _ALL_STATIC or (v is not None and v is not False)))

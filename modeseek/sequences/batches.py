@@ -26,9 +26,7 @@ import jax.numpy as jnp
 from modeseek import _checks, regimes
 from modeseek.batches import BestOfN, Pairs, Points
 
-__all__ = ["SequenceBatch", "BATCH_KINDS", "points_items", "best_of_n_items", "pair_items"]
-
-BATCH_KINDS = ("points", "best_of_n", "pairs")
+__all__ = ["SequenceBatch", "points_items", "best_of_n_items", "pair_items"]
 
 
 class SequenceBatch(NamedTuple):
