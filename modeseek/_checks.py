@@ -103,9 +103,7 @@ def prng_key(key: Any) -> np.ndarray:
 
     Anything else raises a one-line ValueError naming the value.
     """
-    if isinstance(key, bool) or isinstance(key, np.bool_):
-        raise ValueError(f"key={key!r} is invalid; expected an int in [0, 2**64), a jax.random.key or a PRNGKey array")
-    if isinstance(key, (int, np.integer)):
+    if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
         k = int(key)
         if not 0 <= k < 2**64:
             raise ValueError(f"key={k!r} is out of range; expected an int in [0, 2**64), a jax.random.key or a PRNGKey array")
