@@ -51,10 +51,7 @@ def tabular(ref_probs=None, *, init: str = "reference", init_scale: float = 1.0)
         raise ValueError(f"init={init!r} needs ref_probs")
 
     def init_fn(key, *, num_bins: int, num_contexts: int):
-        if init == "zeros":
-            base = jnp.zeros((num_bins,), jnp.float32)
-        else:
-            base = safe_log(ref_probs)
+        base = jnp.zeros((num_bins,), jnp.float32) if init == "zeros" else safe_log(ref_probs)
         params = jnp.broadcast_to(base, (num_contexts, num_bins))
         if init == "random":
             params = params + init_scale * jax.random.normal(key, params.shape)
