@@ -77,10 +77,8 @@ def sample_pair_counts(
 
     ``num_contexts`` groups of ``num_samples`` draws from ``data_probs``, paired
     and labelled exactly as the engine's offline pair batches
-    (:func:`modeseek.regimes.sample_pairs`: all pairs within a group, the higher
-    reward preferred and ties skipped for ``labels="reward"``, or Bradley-Terry
-    labels with scale ``bt_scale``). Vmappable over ``key``, ``data_probs`` and
-    ``reward``.
+    (:func:`modeseek.regimes.sample_pairs`, which checks the options). Vmappable
+    over ``key``, ``data_probs`` and ``reward``.
 
     Args:
       key: PRNG key.
@@ -88,13 +86,8 @@ def sample_pair_counts(
       reward: (K,) the reward that labels the pairs (the gold reward).
       num_samples: draws per group (static).
       num_contexts: number of groups (static).
-      labels: "reward" or "bradley_terry".
-      bt_scale: Bradley-Terry inverse temperature for ``labels="bradley_terry"``.
-      pairing: "all" or "disjoint".
+      labels, bt_scale, pairing: as in :func:`modeseek.regimes.sample_pairs`.
     """
-    _checks.choice("labels", labels, regimes.PAIR_LABELS)
-    _checks.choice("pairing", pairing, regimes.PAIRINGS)
-    num_samples = _checks.integer("num_samples", num_samples, 2, reason="for pairs")
     num_contexts = _checks.integer("num_contexts", num_contexts)
     return _sample_counts(
         key,
