@@ -23,24 +23,20 @@ def implicit_margin(logp, ref_logp, chosen, rejected):
     return (logp[chosen] - ref_logp[chosen]) - (logp[rejected] - ref_logp[rejected])
 
 
-def _table_statistics(logp, ref_logp, table: PairTable):
-    u = logp - ref_logp
-    k = logp.shape[0]
-    stats = pair_expectation(
-        table,
-        lambda rows: {
-            "chosen_logp": jnp.broadcast_to(logp[rows][:, None], (rows.shape[0], k)),
-            "rejected_logp": jnp.broadcast_to(logp[None, :], (rows.shape[0], k)),
-            "margin": u[rows][:, None] - u[None, :],
-        },
-    )
-    return jax.lax.stop_gradient(stats)
-
-
 def pair_statistics(logp, ref_logp, batch: Pairs | PairTable):
     """Weighted means of the chosen and rejected log-probabilities and the margin h."""
     if isinstance(batch, PairTable):
-        return _table_statistics(logp, ref_logp, batch)
+        u = logp - ref_logp
+        k = logp.shape[0]
+        stats = pair_expectation(
+            batch,
+            lambda rows: {
+                "chosen_logp": jnp.broadcast_to(logp[rows][:, None], (rows.shape[0], k)),
+                "rejected_logp": jnp.broadcast_to(logp[None, :], (rows.shape[0], k)),
+                "margin": u[rows][:, None] - u[None, :],
+            },
+        )
+        return jax.lax.stop_gradient(stats)
     w = jax.lax.stop_gradient(batch.weight)
     total = jnp.maximum(jnp.sum(w), 1e-30)
     h = implicit_margin(logp, ref_logp, batch.chosen, batch.rejected)
@@ -88,9 +84,7 @@ def ipo(logp, batch: Pairs, *, ref_logp, target_margin):
     scripts, docs/paper.md §B.6). The engine's default is 1/(2 beta), i.e. tau = beta.
 
     Args:
-      logp: (K,) log pi_theta(.|x).
-      batch: Pairs.
-      ref_logp: (K,) log pi_ref.
+      logp, batch, ref_logp: as in :func:`dpo`.
       target_margin: target h, > 0.
     """
     return _pair_loss(logp, ref_logp, batch, lambda h: (h - target_margin) ** 2)
