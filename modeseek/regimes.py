@@ -174,8 +174,7 @@ def exact_best_of_n(logq, reward, n: int, *, order: RewardOrder | None = None) -
     other draws is N q_i - P(best = i).
 
     Args:
-      logq: (K,) log-probabilities of the sampling distribution.
-      reward: (K,) rewards.
+      logq, reward: as in :func:`sample_best_of_n`.
       n: N, draws per batch.
       order: ``reward_order(reward)``, computed once outside a training loop
         (the engine does); computed here when omitted. Sorting every step cost
@@ -250,9 +249,7 @@ def sample_pairs(
     """Preference pairs from N draws of q.
 
     Args:
-      key: PRNG key.
-      logq: (K,) log-probabilities of the sampling distribution.
-      reward: (K,) rewards.
+      key, logq, reward: as in :func:`sample_best_of_n`.
       n: N draws; "all" pairing uses all N(N-1)/2 pairs (as the paper code,
         docs/paper.md §B.6), "disjoint" uses floor(N/2) independent pairs (0,1), (2,3), ...
       labels: "reward" (the higher true reward is chosen; equal rewards are

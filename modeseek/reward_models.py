@@ -223,9 +223,7 @@ def fit_features(counts, features, *, prior_scale=1.0, bt_scale=1.0, steps: int 
       counts: (K, K) preference counts.
       features: (K, M) bin features Phi.
       prior_scale: sigma > 0 of the weight prior (traced).
-      bt_scale: s > 0, the Bradley-Terry scale (traced).
-      steps: Adam steps (static).
-      learning_rate: initial Adam step size (cosine-decayed; traced).
+      bt_scale, steps, learning_rate: as in :func:`fit_tabular`.
 
     Returns:
       (K,) fitted rewards Phi a in reward units.

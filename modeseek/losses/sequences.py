@@ -22,12 +22,9 @@ log-probability is ``tok_logp.sum(-1)``.
 With L = 1 every loss equals its 1-token core counterpart on the same draws
 (tests/test_sequences.py checks values and gradients).
 
-These are the "sequence" implementations of the registry's losses (the
-factorised, bigram and transformer policies of :mod:`modeseek.sequences`):
-``modeseek.losses.get(name).bind("sequence", ...)`` returns
-``apply(tok_logp, batch, next_logp, hp)``. They live in the losses package and
-read the batch only through its fields, so that the registry never imports the
-sequence package.
+These are the registry's "sequence" implementations (:mod:`modeseek.losses`).
+They read the batch only through its fields, so that the registry never
+imports the sequence package.
 """
 
 from __future__ import annotations

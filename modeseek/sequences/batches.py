@@ -74,10 +74,7 @@ def pair_items(label_key, reward, *, labels: str = "reward", pairing: str = "all
         ``jax.random.split(key)``, as in the core sampler); unused with
         ``label_uniforms`` or reward labels.
       reward: (N,) rewards.
-      labels: "reward" or "bradley_terry".
-      pairing: "all" or "disjoint".
-      min_reward_gap: pairs whose rewards differ by less are skipped.
-      bt_scale: Bradley-Terry inverse temperature.
+      labels, pairing, min_reward_gap, bt_scale: as in :func:`modeseek.regimes.sample_pairs`.
       label_uniforms: (number of pairs,) uniforms for Bradley-Terry labels drawn
         ahead (the engine draws all of a run's randomness before its loop).
     """

@@ -123,9 +123,8 @@ def bigram(ref_probs=None, *, init: str = "reference", shared: bool = False) -> 
     Exact metrics follow by dynamic programming over the chain.
 
     Args:
-      ref_probs: (V,) per-token reference, needed for init "reference"/"random".
-      init: as for :func:`factorised`; "reference" makes every row ref_probs,
-        i.e. the policy starts as i.i.d. reference tokens.
+      ref_probs, init: as for :func:`factorised`; "reference" makes every row
+        ref_probs, i.e. the policy starts as i.i.d. reference tokens.
       shared: one transition table for all positions.
     """
     _checks.choice("init", init, INITS)

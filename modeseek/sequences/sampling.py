@@ -129,8 +129,7 @@ def sample(policy, params, key, prompt, n: int, length: int):
     """Draw n sequences for one prompt: one uniform per token, ``uniform(key, (n, length))``.
 
     Args:
-      policy: a SequencePolicy.
-      params: its parameters.
+      policy, params: as in :func:`sequence_logprobs`.
       key: PRNG key.
       prompt: () int prompt token.
       n: number of sequences.
