@@ -38,7 +38,6 @@ __all__ = [
     "label_pairs",
     "sample_pairs",
     "exact_pairs",
-    "exact_pair_table",
     "MAX_MATERIALISED_PAIR_BINS",
     "PAIR_LABELS",
     "PAIRINGS",
@@ -277,23 +276,6 @@ def sample_pairs(
 MAX_MATERIALISED_PAIR_BINS = 512
 
 
-def exact_pair_table(logq, reward, *, labels: str = "reward", min_reward_gap=0.0, bt_scale=1.0) -> PairTable:
-    """The exact pair batch in factored form, for large K (see :class:`PairTable`)."""
-    _checks.choice("labels", labels, PAIR_LABELS)
-    q = jax.lax.stop_gradient(jax.nn.softmax(logq))
-    f32 = q.dtype
-    table = PairTable(
-        q,
-        reward,
-        jnp.asarray(min_reward_gap, f32),
-        jnp.asarray(bt_scale, f32),
-        jnp.asarray(labels == "bradley_terry"),
-        jnp.asarray(1.0, f32),
-    )
-    total = pair_expectation(table, lambda rows: jnp.ones((rows.shape[0], q.shape[0]), f32), normalise=False)
-    return table._replace(total=total)
-
-
 def exact_pairs(logq, reward, *, labels: str = "reward", min_reward_gap=0.0, bt_scale=1.0, factored: bool | None = None):
     """All K x K ordered pairs weighted by q_i q_j P(i preferred to j), over counted pairs.
 
@@ -304,10 +286,20 @@ def exact_pairs(logq, reward, *, labels: str = "reward", min_reward_gap=0.0, bt_
     block in O(K) memory.
     """
     _checks.choice("labels", labels, PAIR_LABELS)
-    if factored or (factored is None and logq.shape[0] > MAX_MATERIALISED_PAIR_BINS):
-        return exact_pair_table(logq, reward, labels=labels, min_reward_gap=min_reward_gap, bt_scale=bt_scale)
     q = jax.lax.stop_gradient(jax.nn.softmax(logq))
     k = q.shape[0]
+    if factored or (factored is None and k > MAX_MATERIALISED_PAIR_BINS):
+        f32 = q.dtype
+        table = PairTable(
+            q,
+            reward,
+            jnp.asarray(min_reward_gap, f32),
+            jnp.asarray(bt_scale, f32),
+            jnp.asarray(labels == "bradley_terry"),
+            jnp.asarray(1.0, f32),
+        )
+        total = pair_expectation(table, lambda rows: jnp.ones((rows.shape[0], k), f32), normalise=False)
+        return table._replace(total=total)
     gap = reward[:, None] - reward[None, :]
     pref = (gap > 0).astype(q.dtype) if labels == "reward" else jax.nn.sigmoid(bt_scale * gap)
     counted = _counted(gap, min_reward_gap, labels)
