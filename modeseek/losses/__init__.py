@@ -97,8 +97,7 @@ class Implementation:
         next-token log-distributions), or None when the function reads neither.
       options: the options a run reads for this loss: ``static``, ``traced``
         and those its batch is built from (pair losses: labels, pairing,
-        min_reward_gap, bt_scale). Options every loss uses (learning_rate,
-        num_samples, reuse, policy, ...) are not listed; see :func:`check_options`.
+        min_reward_gap, bt_scale); not those every loss uses (:func:`check_options`).
     """
 
     fn: Callable[..., Any]
@@ -116,8 +115,7 @@ class LossSpec:
       name: registry name.
       family: "mode_covering", "contrastive" or "on_policy".
       batch: which batch it consumes: "points", "best_of_n", "pairs" or "target".
-      implementations: the :class:`Implementation` for each kind of policy it
-        runs on ("bandit", and "sequence" for every loss but forward_kl and reverse_kl).
+      implementations: the :class:`Implementation` for each kind of policy it runs on.
     """
 
     name: str
@@ -191,13 +189,12 @@ class LossSpec:
                 "(traced values such as beta come in apply's hp, batch options such as labels go to the batch)"
             )
         bound = {n: _checks.choice(n, v, STATIC_CHOICES[n]) for n, v in given.items() if n in impl.static}
-        fn, traced, ref_keyword = impl.fn, impl.traced, impl.ref
 
         def apply(logp, batch, ref, hp):
-            kw = {n: getattr(hp, n) for n in traced}
-            if ref_keyword is not None:
-                kw[ref_keyword] = ref
-            return fn(logp, batch, **bound, **kw)
+            kw = {n: getattr(hp, n) for n in impl.traced}
+            if impl.ref is not None:
+                kw[impl.ref] = ref
+            return impl.fn(logp, batch, **bound, **kw)
 
         return apply
 
