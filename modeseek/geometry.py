@@ -219,11 +219,9 @@ def coverage_data(ref_probs, reward, coverage_value: float) -> jnp.ndarray:
 
     Definition (docs/paper.md §D.4 [C2], §D.6 Skew Length):
     mu_c = c pi_ref + (1 - c) mu_0, where mu_0 = pi_ref restricted to the
-    complement of H and renormalised. So mu_0 puts no mass on the high-reward set
-    (a preference dataset that never shows a good response: the reference
-    truncated away from the peak), mu_1 = pi_ref, and for every c the data keeps
-    pi_ref's shape inside H (scaled by c) and outside H (scaled up to fill the
-    rest): mu_c(H) = c rho exactly.
+    complement of H and renormalised (see the module docstring). For every c
+    the data keeps pi_ref's shape inside H (scaled by c) and outside H (scaled
+    up to fill the rest): mu_c(H) = c rho exactly.
 
     Args:
       ref_probs: (K,) reference probabilities.

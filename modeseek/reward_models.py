@@ -4,12 +4,10 @@ The paper's synthetic length tasks train the policy against a reward model
 fitted to the preference data, while a gold reward scores the result
 (docs/paper.md §D.6). This module fits such proxies over the K response bins:
 
-* :func:`fit_tabular`: one free value per bin with a gaussian prior (a bin the
-  data never shows stays at the prior mean: no extrapolation);
+* :func:`fit_tabular`: one free value per bin with a gaussian prior (no
+  extrapolation past the data's support);
 * :func:`fit_features`: a linear model over smooth bin features
-  (:func:`rbf_features`, optionally with a linear trend) with a gaussian prior
-  on the weights, so that the fitted reward extends smoothly past the data's
-  support and its extrapolation is visible.
+  (:func:`rbf_features`) with a gaussian prior on the weights, which extrapolates.
 
 Both maximise the Bradley-Terry log-likelihood
   (1/n) sum_{i,j} W_ij log sigmoid(s (v_i - v_j))

@@ -10,10 +10,9 @@ is how :mod:`modeseek.losses.sequences` reuses the core definitions.
 
 The builders follow the core samplers draw for draw (:mod:`modeseek.regimes`):
 best-of-N keeps the first index on ties and counts every other draw among the
-"worse" ones (docs/paper.md §B.2); pairs use all N(N-1)/2 pairs or disjoint ones,
-skip equal rewards and gaps below ``min_reward_gap`` (docs/paper.md §B.6), and Bradley-Terry
-labels consume the second half of a split key exactly as the core does, so a
-1-token sequence batch equals the core batch drawn with the same key.
+"worse" ones (docs/paper.md §B.2); pairs are labelled by the core's own
+:func:`modeseek.regimes.label_pairs` (docs/paper.md §B.6), so a 1-token sequence
+batch equals the core batch drawn with the same key.
 """
 
 from __future__ import annotations
