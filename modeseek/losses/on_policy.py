@@ -84,11 +84,10 @@ def advantages(reward, weight, count, kind: str):
 
 
 def _shaped_advantages(reward, items: Points, sampled_kl, *, advantage, beta, kl_estimator, kl_placement):
-    """The advantages of ``reward`` over ``items``, as constants; with ``kl_placement="reward"`` the
-    reward is first lowered by beta * ``sampled_kl(estimator)``, the KL estimate of each item.
+    """The advantages of ``reward`` over ``items`` (constants), after a KL penalty placed in the reward.
 
-    In the reward the penalty is evaluated at sampling time, on the sampled items;
-    its exact expectation is the log-ratio, so "exact" uses k1 there.
+    With ``kl_placement="reward"`` the reward is first lowered by beta * ``sampled_kl(estimator)``,
+    each item's estimate at sampling time; its exact expectation is the log-ratio, so "exact" uses k1.
     """
     if kl_estimator is not None and kl_placement == "reward":
         reward = reward - beta * sampled_kl("k1" if kl_estimator == "exact" else kl_estimator)
