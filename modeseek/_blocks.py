@@ -31,6 +31,7 @@ from typing import Any, Callable, Hashable, Sequence
 import jax
 import numpy as np
 
+from modeseek import _checks
 from modeseek._xla import compile_lowered, options_key
 
 __all__ = ["run_blocks", "resolve_devices", "run_keys", "available_bytes", "MemoryEstimateError"]
@@ -101,6 +102,14 @@ def _threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def _map(fn: Callable, items: Sequence[Any], workers: int) -> list:
+    """``[fn(x) for x in items]``, on ``workers`` threads when more than one."""
+    if workers == 1:
+        return [fn(x) for x in items]
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(fn, items))
+
+
 def _pad(x, runs: int, padded: int):
     x = np.asarray(x)
     if padded == runs:
@@ -162,12 +171,8 @@ def run_blocks(
         def build(j):
             return compile_lowered(lowered[j], used[j].platform), out_bytes
 
-        if len(missing) == 1:
-            built = [build(missing[0])]
-        else:
-            # One compile per device (a program is bound to its device), in parallel.
-            with ThreadPoolExecutor(len(missing)) as pool:
-                built = list(pool.map(build, missing))
+        # One compile per device (a program is bound to its device), in parallel.
+        built = _map(build, missing, len(missing))
         for j, exe in zip(missing, built):
             _executables[keys[j]] = exe
     else:
@@ -181,19 +186,13 @@ def run_blocks(
         args = jax.tree.map(lambda x: jax.device_put(x[b * block : (b + 1) * block], devs[j]), host)
         return jax.block_until_ready(exes[j](*args, *shared_on[j]))
 
-    workers = min(n_blocks, _threads())
-    if workers == 1:
-        outs = [one(b) for b in range(n_blocks)]
-    else:
-        with ThreadPoolExecutor(workers) as pool:
-            outs = list(pool.map(one, range(n_blocks)))
+    outs = _map(one, range(n_blocks), min(n_blocks, _threads()))
     out = jax.tree.map(lambda *xs: np.concatenate([np.asarray(x) for x in xs])[:runs], *outs)
     return out, compile_s
 
 
 def _batched(fn, n_per_run: int, n_shared: int, batching: str):
-    if batching not in ("vmap", "map"):
-        raise ValueError(f"batching={batching!r} is invalid; expected 'vmap' or 'map'")
+    _checks.choice("batching", batching, ("vmap", "map"))
     in_axes = (0,) * n_per_run + (None,) * n_shared
     if batching == "vmap":
         return jax.jit(jax.vmap(fn, in_axes=in_axes))

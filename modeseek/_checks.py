@@ -2,6 +2,8 @@
 
 Errors name the offending value and say what was expected, so that a bad
 sweep fails at the call site instead of producing NaN deep inside a jitted run.
+:func:`register_pytree` makes a validated dataclass a pytree whose
+unflattening skips the validation.
 """
 
 from __future__ import annotations
@@ -15,6 +17,24 @@ import numpy as np
 def is_traced(x: Any) -> bool:
     """True when ``x`` is an abstract value inside a JAX transformation."""
     return isinstance(x, jax.core.Tracer)
+
+
+def register_pytree(cls: type, leaves: tuple[str, ...], static: tuple[str, ...]) -> None:
+    """Register the frozen dataclass ``cls`` as a pytree: ``leaves`` are traced, ``static`` fields are its aux data.
+
+    Unflattening bypasses ``__init__``: it happens with tracers, which must not be validated.
+    """
+
+    def flatten(obj):
+        return tuple(getattr(obj, n) for n in leaves), tuple(getattr(obj, n) for n in static)
+
+    def unflatten(aux, values):
+        obj = object.__new__(cls)
+        for name, value in zip(leaves + static, (*values, *aux)):
+            object.__setattr__(obj, name, value)
+        return obj
+
+    jax.tree_util.register_pytree_node(cls, flatten, unflatten)
 
 
 def choice(name: str, value: Any, valid: Iterable[Any]) -> Any:
@@ -83,9 +103,7 @@ def prng_key(key: Any) -> np.ndarray:
 
     Anything else raises a one-line ValueError naming the value.
     """
-    if isinstance(key, bool) or isinstance(key, np.bool_):
-        raise ValueError(f"key={key!r} is invalid; expected an int in [0, 2**64), a jax.random.key or a PRNGKey array")
-    if isinstance(key, (int, np.integer)):
+    if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
         k = int(key)
         if not 0 <= k < 2**64:
             raise ValueError(f"key={k!r} is out of range; expected an int in [0, 2**64), a jax.random.key or a PRNGKey array")

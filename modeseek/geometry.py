@@ -198,16 +198,15 @@ def bump_for_rarity(
     # The error is flat over a run of parameters giving the same H; take the
     # run's middle so that H sits symmetrically inside the half-maximum region.
     j = int(best[len(best) // 2]) if np.all(np.diff(best) == 1) else int(best[0])
-    achieved = float(rho[j])
-    if abs(achieved / target - 1.0) > rtol:
+    bump = RarityBump(jnp.asarray(_bump(k, centers[j], widths[j]), jnp.float32), float(centers[j]), float(widths[j]), float(rho[j]), target, method)
+    if bump.relative_error > rtol:
         reach = rho[rho > 0]
         raise ValueError(
             f"target rarity {target:.3g} is not reachable by {what}: the nearest achievable rarity is "
-            f"{achieved:.3g} (relative error {abs(achieved / target - 1.0):.2f} > rtol={rtol:g}); "
+            f"{bump.rarity:.3g} (relative error {bump.relative_error:.2f} > rtol={rtol:g}); "
             f"reachable rarities span [{reach.min():.3g}, {reach.max():.3g}]"
         )
-    reward = _bump(k, centers[j], widths[j])
-    return RarityBump(jnp.asarray(reward, jnp.float32), float(centers[j]), float(widths[j]), achieved, target, method)
+    return bump
 
 
 def bumps_for_rarities(ref_probs, targets: Sequence[float], **kwargs) -> list[RarityBump]:
@@ -220,11 +219,9 @@ def coverage_data(ref_probs, reward, coverage_value: float) -> jnp.ndarray:
 
     Definition (docs/paper.md §D.4 [C2], §D.6 Skew Length):
     mu_c = c pi_ref + (1 - c) mu_0, where mu_0 = pi_ref restricted to the
-    complement of H and renormalised. So mu_0 puts no mass on the high-reward set
-    (a preference dataset that never shows a good response: the reference
-    truncated away from the peak), mu_1 = pi_ref, and for every c the data keeps
-    pi_ref's shape inside H (scaled by c) and outside H (scaled up to fill the
-    rest): mu_c(H) = c rho exactly.
+    complement of H and renormalised (see the module docstring). For every c
+    the data keeps pi_ref's shape inside H (scaled by c) and outside H (scaled
+    up to fill the rest): mu_c(H) = c rho exactly.
 
     Args:
       ref_probs: (K,) reference probabilities.

@@ -23,7 +23,8 @@ __all__ = [
     "metric_constants",
     "metrics_from_constants",
     "exact_metrics",
-    "expected_reward",
+    "entropy",
+    "kl",
 ]
 
 #: Keys computed at every step for every run.
@@ -40,9 +41,14 @@ EXACT_METRICS = (
 PAIR_METRICS = ("chosen_logp", "rejected_logp", "margin")
 
 
-def expected_reward(logp, reward):
-    """E_pi[r] for (K,) log-probabilities and rewards."""
-    return jnp.sum(jnp.exp(logp) * reward)
+def entropy(logp):
+    """Exact entropy -sum_i p_i log p_i of log-probabilities, over the last axis."""
+    return -jnp.sum(jnp.exp(logp) * logp, axis=-1)
+
+
+def kl(logp, logq):
+    """Exact KL(p || q) = sum_i p_i (log p_i - log q_i) from log-probabilities, over the last axis."""
+    return jnp.sum(jnp.exp(logp) * (logp - logq), axis=-1)
 
 
 class MetricConstants(NamedTuple):

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import optax
 
 from modeseek import _checks
+from modeseek.metrics import kl
 from modeseek.problems import safe_log
 
 __all__ = ["Policy", "tabular", "mlp", "make", "names", "sft_to_reference", "kl_to_reference"]
@@ -50,10 +51,7 @@ def tabular(ref_probs=None, *, init: str = "reference", init_scale: float = 1.0)
         raise ValueError(f"init={init!r} needs ref_probs")
 
     def init_fn(key, *, num_bins: int, num_contexts: int):
-        if init == "zeros":
-            base = jnp.zeros((num_bins,), jnp.float32)
-        else:
-            base = safe_log(ref_probs)
+        base = jnp.zeros((num_bins,), jnp.float32) if init == "zeros" else safe_log(ref_probs)
         params = jnp.broadcast_to(base, (num_contexts, num_bins))
         if init == "random":
             params = params + init_scale * jax.random.normal(key, params.shape)
@@ -129,8 +127,7 @@ def make(name: str, ref_probs=None, *, init: str = "reference", init_scale: floa
 
 def kl_to_reference(logits, ref_logp):
     """Mean over contexts of the exact KL(pi(.|x) || pi_ref); logits (C, K), ref_logp (K,)."""
-    logp = jax.nn.log_softmax(logits, axis=-1)
-    return jnp.mean(jnp.sum(jnp.exp(logp) * (logp - ref_logp), axis=-1))
+    return jnp.mean(kl(jax.nn.log_softmax(logits, axis=-1), ref_logp))
 
 
 def sft_to_reference(policy: Policy, params, contexts, ref_logp, *, steps: int = 100, learning_rate: float = 1e-2):

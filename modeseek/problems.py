@@ -58,20 +58,7 @@ class Problem:
         return safe_log(self.ref_probs)
 
 
-def _flatten(p: Problem):
-    return (p.ref_probs, p.reward), p.name
-
-
-def _unflatten(name, leaves):
-    # Bypass __init__: unflattening happens with tracers and must not validate.
-    obj = object.__new__(Problem)
-    object.__setattr__(obj, "ref_probs", leaves[0])
-    object.__setattr__(obj, "reward", leaves[1])
-    object.__setattr__(obj, "name", name)
-    return obj
-
-
-jax.tree_util.register_pytree_node(Problem, _flatten, _unflatten)
+_checks.register_pytree(Problem, ("ref_probs", "reward"), ("name",))
 
 # log(0) is replaced by this value: far below any reachable float32 log-probability
 # of a softmax over <= 1e6 bins, yet finite so that gradients never meet inf - inf.

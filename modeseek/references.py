@@ -130,8 +130,7 @@ def from_logits(logits) -> jnp.ndarray:
         raise ValueError(f"logits has an invalid entry {float(z[i])!r} at bin {i}; expected finite values or -inf")
     if np.all(z == -np.inf):
         raise ValueError("logits are all -inf; expected at least one finite logit")
-    p = np.exp(z - z.max())
-    return _as_probs(p)
+    return _as_probs(np.exp(z - z.max()))
 
 
 def from_probs(probs) -> jnp.ndarray:

@@ -34,9 +34,10 @@ __all__ = [
     "exact_best_of_n",
     "RewardOrder",
     "reward_order",
+    "pair_index",
+    "label_pairs",
     "sample_pairs",
     "exact_pairs",
-    "exact_pair_table",
     "MAX_MATERIALISED_PAIR_BINS",
     "PAIR_LABELS",
     "PAIRINGS",
@@ -172,8 +173,7 @@ def exact_best_of_n(logq, reward, n: int, *, order: RewardOrder | None = None) -
     other draws is N q_i - P(best = i).
 
     Args:
-      logq: (K,) log-probabilities of the sampling distribution.
-      reward: (K,) rewards.
+      logq, reward: as in :func:`sample_best_of_n`.
       n: N, draws per batch.
       order: ``reward_order(reward)``, computed once outside a training loop
         (the engine does); computed here when omitted. Sorting every step cost
@@ -202,7 +202,8 @@ def exact_best_of_n(logq, reward, n: int, *, order: RewardOrder | None = None) -
 
 
 @functools.lru_cache(maxsize=None)
-def _pair_index(n: int, pairing: str):
+def pair_index(n: int, pairing: str):
+    """Indices (a, b) of the pairs among n draws: "all", every i < j, row-major; "disjoint", (0, 1), (2, 3), ..."""
     if pairing == "all":
         a, b = np.triu_indices(n, 1)
     else:
@@ -210,9 +211,27 @@ def _pair_index(n: int, pairing: str):
     return a.astype(np.int32), b.astype(np.int32)
 
 
-def _counted(gap, min_reward_gap):
-    # A pair counts when its rewards differ by at least the minimum gap (and differ at all).
-    return (jnp.abs(gap) >= min_reward_gap) & (gap != 0)
+def _counted(gap, min_reward_gap, labels):
+    # A pair counts when its rewards differ by at least the minimum gap (and, with reward labels, differ at all).
+    counted = jnp.abs(gap) >= min_reward_gap
+    return counted & (gap != 0) if labels == "reward" else counted
+
+
+def label_pairs(a, b, gap, uniforms, *, labels, min_reward_gap, bt_scale) -> Pairs:
+    """Label the pairs (a, b) whose rewards differ by ``gap`` = r_a - r_b (see :func:`sample_pairs`).
+
+    ``uniforms(shape)`` draws the uniforms of Bradley-Terry labels; it is not
+    called for reward labels. Counted pairs get weight 1/(number counted).
+    """
+    if labels == "reward":
+        a_wins = gap > 0
+    else:
+        a_wins = uniforms(gap.shape) < jax.nn.sigmoid(bt_scale * gap)
+    counted = _counted(gap, min_reward_gap, labels)
+    chosen = jnp.where(a_wins, a, b)
+    rejected = jnp.where(a_wins, b, a)
+    c = counted.astype(jnp.float32)
+    return Pairs(chosen, rejected, c / jnp.maximum(c.sum(), 1.0))
 
 
 def sample_pairs(
@@ -229,9 +248,7 @@ def sample_pairs(
     """Preference pairs from N draws of q.
 
     Args:
-      key: PRNG key.
-      logq: (K,) log-probabilities of the sampling distribution.
-      reward: (K,) rewards.
+      key, logq, reward: as in :func:`sample_best_of_n`.
       n: N draws; "all" pairing uses all N(N-1)/2 pairs (as the paper code,
         docs/paper.md §B.6), "disjoint" uses floor(N/2) independent pairs (0,1), (2,3), ...
       labels: "reward" (the higher true reward is chosen; equal rewards are
@@ -249,40 +266,14 @@ def sample_pairs(
     _checks.integer("num_samples", n, 2, reason="for pairs")
     ks, kl = jax.random.split(key)
     y = sample_bins(ks, logq, n)
-    a_idx, b_idx = _pair_index(n, pairing)
+    a_idx, b_idx = pair_index(n, pairing)
     ya, yb = y[a_idx], y[b_idx]
-    gap = reward[ya] - reward[yb]
-    if labels == "reward":
-        a_wins = gap > 0
-        counted = _counted(gap, min_reward_gap)
-    else:
-        a_wins = jax.random.uniform(kl, gap.shape) < jax.nn.sigmoid(bt_scale * gap)
-        counted = jnp.abs(gap) >= min_reward_gap
-    chosen = jnp.where(a_wins, ya, yb)
-    rejected = jnp.where(a_wins, yb, ya)
-    c = counted.astype(jnp.float32)
-    return Pairs(chosen, rejected, c / jnp.maximum(c.sum(), 1.0))
+    uniforms = lambda shape: jax.random.uniform(kl, shape)  # noqa: E731
+    return label_pairs(ya, yb, reward[ya] - reward[yb], uniforms, labels=labels, min_reward_gap=min_reward_gap, bt_scale=bt_scale)
 
 
 #: Above this many bins the exact pair batch stays factored (PairTable, O(K) memory).
 MAX_MATERIALISED_PAIR_BINS = 512
-
-
-def exact_pair_table(logq, reward, *, labels: str = "reward", min_reward_gap=0.0, bt_scale=1.0) -> PairTable:
-    """The exact pair batch in factored form, for large K (see :class:`PairTable`)."""
-    _checks.choice("labels", labels, PAIR_LABELS)
-    q = jax.lax.stop_gradient(jax.nn.softmax(logq))
-    f32 = q.dtype
-    table = PairTable(
-        q,
-        reward,
-        jnp.asarray(min_reward_gap, f32),
-        jnp.asarray(bt_scale, f32),
-        jnp.asarray(labels == "bradley_terry"),
-        jnp.asarray(1.0, f32),
-    )
-    total = pair_expectation(table, lambda rows: jnp.ones((rows.shape[0], q.shape[0]), f32), normalise=False)
-    return table._replace(total=total)
 
 
 def exact_pairs(logq, reward, *, labels: str = "reward", min_reward_gap=0.0, bt_scale=1.0, factored: bool | None = None):
@@ -295,17 +286,23 @@ def exact_pairs(logq, reward, *, labels: str = "reward", min_reward_gap=0.0, bt_
     block in O(K) memory.
     """
     _checks.choice("labels", labels, PAIR_LABELS)
-    if factored or (factored is None and logq.shape[0] > MAX_MATERIALISED_PAIR_BINS):
-        return exact_pair_table(logq, reward, labels=labels, min_reward_gap=min_reward_gap, bt_scale=bt_scale)
     q = jax.lax.stop_gradient(jax.nn.softmax(logq))
     k = q.shape[0]
+    if factored or (factored is None and k > MAX_MATERIALISED_PAIR_BINS):
+        f32 = q.dtype
+        table = PairTable(
+            q,
+            reward,
+            jnp.asarray(min_reward_gap, f32),
+            jnp.asarray(bt_scale, f32),
+            jnp.asarray(labels == "bradley_terry"),
+            jnp.asarray(1.0, f32),
+        )
+        total = pair_expectation(table, lambda rows: jnp.ones((rows.shape[0], k), f32), normalise=False)
+        return table._replace(total=total)
     gap = reward[:, None] - reward[None, :]
-    if labels == "reward":
-        pref = (gap > 0).astype(q.dtype)
-        counted = _counted(gap, min_reward_gap)
-    else:
-        pref = jax.nn.sigmoid(bt_scale * gap)
-        counted = jnp.abs(gap) >= min_reward_gap
+    pref = (gap > 0).astype(q.dtype) if labels == "reward" else jax.nn.sigmoid(bt_scale * gap)
+    counted = _counted(gap, min_reward_gap, labels)
     # P(chosen = i, rejected = j) over a random pair, restricted to counted pairs;
     # its total is P(a pair counts), so normalising matches the sampled 1/(number counted).
     w = q[:, None] * q[None, :] * pref * counted

@@ -4,12 +4,10 @@ The paper's synthetic length tasks train the policy against a reward model
 fitted to the preference data, while a gold reward scores the result
 (docs/paper.md §D.6). This module fits such proxies over the K response bins:
 
-* :func:`fit_tabular`: one free value per bin with a gaussian prior (a bin the
-  data never shows stays at the prior mean: no extrapolation);
+* :func:`fit_tabular`: one free value per bin with a gaussian prior (no
+  extrapolation past the data's support);
 * :func:`fit_features`: a linear model over smooth bin features
-  (:func:`rbf_features`, optionally with a linear trend) with a gaussian prior
-  on the weights, so that the fitted reward extends smoothly past the data's
-  support and its extrapolation is visible.
+  (:func:`rbf_features`) with a gaussian prior on the weights, which extrapolates.
 
 Both maximise the Bradley-Terry log-likelihood
   (1/n) sum_{i,j} W_ij log sigmoid(s (v_i - v_j))
@@ -77,10 +75,8 @@ def sample_pair_counts(
 
     ``num_contexts`` groups of ``num_samples`` draws from ``data_probs``, paired
     and labelled exactly as the engine's offline pair batches
-    (:func:`modeseek.regimes.sample_pairs`: all pairs within a group, the higher
-    reward preferred and ties skipped for ``labels="reward"``, or Bradley-Terry
-    labels with scale ``bt_scale``). Vmappable over ``key``, ``data_probs`` and
-    ``reward``.
+    (:func:`modeseek.regimes.sample_pairs`, which checks the options). Vmappable
+    over ``key``, ``data_probs`` and ``reward``.
 
     Args:
       key: PRNG key.
@@ -88,13 +84,8 @@ def sample_pair_counts(
       reward: (K,) the reward that labels the pairs (the gold reward).
       num_samples: draws per group (static).
       num_contexts: number of groups (static).
-      labels: "reward" or "bradley_terry".
-      bt_scale: Bradley-Terry inverse temperature for ``labels="bradley_terry"``.
-      pairing: "all" or "disjoint".
+      labels, bt_scale, pairing: as in :func:`modeseek.regimes.sample_pairs`.
     """
-    _checks.choice("labels", labels, regimes.PAIR_LABELS)
-    _checks.choice("pairing", pairing, regimes.PAIRINGS)
-    num_samples = _checks.integer("num_samples", num_samples, 2, reason="for pairs")
     num_contexts = _checks.integer("num_contexts", num_contexts)
     return _sample_counts(
         key,
@@ -230,9 +221,7 @@ def fit_features(counts, features, *, prior_scale=1.0, bt_scale=1.0, steps: int 
       counts: (K, K) preference counts.
       features: (K, M) bin features Phi.
       prior_scale: sigma > 0 of the weight prior (traced).
-      bt_scale: s > 0, the Bradley-Terry scale (traced).
-      steps: Adam steps (static).
-      learning_rate: initial Adam step size (cosine-decayed; traced).
+      bt_scale, steps, learning_rate: as in :func:`fit_tabular`.
 
     Returns:
       (K,) fitted rewards Phi a in reward units.

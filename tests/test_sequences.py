@@ -249,7 +249,7 @@ def _one_token_setup(key=0):
 def _seq_batch(key, q_logits, ref_logp, reward, kind, **pair_kw):
     """The sequence batch for one prompt, drawn with ``key`` the way the core draws its batch."""
     policy = policies.factorised(None, init="zeros")
-    ks, kl = sb.split_pair_key(key) if kind == "pairs" else (key, None)
+    ks, kl = jax.random.split(key) if kind == "pairs" else (key, None)
     toks, logq = sampling.sample(policy, q_logits[None], ks, 0, NS, 1)
     y = toks[:, 1]
     r = reward[y]

@@ -67,8 +67,6 @@ __all__ = [
     "sequences",
 ]
 
-#: Batch kinds a loss can consume (see modeseek.batches).
-BATCH_KINDS = ("points", "best_of_n", "pairs", "target")
 #: Kinds of policy a loss is implemented for.
 KINDS = ("bandit", "sequence")
 #: The policies of each kind (modeseek.policies.names(), modeseek.sequences.policies.names()).
@@ -99,8 +97,7 @@ class Implementation:
         next-token log-distributions), or None when the function reads neither.
       options: the options a run reads for this loss: ``static``, ``traced``
         and those its batch is built from (pair losses: labels, pairing,
-        min_reward_gap, bt_scale). Options every loss uses (learning_rate,
-        num_samples, reuse, policy, ...) are not listed; see :func:`check_options`.
+        min_reward_gap, bt_scale); not those every loss uses (:func:`check_options`).
     """
 
     fn: Callable[..., Any]
@@ -118,8 +115,7 @@ class LossSpec:
       name: registry name.
       family: "mode_covering", "contrastive" or "on_policy".
       batch: which batch it consumes: "points", "best_of_n", "pairs" or "target".
-      implementations: the :class:`Implementation` for each kind of policy it
-        runs on ("bandit", and "sequence" for every loss but forward_kl and reverse_kl).
+      implementations: the :class:`Implementation` for each kind of policy it runs on.
     """
 
     name: str
@@ -136,10 +132,6 @@ class LossSpec:
     def policies(self) -> tuple[str, ...]:
         """The policies the loss runs on, e.g. ("tabular", "mlp") for a bandit-only loss."""
         return tuple(p for k in self.kinds for p in POLICIES[k])
-
-    def supports(self, policy: str) -> bool:
-        """Whether the loss runs on ``policy``, a policy name or a kind ("bandit", "sequence")."""
-        return policy in self.kinds or policy in self.policies
 
     def implementation(self, kind: str) -> Implementation:
         """The implementation for ``kind``; a kind the loss does not run on raises a one-line ValueError."""
@@ -186,7 +178,7 @@ class LossSpec:
             labels go to the batch) or a value it cannot take.
         """
         impl = self.implementation(kind)
-        given = {n: getattr(config, n) for n in impl.static if hasattr(config, n)} if config is not None else {}
+        given = {n: getattr(config, n) for n in impl.static if hasattr(config, n)}
         given.update(static_options)
         _refuse_inapplicable(self, kind, [given])
         bad = sorted(n for n, v in given.items() if n not in impl.static and (n not in _ALL_STATIC or (v is not None and v is not False)))
@@ -197,13 +189,12 @@ class LossSpec:
                 "(traced values such as beta come in apply's hp, batch options such as labels go to the batch)"
             )
         bound = {n: _checks.choice(n, v, STATIC_CHOICES[n]) for n, v in given.items() if n in impl.static}
-        fn, traced, ref_keyword = impl.fn, impl.traced, impl.ref
 
         def apply(logp, batch, ref, hp):
-            kw = {n: getattr(hp, n) for n in traced}
-            if ref_keyword is not None:
-                kw[ref_keyword] = ref
-            return fn(logp, batch, **bound, **kw)
+            kw = {n: getattr(hp, n) for n in impl.traced}
+            if impl.ref is not None:
+                kw[impl.ref] = ref
+            return impl.fn(logp, batch, **bound, **kw)
 
         return apply
 

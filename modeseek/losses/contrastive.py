@@ -23,24 +23,20 @@ def implicit_margin(logp, ref_logp, chosen, rejected):
     return (logp[chosen] - ref_logp[chosen]) - (logp[rejected] - ref_logp[rejected])
 
 
-def _table_statistics(logp, ref_logp, table: PairTable):
-    u = logp - ref_logp
-    k = logp.shape[0]
-    stats = pair_expectation(
-        table,
-        lambda rows: {
-            "chosen_logp": jnp.broadcast_to(logp[rows][:, None], (rows.shape[0], k)),
-            "rejected_logp": jnp.broadcast_to(logp[None, :], (rows.shape[0], k)),
-            "margin": u[rows][:, None] - u[None, :],
-        },
-    )
-    return jax.lax.stop_gradient(stats)
-
-
 def pair_statistics(logp, ref_logp, batch: Pairs | PairTable):
     """Weighted means of the chosen and rejected log-probabilities and the margin h."""
     if isinstance(batch, PairTable):
-        return _table_statistics(logp, ref_logp, batch)
+        u = logp - ref_logp
+        k = logp.shape[0]
+        stats = pair_expectation(
+            batch,
+            lambda rows: {
+                "chosen_logp": jnp.broadcast_to(logp[rows][:, None], (rows.shape[0], k)),
+                "rejected_logp": jnp.broadcast_to(logp[None, :], (rows.shape[0], k)),
+                "margin": u[rows][:, None] - u[None, :],
+            },
+        )
+        return jax.lax.stop_gradient(stats)
     w = jax.lax.stop_gradient(batch.weight)
     total = jnp.maximum(jnp.sum(w), 1e-30)
     h = implicit_margin(logp, ref_logp, batch.chosen, batch.rejected)
@@ -49,6 +45,17 @@ def pair_statistics(logp, ref_logp, batch: Pairs | PairTable):
     # keeps sharded and chunked sweeps bit-identical.
     chosen, rejected, margin = jnp.stack([logp[batch.chosen], logp[batch.rejected], h]) @ w
     return {"chosen_logp": chosen / total, "rejected_logp": rejected / total, "margin": margin / total}
+
+
+def _pair_loss(logp, ref_logp, batch: Pairs | PairTable, per_pair):
+    """sum_pairs w * per_pair(h), with the pair statistics; a PairTable is summed block by block."""
+    if isinstance(batch, PairTable):
+        u = logp - ref_logp
+        loss = pair_expectation(batch, lambda rows: per_pair(u[rows][:, None] - u[None, :]))
+    else:
+        h = implicit_margin(logp, ref_logp, batch.chosen, batch.rejected)
+        loss = jnp.sum(jax.lax.stop_gradient(batch.weight) * per_pair(h))
+    return loss, pair_statistics(logp, ref_logp, batch)
 
 
 def dpo(logp, batch: Pairs, *, ref_logp, beta):
@@ -65,13 +72,7 @@ def dpo(logp, batch: Pairs, *, ref_logp, beta):
       ref_logp: (K,) log pi_ref.
       beta: inverse temperature > 0.
     """
-    if isinstance(batch, PairTable):
-        u = logp - ref_logp
-        loss = pair_expectation(batch, lambda rows: -jax.nn.log_sigmoid(beta * (u[rows][:, None] - u[None, :])))
-        return loss, pair_statistics(logp, ref_logp, batch)
-    h = implicit_margin(logp, ref_logp, batch.chosen, batch.rejected)
-    loss = jnp.sum(jax.lax.stop_gradient(batch.weight) * -jax.nn.log_sigmoid(beta * h))
-    return loss, pair_statistics(logp, ref_logp, batch)
+    return _pair_loss(logp, ref_logp, batch, lambda h: -jax.nn.log_sigmoid(beta * h))
 
 
 def ipo(logp, batch: Pairs, *, ref_logp, target_margin):
@@ -83,15 +84,7 @@ def ipo(logp, batch: Pairs, *, ref_logp, target_margin):
     scripts, docs/paper.md §B.6). The engine's default is 1/(2 beta), i.e. tau = beta.
 
     Args:
-      logp: (K,) log pi_theta(.|x).
-      batch: Pairs.
-      ref_logp: (K,) log pi_ref.
+      logp, batch, ref_logp: as in :func:`dpo`.
       target_margin: target h, > 0.
     """
-    if isinstance(batch, PairTable):
-        u = logp - ref_logp
-        loss = pair_expectation(batch, lambda rows: (u[rows][:, None] - u[None, :] - target_margin) ** 2)
-        return loss, pair_statistics(logp, ref_logp, batch)
-    h = implicit_margin(logp, ref_logp, batch.chosen, batch.rejected)
-    loss = jnp.sum(jax.lax.stop_gradient(batch.weight) * (h - target_margin) ** 2)
-    return loss, pair_statistics(logp, ref_logp, batch)
+    return _pair_loss(logp, ref_logp, batch, lambda h: (h - target_margin) ** 2)

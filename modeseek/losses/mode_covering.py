@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from modeseek.batches import BestOfN, PairTable, Pairs, Points, Target, pair_expectation
+from modeseek.losses.on_policy import advantages
 
 __all__ = ["sft", "best_of_n", "pref_ft", "rwr", "forward_kl", "NEGATIVE_TERMS"]
 
@@ -112,11 +113,7 @@ def rwr(logp: jax.Array, batch: Points, *, beta, normalize: bool = False):
       beta: temperature > 0.
       normalize: z-score the rewards within the context first (docs/paper.md §B.3).
     """
-    r = batch.reward
-    if normalize:
-        mean = jnp.sum(batch.weight * r)
-        std = jnp.sqrt(jnp.sum(batch.weight * (r - mean) ** 2))
-        r = (r - mean) / (std + 1e-8)
+    r = advantages(batch.reward, batch.weight, batch.count, "zscore") if normalize else batch.reward
     logw = jnp.where(batch.weight > 0, jnp.log(jnp.where(batch.weight > 0, batch.weight, 1.0)), -jnp.inf) + r / beta
     w = jax.nn.softmax(logw)
     return -_wsum(w, logp[batch.y]), {}

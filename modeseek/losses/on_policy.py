@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from modeseek.batches import Points, Target
+from modeseek.metrics import entropy, kl
 from modeseek.problems import safe_log
 
 __all__ = [
@@ -22,8 +23,6 @@ __all__ = [
     "KL_PLACEMENTS",
     "advantages",
     "kl_estimate",
-    "entropy",
-    "kl",
     "reinforce",
     "ppo",
     "reverse_kl",
@@ -36,16 +35,6 @@ KL_PLACEMENTS = ("reward", "loss")
 # Bound on |log pi - log q| in PPO ratios: exp(20) ~ 5e8 is far past any clip
 # range, and keeps a bin that q nearly excluded from overflowing float32.
 _MAX_LOG_RATIO = 20.0
-
-
-def entropy(logp):
-    """Exact entropy -sum_i p_i log p_i of a (K,) log-probability vector."""
-    return -jnp.sum(jnp.exp(logp) * logp)
-
-
-def kl(logp, logq):
-    """Exact KL(p || q) = sum_i p_i (log p_i - log q_i) from (K,) log-probabilities."""
-    return jnp.sum(jnp.exp(logp) * (logp - logq))
 
 
 def kl_estimate(logp_y, ref_logp_y, estimator: str):
@@ -94,14 +83,21 @@ def advantages(reward, weight, count, kind: str):
     raise ValueError(f"advantage={kind!r} is not valid; expected one of {', '.join(ADVANTAGES)}")
 
 
-def _shaped_advantages(batch: Points, ref_logp, *, advantage, beta, kl_estimator, kl_placement):
-    r = batch.reward
+def _shaped_advantages(reward, items: Points, sampled_kl, *, advantage, beta, kl_estimator, kl_placement):
+    """The advantages of ``reward`` over ``items`` (constants), after a KL penalty placed in the reward.
+
+    With ``kl_placement="reward"`` the reward is first lowered by beta * ``sampled_kl(estimator)``,
+    each item's estimate at sampling time; its exact expectation is the log-ratio, so "exact" uses k1.
+    """
     if kl_estimator is not None and kl_placement == "reward":
-        # In the reward the penalty is evaluated at sampling time; its exact
-        # expectation is the log-ratio, so "exact" uses k1 here.
-        est = "k1" if kl_estimator == "exact" else kl_estimator
-        r = r - beta * kl_estimate(batch.logq, ref_logp[batch.y], est)
-    return jax.lax.stop_gradient(advantages(r, batch.weight, batch.count, advantage))
+        reward = reward - beta * sampled_kl("k1" if kl_estimator == "exact" else kl_estimator)
+    return jax.lax.stop_gradient(advantages(reward, items.weight, items.count, advantage))
+
+
+def _clipped_surrogate(log_ratio, adv, clip_eps):
+    """PPO's max(-A rho, -A clip(rho, 1 - eps, 1 + eps)), rho = exp(log_ratio) with |log_ratio| bounded."""
+    rho = jnp.exp(jnp.clip(log_ratio, -_MAX_LOG_RATIO, _MAX_LOG_RATIO))
+    return jnp.maximum(-adv * rho, -adv * jnp.clip(rho, 1.0 - clip_eps, 1.0 + clip_eps))
 
 
 def _penalties(logp, batch: Points, ref_logp, *, beta, kl_estimator, kl_placement, entropy_coef):
@@ -142,7 +138,8 @@ def reinforce(
       entropy_coef: weight of an exact entropy bonus (the paper code's bonus is a
         sample-based term with zero expected gradient on fresh samples, docs/paper.md §B.4).
     """
-    a = _shaped_advantages(batch, ref_logp, advantage=advantage, beta=beta, kl_estimator=kl_estimator, kl_placement=kl_placement)
+    sampled_kl = lambda est: kl_estimate(batch.logq, ref_logp[batch.y], est)  # noqa: E731
+    a = _shaped_advantages(batch.reward, batch, sampled_kl, advantage=advantage, beta=beta, kl_estimator=kl_estimator, kl_placement=kl_placement)
     w = jax.lax.stop_gradient(batch.weight)
     loss = -jnp.sum(w * a * logp[batch.y])
     loss = loss + _penalties(logp, batch, ref_logp, beta=beta, kl_estimator=kl_estimator, kl_placement=kl_placement, entropy_coef=entropy_coef)
@@ -174,10 +171,9 @@ def ppo(
       advantage, beta, kl_estimator, kl_placement, entropy_coef: as in reinforce.
       clip_eps: clip range eps > 0 (0.2 in the paper code).
     """
-    a = _shaped_advantages(batch, ref_logp, advantage=advantage, beta=beta, kl_estimator=kl_estimator, kl_placement=kl_placement)
-    log_ratio = jnp.clip(logp[batch.y] - jax.lax.stop_gradient(batch.logq), -_MAX_LOG_RATIO, _MAX_LOG_RATIO)
-    rho = jnp.exp(log_ratio)
-    surrogate = jnp.maximum(-a * rho, -a * jnp.clip(rho, 1.0 - clip_eps, 1.0 + clip_eps))
+    sampled_kl = lambda est: kl_estimate(batch.logq, ref_logp[batch.y], est)  # noqa: E731
+    a = _shaped_advantages(batch.reward, batch, sampled_kl, advantage=advantage, beta=beta, kl_estimator=kl_estimator, kl_placement=kl_placement)
+    surrogate = _clipped_surrogate(logp[batch.y] - jax.lax.stop_gradient(batch.logq), a, clip_eps)
     loss = jnp.sum(jax.lax.stop_gradient(batch.weight) * surrogate)
     loss = loss + _penalties(logp, batch, ref_logp, beta=beta, kl_estimator=kl_estimator, kl_placement=kl_placement, entropy_coef=entropy_coef)
     return loss, {}

@@ -22,12 +22,9 @@ log-probability is ``tok_logp.sum(-1)``.
 With L = 1 every loss equals its 1-token core counterpart on the same draws
 (tests/test_sequences.py checks values and gradients).
 
-These are the "sequence" implementations of the registry's losses (the
-factorised, bigram and transformer policies of :mod:`modeseek.sequences`):
-``modeseek.losses.get(name).bind("sequence", ...)`` returns
-``apply(tok_logp, batch, next_logp, hp)``. They live in the losses package and
-read the batch only through its fields, so that the registry never imports the
-sequence package.
+These are the registry's "sequence" implementations (:mod:`modeseek.losses`).
+They read the batch only through its fields, so that the registry never
+imports the sequence package.
 """
 
 from __future__ import annotations
@@ -39,7 +36,8 @@ import jax.numpy as jnp
 
 from modeseek import _checks
 from modeseek.losses import contrastive, mode_covering
-from modeseek.losses.on_policy import advantages, kl_estimate
+from modeseek.losses.on_policy import _clipped_surrogate, _shaped_advantages, kl_estimate
+from modeseek.metrics import kl
 
 if TYPE_CHECKING:
     from modeseek.sequences.batches import SequenceBatch
@@ -59,9 +57,6 @@ __all__ = [
 
 #: PPO importance ratios: one per token (the authors' transformer PPO, docs/paper.md §B.5) or one per sequence.
 RATIOS = ("token", "sequence")
-
-# As in the core PPO: bounds |log ratio| so exp never overflows float32.
-_MAX_LOG_RATIO = 20.0
 
 
 def _seq(tok_logp):
@@ -98,19 +93,10 @@ def ipo(tok_logp, batch: SequenceBatch, *, target_margin):
     return contrastive.ipo(_seq(tok_logp), batch.items, ref_logp=_seq(batch.ref_logp), target_margin=target_margin)
 
 
-def _row_kl(logp, logq):
-    return jnp.sum(jnp.exp(logp) * (logp - logq), axis=-1)
-
-
-def _shaped_advantages(batch: SequenceBatch, *, advantage, beta, kl_estimator, kl_placement):
-    pts = batch.items
-    r = batch.reward
-    if kl_estimator is not None and kl_placement == "reward":
-        # A penalty in the reward is evaluated at sampling time, on the sampled
-        # tokens; "exact" falls back to k1, whose expectation is the exact KL.
-        est = "k1" if kl_estimator == "exact" else kl_estimator
-        r = r - beta * jnp.sum(kl_estimate(batch.logq, batch.ref_logp, est), axis=-1)
-    return jax.lax.stop_gradient(advantages(r, pts.weight, pts.count, advantage))
+def _advantages(batch: SequenceBatch, *, advantage, beta, kl_estimator, kl_placement):
+    # A penalty in the reward sums the sampled tokens' estimates.
+    sampled_kl = lambda est: jnp.sum(kl_estimate(batch.logq, batch.ref_logp, est), axis=-1)  # noqa: E731
+    return _shaped_advantages(batch.reward, batch.items, sampled_kl, advantage=advantage, beta=beta, kl_estimator=kl_estimator, kl_placement=kl_placement)
 
 
 def _penalties(tok_logp, batch: SequenceBatch, next_logp, *, beta, kl_estimator, kl_placement, entropy_coef):
@@ -124,7 +110,7 @@ def _penalties(tok_logp, batch: SequenceBatch, next_logp, *, beta, kl_estimator,
         if kl_estimator == "exact":
             if next_logp is None or batch.ref_next_logp is None:
                 raise ValueError("kl_estimator='exact' needs next_logp and batch.ref_next_logp")
-            per_seq = jnp.sum(_row_kl(next_logp, batch.ref_next_logp), axis=-1)
+            per_seq = jnp.sum(kl(next_logp, batch.ref_next_logp), axis=-1)
         else:
             per_seq = jnp.sum(kl_estimate(tok_logp, batch.ref_logp, kl_estimator), axis=-1)
         extra = extra + beta * jnp.sum(w * per_seq)
@@ -159,7 +145,7 @@ def reinforce(
       kl_placement: "reward" (r - beta sum_t k_t, before the advantage) or "loss".
       entropy_coef: weight of the per-token entropy bonus.
     """
-    a = _shaped_advantages(batch, advantage=advantage, beta=beta, kl_estimator=kl_estimator, kl_placement=kl_placement)
+    a = _advantages(batch, advantage=advantage, beta=beta, kl_estimator=kl_estimator, kl_placement=kl_placement)
     w = jax.lax.stop_gradient(batch.items.weight)
     loss = -jnp.sum(w * a * _seq(tok_logp))
     loss = loss + _penalties(tok_logp, batch, next_logp, beta=beta, kl_estimator=kl_estimator, kl_placement=kl_placement, entropy_coef=entropy_coef)
@@ -194,18 +180,13 @@ def ppo(
       ratio: one of RATIOS.
     """
     _checks.choice("ratio", ratio, RATIOS)
-    a = _shaped_advantages(batch, advantage=advantage, beta=beta, kl_estimator=kl_estimator, kl_placement=kl_placement)
+    a = _advantages(batch, advantage=advantage, beta=beta, kl_estimator=kl_estimator, kl_placement=kl_placement)
     logq = jax.lax.stop_gradient(batch.logq)
     w = jax.lax.stop_gradient(batch.items.weight)
-
-    def surrogate(log_ratio, adv):
-        rho = jnp.exp(jnp.clip(log_ratio, -_MAX_LOG_RATIO, _MAX_LOG_RATIO))
-        return jnp.maximum(-adv * rho, -adv * jnp.clip(rho, 1.0 - clip_eps, 1.0 + clip_eps))
-
     if ratio == "token":
-        per_seq = jnp.sum(surrogate(tok_logp - logq, a[:, None]), axis=-1)
+        per_seq = jnp.sum(_clipped_surrogate(tok_logp - logq, a[:, None], clip_eps), axis=-1)
     else:
-        per_seq = surrogate(_seq(tok_logp) - _seq(logq), a)
+        per_seq = _clipped_surrogate(_seq(tok_logp) - _seq(logq), a, clip_eps)
     loss = jnp.sum(w * per_seq)
     loss = loss + _penalties(tok_logp, batch, next_logp, beta=beta, kl_estimator=kl_estimator, kl_placement=kl_placement, entropy_coef=entropy_coef)
     return loss, {}
@@ -225,4 +206,4 @@ def reference_kl(next_logp, ref_next_logp):
         prefix-independent target such as pi_data.
     """
     ref = jnp.broadcast_to(ref_next_logp, next_logp.shape)
-    return jnp.mean(jnp.sum(_row_kl(next_logp, jax.lax.stop_gradient(ref)), axis=-1))
+    return jnp.mean(jnp.sum(kl(next_logp, jax.lax.stop_gradient(ref)), axis=-1))

@@ -10,10 +10,9 @@ is how :mod:`modeseek.losses.sequences` reuses the core definitions.
 
 The builders follow the core samplers draw for draw (:mod:`modeseek.regimes`):
 best-of-N keeps the first index on ties and counts every other draw among the
-"worse" ones (docs/paper.md §B.2); pairs use all N(N-1)/2 pairs or disjoint ones,
-skip equal rewards and gaps below ``min_reward_gap`` (docs/paper.md §B.6), and Bradley-Terry
-labels consume the second half of a split key exactly as the core does, so a
-1-token sequence batch equals the core batch drawn with the same key.
+"worse" ones (docs/paper.md §B.2); pairs are labelled by the core's own
+:func:`modeseek.regimes.label_pairs` (docs/paper.md §B.6), so a 1-token sequence
+batch equals the core batch drawn with the same key.
 """
 
 from __future__ import annotations
@@ -22,14 +21,11 @@ from typing import Any, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from modeseek import _checks, regimes
 from modeseek.batches import BestOfN, Pairs, Points
 
-__all__ = ["SequenceBatch", "BATCH_KINDS", "points_items", "best_of_n_items", "pair_items", "pair_index", "split_pair_key"]
-
-BATCH_KINDS = ("points", "best_of_n", "pairs")
+__all__ = ["SequenceBatch", "points_items", "best_of_n_items", "pair_items"]
 
 
 class SequenceBatch(NamedTuple):
@@ -69,52 +65,22 @@ def best_of_n_items(reward) -> BestOfN:
     return BestOfN(jb[None].astype(jnp.int32), one, jw[None].astype(jnp.int32), one, jnp.arange(n, dtype=jnp.int32), others_w, jnp.asarray(n, jnp.float32))
 
 
-def pair_index(n: int, pairing: str):
-    """Row indices (a, b) of the pairs among n draws, in the core sampler's order.
-
-    "all": every i < j, row-major; "disjoint": (0, 1), (2, 3), ...
-    """
-    if pairing == "all":
-        return np.triu_indices(n, 1)
-    return np.arange(0, n - 1, 2), np.arange(1, n, 2)
-
-
-def split_pair_key(key):
-    """(sampling key, label key): the split the core pair sampler uses."""
-    ks, kl = jax.random.split(key)
-    return ks, kl
-
-
 def pair_items(label_key, reward, *, labels: str = "reward", pairing: str = "all", min_reward_gap=0.0, bt_scale=1.0, label_uniforms=None) -> Pairs:
     """Preference pairs among the N rows (see :func:`modeseek.regimes.sample_pairs`).
 
     Args:
       label_key: key for Bradley-Terry labels (the second half of
-        :func:`split_pair_key`); unused with ``label_uniforms`` or reward labels.
+        ``jax.random.split(key)``, as in the core sampler); unused with
+        ``label_uniforms`` or reward labels.
       reward: (N,) rewards.
-      labels: "reward" or "bradley_terry".
-      pairing: "all" or "disjoint".
-      min_reward_gap: pairs whose rewards differ by less are skipped.
-      bt_scale: Bradley-Terry inverse temperature.
+      labels, pairing, min_reward_gap, bt_scale: as in :func:`modeseek.regimes.sample_pairs`.
       label_uniforms: (number of pairs,) uniforms for Bradley-Terry labels drawn
         ahead (the engine draws all of a run's randomness before its loop).
     """
     _checks.choice("labels", labels, regimes.PAIR_LABELS)
     _checks.choice("pairing", pairing, regimes.PAIRINGS)
-    n = reward.shape[0]
-    if n < 2:
-        raise ValueError(f"num_samples={n!r} is too small for pairs; expected >= 2")
-    a_idx, b_idx = pair_index(n, pairing)
+    n = _checks.integer("num_samples", reward.shape[0], 2, reason="for pairs")
+    a_idx, b_idx = regimes.pair_index(n, pairing)
+    uniforms = lambda shape: jax.random.uniform(label_key, shape) if label_uniforms is None else label_uniforms  # noqa: E731
     gap = reward[a_idx] - reward[b_idx]
-    if labels == "reward":
-        a_wins = gap > 0
-        counted = (jnp.abs(gap) >= min_reward_gap) & (gap != 0)
-    else:
-        u = jax.random.uniform(label_key, gap.shape) if label_uniforms is None else label_uniforms
-        a_wins = u < jax.nn.sigmoid(bt_scale * gap)
-        counted = jnp.abs(gap) >= min_reward_gap
-    a_idx, b_idx = jnp.asarray(a_idx), jnp.asarray(b_idx)
-    chosen = jnp.where(a_wins, a_idx, b_idx)
-    rejected = jnp.where(a_wins, b_idx, a_idx)
-    c = counted.astype(jnp.float32)
-    return Pairs(chosen, rejected, c / jnp.maximum(c.sum(), 1.0))
+    return regimes.label_pairs(jnp.asarray(a_idx), jnp.asarray(b_idx), gap, uniforms, labels=labels, min_reward_gap=min_reward_gap, bt_scale=bt_scale)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from modeseek import metrics
+
 __all__ = ["marginals", "kl", "entropy"]
 
 
@@ -26,10 +28,6 @@ def marginals(init_p, trans_p):
     return jnp.concatenate([init_p[None], rest], axis=0)
 
 
-def _row_kl(logp, logq):
-    return jnp.sum(jnp.exp(logp) * (logp - logq), axis=-1)
-
-
 def kl(init_logp, trans_logp, ref_init_logp, ref_trans_logp):
     """Exact KL(pi || rho) of two Markov chains over whole responses.
 
@@ -37,13 +35,12 @@ def kl(init_logp, trans_logp, ref_init_logp, ref_trans_logp):
     with m_t the policy's marginal at position t.
     """
     m = marginals(jnp.exp(init_logp), jnp.exp(trans_logp))
-    first = _row_kl(init_logp, ref_init_logp)
-    rows = _row_kl(trans_logp, ref_trans_logp)  # (L - 1, V)
+    first = metrics.kl(init_logp, ref_init_logp)
+    rows = metrics.kl(trans_logp, ref_trans_logp)  # (L - 1, V)
     return first + jnp.sum(m[:-1] * rows)
 
 
 def entropy(init_logp, trans_logp):
     """Exact entropy H(pi) of a Markov chain over whole responses (chain rule, as in :func:`kl`)."""
     m = marginals(jnp.exp(init_logp), jnp.exp(trans_logp))
-    h = lambda lp: -jnp.sum(jnp.exp(lp) * lp, axis=-1)  # noqa: E731
-    return h(init_logp) + jnp.sum(m[:-1] * h(trans_logp))
+    return metrics.entropy(init_logp) + jnp.sum(m[:-1] * metrics.entropy(trans_logp))

@@ -68,15 +68,18 @@ class SequencePolicy(NamedTuple):
     generalises: bool
 
 
-def _base_logits(ref_probs, vocab: int, init: str):
+def _init_logits(key, ref_probs, init: str, shape: tuple[int, ...], init_scale):
+    """Logits of ``shape`` whose every row is log ref_probs (0 for init "zeros"), plus init_scale * N(0, 1) for "random"."""
+    vocab = shape[-1]
     if init == "zeros":
-        return jnp.zeros((vocab,), jnp.float32)
+        return jnp.broadcast_to(jnp.zeros((vocab,), jnp.float32), shape)
     if ref_probs is None:
         raise ValueError(f"init={init!r} needs ref_probs (the per-token reference distribution)")
     base = safe_log(jnp.asarray(ref_probs, jnp.float32))
     if base.shape != (vocab,):
         raise ValueError(f"ref_probs has shape {base.shape}; expected ({vocab},) for vocab={vocab}")
-    return base
+    base = jnp.broadcast_to(base, shape)
+    return base + init_scale * jax.random.normal(key, shape) if init == "random" else base
 
 
 def factorised(ref_probs=None, *, init: str = "reference") -> SequencePolicy:
@@ -94,10 +97,7 @@ def factorised(ref_probs=None, *, init: str = "reference") -> SequencePolicy:
     _checks.choice("init", init, INITS)
 
     def init_fn(key, *, vocab: int, length: int, init_scale=1.0):
-        base = jnp.broadcast_to(_base_logits(ref_probs, vocab, init), (length, vocab))
-        if init == "random":
-            base = base + init_scale * jax.random.normal(key, base.shape)
-        return base
+        return _init_logits(key, ref_probs, init, (length, vocab), init_scale)
 
     def logits_fn(params, tokens, *, dropout_key=None):
         # Row L (past the end) is uniform: a constant that carries no gradient.
@@ -123,19 +123,14 @@ def bigram(ref_probs=None, *, init: str = "reference", shared: bool = False) -> 
     Exact metrics follow by dynamic programming over the chain.
 
     Args:
-      ref_probs: (V,) per-token reference, needed for init "reference"/"random".
-      init: as for :func:`factorised`; "reference" makes every row ref_probs,
-        i.e. the policy starts as i.i.d. reference tokens.
+      ref_probs, init: as for :func:`factorised`; "reference" makes every row
+        ref_probs, i.e. the policy starts as i.i.d. reference tokens.
       shared: one transition table for all positions.
     """
     _checks.choice("init", init, INITS)
 
     def init_fn(key, *, vocab: int, length: int, init_scale=1.0):
-        shape = (vocab, vocab) if shared else (length, vocab, vocab)
-        base = jnp.broadcast_to(_base_logits(ref_probs, vocab, init), shape)
-        if init == "random":
-            base = base + init_scale * jax.random.normal(key, shape)
-        return base
+        return _init_logits(key, ref_probs, init, (vocab, vocab) if shared else (length, vocab, vocab), init_scale)
 
     def table(params, length):
         return jnp.broadcast_to(params, (length,) + params.shape[-2:]) if shared else params

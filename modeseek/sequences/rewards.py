@@ -86,12 +86,9 @@ class SequenceReward:
         """r(tokens) for one (L + 1,) int sequence."""
         y = tokens[1:]
         length = y.shape[0]
-        if self.kind == "token_mean":
+        if self.kind != "length":
             vals = self.table[tokens] if self.include_prompt else self.table[y]
-            return jnp.mean(vals)
-        if self.kind == "all_in_set":
-            vals = self.table[tokens] if self.include_prompt else self.table[y]
-            return jnp.min(vals)
+            return jnp.mean(vals) if self.kind == "token_mean" else jnp.min(vals)
         is_eos = y == self.eos
         n = jnp.where(jnp.any(is_eos), jnp.argmax(is_eos), length)
         return 1.0 - jnp.abs(n - self.target) / length
@@ -138,20 +135,7 @@ class SequenceReward:
         return jnp.sum(p_len * r)
 
 
-def _flatten(r: SequenceReward):
-    return (r.table, r.eos, r.target), (r.kind, r.include_prompt)
-
-
-def _unflatten(aux, leaves):
-    obj = object.__new__(SequenceReward)
-    for name, v in zip(("table", "eos", "target"), leaves):
-        object.__setattr__(obj, name, v)
-    object.__setattr__(obj, "kind", aux[0])
-    object.__setattr__(obj, "include_prompt", aux[1])
-    return obj
-
-
-jax.tree_util.register_pytree_node(SequenceReward, _flatten, _unflatten)
+_checks.register_pytree(SequenceReward, ("table", "eos", "target"), ("kind", "include_prompt"))
 
 
 def token_mean(table, *, include_prompt: bool = False) -> SequenceReward:

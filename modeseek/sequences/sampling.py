@@ -81,15 +81,13 @@ def sequence_logprobs(policy, params, tokens, *, shift: str = "correct", dropout
       conditionals of the L response tokens, used by exact per-token KL and
       entropy terms.
     """
-    n = tokens.shape[0]
-    keys = None if dropout_key is None else jax.random.split(dropout_key, n)
+    keys = None if dropout_key is None else jax.random.split(dropout_key, tokens.shape[0])
 
     def one(tok, k):
         lg = policy.logits(params, tok, dropout_key=k)
         return token_logprobs(lg, tok, shift), jax.nn.log_softmax(lg[:-1], axis=-1)
 
-    if keys is None:
-        return jax.vmap(lambda t: one(t, None))(tokens)
+    # Without dropout ``keys`` is None, an empty pytree that vmap passes through.
     return jax.vmap(one)(tokens, keys)
 
 
@@ -131,8 +129,7 @@ def sample(policy, params, key, prompt, n: int, length: int):
     """Draw n sequences for one prompt: one uniform per token, ``uniform(key, (n, length))``.
 
     Args:
-      policy: a SequencePolicy.
-      params: its parameters.
+      policy, params: as in :func:`sequence_logprobs`.
       key: PRNG key.
       prompt: () int prompt token.
       n: number of sequences.
