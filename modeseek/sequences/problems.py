@@ -18,7 +18,7 @@ from modeseek import _checks, references
 from modeseek.sequences import rewards as seq_rewards
 from modeseek.sequences.rewards import SequenceReward
 
-__all__ = ["SequenceProblem", "paper_sequence_bandit"]
+__all__ = ["SequenceProblem", "paper_sequence_bandit", "length_problem", "sparse_problem"]
 
 _CENTERS = {"far": 70.0, "near": 20.0}
 
@@ -83,3 +83,32 @@ def paper_sequence_bandit(kind: str = "far", *, include_prompt: bool = False, le
         name=name,
     )
 
+
+def length_problem(*, target: float = 0.0, eos: int = 0, length: int = 9, vocab: int = 100) -> SequenceProblem:
+    """A length task on the paper's reference: the response ends at its first ``eos`` token.
+
+    Token 0 carries 0.078 reference mass (docs/paper.md §A.2), so reference
+    responses have all lengths; target 0 rewards short responses ("Min Length").
+    """
+    return SequenceProblem(
+        references.squashed_cauchy(vocab),
+        seq_rewards.length(vocab, eos=eos, target=target),
+        length=length,
+        name=f"length_target{target:g}",
+    )
+
+
+def sparse_problem(low: int = 0, high: int = 30, *, length: int = 9, vocab: int = 100) -> SequenceProblem:
+    """A sparse all-or-nothing task on the paper's reference: 1 iff every response token is in low..high.
+
+    With the defaults, pi_data puts 0.705 of its mass on tokens 0..30, so a
+    reference response earns the reward with probability 0.705^9 ~ 0.043
+    (about 4 successes in a batch of 100); a window in the tail such as 60..80
+    (mass 0.046 per token) makes it ~1e-12, unreachable by sampling.
+    """
+    return SequenceProblem(
+        references.squashed_cauchy(vocab),
+        seq_rewards.all_in_set(vocab, low, high),
+        length=length,
+        name=f"sparse_{low}_{high}",
+    )
