@@ -156,3 +156,11 @@ def test_first_batch_data_is_ignored_offline_and_refused_for_exact(far):
     np.testing.assert_array_equal(with_flag.metrics["expected_reward"], plain.metrics["expected_reward"])
     with pytest.raises(ValueError, match="first_batch='data' applies to sampling='on_policy' only"):
         ms.run(far, sampling="exact", first_batch="data", **kw)
+
+
+def test_sequence_presets_run():
+    from modeseek.sequences import problems
+
+    for prob in (problems.length_problem(length=3, vocab=6), problems.sparse_problem(1, 4, length=3, vocab=6)):
+        tr = ms.run(prob, loss="reinforce", policy="factorised", steps=2, num_contexts=2, num_samples=4)
+        assert np.all(np.isfinite(tr.metrics["expected_reward"]))
