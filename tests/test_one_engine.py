@@ -89,16 +89,17 @@ def test_sequences_get_paired_axes_seed_offsets_and_eval_every(seq):
 
 
 def test_sequences_sweep_reuse_in_one_program_with_the_static_bits(seq):
-    kw = dict(loss="reinforce", policy="factorised", steps=8, num_contexts=2, num_samples=4, seeds=2, key=1)
+    kw = dict(loss="reinforce", policy="factorised", steps=4, num_contexts=2, num_samples=4, seeds=2, key=1)
     before = engine.compile_count()
-    tr = ms.run(seq, reuse=[1, 2, 4], **kw)
+    tr = ms.run(seq, reuse=[1, 4], **kw)
     assert engine.compile_count() - before == 1
-    for j, r in enumerate([1, 2, 4]):
+    for j, r in enumerate([1, 4]):
         static = ms.run(seq, reuse=r, **kw)
         for name in ("expected_reward", "train_loss", "reward_queries"):
             np.testing.assert_array_equal(tr.metrics[name][j], static.metrics[name], err_msg=f"{name}, reuse {r}")
 
 
+@pytest.mark.slow
 def test_bandits_get_eval_every(far):
     dense = ms.run(far, loss="reinforce", steps=10, seeds=2, key=4)
     sparse = ms.run(far, loss="reinforce", steps=10, seeds=2, key=4, eval_every=5)
@@ -158,6 +159,7 @@ def test_first_batch_data_is_ignored_offline_and_refused_for_exact(far):
         ms.run(far, sampling="exact", first_batch="data", **kw)
 
 
+@pytest.mark.slow
 def test_sequence_presets_run():
     from modeseek.sequences import problems
 

@@ -444,7 +444,7 @@ def test_engine_exact_metrics_start_at_the_reference_and_improve(tiny, tiny_run)
     np.testing.assert_array_equal(tr.metrics["reward_queries"][0, 0], [0, 60, 120, 180])  # 6 x 2 per collection, every 2 steps
     df = tr.to_dataframe()
     assert len(df) == 2 * 2 * 4 and set(df["problem"]) == {"far", "near"}
-    assert len(tr.marginals_dataframe()) == 2 * len(tr.snapshot_steps) * 3 * 12
+    assert len(tr.snapshots_dataframe()) == 2 * len(tr.snapshot_steps) * 3 * 12
 
 
 def test_engine_arms_share_a_program_and_keep_their_settings(tiny):
