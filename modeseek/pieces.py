@@ -159,11 +159,11 @@ def mean_band(x: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray, np.
     return m, m - 1.96 * se, m + 1.96 * se
 
 
-def plot_band(ax, x, curves, *, label, color, ls="-", lw=1.6):
+def plot_band(ax, x, curves, *, label, color, ls="-", lw=1.6, alpha=0.18):
     """Plot on ``ax`` the mean over seeds of ``curves`` (seeds, points) with its 95% band (:func:`mean_band`)."""
     m, lo, hi = mean_band(np.asarray(curves), axis=0)
     ax.plot(x, m, color=color, ls=ls, lw=lw, label=label)
-    ax.fill_between(x, lo, hi, color=color, alpha=0.18, lw=0)
+    ax.fill_between(x, lo, hi, color=color, alpha=alpha, lw=0)
 
 
 def fmt(x: float, digits: int = 3) -> str:

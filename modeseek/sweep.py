@@ -67,9 +67,6 @@ MERGED = "sweep.parquet"
 CHUNKS = "chunks"
 _META_KEY = b"modeseek.sweep"
 
-# Static options a spec may set; loss, sampling and steps are fields of their own,
-# the rest of RunConfig is derived by modeseek.run.
-_DERIVED = {"loss", "sampling", "steps", "num_bins", "has_target", "has_train_reward", "snapshot_every", "length", "vocab", "reward_kind", "include_prompt", "schedule"}
 
 #: Token-sequence presets (the paper's combinatorial bandit, L = 9 tokens over 100): a spec
 #: of these runs sequence policies (options policy="factorised", "bigram" or "transformer").
@@ -161,7 +158,8 @@ class SweepSpec:
         for name in ("steps", "seeds", "chunk_seeds"):
             _checks.integer(name, getattr(self, name))
         _checks.integer("key", self.key, 0)
-        static = {f.name for f in dataclasses.fields(engine.RunConfig)} - _DERIVED
+        # modeseek.run's static options, and eval_every, which it takes as a keyword.
+        static = engine._STATIC_FIELDS | {"eval_every"}
         traced = [f.name for f in dataclasses.fields(engine.HyperParams)]
         for name, value in self.options:
             if name not in static and name not in traced:

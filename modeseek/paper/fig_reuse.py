@@ -275,13 +275,6 @@ def area(curves) -> np.ndarray:
     return np.asarray(curves, np.float64).mean(axis=-1)
 
 
-def plot_band(ax, x, curves, *, label, color, ls="-", lw=1.4, alpha=0.15):
-    """Mean over seeds with its 95% band; curves is (seeds, points)."""
-    m, lo, hi = pieces.mean_band(np.asarray(curves), axis=0)
-    ax.plot(x, m, color=color, ls=ls, lw=lw, label=label)
-    ax.fill_between(x, lo, hi, color=color, alpha=alpha, lw=0)
-
-
 def plot_sweep(runs: dict, values, *, value_name: str, xlabel: str, title: str, x_of, smoke: bool, b: Budget, lrs: dict):
     """Rows far/near; columns: one per algorithm (curves per schedule) and a summary against the swept value."""
     import matplotlib.pyplot as plt
@@ -295,7 +288,7 @@ def plot_sweep(runs: dict, values, *, value_name: str, xlabel: str, title: str, 
             r = runs[name]
             ax = axes[i, j]
             for s, v in enumerate(values):
-                plot_band(ax, x_of(r, s), r.metrics["expected_reward"][s, i], label=f"{value_name} = {v}", color=colors[s])
+                pieces.plot_band(ax, x_of(r, s), r.metrics["expected_reward"][s, i], label=f"{value_name} = {v}", color=colors[s], lw=1.4, alpha=0.15)
             ax.set_ylim(-0.02, 1.04)
             ax.grid(alpha=0.3)
             ax.set_xlabel(xlabel)
