@@ -62,10 +62,6 @@ class SequencePolicy(NamedTuple):
     step: Callable[..., tuple[jax.Array, Any]]
     #: None for policies without an exact Markov form (the transformer).
     markov: Optional[Callable[..., tuple[jax.Array, jax.Array]]]
-    #: True when the policy's output depends on the prompt beyond the first
-    #: response token in a way that generalises across prompts (the
-    #: transformer): its metrics are taken on fresh evaluation prompts.
-    generalises: bool
 
 
 def _init_logits(key, ref_probs, init: str, shape: tuple[int, ...], init_scale):
@@ -112,7 +108,7 @@ def factorised(ref_probs=None, *, init: str = "reference") -> SequencePolicy:
         trans = jnp.broadcast_to(logp[1:, None, :], (params.shape[0] - 1, v, v))
         return logp[0], trans
 
-    return SequencePolicy("factorised", init_fn, logits_fn, lambda params: (), step_fn, markov_fn, generalises=False)
+    return SequencePolicy("factorised", init_fn, logits_fn, lambda params: (), step_fn, markov_fn)
 
 
 def bigram(ref_probs=None, *, init: str = "reference", shared: bool = False) -> SequencePolicy:
@@ -147,7 +143,7 @@ def bigram(ref_probs=None, *, init: str = "reference", shared: bool = False) -> 
         logp = jax.nn.log_softmax(table(params, length), axis=-1)
         return logp[0, prompt], logp[1:]
 
-    return SequencePolicy("bigram", init_fn, logits_fn, lambda params: (), step_fn, markov_fn, generalises=False)
+    return SequencePolicy("bigram", init_fn, logits_fn, lambda params: (), step_fn, markov_fn)
 
 
 # ----------------------------------------------------------------------------- transformer
@@ -167,8 +163,6 @@ class TransformerSizes:
         evaluation never use dropout (the authors sample in eval mode).
       init_std: standard deviation of the normal weight init (0.02); residual
         output projections use init_std / sqrt(2 * layers).
-      scan_layers: run the blocks as a ``lax.scan`` (compiles one block instead
-        of ``layers``; same numbers) rather than unrolled.
     """
 
     layers: int = 3
@@ -176,7 +170,6 @@ class TransformerSizes:
     embed: int = 48
     dropout: float = 0.0
     init_std: float = 0.02
-    scan_layers: bool = True
 
     def __post_init__(self):
         for name in ("layers", "heads", "embed"):
@@ -252,19 +245,9 @@ def transformer(sizes: TransformerSizes = TransformerSizes()) -> SequencePolicy:
     layer_names = ("ln1_g", "ln1_b", "attn_w", "attn_b", "proj_w", "proj_b", "ln2_g", "ln2_b", "fc_w", "fc_b", "fc_proj_w", "fc_proj_b")
 
     def over_layers(fn, x, params, xs):
-        """Apply ``fn(x, layer_params, extra) -> (x, out)`` to every block.
-
-        With ``scan_layers`` the block is one compiled loop body (about a third
-        of the program to compile); otherwise it is unrolled.
-        """
-        stacked = ({n: params[n] for n in layer_names}, xs)
-        if sizes.scan_layers:
-            return jax.lax.scan(lambda c, a: fn(c, *a), x, stacked)
-        outs = []
-        for l in range(nl):
-            x, o = fn(x, *jax.tree.map(lambda a: a[l], stacked))
-            outs.append(o)
-        return x, jax.tree.map(lambda *o: jnp.stack(o), *outs)
+        """Apply ``fn(x, layer_params, extra) -> (x, out)`` to every block, as one compiled
+        loop body (a third of the program to compile, against ``layers`` unrolled blocks)."""
+        return jax.lax.scan(lambda c, a: fn(c, *a), x, ({n: params[n] for n in layer_names}, xs))
 
     def mlp(lp, x, key):
         h = jax.nn.gelu(x @ lp["fc_w"] + lp["fc_b"], approximate=True)
@@ -318,7 +301,7 @@ def transformer(sizes: TransformerSizes = TransformerSizes()) -> SequencePolicy:
         x, state = over_layers(block, x, p, state)
         return _layer_norm(x, p["lnf_g"], p["lnf_b"]) @ p["head"], state
 
-    return SequencePolicy("transformer", init_fn, logits_fn, start_fn, step_fn, None, generalises=True)
+    return SequencePolicy("transformer", init_fn, logits_fn, start_fn, step_fn, None)
 
 
 def names() -> tuple[str, ...]:
