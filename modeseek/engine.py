@@ -708,10 +708,8 @@ def _as_sweep(name, value):
 
 
 def _check_traced(name, arr):
-    if name in _POSITIVE:
-        _checks.positive(name, arr)
-    elif name in _NONNEGATIVE:
-        _checks.positive(name, arr, allow_zero=True)
+    if name in _POSITIVE | _NONNEGATIVE:
+        _checks.positive(name, arr, allow_zero=name in _NONNEGATIVE)
 
 
 def _check_arms(arms, sampling):
@@ -970,7 +968,7 @@ def run(
     if clash:
         raise ValueError(f"{clash} are both swept and set by arms; expected each traced value in one place")
     data_arr = _rows("data", data, cfg.num_bins, grid, _checks.probability_vector)
-    train_arr = _rows("train_reward", train_reward, cfg.num_bins, grid, _finite)
+    train_arr = _rows("train_reward", train_reward, cfg.num_bins, grid, _checks.vector)
     target_arr = None
     if target is not None:
         target_arr = _checks.probability_vector("target", target)
@@ -1000,24 +998,14 @@ def run(
     hp = HyperParams(**{n: jnp.asarray(hp_values.get(n, np.full(runs, getattr(HyperParams, n))), jnp.float32) for n in _TRACED_FIELDS})
     offline = np.array([arm_samplings[a] in _OFFLINE for a in arm_of])
 
-    pi = per_run("problem", 0).astype(int) if "problem" in grid else np.zeros(runs, int)
-    if seq:
-        stacked = jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *[(p.ref_probs, p.reward) for p in problems])
-        ref, rew = jax.tree.map(lambda x: jnp.asarray(x[pi]), stacked)
-        arrays = {"ref_probs": ref, "reward": rew, "offline": jnp.asarray(offline)}
-    else:
-        ref = jnp.asarray(np.stack([np.asarray(p.ref_probs) for p in problems])[pi])
-        rew = jnp.asarray(np.stack([np.asarray(p.reward) for p in problems])[pi])
-        di = per_run("data", 0).astype(int) if "data" in grid else np.zeros(runs, int)
-        ti = per_run("train_reward", 0).astype(int) if "train_reward" in grid else np.zeros(runs, int)
-        arrays = {
-            "ref_probs": ref,
-            "reward": rew,
-            "train_reward": rew if train_arr is None else jnp.asarray(train_arr[ti], jnp.float32),
-            "data_probs": ref if data_arr is None else jnp.asarray(data_arr[di], jnp.float32),
-            "target_probs": jnp.asarray(np.broadcast_to(target_arr if target_arr is not None else np.zeros(cfg.num_bins), (runs, cfg.num_bins)), jnp.float32),
-            "offline": jnp.asarray(offline),
-        }
+    pi, di, ti = (per_run(n, 0).astype(int) for n in ("problem", "data", "train_reward"))
+    stacked = jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *[(p.ref_probs, p.reward) for p in problems])
+    ref, rew = jax.tree.map(lambda x: jnp.asarray(x[pi]), stacked)
+    arrays = {"ref_probs": ref, "reward": rew, "offline": jnp.asarray(offline)}
+    if not seq:
+        arrays["train_reward"] = rew if train_arr is None else jnp.asarray(train_arr[ti], jnp.float32)
+        arrays["data_probs"] = ref if data_arr is None else jnp.asarray(data_arr[di], jnp.float32)
+        arrays["target_probs"] = jnp.asarray(np.broadcast_to(target_arr if target_arr is not None else np.zeros(cfg.num_bins), (runs, cfg.num_bins)), jnp.float32)
     keys = run_keys(base_key, idx[-1] + seed_offset)
     blocked = functools.partial(run_blocks, block=cfg.block, devices=resolve_devices(devices), batching=cfg.batching)
 
@@ -1034,15 +1022,12 @@ def run(
     sched_cols = {n: per_run(n, int(values[n]) if n in values else (cfg.num_samples if n != "reuse" else 1)) for n in _SCHEDULE} if traced_schedule else {}
     if traced_schedule and "minibatch" not in grid and "minibatch" not in values:
         sched_cols["minibatch"] = sched_cols["num_samples"]
-    if traced_schedule:
-        for r_, n_, m_ in set(zip(sched_cols["reuse"], sched_cols["num_samples"], sched_cols["minibatch"])):
-            if steps % r_:
-                raise ValueError(f"steps={steps} is not a multiple of reuse={r_}; expected steps = iterations * reuse")
-            if m_ > n_:
-                raise ValueError(f"minibatch={m_} exceeds num_samples={n_}; expected minibatch <= num_samples")
-        groups = sorted(set(zip(sched_cols["reuse"], sched_cols["num_samples"], sched_cols["minibatch"])))
-    else:
-        groups = [None]
+    groups = sorted(set(zip(*(sched_cols[n] for n in _SCHEDULE)))) if traced_schedule else [None]
+    for r_, n_, m_ in groups if traced_schedule else ():
+        if steps % r_:
+            raise ValueError(f"steps={steps} is not a multiple of reuse={r_}; expected steps = iterations * reuse")
+        if m_ > n_:
+            raise ValueError(f"minibatch={m_} exceeds num_samples={n_}; expected minibatch <= num_samples")
     outs = []
     for g in groups:
         # Runs of one schedule share a call: the schedule is then an unbatched
@@ -1103,12 +1088,6 @@ def run(
         axes=axes,
         arm_values=arm_values,
     )
-
-
-def _finite(name, row):
-    if not np.all(np.isfinite(row)):
-        raise ValueError(f"{name} has non-finite entries; expected finite rewards")
-    return row
 
 
 def _rows(name, value, k: int, grid: dict, check) -> np.ndarray | None:

@@ -281,7 +281,7 @@ _BAD_RUNS = [
     (dict(data=np.full(100, 0.02)), r"data\[0\] sums to 2; expected 1"),
     (dict(data=np.full((2, 100), -0.01)), r"data\[0\] has a negative entry -0.01 at bin 0"),
     (dict(train_reward=np.zeros(99)), r"train_reward has shape \(99,\); expected \(100,\) or \(G, 100\)"),
-    (dict(train_reward=np.full(100, np.inf)), r"train_reward\[0\] has non-finite entries"),
+    (dict(train_reward=np.full(100, np.inf)), r"train_reward\[0\] has a non-finite entry inf at bin 0"),
     (dict(policy="cnn"), "policy='cnn' is not valid; expected one of 'tabular', 'mlp'"),
     (dict(optimizer="rmsprop"), "optimizer='rmsprop' is not valid; expected one of 'adam', 'sgd'"),
     (dict(init="ones"), "init='ones' is not valid"),
