@@ -38,14 +38,16 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
         sizes,
         value_name="B",
         xlabel=f"reward queries (= gradient steps x {b.base * b.contexts})",
-        title=f"On-policyness at a fixed budget: batches of B per context, one pass in minibatches of {b.base} "
-        f"({b.steps} steps, {b.steps * b.base * b.contexts:,} reward queries for every B)",
         x_of=lambda r, s: r.steps * b.base * b.contexts,
-        smoke=smoke,
-        b=b,
         lrs=lrs,
     )
-    pieces.save_figure(fig, out_dir / "fig_on_policyness.png")
+    pieces.save_figure(
+        fig,
+        out_dir / "fig_on_policyness.png",
+        title=f"On-policyness at a fixed budget: batches of B per context, one pass in minibatches of {b.base} "
+        f"({b.steps} steps, {b.steps * b.base * b.contexts:,} reward queries for every B)",
+        smoke=smoke,
+    )
     pieces.save_table(fig_reuse.tidy(runs, {}, lrs, b, {"policy": b.policy}), out_dir / "data" / "fig_on_policyness.parquet")
 
     claims = _claims(runs, sizes)

@@ -185,7 +185,7 @@ def _call(b: Budget, cfg: protocol.Config, scheds, *, problems, seeds, seed_offs
     parts, compile_s, run_s = [], 0.0, 0.0
     swept = np.ndim(learning_rate) > 0
     for sc in scheds:
-        memo = (b, cfg.name, sc.reuse, sc.batch, sc.minibatch, tuple(p.name for p in problems), seeds, seed_offset, _freeze(learning_rate))
+        memo = (b, cfg.name, sc.reuse, sc.batch, sc.minibatch, tuple(p.name for p in problems), seeds, seed_offset, protocol._freeze(learning_rate))
         if memo not in _MEMO:
             tr = ms.run(
                 problems,
@@ -234,10 +234,6 @@ def _call(b: Budget, cfg: protocol.Config, scheds, *, problems, seeds, seed_offs
     )
 
 
-def _freeze(v):
-    return tuple(np.atleast_1d(np.asarray(v, np.float64)).tolist())
-
-
 def tuning(name: str, b: Budget):
     """The learning-rate sweep of algorithm ``name`` at T = 1 on "far", on the held-out seeds.
 
@@ -259,10 +255,6 @@ def sweep(name: str, scheds, b: Budget):
     return _call(b, ALGORITHMS[name], list(scheds), problems=[ms.paper_bandit(k) for k in KINDS], seeds=b.seeds, learning_rate=lr)
 
 
-def reuse_schedules(b: Budget):
-    return [reuse_schedule(t, b.base) for t in REUSES]
-
-
 def paired_band(a, b) -> tuple[float, float, float]:
     """Mean of a - b over paired seeds, with a 95% normal band (runs with equal seed share their initial policy)."""
     d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
@@ -275,8 +267,8 @@ def area(curves) -> np.ndarray:
     return np.asarray(curves, np.float64).mean(axis=-1)
 
 
-def plot_sweep(runs: dict, values, *, value_name: str, xlabel: str, title: str, x_of, smoke: bool, b: Budget, lrs: dict):
-    """Rows far/near; columns: one per algorithm (curves per schedule) and a summary against the swept value."""
+def plot_sweep(runs: dict, values, *, value_name: str, xlabel: str, x_of, lrs: dict):
+    """Rows far/near; columns: one per algorithm (curves per schedule) and a summary against the swept value (untitled: :func:`modeseek.pieces.save_figure` titles it)."""
     import matplotlib.pyplot as plt
 
     names = list(runs)
@@ -311,8 +303,6 @@ def plot_sweep(runs: dict, values, *, value_name: str, xlabel: str, title: str, 
         ax.grid(alpha=0.3)
         ax.set_title(f'"{kind}": summary against {value_name}', fontsize=10)
         ax.legend(fontsize=7, loc="best")
-    fig.suptitle(title + (" [SMOKE]" if smoke else ""), fontsize=11)
-    fig.tight_layout()
     return fig
 
 
@@ -366,24 +356,19 @@ def _tuning_lines(tunes: dict, lrs: dict, b: Budget) -> list[str]:
 
 def make(out_dir: Path, smoke: bool) -> list[Claim]:
     b = budget(smoke)
-    scheds = reuse_schedules(b)
+    scheds = [reuse_schedule(t, b.base) for t in REUSES]
     tunes = {name: tuning(name, b)[0] for name in ALGORITHMS}
     lrs = {name: tuning(name, b)[1] for name in ALGORITHMS}
     runs = {name: sweep(name, scheds, b) for name in ALGORITHMS}
 
-    fig = plot_sweep(
-        runs,
-        REUSES,
-        value_name="T",
-        xlabel="gradient steps",
+    fig = plot_sweep(runs, REUSES, value_name="T", xlabel="gradient steps", x_of=lambda r, s: r.steps, lrs=lrs)
+    pieces.save_figure(
+        fig,
+        out_dir / "fig_reuse.png",
         title=f"Sample reuse at a fixed budget: T steps on each batch of N = {b.base}T per context ({b.steps} steps, "
         f"{b.steps * b.base * b.contexts:,} reward queries for every T)",
-        x_of=lambda r, s: r.steps,
         smoke=smoke,
-        b=b,
-        lrs=lrs,
     )
-    pieces.save_figure(fig, out_dir / "fig_reuse.png")
     df = tidy(runs, tunes, lrs, b, {"policy": b.policy})
     pieces.save_table(df, out_dir / "data" / "fig_reuse.parquet")
 
