@@ -285,8 +285,6 @@ class SweepCommand(RunCommand):
                 loss=self.loss, sampling=self.sampling, problems=self.problem, steps=self.steps, seeds=self.seeds,
                 chunk_seeds=self.chunk_seeds, key=self.key, options=options, grid=grid, paired=self._paired(),
             )
-            if self.out.exists() and not self.out.is_dir():
-                raise CommandError(f"--out {str(self.out)!r} is a file; expected a folder for the sweep")
             _prepare(self.out, self.out, self.cache)
             result = sweep.run_sweep(
                 spec, self.out, coordinator=self.coordinator, num_processes=self.num_processes,

@@ -659,8 +659,7 @@ def run_chunks(
 
     _checks.integer("workers", workers)
     out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ValueError(f"out_dir={str(out_dir)!r} is a file; expected a folder for the sweep")
+    # A file in the way is refused here too ("... is a file, not a folder").
     _files.require_writable_folder(out_dir, label=f"out_dir={str(out_dir)!r}")
     # Must precede anything that initialises a JAX backend.
     pid, nproc, joined = _join_runtime(coordinator, num_processes, process_id, distributed, init_timeout_s)
