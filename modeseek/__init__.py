@@ -37,7 +37,6 @@ if TYPE_CHECKING:
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("batches", "losses", "metrics", "policies", "problems", "references", "regimes", "rewards", "sequences")
 _FROM = {
     "fast_compile": "modeseek._xla",
     **dict.fromkeys(("HyperParams", "RunConfig", "Trajectory", "enable_compilation_cache", "make_train", "run"), "modeseek.engine"),
