@@ -136,12 +136,12 @@ def test_measure_refuses_a_loss_without_a_bandit_implementation():
 def test_piece_in_smoke_mode_writes_table_figures_and_claims(tmp_path):
     claims = piece.make(tmp_path, smoke=True)
     assert claims and all(isinstance(c, Claim) for c in claims)
-    assert {c.id for c in claims} >= {"atlas_on_policy_more_seeking", "atlas_contrastive_between", "atlas_forward_kl_lowest"}
+    assert {c.id for c in claims} >= {"atlas_on_policy_more_seeking", "atlas_contrastive_between", "atlas_forward_kl_lowest", "atlas_reverse_kl_seeks_earlier"}
     table = pd.read_parquet(tmp_path / "data" / "atlas.parquet")
     names, _ = piece.plan(smoke=True)
     assert sorted(set(table["objective"])) == sorted(names)
     assert set(table["problem"]) == {"far", "near", "bimodal"} and len(table) == 3 * len(names)
-    assert np.all(np.abs(table["index"]) < 1)
+    assert np.all(np.abs(table["index"]) < 1) and np.all(np.abs(table["index_early"]) < 1)
     mass = pd.read_parquet(tmp_path / "data" / "atlas_mass.parquet")
     assert set(mass["distribution"]) == {"pi", "pi_ref", "pi_star"}
     for img in ("atlas.png", "atlas_mass.png"):
@@ -154,12 +154,14 @@ def test_piece_in_smoke_mode_writes_table_figures_and_claims(tmp_path):
 def test_claims_follow_the_table():
     """The claims on a made-up table: each can fail."""
     rows = [("sft", "mode_covering", -0.2, 0.1), ("forward_kl", "mode_covering", -0.5, 0.9),
-            ("dpo", "contrastive", 0.1, 1.0), ("reinforce", "on_policy", 0.6, 1.0)]
-    t = pd.DataFrame([{"objective": o, "family": f, "problem": "far", "index": i, "reward_fraction": r} for o, f, i, r in rows])
-    assert all(c.passed for c in piece.claims(t))
+            ("dpo", "contrastive", 0.1, 1.0), ("reinforce", "on_policy", 0.6, 1.0), ("reverse_kl", "on_policy", 0.4, 0.9)]
+    t = pd.DataFrame([{"objective": o, "family": f, "problem": "far", "index": i, "index_early": i, "reward_fraction": r} for o, f, i, r in rows])
+    found = piece.claims(t)
+    assert len(found) == 5 and all(c.passed for c in found)
     t.loc[t["objective"] == "dpo", "index"] = 0.9
     t.loc[t["objective"] == "sft", "index"] = -0.6
-    t.loc[t["objective"] == "reinforce", "reward_fraction"] = 0.1
+    t.loc[t["objective"].isin(["reinforce", "reverse_kl"]), "reward_fraction"] = 0.1
+    t.loc[t["objective"] == "reverse_kl", "index_early"] = -0.9
     found = {c.id: c.passed for c in piece.claims(t)}
-    assert found == {"atlas_on_policy_more_seeking": True, "atlas_contrastive_between": False,
-                     "atlas_forward_kl_lowest": False, "atlas_on_policy_more_reward": False}
+    assert found == {"atlas_on_policy_more_seeking": True, "atlas_contrastive_between": False, "atlas_forward_kl_lowest": False,
+                     "atlas_reverse_kl_seeks_earlier": False, "atlas_on_policy_more_reward": False}

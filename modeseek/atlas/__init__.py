@@ -51,7 +51,9 @@ Other measures per objective and problem: the final expected reward (and as
 a fraction of max r), entropy, mass on the top mode (the connected run of
 high-reward bins, r >= max r / 2, holding most of pi*'s mass:
 :func:`top_mode`), and the steps to 90% of max r (first step at which the exact
-expected reward reaches it; missing when it never does).
+expected reward reaches it; missing when it never does), and ``index_early``,
+the index at :func:`early_step` (5% of the budget), with F and R both from the
+stored policy there.
 """
 
 from __future__ import annotations
@@ -73,6 +75,8 @@ __all__ = [
     "SETTINGS",
     "SAMPLED_SEEDS",
     "REWARD_FRACTION",
+    "EARLY_FRACTION",
+    "early_step",
     "mode_seeking_index",
     "kl_pair",
     "bimodal_problem",
@@ -96,6 +100,9 @@ BETA = 0.1
 SAMPLED_SEEDS = 4
 #: "Reached" means expected reward >= this fraction of max r.
 REWARD_FRACTION = 0.9
+#: The early checkpoint, as a fraction of the budget: Theorem 6.5 (docs/paper.md §E.4) is about how fast each
+#: divergence moves mass, which shows before objectives that share a target have both reached it.
+EARLY_FRACTION = 0.05
 #: Per-option settings: option -> (values by family or loss name, default). A loss name wins over its family.
 SETTINGS: dict[str, tuple[dict[str, object], object]] = {
     "sampling": ({"mode_covering": "exact_offline", "contrastive": "exact_offline"}, "exact"),
@@ -197,8 +204,14 @@ def _first_reach(curve: np.ndarray, level: float) -> float:
     return float(hit[0]) if hit.size else np.nan
 
 
+def early_step(steps: int) -> int:
+    """The early checkpoint of a budget of ``steps``: :data:`EARLY_FRACTION` of it, at least 1."""
+    return max(1, int(round(EARLY_FRACTION * steps)))
+
+
 def _run(name: str, probs, steps: int, opts: dict, seeds: int, key: int):
-    return ms.run(probs, loss=name, steps=steps, seeds=seeds, key=key, snapshot_every=steps,
+    # Snapshots at the early checkpoint's multiples, so that it and the final step are both stored.
+    return ms.run(probs, loss=name, steps=steps, seeds=seeds, key=key, snapshot_every=early_step(steps),
                   block=len(probs) * seeds, **opts)
 
 
@@ -238,6 +251,7 @@ def measure(names=None, *, steps: int = STEPS, probs=None, key: int = 0, overrid
         compile_s += tr.compile_seconds
         run_s += tr.run_seconds
         er = np.asarray(tr.metrics["expected_reward"], np.float64)  # (problems, seeds, steps + 1)
+        early = int(np.flatnonzero(tr.snapshot_steps == early_step(steps))[0])
         curves[name] = er
         for g, prob in enumerate(probs):
             reward = np.asarray(prob.reward, np.float64)
@@ -257,6 +271,7 @@ def measure(names=None, *, steps: int = STEPS, probs=None, key: int = 0, overrid
                     "entropy": float(tr.metrics["entropy"][g, s, -1]),
                     "mass_top_mode": float(final[top].sum()),
                     "steps_to_90": _first_reach(er[g, s], REWARD_FRACTION * reward.max()),
+                    "index_early": float(mode_seeking_index(*kl_pair(tr.snapshots[g, s, early], stars[g]))),
                 })
             cols = pd.DataFrame(per_seed)
             row = {"objective": name, "family": spec.family, "batch": spec.batch, "problem": prob.name,

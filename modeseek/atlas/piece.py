@@ -114,6 +114,18 @@ def _list(d: dict[str, float]) -> str:
     return ", ".join(f"{k} {v:+.3f}" for k, v in sorted(d.items(), key=lambda kv: -kv[1])) or "none"
 
 
+def _at_target(table, problem: str, names) -> str:
+    """A note naming those of ``names`` whose final policy is within EPS nats (F + R) of pi*, where the index is ~0 by design."""
+    if "kl_forward" not in table:
+        return ""
+    sub = table[table["problem"] == problem].set_index("objective")
+    at = [n for n in names if n in sub.index and sub.loc[n, "kl_forward"] + sub.loc[n, "kl_reverse"] < atlas.EPS]
+    if not at:
+        return ""
+    return ("; " + ", ".join(f"{n} (F + R = {sub.loc[n, 'kl_forward'] + sub.loc[n, 'kl_reverse']:.1e} nats)" for n in at)
+            + f" reached pi* within the budget, so their index is ~0 by design (eps = {atlas.EPS:g}); see atlas_reverse_kl_seeks_earlier for the two divergences before they converge")
+
+
 def claims(table, problem: str = CLAIM_PROBLEM) -> list[Claim]:
     """The atlas's claims on ``problem``, computed from the table."""
     fam = _fam_indices(table, problem)
@@ -128,7 +140,8 @@ def claims(table, problem: str = CLAIM_PROBLEM) -> list[Claim]:
         ok,
         f"on_policy: {_list(onp)}; mode_covering: {_list(cov)}",
         "" if ok else (f"a family is missing from this run" if not (cov and onp) else
-                       f"{weakest} ({onp[weakest]:+.3f}) is not above {strongest} ({cov[strongest]:+.3f})"),
+                       f"{weakest} ({onp[weakest]:+.3f}) is not above {strongest} ({cov[strongest]:+.3f})"
+                       + _at_target(table, problem, [weakest, strongest])),
     ))
     means = {k: float(np.mean(list(v.values()))) if v else np.nan for k, v in (("mode_covering", cov), ("contrastive", con), ("on_policy", onp))}
     ok = bool(means["mode_covering"] < means["contrastive"] < means["on_policy"])
@@ -148,11 +161,22 @@ def claims(table, problem: str = CLAIM_PROBLEM) -> list[Claim]:
             f'On "{problem}", no objective has a lower mode-seeking index than forward_kl',
             bool(ok),
             f"forward_kl {sub['forward_kl']:+.3f}; lowest three: " + ", ".join(f"{k} {v:+.3f}" for k, v in sub.nsmallest(3).items()),
-            "" if ok else f"lower: {', '.join(f'{k} {v:+.3f}' for k, v in lower.sort_values().items())}",
+            "" if ok else f"lower: {', '.join(f'{k} {v:+.3f}' for k, v in lower.sort_values().items())}" + _at_target(table, problem, ["forward_kl"]),
         ))
     else:
         out.append(Claim("atlas_forward_kl_lowest", f'On "{problem}", no objective has a lower mode-seeking index than forward_kl',
                          False, "forward_kl was not run", "forward_kl is not among the objectives of this run"))
+    sub = table[table["problem"] == problem].set_index("objective")
+    if {"forward_kl", "reverse_kl"} <= set(sub.index) and "index_early" in sub:
+        f, r = sub.loc["forward_kl", "index_early"], sub.loc["reverse_kl", "index_early"]
+        ok = bool(r > f)
+        out.append(Claim(
+            "atlas_reverse_kl_seeks_earlier",
+            f'On "{problem}", early in training (5% of the budget) reverse_kl has a higher mode-seeking index than forward_kl (docs/paper.md §E.4)',
+            ok,
+            f"index at the early checkpoint: reverse_kl {r:+.3f}, forward_kl {f:+.3f}; at the end: reverse_kl {sub.loc['reverse_kl', 'index']:+.3f}, forward_kl {sub.loc['forward_kl', 'index']:+.3f}",
+            "" if ok else "the reverse KL's early policy is not more mode-seeking than the forward KL's",
+        ))
     sub = table[table["problem"] == problem]
     rf = sub.groupby("family")["reward_fraction"].mean()
     ok = bool("on_policy" in rf and "mode_covering" in rf and rf["on_policy"] > rf["mode_covering"])
@@ -167,7 +191,7 @@ def claims(table, problem: str = CLAIM_PROBLEM) -> list[Claim]:
 
 
 def _markdown(table) -> str:
-    cols = ["objective", "family", "problem", "sampling", "index", "kl_reverse", "kl_forward", "expected_reward", "entropy", "mass_top_mode", "steps_to_90"]
+    cols = ["objective", "family", "problem", "sampling", "index", "index_early", "kl_reverse", "kl_forward", "expected_reward", "entropy", "mass_top_mode", "steps_to_90"]
     head = "| " + " | ".join(cols) + " |\n| " + " | ".join("---" if c in ("objective", "family", "problem", "sampling") else "---:" for c in cols) + " |\n"
     lines = []
     for _, r in table.sort_values(["problem", "index"], ascending=[True, False]).iterrows():
@@ -179,7 +203,7 @@ def _markdown(table) -> str:
             elif c == "steps_to_90":
                 cells.append("never" if np.isnan(v) else f"{int(v)}")
             elif isinstance(v, float):
-                cells.append(f"{v:+.3f}" if c == "index" else f"{v:.3g}")
+                cells.append(f"{v:+.3f}" if c.startswith("index") else f"{v:.3g}")
             else:
                 cells.append(str(v))
         lines.append("| " + " | ".join(cells) + " |")
@@ -206,7 +230,7 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
         + (f"Sampled (no exact batch; {atlas.SAMPLED_SEEDS} seeds, min-max band): {', '.join(sampled)}." if sampled else "Every objective ran exactly (deterministic, one run per problem)."),
         f"Mode-seeking index (F - R) / (F + R + {atlas.EPS:g}), F = KL(pi*||pi), R = KL(pi||pi*) of the final policy: > 0 the policy misses mass pi* has (seeking), < 0 it keeps mass pi* lacks (covering), 0 at pi*.",
         f"atlas.png: index against final expected reward / max r, one panel per problem. atlas_mass.png: final pi (red) against pi_ref (grey) and pi* (blue) on \"{MASS_PROBLEM}\", one panel per objective.",
-        f"Top mode: the connected run of bins with r >= max r / 2 holding most of pi*'s mass. steps_to_90: first step with expected reward >= {atlas.REWARD_FRACTION:g} max r.",
+        f"index_early: the index at step {atlas.early_step(steps)} ({atlas.EARLY_FRACTION:.0%} of the budget). Top mode: the connected run of bins with r >= max r / 2 holding most of pi*'s mass. steps_to_90: first step with expected reward >= {atlas.REWARD_FRACTION:g} max r.",
         f"Compute: {m.programs} compiled programs (one per objective, the 3 problems swept in each); compile {m.compile_seconds:.1f} s, run {m.run_seconds:.1f} s, "
         f"measure {m.wall_seconds:.1f} s (wall, compile included).",
         "Data: data/atlas.parquet (one row per objective x problem; _lo/_hi: min and max over seeds) and data/atlas_mass.parquet (final pi, pi_ref, pi* per bin).",
