@@ -74,6 +74,7 @@ __all__ = [
     "BETA",
     "SETTINGS",
     "SAMPLED_SEEDS",
+    "BIMODAL_MODES",
     "REWARD_FRACTION",
     "EARLY_FRACTION",
     "early_step",
@@ -206,7 +207,7 @@ def _first_reach(curve: np.ndarray, level: float) -> float:
 
 def early_step(steps: int) -> int:
     """The early checkpoint of a budget of ``steps``: :data:`EARLY_FRACTION` of it, at least 1."""
-    return max(1, int(round(EARLY_FRACTION * steps)))
+    return max(1, round(EARLY_FRACTION * steps))
 
 
 def _run(name: str, probs, steps: int, opts: dict, seeds: int, key: int):

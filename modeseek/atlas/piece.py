@@ -139,7 +139,7 @@ def claims(table, problem: str = CLAIM_PROBLEM) -> list[Claim]:
         f'On "{problem}", every on-policy (reverse-KL) objective has a higher mode-seeking index than every mode-covering objective',
         ok,
         f"on_policy: {_list(onp)}; mode_covering: {_list(cov)}",
-        "" if ok else (f"a family is missing from this run" if not (cov and onp) else
+        "" if ok else ("a family is missing from this run" if not (cov and onp) else
                        f"{weakest} ({onp[weakest]:+.3f}) is not above {strongest} ({cov[strongest]:+.3f})"
                        + _at_target(table, problem, [weakest, strongest])),
     ))
@@ -223,16 +223,20 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
     regimes = "; ".join(f"{f}: {', '.join(sorted(set(d['sampling'])))}" for f, d in m.table.groupby("family"))
     which = "smoke: the analytic divergences only" if smoke else 'every loss in modeseek.losses.names("bandit")'
     bullets = [
-        f"{len(names)} objectives ({which}) x 3 problems "
-        f"(\"far\", \"near\", \"bimodal\": pi_ref of the paper's bandit with equal reward bumps (centre, width) {list(atlas.BIMODAL_MODES)}); "
-        f"tabular policy from pi_ref, Adam at the engine's default learning rate, {steps} steps, beta {atlas.BETA:g} (pi*'s temperature, and the loss's beta where it reads one).",
+        (
+            f"{len(names)} objectives ({which}) x 3 problems "
+            f"(\"far\", \"near\", \"bimodal\": pi_ref of the paper's bandit with equal reward bumps (centre, width) {list(atlas.BIMODAL_MODES)}); "
+            f"tabular policy from pi_ref, Adam at the engine's default learning rate, {steps} steps, beta {atlas.BETA:g} (pi*'s temperature, and the loss's beta where it reads one)."
+        ),
         f"Regimes (population, exact; modeseek/atlas docstring): {regimes}. "
         + (f"Sampled (no exact batch; {atlas.SAMPLED_SEEDS} seeds, min-max band): {', '.join(sampled)}." if sampled else "Every objective ran exactly (deterministic, one run per problem)."),
         f"Mode-seeking index (F - R) / (F + R + {atlas.EPS:g}), F = KL(pi*||pi), R = KL(pi||pi*) of the final policy: > 0 the policy misses mass pi* has (seeking), < 0 it keeps mass pi* lacks (covering), 0 at pi*.",
         f"atlas.png: index against final expected reward / max r, one panel per problem. atlas_mass.png: final pi (red) against pi_ref (grey) and pi* (blue) on \"{MASS_PROBLEM}\", one panel per objective.",
         f"index_early: the index at step {atlas.early_step(steps)} ({atlas.EARLY_FRACTION:.0%} of the budget). Top mode: the connected run of bins with r >= max r / 2 holding most of pi*'s mass. steps_to_90: first step with expected reward >= {atlas.REWARD_FRACTION:g} max r.",
-        f"Compute: {m.programs} compiled programs (one per objective, the 3 problems swept in each); compile {m.compile_seconds:.1f} s, run {m.run_seconds:.1f} s, "
-        f"measure {m.wall_seconds:.1f} s (wall, compile included).",
+        (
+            f"Compute: {m.programs} compiled programs (one per objective, the 3 problems swept in each); compile {m.compile_seconds:.1f} s, run {m.run_seconds:.1f} s, "
+            f"measure {m.wall_seconds:.1f} s (wall, compile included)."
+        ),
         "Data: data/atlas.parquet (one row per objective x problem; _lo/_hi: min and max over seeds) and data/atlas_mass.parquet (final pi, pi_ref, pi* per bin).",
     ]
     title = "Objective atlas: mode-seeking against mode-covering, every registered objective (atlas.png, atlas_mass.png)"
