@@ -1,7 +1,7 @@
 """Figure pieces: what a piece is, the registry of pieces, and the helpers every piece uses.
 
 Every figure of the reproduction (:mod:`modeseek.paper`, :mod:`modeseek.phase`,
-:mod:`modeseek.paper.fig_sequences`) imports this module for :class:`Claim`,
+:mod:`modeseek.paper.fig_sequences`, :mod:`modeseek.atlas`) imports this module for :class:`Claim`,
 :class:`Piece`, :func:`fmt`, :func:`mean_band`, :func:`plot_band` and the caption and atomic
 saving helpers. :data:`PIECES` names the module of each piece, in report
 order; :func:`load` imports one on demand, so that this module, and with it
@@ -81,6 +81,7 @@ class Piece(NamedTuple):
 
 # name -> module defining the piece as ``PIECE``, in report order (CLAIMS.md, the gallery, ``reproduce``).
 PIECES: dict[str, str] = {
+    "atlas": "modeseek.atlas.piece",
     "fig_problem": "modeseek.paper.fig_problem",
     "fig_on_policy": "modeseek.paper.fig_on_policy",
     "fig_negative_gradient": "modeseek.paper.fig_negative_gradient",
