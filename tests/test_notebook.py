@@ -35,9 +35,7 @@ def test_notebook_runs_in_smoke_mode(tmp_path, monkeypatch):
     nb = jupytext.read(NOTEBOOK)
     client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
     client.execute()
-    outputs = "".join(
-        o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "stream"
-    )
+    outputs = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "stream")
     # The smoke flag reached the kernel, and the comparison printed both algorithms' final rewards.
     assert "smoke=True" in outputs
     assert "offline best-of-N" in outputs and "on-policy REINFORCE" in outputs

@@ -117,8 +117,7 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
             if name.startswith("offline"):
                 m, lo, hi = pieces.mean_band(r["expected_reward"][i][:, -1])
                 q = r["reward_queries"][i][0, -1]
-                ax_q.errorbar([q], [m], yerr=[[m - lo], [hi - m]], fmt="o", color=COLORS[name], ms=6, capsize=3,
-                              label=f"{label}: {int(q)} queries, value after {h_off} steps")
+                ax_q.errorbar([q], [m], yerr=[[m - lo], [hi - m]], fmt="o", color=COLORS[name], ms=6, capsize=3, label=f"{label}: {int(q)} queries, value after {h_off} steps")
             else:
                 q = r["reward_queries"][i][0]
                 pieces.plot_band(ax_q, np.maximum(q, 1), r["expected_reward"][i], label=label, color=COLORS[name])
@@ -207,7 +206,7 @@ def _caption(b, res, h_off, h_on, worst, on, sweeps) -> list[str]:
     rl = {name: res[name]["chosen_lr"] for name in RL}
     timing = [worst, on] + list(sweeps.values())
     return [
-        "Problem: the 1-token bandit (exact squashed-Cauchy reference, rewards peaked at bin 70 \"far\" / 20 \"near\", width 10). "
+        'Problem: the 1-token bandit (exact squashed-Cauchy reference, rewards peaked at bin 70 "far" / 20 "near", width 10). '
         "Policy: the authors' MLP (docs/paper.md §A.4), SFT to pi_ref first (100 Adam steps, lr 0.01, exact reverse KL, docs/paper.md §A.5); "
         "epoch 0 samples from pi_ref, later epochs from the policy (docs/paper.md §A.6); Adam.",
         "Budget: " + b.describe() + ".",
@@ -224,7 +223,8 @@ def _caption(b, res, h_off, h_on, worst, on, sweeps) -> list[str]:
         "(1 draw per evaluation context, right column). Reward queries: train contexts x N per epoch (offline: 50 in total).",
         f"Equal-steps comparison (claim): at step {min(h_off, h_on)}, the offline budget; offline best-of-N is not run past the authors' T = 200.",
         "Compile / run seconds of the engine calls behind this figure, as measured when each first ran in this process (0 compile: program already compiled): "
-        + ", ".join(f"{t.config.loss}/{t.config.sampling} {t.compile_seconds:.1f}/{t.run_seconds:.1f}" for t in timing) + ".",
+        + ", ".join(f"{t.config.loss}/{t.config.sampling} {t.compile_seconds:.1f}/{t.run_seconds:.1f}" for t in timing)
+        + ".",
     ]
 
 
@@ -234,5 +234,5 @@ PIECE = Piece(
     make,
     "Offline best-of-N against on-policy best-of-N, REINFORCE and PPO (learning rates tuned on held-out seeds) with the authors' MLP protocol, "
     "exact expected reward against gradient steps and against reward queries, plus the Monte-Carlo reward the authors plot.\n"
-    "It tests the paper's claim that on \"far\" only fresh samples from the improving policy reach the peak, while on \"near\" one offline batch suffices.",
+    'It tests the paper\'s claim that on "far" only fresh samples from the improving policy reach the peak, while on "near" one offline batch suffices.',
 )
