@@ -310,7 +310,7 @@ def test_two_processes_over_loopback(reference, tmp_path):
             if p.poll() is None:
                 p.kill()
                 p.communicate()
-    for p, (stdout, stderr) in zip(procs, outputs):
+    for p, (_, stderr) in zip(procs, outputs):
         assert p.returncode == 0, stderr[-2000:]
     assert "process 0/2: ran 2 chunk(s)" in outputs[0][0] and "wrote 100 rows" in outputs[0][0]
     assert "process 1/2: ran 1 chunk(s)" in outputs[1][0]

@@ -82,7 +82,7 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
             for j, s in enumerate(snap_steps):
                 ax = axes[i, j]
                 p = exact.snapshots[0, j]
-                ax.bar(bins, p, width=1.0, color="C%d" % i, alpha=0.8, label="exact")
+                ax.bar(bins, p, width=1.0, color=f"C{i}", alpha=0.8, label="exact")
                 ax.plot(bins, mean_sampled[j], color="k", lw=0.8, label=f"sampled (mean of {seeds})")
                 ax.plot(bins, ref, color="0.5", ls="--", lw=0.8, label="pi_ref")
                 # The reward on the mass axis, scaled to the row's tallest bar (a twin axis per panel doubles the drawing time).

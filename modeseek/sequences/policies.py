@@ -259,8 +259,8 @@ def transformer(sizes: TransformerSizes = TransformerSizes()) -> SequencePolicy:
         if sizes.scan_layers:
             return jax.lax.scan(lambda c, a: fn(c, *a), x, stacked)
         outs = []
-        for l in range(nl):
-            x, o = fn(x, *jax.tree.map(lambda a: a[l], stacked))
+        for layer in range(nl):
+            x, o = fn(x, *jax.tree.map(lambda a: a[layer], stacked))
             outs.append(o)
         return x, jax.tree.map(lambda *o: jnp.stack(o), *outs)
 
