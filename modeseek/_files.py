@@ -110,7 +110,7 @@ def remove_stale_temporaries(path: str | os.PathLike, *, stale_after_s: float = 
     return removed
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
+def atomic_write(path: str | os.PathLike, write: Callable[[str], object]) -> None:
     """Call ``write(tmp)`` for a temporary file beside ``path``, then rename it into place.
 
     The parent folder is created if needed, abandoned temporaries of ``path``

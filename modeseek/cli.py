@@ -23,9 +23,9 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import tyro
 
@@ -160,7 +160,7 @@ class RunCommand:
 
         try:
             problem = problems.get(self.problem)
-            options = {name: np.asarray(v) if isinstance(v, tuple) else v for name, v in self._options().items()}
+            options: dict[str, Any] = {name: np.asarray(v) if isinstance(v, tuple) else v for name, v in self._options().items()}
             if self.out is not None and self.out.is_dir():
                 raise CommandError(f"--out {str(self.out)!r} is a directory; expected a file name such as runs.parquet")
             if self.out is not None and self.out.exists() and not self.force:
@@ -260,7 +260,7 @@ class SweepCommand(RunCommand):
     # field() without a default: a bare annotation would inherit run's default None.
     out: Annotated[Path, tyro.conf.arg(metavar="DIR")] = dataclasses.field()
     """Sweep folder: manifest.json, chunks/ and the merged sweep.parquet."""
-    problem: Annotated[tuple[str, ...], tyro.conf.arg(metavar="STR [STR ...]")] = ("far",)
+    problem: Annotated[tuple[str, ...], tyro.conf.arg(metavar="STR [STR ...]")] = ("far",)  # type: ignore[assignment]  # a sweep takes several problems, run one
     """Problem preset(s): far, near, far_w20, far_w30; several sweep the problem."""
     seeds: int = 1024
     """Independent runs per grid point, in total over all chunks."""
@@ -451,7 +451,7 @@ class ReproduceCommand:
         print("\n".join(report_lines(results, logs, time.perf_counter() - t0, out, rerun_hint="--force reruns it")))
 
 
-COMMANDS = {
+COMMANDS: dict[str, Callable[..., Any]] = {
     "run": RunCommand,
     "sweep": SweepCommand,
     "merge": MergeCommand,

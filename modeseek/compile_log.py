@@ -35,10 +35,10 @@ _lock = threading.Lock()
 _active: list[CompileLog] = []
 
 
-def _on_duration(event: str, duration: float, fun_name: str = "?", **_) -> None:
+def _on_duration(event: str, duration_secs: float, **kwargs: str | int) -> None:
     with _lock:
         for log in _active:
-            log._add_duration(event, duration, fun_name)
+            log._add_duration(event, duration_secs, str(kwargs.get("fun_name", "?")))
 
 
 def _on_event(event: str, **_) -> None:

@@ -599,7 +599,7 @@ class Trajectory:
     @property
     def grid_shape(self) -> tuple[int, ...]:
         """Lengths of the grid's axes, in the order they were given (paired names share one axis)."""
-        return tuple(len(self.grid[names[0]]) for names in self.axes)
+        return tuple(len(self.grid[names[0]]) for names in self.axes or ())
 
     @property
     def steps(self) -> np.ndarray:
@@ -610,7 +610,7 @@ class Trajectory:
         gshape = self.grid_shape
         runs = int(np.prod(gshape, dtype=int)) * self.seeds
         idx = np.indices(gshape + (self.seeds,)).reshape(len(gshape) + 1, runs)
-        axis_of = {name: axis for axis, names in enumerate(self.axes) for name in names}
+        axis_of = {name: axis for axis, names in enumerate(self.axes or ()) for name in names}
         cols: dict[str, Any] = {}
         for name, values in self.grid.items():
             cols[name] = np.repeat(np.asarray(values)[idx[axis_of[name]]], t)
@@ -654,7 +654,7 @@ class Trajectory:
             snaps = snaps.mean(axis=lead - 1)
             lead -= 1
         idx = np.indices(snaps.shape).reshape(snaps.ndim, -1)
-        axis_of = {name: axis for axis, names in enumerate(self.axes) for name in names}
+        axis_of = {name: axis for axis, names in enumerate(self.axes or ()) for name in names}
         cols: dict[str, Any] = {name: np.asarray(values)[idx[axis_of[name]]] for name, values in self.grid.items()}
         if not mean_over_seeds:
             cols["seed"] = idx[lead - 1] + self.seed_offset
@@ -677,7 +677,7 @@ _SCHEDULE = ("reuse", "num_samples", "minibatch")
 _TRACED_FIELDS = [f.name for f in dataclasses.fields(HyperParams)]
 _POSITIVE = {"learning_rate", "beta", "clip_eps", "target_margin", "bt_scale", "sft_learning_rate"}
 _NONNEGATIVE = {"negative_coef", "entropy_coef", "min_reward_gap", "init_scale"}
-_CHOICES = {
+_CHOICES: dict[str, Sequence[str | None]] = {
     "init": ("reference", "zeros", "random"),
     "optimizer": OPTIMIZERS,
     "negative": (None,) + losses.NEGATIVE_TERMS,
@@ -868,9 +868,9 @@ def run(
     static = {n: hyperparameters[n] for n in _STATIC_FIELDS if n in hyperparameters and n not in _SCHEDULE}
     policy = static.setdefault("policy", "transformer" if seq else "tabular")
     _checks.choice("policy", policy, SEQUENCE_POLICIES if seq else BANDIT_POLICIES)
-    for n, valid in _CHOICES.items():
+    for n, choices in _CHOICES.items():
         if n in static:
-            _checks.choice(n, static[n], valid)
+            _checks.choice(n, static[n], choices)
     for n, minimum in _INTEGERS.items():
         if n in static:
             static[n] = _checks.integer(n, static[n], minimum)
@@ -1054,7 +1054,7 @@ def run(
                 raise ValueError(f"minibatch={m_} exceeds num_samples={n_}; expected minibatch <= num_samples")
         groups = sorted(set(zip(sched_cols["reuse"], sched_cols["num_samples"], sched_cols["minibatch"])))
     else:
-        groups = [None]
+        groups = [None]  # type: ignore[list-item]  # one call for every run: no schedule to group by
     outs = []
     for g in groups:
         # Runs of one schedule share a call: the schedule is then an unbatched

@@ -419,7 +419,9 @@ def _scan_chunks(out_dir: Path, work: Chunks) -> dict[int, dict]:
             continue
         if meta.get("spec_hash") != work.digest:
             raise ValueError(f"{str(path)!r} belongs to another sweep (spec hash {meta.get('spec_hash')}, expected {work.digest}); expected one sweep per folder")
-        i, table = meta.get("chunk"), meta.get("table", "chunk")
+        # Any: whatever the footer holds; _chunk_ok checks it before it is used as an index.
+        i: Any = meta.get("chunk")
+        table = meta.get("table", "chunk")
         if _chunk_ok(meta, work) and path == chunk_path(out_dir, i, table):
             found.setdefault(i, {})[table] = meta
     return {i: next(iter(tables.values())) for i, tables in found.items() if set(tables) == set(work.merged)}
@@ -783,7 +785,7 @@ def load_spec(out_dir: str | os.PathLike) -> SweepSpec:
     try:
         if path.exists():
             return SweepSpec.from_dict(json.loads(path.read_text())["spec"])
-        for chunk in chunk_files(out_dir):
+        for chunk in chunk_files(Path(out_dir)):
             meta = _chunk_meta(chunk)
             if meta is not None and "spec" in meta:
                 return SweepSpec.from_dict(meta["spec"])
@@ -823,7 +825,9 @@ def merge(out_dir: str | os.PathLike, *, spec: SweepSpec | Chunks | None = None)
             raise SweepError(f"{str(path)!r} is not a readable chunk file of a sweep; remove it (a rerun of the sweep recomputes the chunk)")
         if meta.get("spec_hash") != work.digest:
             raise SweepError(f"{str(path)!r} belongs to another sweep (spec hash {meta.get('spec_hash')}, expected {work.digest})")
-        idx, table = meta.get("chunk"), meta.get("table", "chunk")
+        # Any: whatever the footer holds; _chunk_ok checks it before it is used as an index.
+        idx: Any = meta.get("chunk")
+        table = meta.get("table", "chunk")
         if not _chunk_ok(meta, work):
             raise SweepError(
                 f"{str(path)!r} (chunk {idx!r}, table {table!r}, row groups {meta['_row_groups']}) is incomplete; expected chunks 0..{work.num_chunks - 1} of {list(work.merged)} in {work.groups} row group(s)"

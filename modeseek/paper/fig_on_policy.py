@@ -11,6 +11,7 @@ gradient steps and against reward queries, mean and 95% band over the reported s
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -79,7 +80,7 @@ def tuned_slice(traj, metric: str, b: protocol.Budget, columns=None) -> tuple[np
 
 def results(b: protocol.Budget) -> dict:
     """Every curve of the figure: method -> dict of metric -> (problems, reported seeds, steps + 1)."""
-    out = {}
+    out: dict[str, dict[str, Any]] = {}
     worst = protocol.offline_worst_sweep(b)
     assert protocol.WORST_COEFS[0] == 0.0
     out["offline best-of-N"] = {m: protocol.split_seeds(worst.metrics[m][:, 0], b.seeds)[0] for m in protocol.METRICS}
@@ -181,7 +182,7 @@ def _claims(res, h_off: int, h_on: int) -> list[Claim]:
         )
     near_off = _final(res, "offline best-of-N", 1)
     finals = {name: _final(res, name, 1).mean() for name in ["offline best-of-N"] + on_methods}
-    best = max(finals, key=finals.get)
+    best = max(finals, key=lambda n: finals[n])
     gap = finals[best] - near_off.mean()
     return [
         Claim(

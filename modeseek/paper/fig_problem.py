@@ -81,7 +81,8 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
     stats = {kind: geometry(p, CENTERS[kind]) for kind, p in problems.items()}
 
     fig, axes = plt.subplots(2, 2, figsize=(11, 6.2), sharex=True)
-    handles, labels = [], []
+    handles: list = []
+    labels: list = []
     for i, (kind, problem) in enumerate(problems.items()):
         reward = np.asarray(problem.reward)
         for j, log in enumerate((False, True)):

@@ -16,6 +16,7 @@ runs of figure 5 (shared within a process, so they cost almost nothing there).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -24,7 +25,7 @@ from modeseek import pieces
 from modeseek.paper import fig_reuse
 from modeseek.pieces import Claim, Piece
 
-ALGORITHMS = (
+ALGORITHMS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("offline best-of-N (mode-covering)", dict(loss="best_of_n", sampling="exact_offline")),
     ("offline DPO (contrastive)", dict(loss="dpo", sampling="exact_offline")),
     ("on-policy REINFORCE (mode-seeking)", dict(loss="reinforce", sampling="exact")),

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from modeseek import _checks, losses
 
@@ -370,7 +371,7 @@ def select_best(curves: np.ndarray) -> int:
     return int(np.argmax(score))
 
 
-def difference_band(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, float]:
+def difference_band(a: ArrayLike, b: ArrayLike) -> tuple[float, float, float]:
     """(difference, lower, upper): mean of a minus mean of b (per-seed values of two methods), with a 95% normal band (Welch standard error, unpaired)."""
     a = np.asarray(a, dtype=np.float64).ravel()
     b = np.asarray(b, dtype=np.float64).ravel()
