@@ -22,7 +22,7 @@ install: $(STAMP)
 lock:
 	test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(PY) -m pip show --quiet pip-tools 2>/dev/null || $(PY) -m pip install --quiet pip-tools
-	$(PY) -m piptools compile --quiet --generate-hashes --allow-unsafe --strip-extras --extra dev \
+	$(PY) -m piptools compile --quiet --generate-hashes --allow-unsafe --strip-extras --extra dev --no-emit-index-url --no-emit-find-links \
 		--output-file requirements.lock $(LOCK_FLAGS) pyproject.toml
 
 lint: $(STAMP)

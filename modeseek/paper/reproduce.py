@@ -10,12 +10,21 @@ another budget). CLAIMS.md and the gallery README.md are rebuilt from all
 finished pieces on every call, and name the pieces whose numbers come from
 the smoke budget. Smoke results never go to ``figures/`` unless asked for by
 name (:func:`default_out_dir`).
+
+The committed figures were made with the versions pinned in the checkout's
+``requirements.lock`` (``make install``); other versions of jax, jaxlib or
+numpy may change results in the last bits, which on-policy sampling amplifies
+(``modeseek._xla``). So :func:`reproduce` prints one warning line when the
+running versions differ from the lock's (:func:`version_mismatch`); outside a
+checkout (an installed wheel) there is no lock and no warning.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import re
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,7 +34,54 @@ from modeseek._xla import fast_compile
 from modeseek.compile_log import CompileLog
 from modeseek.pieces import Claim, Piece, atomic_write_text, check_names, load_all
 
-__all__ = ["pieces", "select_pieces", "reproduce", "default_out_dir", "report_lines", "write_claims_report", "write_gallery", "piece_images"]
+__all__ = [
+    "pieces",
+    "select_pieces",
+    "reproduce",
+    "default_out_dir",
+    "report_lines",
+    "write_claims_report",
+    "write_gallery",
+    "piece_images",
+    "LOCK_FILE",
+    "locked_versions",
+    "version_mismatch",
+]
+
+#: The pinned environment of the checkout this module lives in (absent in an installed wheel).
+LOCK_FILE = Path(__file__).resolve().parents[2] / "requirements.lock"
+#: The packages whose versions decide the bits of a result.
+PINNED = ("jax", "jaxlib", "numpy")
+
+
+def locked_versions(lock: str | Path = LOCK_FILE, names: Sequence[str] = PINNED) -> dict[str, str]:
+    """{name: version} pinned in a pip-compile lock file for each of ``names`` it pins; {} when the file is missing."""
+    try:
+        text = Path(lock).read_text()
+    except OSError:
+        return {}
+    found = {}
+    for name in names:
+        m = re.search(rf"^{re.escape(name)}==([^\s;\\]+)", text, flags=re.MULTILINE | re.IGNORECASE)
+        if m:
+            found[name] = m.group(1)
+    return found
+
+
+def version_mismatch(lock: str | Path = LOCK_FILE, names: Sequence[str] = PINNED) -> str | None:
+    """One line naming the running versions of ``names`` that differ from the lock's, or None when all match (or no lock)."""
+    pinned = locked_versions(lock, names)
+    differ = []
+    for name, want in pinned.items():
+        try:
+            have = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            have = "missing"
+        if have != want:
+            differ.append(f"{name} {have} (lock: {want})")
+    if not differ:
+        return None
+    return f"warning: running {', '.join(differ)}; results may differ in the last bits from the committed figures (`make install` installs the lock)"
 
 
 def pieces() -> list[Piece]:
@@ -222,6 +278,9 @@ def reproduce(
     """
     from tqdm.auto import tqdm
 
+    note = version_mismatch()
+    if note:
+        print(note, file=sys.stderr)
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir(smoke)
     budget = "smoke" if smoke else "full"
     todo = select_pieces(only)
