@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Hashable, Sequence
+from typing import Any
 
 import jax
 import numpy as np
@@ -202,4 +203,3 @@ def _batched(fn, n_per_run: int, n_shared: int, batching: str):
         return jax.lax.map(lambda xs: fn(*xs, *shared), per)
 
     return jax.jit(mapped)
-

@@ -8,7 +8,8 @@ unflattening skips the validation.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import jax
 import numpy as np
@@ -41,9 +42,7 @@ def choice(name: str, value: Any, valid: Iterable[Any]) -> Any:
     """Return ``value`` if it is one of ``valid``, else raise a ValueError listing them."""
     valid = tuple(valid)
     if value not in valid:
-        raise ValueError(
-            f"{name}={value!r} is not valid; expected one of {', '.join(repr(v) for v in valid)}"
-        )
+        raise ValueError(f"{name}={value!r} is not valid; expected one of {', '.join(repr(v) for v in valid)}")
     return value
 
 
@@ -132,9 +131,7 @@ def integer(name: str, value: Any, minimum: int = 1, *, reason: str = "") -> int
     return int(value)
 
 
-def interval(
-    name: str, value: Any, low: float, high: float, *, low_open: bool = False, high_open: bool = False, what: str = "a value"
-) -> float:
+def interval(name: str, value: Any, low: float, high: float, *, low_open: bool = False, high_open: bool = False, what: str = "a value") -> float:
     """Return ``value`` as a float if it lies in the interval from ``low`` to ``high``, else a one-line ValueError.
 
     The ends are included unless ``low_open`` / ``high_open``; NaN is never inside.

@@ -35,8 +35,8 @@ import re
 import socket
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 __all__ = ["require_writable_folder", "atomic_write", "remove_stale_temporaries", "STALE_AFTER_S", "write_manifest", "read_manifest", "now"]
 
@@ -93,7 +93,7 @@ def remove_stale_temporaries(path: str | os.PathLike, *, stale_after_s: float = 
     prefix, host, now = f".{path.name}.", _host(), time.time()
     removed = []
     for tmp in path.parent.glob(glob.escape(prefix) + "*.tmp"):
-        middle = tmp.name[len(prefix):-len(".tmp")].split(".")
+        middle = tmp.name[len(prefix) : -len(".tmp")].split(".")
         if len(middle) == 2:
             owner_host, _, pid = middle[0].rpartition("-")
             dead = owner_host == host and pid.isdigit() and not _alive(int(pid))
@@ -110,7 +110,7 @@ def remove_stale_temporaries(path: str | os.PathLike, *, stale_after_s: float = 
     return removed
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
+def atomic_write(path: str | os.PathLike, write: Callable[[str], object]) -> None:
     """Call ``write(tmp)`` for a temporary file beside ``path``, then rename it into place.
 
     The parent folder is created if needed, abandoned temporaries of ``path``
@@ -137,7 +137,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
 
 def now() -> str:
     """The current UTC time, ISO 8601 to the second (the time stamp of manifests and chunk files)."""
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
 def write_manifest(path: str | os.PathLike, fields: dict) -> dict:

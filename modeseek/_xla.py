@@ -43,6 +43,7 @@ import threading
 
 from modeseek._isa import cpu_isa  # sets the ceiling, if it still can, before jax is imported
 
+# isort: split
 import jax  # noqa: E402
 
 __all__ = ["CPU_COMPILER_OPTIONS", "FAST_COMPILE_OPTIONS", "compile_lowered", "options_key", "fast_compile", "cpu_isa", "provenance"]

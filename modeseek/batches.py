@@ -38,7 +38,7 @@ class Points(NamedTuple):
     reward: jax.Array
     weight: jax.Array
     logq: jax.Array
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # shadows tuple.count on purpose: the field's name is the batch's vocabulary
 
 
 class BestOfN(NamedTuple):

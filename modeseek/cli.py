@@ -23,8 +23,9 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated, ClassVar, Sequence
+from typing import Annotated, Any, ClassVar
 
 import tyro
 
@@ -159,7 +160,7 @@ class RunCommand:
 
         try:
             problem = problems.get(self.problem)
-            options = {name: np.asarray(v) if isinstance(v, tuple) else v for name, v in self._options().items()}
+            options: dict[str, Any] = {name: np.asarray(v) if isinstance(v, tuple) else v for name, v in self._options().items()}
             if self.out is not None and self.out.is_dir():
                 raise CommandError(f"--out {str(self.out)!r} is a directory; expected a file name such as runs.parquet")
             if self.out is not None and self.out.exists() and not self.force:
@@ -242,8 +243,16 @@ class SweepCommand(RunCommand):
     """
 
     _NOT_OPTIONS: ClassVar[tuple[str, ...]] = RunCommand._NOT_OPTIONS + (
-        "chunk_seeds", "coordinator", "num_processes", "process_id", "distributed",
-        "merge", "progress", "cache", "init_timeout", "barrier_timeout",
+        "chunk_seeds",
+        "coordinator",
+        "num_processes",
+        "process_id",
+        "distributed",
+        "merge",
+        "progress",
+        "cache",
+        "init_timeout",
+        "barrier_timeout",
     )
 
     # A sweep resumes into its folder instead of replacing it: run's --force does not apply.
@@ -251,7 +260,7 @@ class SweepCommand(RunCommand):
     # field() without a default: a bare annotation would inherit run's default None.
     out: Annotated[Path, tyro.conf.arg(metavar="DIR")] = dataclasses.field()
     """Sweep folder: manifest.json, chunks/ and the merged sweep.parquet."""
-    problem: Annotated[tuple[str, ...], tyro.conf.arg(metavar="STR [STR ...]")] = ("far",)
+    problem: Annotated[tuple[str, ...], tyro.conf.arg(metavar="STR [STR ...]")] = ("far",)  # type: ignore[assignment]  # a sweep takes several problems, run one
     """Problem preset(s): far, near, far_w20, far_w30; several sweep the problem."""
     seeds: int = 1024
     """Independent runs per grid point, in total over all chunks."""
@@ -282,14 +291,28 @@ class SweepCommand(RunCommand):
         options = {name: v for name, v in given.items() if not isinstance(v, tuple)}
         try:
             spec = sweep.SweepSpec(
-                loss=self.loss, sampling=self.sampling, problems=self.problem, steps=self.steps, seeds=self.seeds,
-                chunk_seeds=self.chunk_seeds, key=self.key, options=options, grid=grid, paired=self._paired(),
+                loss=self.loss,
+                sampling=self.sampling,
+                problems=self.problem,
+                steps=self.steps,
+                seeds=self.seeds,
+                chunk_seeds=self.chunk_seeds,
+                key=self.key,
+                options=options,
+                grid=grid,
+                paired=self._paired(),
             )
             _prepare(self.out, self.out, self.cache)
             result = sweep.run_sweep(
-                spec, self.out, coordinator=self.coordinator, num_processes=self.num_processes,
-                process_id=self.process_id, distributed=True if self.distributed else None,
-                merge_at_end=self.merge, progress=self.progress, init_timeout_s=self.init_timeout,
+                spec,
+                self.out,
+                coordinator=self.coordinator,
+                num_processes=self.num_processes,
+                process_id=self.process_id,
+                distributed=True if self.distributed else None,
+                merge_at_end=self.merge,
+                progress=self.progress,
+                init_timeout_s=self.init_timeout,
                 barrier_timeout_s=self.barrier_timeout,
             )
         except (ValueError, sweep.SweepError) as e:
@@ -322,8 +345,7 @@ def _sweep_summary(spec, result) -> str:
     lines = [
         f"{spec.loss} / {spec.sampling} on {', '.join(spec.problems)}: {spec.seeds} seeds x {spec.steps} steps, "
         f"{spec.grid_points} grid point(s), {spec.num_chunks} chunk(s) of {spec.chunk_size} seeds",
-        f"{who}ran {len(result.computed)} chunk(s) ({result.runs} runs in {result.wall_seconds:.1f} s, {runs_s:.1f} runs/s); "
-        f"{len(result.skipped)} already done",
+        f"{who}ran {len(result.computed)} chunk(s) ({result.runs} runs in {result.wall_seconds:.1f} s, {runs_s:.1f} runs/s); {len(result.skipped)} already done",
     ]
     if result.merged is not None:
         lines.append(_merged_summary(spec, result.merged))
@@ -427,7 +449,7 @@ class ReproduceCommand:
         print("\n".join(report_lines(results, logs, time.perf_counter() - t0, out, rerun_hint="--force reruns it")))
 
 
-COMMANDS = {
+COMMANDS: dict[str, Callable[..., Any]] = {
     "run": RunCommand,
     "sweep": SweepCommand,
     "merge": MergeCommand,
@@ -438,9 +460,7 @@ COMMANDS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``modeseek`` console script; returns 0 or exits with status 2 on bad input."""
-    command = tyro.extras.subcommand_cli_from_dict(
-        COMMANDS, prog="modeseek", description=__doc__.splitlines()[0], args=argv
-    )
+    command = tyro.extras.subcommand_cli_from_dict(COMMANDS, prog="modeseek", description=__doc__.splitlines()[0], args=argv)
     name = next(n for n, c in COMMANDS.items() if type(command) is c)
     try:
         command.execute()

@@ -32,13 +32,13 @@ _CACHE_HITS = "/jax/compilation_cache/cache_hits"
 _SAVED = "/jax/compilation_cache/compile_time_saved_sec"
 
 _lock = threading.Lock()
-_active: list["CompileLog"] = []
+_active: list[CompileLog] = []
 
 
-def _on_duration(event: str, duration: float, fun_name: str = "?", **_) -> None:
+def _on_duration(event: str, duration_secs: float, **kwargs: str | int) -> None:
     with _lock:
         for log in _active:
-            log._add_duration(event, duration, fun_name)
+            log._add_duration(event, duration_secs, str(kwargs.get("fun_name", "?")))
 
 
 def _on_event(event: str, **_) -> None:
@@ -77,7 +77,7 @@ class CompileLog:
         """Tracing + lowering + XLA compile seconds."""
         return self.trace_seconds + self.lower_seconds + self.xla_seconds
 
-    def __add__(self, other: "CompileLog") -> "CompileLog":
+    def __add__(self, other: CompileLog) -> CompileLog:
         out = CompileLog(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in dataclasses.fields(self) if f.name != "xla_by_function"})
         for log in (self, other):
             for name, secs in log.xla_by_function.items():
@@ -100,7 +100,7 @@ class CompileLog:
         elif event == _SAVED:
             self.seconds_saved += duration
 
-    def __enter__(self) -> "CompileLog":
+    def __enter__(self) -> CompileLog:
         with _lock:
             if not _active:
                 jax.monitoring.register_event_duration_secs_listener(_on_duration)

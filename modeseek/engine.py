@@ -25,7 +25,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
-from typing import Any, Callable, Mapping, NamedTuple, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -139,7 +140,7 @@ class RunConfig:
 
     @property
     def kind(self) -> str:
-        """"bandit" or "sequence"."""
+        """ "bandit" or "sequence"."""
         return "sequence" if self.policy in SEQUENCE_POLICIES else "bandit"
 
     @property
@@ -424,9 +425,7 @@ def _collector(spec, cfg: RunConfig, exact: bool, hp: HyperParams, reward):
 
         return draws
     if spec.batch == "points":
-        return (lambda key, lq: regimes.exact_points(lq, reward)) if exact else (
-            lambda key, lq: regimes.sample_points(key, lq, reward, n)
-        )
+        return (lambda key, lq: regimes.exact_points(lq, reward)) if exact else (lambda key, lq: regimes.sample_points(key, lq, reward, n))
     if spec.batch == "best_of_n":
         if exact:
             # The reward's sort order is fixed for the run: sort it once, outside the loop.
@@ -477,9 +476,7 @@ def _bandit_model(cfg: RunConfig, key, hp: HyperParams, a, sched: Schedule | Non
     if policy.tabular:
         eval_contexts = contexts
     else:
-        params = policies.sft_to_reference(
-            policy, params, contexts, ref_logp, steps=cfg.sft_steps, learning_rate=hp.sft_learning_rate
-        )
+        params = policies.sft_to_reference(policy, params, contexts, ref_logp, steps=cfg.sft_steps, learning_rate=hp.sft_learning_rate)
         _, eval_contexts = policy.init(k_eval, num_bins=cfg.num_bins, num_contexts=cfg.num_eval_contexts)
 
     c = cfg.num_contexts
@@ -602,7 +599,7 @@ class Trajectory:
     @property
     def grid_shape(self) -> tuple[int, ...]:
         """Lengths of the grid's axes, in the order they were given (paired names share one axis)."""
-        return tuple(len(self.grid[names[0]]) for names in self.axes)
+        return tuple(len(self.grid[names[0]]) for names in self.axes or ())
 
     @property
     def steps(self) -> np.ndarray:
@@ -613,7 +610,7 @@ class Trajectory:
         gshape = self.grid_shape
         runs = int(np.prod(gshape, dtype=int)) * self.seeds
         idx = np.indices(gshape + (self.seeds,)).reshape(len(gshape) + 1, runs)
-        axis_of = {name: axis for axis, names in enumerate(self.axes) for name in names}
+        axis_of = {name: axis for axis, names in enumerate(self.axes or ()) for name in names}
         cols: dict[str, Any] = {}
         for name, values in self.grid.items():
             cols[name] = np.repeat(np.asarray(values)[idx[axis_of[name]]], t)
@@ -657,7 +654,7 @@ class Trajectory:
             snaps = snaps.mean(axis=lead - 1)
             lead -= 1
         idx = np.indices(snaps.shape).reshape(snaps.ndim, -1)
-        axis_of = {name: axis for axis, names in enumerate(self.axes) for name in names}
+        axis_of = {name: axis for axis, names in enumerate(self.axes or ()) for name in names}
         cols: dict[str, Any] = {name: np.asarray(values)[idx[axis_of[name]]] for name, values in self.grid.items()}
         if not mean_over_seeds:
             cols["seed"] = idx[lead - 1] + self.seed_offset
@@ -680,7 +677,7 @@ _SCHEDULE = ("reuse", "num_samples", "minibatch")
 _TRACED_FIELDS = [f.name for f in dataclasses.fields(HyperParams)]
 _POSITIVE = {"learning_rate", "beta", "clip_eps", "target_margin", "bt_scale", "sft_learning_rate"}
 _NONNEGATIVE = {"negative_coef", "entropy_coef", "min_reward_gap", "init_scale"}
-_CHOICES = {
+_CHOICES: dict[str, Sequence[str | None]] = {
     "init": ("reference", "zeros", "random"),
     "optimizer": OPTIMIZERS,
     "negative": (None,) + losses.NEGATIVE_TERMS,
@@ -694,7 +691,20 @@ _CHOICES = {
     "shift": ("correct", "authors"),
     "batching": ("vmap", "map"),
 }
-_INTEGERS = {"reuse": 1, "num_samples": 1, "num_contexts": 1, "num_eval_contexts": 1, "eval_samples": 0, "sft_steps": 0, "block": 1, "sft_batch": 1, "layers": 1, "heads": 1, "embed": 1, "minibatch": 1}
+_INTEGERS = {
+    "reuse": 1,
+    "num_samples": 1,
+    "num_contexts": 1,
+    "num_eval_contexts": 1,
+    "eval_samples": 0,
+    "sft_steps": 0,
+    "block": 1,
+    "sft_batch": 1,
+    "layers": 1,
+    "heads": 1,
+    "embed": 1,
+    "minibatch": 1,
+}
 
 
 def _as_sweep(name, value):
@@ -856,9 +866,9 @@ def run(
     static = {n: hyperparameters[n] for n in _STATIC_FIELDS if n in hyperparameters and n not in _SCHEDULE}
     policy = static.setdefault("policy", "transformer" if seq else "tabular")
     _checks.choice("policy", policy, SEQUENCE_POLICIES if seq else BANDIT_POLICIES)
-    for n, valid in _CHOICES.items():
+    for n, choices in _CHOICES.items():
         if n in static:
-            _checks.choice(n, static[n], valid)
+            _checks.choice(n, static[n], choices)
     for n, minimum in _INTEGERS.items():
         if n in static:
             static[n] = _checks.integer(n, static[n], minimum)
@@ -905,7 +915,7 @@ def run(
         arr = np.asarray(v)
         if arr.ndim > 1 or (arr.ndim == 1 and arr.size == 0):
             raise ValueError(f"{n} has shape {arr.shape}; expected an integer or a 1-D array of integers to sweep")
-        for x in (arr.tolist() if arr.ndim else [v]):
+        for x in arr.tolist() if arr.ndim else [v]:
             _checks.integer(n, x)
         sched_arrays[n] = arr.astype(np.int64)
     if traced_schedule and seq:
@@ -915,7 +925,9 @@ def run(
         static["reuse"] = 1
     elif traced_schedule:
         if spec.batch not in ("points", "best_of_n") or sampling != "on_policy" or arm_list is not None:
-            raise ValueError(f"a traced schedule (swept reuse/num_samples, or minibatch) needs sampling='on_policy' without arms and a points or best-of-N loss; got loss={loss!r}, sampling={sampling!r}")
+            raise ValueError(
+                f"a traced schedule (swept reuse/num_samples, or minibatch) needs sampling='on_policy' without arms and a points or best-of-N loss; got loss={loss!r}, sampling={sampling!r}"
+            )
         if spec.batch == "best_of_n" and static.get("negative") not in (None, "worst"):
             raise ValueError(f"negative={static.get('negative')!r} reads every draw; a traced schedule supports best_of_n without a negative term or with negative='worst'")
         largest = int(np.max(sched_arrays.get("num_samples", 10)))
@@ -1022,7 +1034,7 @@ def run(
     sched_cols = {n: per_run(n, int(values[n]) if n in values else (cfg.num_samples if n != "reuse" else 1)) for n in _SCHEDULE} if traced_schedule else {}
     if traced_schedule and "minibatch" not in grid and "minibatch" not in values:
         sched_cols["minibatch"] = sched_cols["num_samples"]
-    groups = sorted(set(zip(*(sched_cols[n] for n in _SCHEDULE)))) if traced_schedule else [None]
+    groups: list = sorted(set(zip(*(sched_cols[n] for n in _SCHEDULE)))) if traced_schedule else [None]
     for r_, n_, m_ in groups if traced_schedule else ():
         if steps % r_:
             raise ValueError(f"steps={steps} is not a multiple of reuse={r_}; expected steps = iterations * reuse")

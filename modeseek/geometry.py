@@ -25,7 +25,7 @@ relative precision) and returned as float32 ``jax.Array`` like
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax.numpy as jnp
 import numpy as np

@@ -12,7 +12,8 @@ Later policy classes (token sequences) implement the same two functions.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -90,10 +91,7 @@ def mlp(sizes: MLPSizes = MLPSizes()) -> Policy:
     def init_fn(key, *, num_bins: int, num_contexts: int):
         kc, *ks = jax.random.split(key, 5)
         dims = [sizes.context_dim, sizes.feature_dim, sizes.hidden_dim, sizes.hidden_dim, num_bins]
-        layers = [
-            {"w": _xavier(k, a, b, sizes.init_gain), "b": jnp.zeros((b,))}
-            for k, a, b in zip(ks, dims[:-1], dims[1:])
-        ]
+        layers = [{"w": _xavier(k, a, b, sizes.init_gain), "b": jnp.zeros((b,))} for k, a, b in zip(ks, dims[:-1], dims[1:])]
         params = {"layers": layers, "ln_scale": jnp.ones((sizes.feature_dim,)), "ln_bias": jnp.zeros((sizes.feature_dim,))}
         contexts = jax.random.uniform(kc, (num_contexts, sizes.context_dim))
         return params, contexts

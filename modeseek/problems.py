@@ -41,9 +41,7 @@ class Problem:
         p = _checks.probability_vector("ref_probs", self.ref_probs)
         r = _checks.vector("reward", self.reward)
         if r.shape != p.shape:
-            raise ValueError(
-                f"reward has shape {r.shape} but ref_probs has shape {p.shape}; expected the same number of bins"
-            )
+            raise ValueError(f"reward has shape {r.shape} but ref_probs has shape {p.shape}; expected the same number of bins")
         object.__setattr__(self, "ref_probs", jnp.asarray(p, dtype=jnp.float32))
         object.__setattr__(self, "reward", jnp.asarray(r, dtype=jnp.float32))
 

@@ -6,7 +6,7 @@ Rewards are plain (K,) float32 arrays. The gaussian constructors are written in
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax.numpy as jnp
 import numpy as np

@@ -55,8 +55,9 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Hashable, Mapping, Sequence
+from typing import Any
 
 from modeseek import _files
 
@@ -223,7 +224,7 @@ class SweepSpec:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "SweepSpec":
+    def from_dict(cls, d: Mapping[str, Any]) -> SweepSpec:
         """Inverse of :meth:`to_dict`."""
         d = dict(d)
         d["problems"] = tuple(d["problems"])
@@ -249,7 +250,7 @@ class SweepSpec:
             kwargs["paired"] = self.paired
         return {"problem": probs if len(probs) > 1 else probs[0], **kwargs}
 
-    def chunks(self) -> "Chunks":
+    def chunks(self) -> Chunks:
         """The sweep as chunk jobs for :func:`run_chunks`: chunk ``i`` runs the seeds :meth:`chunk_seed_range` (i) of every grid point."""
         n, runs = self.num_chunks, self.chunk_size * self.grid_points
         return Chunks(
@@ -383,16 +384,19 @@ def _chunk_ok(meta: dict, work: Chunks) -> bool:
 def _write_manifest(out_dir: Path, work: Chunks, chunks: Mapping[int, dict], *, processes: int, merged: bool = False) -> None:
     """Write manifest.json: the work, what is known of every chunk, the provenance (:func:`modeseek._files.write_manifest`)."""
     drop = ("spec_hash", "spec", "table")
-    _files.write_manifest(Path(out_dir) / MANIFEST, {
-        "spec": work.spec,
-        "spec_hash": work.digest,
-        **work.info,
-        "num_chunks": work.num_chunks,
-        "processes": processes,
-        "chunks": [{k: v for k, v in chunks[i].items() if not k.startswith("_") and k not in drop} for i in sorted(chunks)],
-        "missing": [i for i in range(work.num_chunks) if i not in chunks],
-        "merged": list(work.merged.values()) if merged else None,
-    })
+    _files.write_manifest(
+        Path(out_dir) / MANIFEST,
+        {
+            "spec": work.spec,
+            "spec_hash": work.digest,
+            **work.info,
+            "num_chunks": work.num_chunks,
+            "processes": processes,
+            "chunks": [{k: v for k, v in chunks[i].items() if not k.startswith("_") and k not in drop} for i in sorted(chunks)],
+            "missing": [i for i in range(work.num_chunks) if i not in chunks],
+            "merged": list(work.merged.values()) if merged else None,
+        },
+    )
 
 
 def _check_manifest(out_dir: Path, work: Chunks) -> None:
@@ -415,7 +419,9 @@ def _scan_chunks(out_dir: Path, work: Chunks) -> dict[int, dict]:
             continue
         if meta.get("spec_hash") != work.digest:
             raise ValueError(f"{str(path)!r} belongs to another sweep (spec hash {meta.get('spec_hash')}, expected {work.digest}); expected one sweep per folder")
-        i, table = meta.get("chunk"), meta.get("table", "chunk")
+        # Any: whatever the footer holds; _chunk_ok checks it before it is used as an index.
+        i: Any = meta.get("chunk")
+        table = meta.get("table", "chunk")
         if _chunk_ok(meta, work) and path == chunk_path(out_dir, i, table):
             found.setdefault(i, {})[table] = meta
     return {i: next(iter(tables.values())) for i, tables in found.items() if set(tables) == set(work.merged)}
@@ -457,7 +463,7 @@ def _run_job(work: Chunks, index: int, out_dir: Path, *, process_id: int, proces
     return meta
 
 
-def _seed_chunk(spec: "SweepSpec", index: int) -> tuple[dict, dict]:
+def _seed_chunk(spec: SweepSpec, index: int) -> tuple[dict, dict]:
     """Chunk ``index`` of a SweepSpec: its seeds of every grid point (padded to the full chunk size, then dropped)."""
     import jax
     import pyarrow as pa
@@ -495,9 +501,7 @@ def _cluster_env_present() -> bool:
     """Whether a launcher that jax.distributed.initialize() detects started several processes."""
     env = os.environ
     return bool(
-        env.get("JAX_COORDINATOR_ADDRESS")
-        or (env.get("SLURM_JOB_ID") and int(env.get("SLURM_NTASKS", env.get("SLURM_NPROCS", "1")) or 1) > 1)
-        or int(env.get("OMPI_COMM_WORLD_SIZE", "1") or 1) > 1
+        env.get("JAX_COORDINATOR_ADDRESS") or (env.get("SLURM_JOB_ID") and int(env.get("SLURM_NTASKS", env.get("SLURM_NPROCS", "1")) or 1) > 1) or int(env.get("OMPI_COMM_WORLD_SIZE", "1") or 1) > 1
     )
 
 
@@ -780,7 +784,7 @@ def load_spec(out_dir: str | os.PathLike) -> SweepSpec:
     try:
         if path.exists():
             return SweepSpec.from_dict(json.loads(path.read_text())["spec"])
-        for chunk in chunk_files(out_dir):
+        for chunk in chunk_files(Path(out_dir)):
             meta = _chunk_meta(chunk)
             if meta is not None and "spec" in meta:
                 return SweepSpec.from_dict(meta["spec"])
@@ -820,9 +824,13 @@ def merge(out_dir: str | os.PathLike, *, spec: SweepSpec | Chunks | None = None)
             raise SweepError(f"{str(path)!r} is not a readable chunk file of a sweep; remove it (a rerun of the sweep recomputes the chunk)")
         if meta.get("spec_hash") != work.digest:
             raise SweepError(f"{str(path)!r} belongs to another sweep (spec hash {meta.get('spec_hash')}, expected {work.digest})")
-        idx, table = meta.get("chunk"), meta.get("table", "chunk")
+        # Any: whatever the footer holds; _chunk_ok checks it before it is used as an index.
+        idx: Any = meta.get("chunk")
+        table = meta.get("table", "chunk")
         if not _chunk_ok(meta, work):
-            raise SweepError(f"{str(path)!r} (chunk {idx!r}, table {table!r}, row groups {meta['_row_groups']}) is incomplete; expected chunks 0..{work.num_chunks - 1} of {list(work.merged)} in {work.groups} row group(s)")
+            raise SweepError(
+                f"{str(path)!r} (chunk {idx!r}, table {table!r}, row groups {meta['_row_groups']}) is incomplete; expected chunks 0..{work.num_chunks - 1} of {list(work.merged)} in {work.groups} row group(s)"
+            )
         files.setdefault((table, idx), []).append(path)
         metas[idx] = meta
     dup = {k: ps for k, ps in files.items() if len(ps) > 1}

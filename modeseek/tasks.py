@@ -105,9 +105,7 @@ def mode_length(*, num_bins: int = NUM_LENGTHS, mean: float = LENGTH_MEAN, sd: f
     return _task("mode_length", ref, reward, ref, f"Mode Length: reward peak at the data's mode (length {mode:g}), data = pi_ref")
 
 
-def skew_length(
-    *, coverage: float = 0.0, num_bins: int = NUM_LENGTHS, mean: float = LENGTH_MEAN, sd: float = LENGTH_SD, width: float = WIDTH
-) -> LengthTask:
+def skew_length(*, coverage: float = 0.0, num_bins: int = NUM_LENGTHS, mean: float = LENGTH_MEAN, sd: float = LENGTH_SD, width: float = WIDTH) -> LengthTask:
     """Skew Length: Min Length's problem with preference data of low coverage (default 0).
 
     Args:

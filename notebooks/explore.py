@@ -143,8 +143,7 @@ plt.show()
 
 for name, traj in runs.items():
     final = traj.metrics["expected_reward"][:, -1]
-    print(f"{name:22s} final E[r] = {final.mean():.3f} +- {1.96 * final.std(ddof=1) / np.sqrt(final.size):.3f}; "
-          f"mass on the high-reward bins = {traj.metrics['mass_high_reward'][:, -1].mean():.3f}")
+    print(f"{name:22s} final E[r] = {final.mean():.3f} +- {1.96 * final.std(ddof=1) / np.sqrt(final.size):.3f}; mass on the high-reward bins = {traj.metrics['mass_high_reward'][:, -1].mean():.3f}")
 
 # %% [markdown]
 # ## 4. A traced sweep costs no recompilation

@@ -69,4 +69,3 @@ def x64():
     """Run a test body with 64-bit JAX arrays, without flipping the global flag for other tests."""
     with jax.enable_x64(True):
         yield
-

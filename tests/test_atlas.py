@@ -153,8 +153,13 @@ def test_piece_in_smoke_mode_writes_table_figures_and_claims(tmp_path):
 
 def test_claims_follow_the_table():
     """The claims on a made-up table: each can fail."""
-    rows = [("sft", "mode_covering", -0.2, 0.1), ("forward_kl", "mode_covering", -0.5, 0.9),
-            ("dpo", "contrastive", 0.1, 1.0), ("reinforce", "on_policy", 0.6, 1.0), ("reverse_kl", "on_policy", 0.4, 0.9)]
+    rows = [
+        ("sft", "mode_covering", -0.2, 0.1),
+        ("forward_kl", "mode_covering", -0.5, 0.9),
+        ("dpo", "contrastive", 0.1, 1.0),
+        ("reinforce", "on_policy", 0.6, 1.0),
+        ("reverse_kl", "on_policy", 0.4, 0.9),
+    ]
     t = pd.DataFrame([{"objective": o, "family": f, "problem": "far", "index": i, "index_early": i, "reward_fraction": r} for o, f, i, r in rows])
     found = piece.claims(t)
     assert len(found) == 5 and all(c.passed for c in found)
@@ -163,5 +168,10 @@ def test_claims_follow_the_table():
     t.loc[t["objective"].isin(["reinforce", "reverse_kl"]), "reward_fraction"] = 0.1
     t.loc[t["objective"] == "reverse_kl", "index_early"] = -0.9
     found = {c.id: c.passed for c in piece.claims(t)}
-    assert found == {"atlas_on_policy_more_seeking": True, "atlas_contrastive_between": False, "atlas_forward_kl_lowest": False,
-                     "atlas_reverse_kl_seeks_earlier": False, "atlas_on_policy_more_reward": False}
+    assert found == {
+        "atlas_on_policy_more_seeking": True,
+        "atlas_contrastive_between": False,
+        "atlas_forward_kl_lowest": False,
+        "atlas_reverse_kl_seeks_earlier": False,
+        "atlas_on_policy_more_reward": False,
+    }

@@ -187,7 +187,11 @@ def test_all_quick_writes_every_report_and_the_summary(tmp_path):
     env = dict(os.environ, MPLBACKEND="Agg")
     res = subprocess.run(
         [sys.executable, "-m", "experiments.benchmarks.all", "--quick", "--out-dir", str(tmp_path)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
     )
     assert res.returncode == 0, res.stderr[-3000:]
     names = {p.name for p in tmp_path.iterdir()}

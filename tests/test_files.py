@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from modeseek import _files
-from modeseek import pieces
+from modeseek import _files, pieces
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -89,9 +89,7 @@ def _isa_in_subprocess(env_extra: dict, code: str = "") -> dict:
 def test_importing_modeseek_sets_the_avx2_ceiling_before_xla_starts():
     assert _isa_in_subprocess({}) == {"isa": "AVX2", "flags": "--xla_cpu_max_isa=AVX2"}
     # Other XLA flags are kept; a ceiling the user gave is respected.
-    assert _isa_in_subprocess({"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})["flags"] == (
-        "--xla_force_host_platform_device_count=2 --xla_cpu_max_isa=AVX2"
-    )
+    assert _isa_in_subprocess({"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})["flags"] == ("--xla_force_host_platform_device_count=2 --xla_cpu_max_isa=AVX2")
     assert _isa_in_subprocess({"XLA_FLAGS": "--xla_cpu_max_isa=SSE4_2"})["isa"] == "SSE4_2"
     assert _isa_in_subprocess({"MODESEEK_CPU_ISA": "native"}) == {"isa": "native", "flags": ""}
     # Too late once XLA's backend has started: recorded as such, not claimed.

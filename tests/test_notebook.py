@@ -35,11 +35,25 @@ def test_notebook_runs_in_smoke_mode(tmp_path, monkeypatch):
     nb = jupytext.read(NOTEBOOK)
     client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
     client.execute()
-    outputs = "".join(
-        o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "stream"
-    )
+    outputs = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "stream")
     # The smoke flag reached the kernel, and the comparison printed both algorithms' final rewards.
     assert "smoke=True" in outputs
     assert "offline best-of-N" in outputs and "on-policy REINFORCE" in outputs
     figures = sum(1 for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if "image/png" in o.get("data", {}))
     assert figures >= 3, f"expected the reference, film-strip and comparison figures; got {figures} images"
+
+
+def test_committed_notebook_has_its_outputs():
+    """`make figures` executes the notebook at its normal budget and commits it with outputs; the plots as PNG, the file small."""
+    import nbformat
+
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(c.get("execution_count") for c in code), "some code cells were not executed; run `make figures`"
+    printed = "".join(o.get("text", "") for c in code for o in c.get("outputs", []) if o.get("output_type") == "stream")
+    assert "smoke=False" in printed, "the committed outputs come from the smoke budget"
+    errors = [o for c in code for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert not errors, errors[0].get("evalue")
+    images = [o for c in code for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+    assert len(images) >= 3
+    assert NOTEBOOK.stat().st_size < 2_000_000

@@ -7,7 +7,7 @@ import pytest
 
 import modeseek as ms
 from modeseek import regimes
-from modeseek.batches import PairTable, Pairs
+from modeseek.batches import Pairs, PairTable
 from modeseek.losses import contrastive, mode_covering
 
 # K = 600 spans three blocks of 256 rows, the last one padded.

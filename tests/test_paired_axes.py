@@ -44,8 +44,13 @@ def test_paired_equals_separate_runs(two_problems):
 def test_paired_with_a_crossed_axis_and_two_groups(two_problems):
     far, near, data = two_problems
     t = ms.run(
-        [far, near], data=data, paired=[("problem", "data"), ("learning_rate", "negative_coef")],
-        learning_rate=[0.01, 0.02, 0.05], negative_coef=[0.0, 0.5, 1.0], negative="worst", **KW,
+        [far, near],
+        data=data,
+        paired=[("problem", "data"), ("learning_rate", "negative_coef")],
+        learning_rate=[0.01, 0.02, 0.05],
+        negative_coef=[0.0, 0.5, 1.0],
+        negative="worst",
+        **KW,
     )
     assert t.axes == (("problem", "data"), ("learning_rate", "negative_coef"))
     assert t.metrics["expected_reward"].shape == (2, 3, 3, 16)
@@ -93,8 +98,15 @@ def test_chunked_sweep_with_paired_axes_equals_one_run(tmp_path):
     from modeseek import sweep
 
     spec = sweep.SweepSpec(
-        loss="reinforce", sampling="on_policy", problems=("far", "near"), steps=4, seeds=5, chunk_seeds=2, key=2,
-        options={"num_samples": 2}, grid={"learning_rate": (0.01, 0.03), "beta": (0.1, 0.2, 0.3)},
+        loss="reinforce",
+        sampling="on_policy",
+        problems=("far", "near"),
+        steps=4,
+        seeds=5,
+        chunk_seeds=2,
+        key=2,
+        options={"num_samples": 2},
+        grid={"learning_rate": (0.01, 0.03), "beta": (0.1, 0.2, 0.3)},
         paired=("problem", "learning_rate"),
     )
     assert spec.grid_points == 2 * 3
@@ -116,8 +128,28 @@ def test_cli_run_paired(tmp_path, capsys):
     from modeseek import cli
 
     out = tmp_path / "runs.parquet"
-    args = ["run", "--loss", "dpo", "--sampling", "offline", "--steps", "5", "--seeds", "2", "--out", str(out),
-            "--beta", "0.1", "0.3", "--learning-rate", "0.05", "0.02", "--paired", "beta", "learning-rate"]
+    args = [
+        "run",
+        "--loss",
+        "dpo",
+        "--sampling",
+        "offline",
+        "--steps",
+        "5",
+        "--seeds",
+        "2",
+        "--out",
+        str(out),
+        "--beta",
+        "0.1",
+        "0.3",
+        "--learning-rate",
+        "0.05",
+        "0.02",
+        "--paired",
+        "beta",
+        "learning-rate",
+    ]
     assert cli.main(args) == 0
     import pandas as pd
 

@@ -130,7 +130,7 @@ def test_run_config_passes_the_budget_and_memoises(monkeypatch):
     first = protocol.run_config(protocol.ON_POLICY_IPO, b, tuned=True, learning_rate=lrs)
     again = protocol.run_config(protocol.ON_POLICY_IPO, b, tuned=True, learning_rate=lrs.copy())
     other = protocol.run_config(protocol.ON_POLICY_IPO, b, tuned=True, learning_rate=np.array([1e-3, 3e-2]))
-    offline = protocol.run_config(protocol.OFFLINE_IPO, b)
+    protocol.run_config(protocol.OFFLINE_IPO, b)
     protocol.clear_cache()
     assert first is again and other is not first and len(calls) == 3
     (names, seeds, _, kw), _, (_, off_seeds, _, off_kw) = calls

@@ -200,9 +200,9 @@ def test_smoke_never_defaults_to_the_committed_figures(tmp_path, monkeypatch):
 
 
 def test_force_resets_pieces_with_their_own_partial_results(tmp_path, monkeypatch):
-    from modeseek.pieces import Claim, Piece
     from modeseek.phase import piece as phase_piece
     from modeseek.phase.sweep import table_paths
+    from modeseek.pieces import Claim, Piece
 
     calls = []
 

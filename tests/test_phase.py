@@ -154,7 +154,7 @@ def test_smoke_piece_runs_through_the_pipeline(tmp_path):
     from modeseek.paper.reproduce import reproduce
 
     results = reproduce(tmp_path, smoke=True, only=["phase"], progress=False)
-    (piece, claims, secs), = results
+    ((piece, claims, secs),) = results
     assert piece.name == "phase" and claims
     for name in ("phase_map.png", "phase_winner.png", "phase_mass.png", "phase_reward_models.png", "phase.caption.md"):
         assert (tmp_path / name).exists()

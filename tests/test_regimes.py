@@ -155,9 +155,7 @@ def test_exact_best_of_n_on_the_paper_problem(far):
 def test_exact_best_of_n_matches_monte_carlo(small_problem, small_data_logq):
     n, m = 5, 40_000
     r = small_problem.reward
-    sampled = jax.jit(jax.vmap(lambda k: regimes.sample_best_of_n(k, small_data_logq, r, n)))(
-        jax.random.split(jax.random.PRNGKey(5), m)
-    )
+    sampled = jax.jit(jax.vmap(lambda k: regimes.sample_best_of_n(k, small_data_logq, r, n)))(jax.random.split(jax.random.PRNGKey(5), m))
     exact = regimes.exact_best_of_n(small_data_logq, r, n)
     best_f = np.bincount(np.asarray(sampled.best[:, 0]), minlength=12) / m
     worst_f = np.bincount(np.asarray(sampled.worst[:, 0]), minlength=12) / m

@@ -40,9 +40,7 @@ def _bt_counts(scale, covered):
     """Bradley-Terry labelled pairs drawn from the uniform distribution over ``covered`` bins."""
     data = np.zeros(K, np.float32)
     data[covered] = 1.0 / len(covered)
-    return rm.sample_pair_counts(
-        jax.random.PRNGKey(1), jnp.asarray(data), jnp.asarray(_truth()), num_samples=40, num_contexts=60, labels="bradley_terry", bt_scale=scale
-    )
+    return rm.sample_pair_counts(jax.random.PRNGKey(1), jnp.asarray(data), jnp.asarray(_truth()), num_samples=40, num_contexts=60, labels="bradley_terry", bt_scale=scale)
 
 
 def test_tabular_fit_recovers_a_known_reward_on_covered_bins():

@@ -54,8 +54,8 @@ def test_two_level_search_matches_exhaustive_count(k, ns):
     lq = jnp.asarray(_logits(k, rows, seed=k))
     keys = jax.random.split(jax.random.PRNGKey(k), rows)
     for n in ns:
-        new = np.asarray(jax.jit(jax.vmap(lambda kk, l: regimes.sample_bins(kk, l, n)))(keys, lq))
-        old = np.asarray(jax.jit(jax.vmap(lambda kk, l: _exhaustive(kk, l, n)))(keys, lq))
+        new = np.asarray(jax.jit(jax.vmap(lambda kk, lg: regimes.sample_bins(kk, lg, n)))(keys, lq))
+        old = np.asarray(jax.jit(jax.vmap(lambda kk, lg: _exhaustive(kk, lg, n)))(keys, lq))
         assert new.dtype == np.int32 and new.shape == (rows, n)
         np.testing.assert_array_equal(new, old, err_msg=f"K={k} n={n}")
     # The test would catch a wrong search: the draws cover many bins.
@@ -66,7 +66,7 @@ def test_cdf_is_non_decreasing_up_to_256_bins():
     # The premise of the two-level search (regimes._MONOTONE_CDF_BINS): the compiled
     # cumsum of non-negative values never decreases for K <= 256. Checked on the
     # rows of the previous test, which include long runs of zero-mass bins.
-    f = jax.jit(jax.vmap(lambda l: jnp.cumsum(jnp.exp(l - jnp.max(l)))))
+    f = jax.jit(jax.vmap(lambda lg: jnp.cumsum(jnp.exp(lg - jnp.max(lg)))))
     for k in (100, 200, regimes._MONOTONE_CDF_BINS):
         lq = _logits(k, 3000, seed=1000 + k)
         lq = lq[np.all(np.isfinite(lq) | (lq == -np.inf), axis=1)]
@@ -78,6 +78,6 @@ def test_two_level_search_under_float64(x64):
     k, rows, n = 100, 200, 64
     lq = jnp.asarray(_logits(k, rows, seed=7), jnp.float64)
     keys = jax.random.split(jax.random.PRNGKey(7), rows)
-    new = jax.vmap(lambda kk, l: regimes.sample_bins(kk, l, n))(keys, lq)
-    old = jax.vmap(lambda kk, l: _exhaustive(kk, l, n))(keys, lq)
+    new = jax.vmap(lambda kk, lg: regimes.sample_bins(kk, lg, n))(keys, lq)
+    old = jax.vmap(lambda kk, lg: _exhaustive(kk, lg, n))(keys, lq)
     np.testing.assert_array_equal(np.asarray(new), np.asarray(old))

@@ -11,12 +11,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from modeseek import batches as core_batches
+from modeseek import engine, regimes
 from modeseek import losses as core_losses
-from modeseek import regimes
-from modeseek.sequences import batches as sb
-from modeseek import engine
 from modeseek.losses import sequences as seq_losses
+from modeseek.sequences import batches as sb
 from modeseek.sequences import markov, policies, problems, rewards, sampling
 
 V, L = 5, 3
@@ -464,7 +462,24 @@ def test_engine_arms_share_a_program_and_keep_their_settings(tiny):
 @pytest.mark.slow
 def test_transformer_engine_fits_reference_then_learns():
     prob = [problems.paper_sequence_bandit("near", vocab=12, length=3)]
-    tr = engine.run(prob, loss="ipo", sampling="on_policy", steps=20, reuse=5, seeds=2, num_contexts=4, num_eval_contexts=32, eval_samples=4, layers=1, heads=2, embed=16, sft_steps=100, target_margin=2.0, learning_rate=3e-3, eval_every=5)
+    tr = engine.run(
+        prob,
+        loss="ipo",
+        sampling="on_policy",
+        steps=20,
+        reuse=5,
+        seeds=2,
+        num_contexts=4,
+        num_eval_contexts=32,
+        eval_samples=4,
+        layers=1,
+        heads=2,
+        embed=16,
+        sft_steps=100,
+        target_margin=2.0,
+        learning_rate=3e-3,
+        eval_every=5,
+    )
     er = tr.metrics["expected_reward"]
     ref = np.asarray(prob[0].ref_probs) @ np.asarray(prob[0].reward.table)
     # The fitted reference's per-token reward is within 0.05 of pi_data's (estimated from 128 sequences).

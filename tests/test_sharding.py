@@ -37,9 +37,7 @@ def _script_results():
 def test_every_loss_family_and_regime_is_covered(sharding_results):
     seen = {(r["loss"], r["sampling"]) for r in sharding_results}
     assert {s for _, s in seen} == {"offline", "on_policy", "exact", "exact_offline"}
-    assert {"sft", "best_of_n", "pref_ft", "rwr", "forward_kl", "dpo", "ipo", "reinforce", "ppo", "reverse_kl"} <= {
-        loss for loss, _ in seen
-    }
+    assert {"sft", "best_of_n", "pref_ft", "rwr", "forward_kl", "dpo", "ipo", "reinforce", "ppo", "reverse_kl"} <= {loss for loss, _ in seen}
 
 
 def test_every_policy_kind_is_covered(sharding_results):

@@ -43,8 +43,26 @@ SPEC = sweep.SweepSpec(
 )
 # The same sweep on the command line.
 CLI_ARGS = [
-    "--problem", "far", "--loss", "reinforce", "--sampling", "on_policy", "--steps", "4", "--num-samples", "2",
-    "--seeds", "10", "--chunk-seeds", "4", "--seed", "3", "--learning-rate", "0.01", "0.03", "--no-progress",
+    "--problem",
+    "far",
+    "--loss",
+    "reinforce",
+    "--sampling",
+    "on_policy",
+    "--steps",
+    "4",
+    "--num-samples",
+    "2",
+    "--seeds",
+    "10",
+    "--chunk-seeds",
+    "4",
+    "--seed",
+    "3",
+    "--learning-rate",
+    "0.01",
+    "0.03",
+    "--no-progress",
 ]
 
 
@@ -266,13 +284,23 @@ def test_two_processes_over_loopback(reference, tmp_path):
     # CPU only: two processes must not share (and preallocate) one accelerator.
     env = dict(os.environ, JAX_PLATFORMS="cpu", MODESEEK_CACHE_DIR=str(tmp_path / "cache"))
     common = [
-        sys.executable, "-m", "modeseek.cli", "sweep", *CLI_ARGS, "--out", str(out),
-        "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--init-timeout", "60", "--barrier-timeout", "90",
+        sys.executable,
+        "-m",
+        "modeseek.cli",
+        "sweep",
+        *CLI_ARGS,
+        "--out",
+        str(out),
+        "--coordinator",
+        f"127.0.0.1:{port}",
+        "--num-processes",
+        "2",
+        "--init-timeout",
+        "60",
+        "--barrier-timeout",
+        "90",
     ]
-    procs = [
-        subprocess.Popen([*common, "--process-id", str(p)], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for p in (0, 1)
-    ]
+    procs = [subprocess.Popen([*common, "--process-id", str(p)], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for p in (0, 1)]
     outputs = []
     try:
         for p in procs:
@@ -282,7 +310,7 @@ def test_two_processes_over_loopback(reference, tmp_path):
             if p.poll() is None:
                 p.kill()
                 p.communicate()
-    for p, (stdout, stderr) in zip(procs, outputs):
+    for p, (_, stderr) in zip(procs, outputs):
         assert p.returncode == 0, stderr[-2000:]
     assert "process 0/2: ran 2 chunk(s)" in outputs[0][0] and "wrote 100 rows" in outputs[0][0]
     assert "process 1/2: ran 1 chunk(s)" in outputs[1][0]
@@ -317,10 +345,7 @@ def test_failing_process_stops_the_other_and_mismatched_specs_are_refused(tmp_pa
     script.write_text(_FAILING)
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     port = _free_loopback_port()
-    procs = [
-        subprocess.Popen([sys.executable, str(script), str(p), str(port), str(tmp_path / "f")], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for p in (0, 1)
-    ]
+    procs = [subprocess.Popen([sys.executable, str(script), str(p), str(port), str(tmp_path / "f")], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for p in (0, 1)]
     try:
         outs = [p.communicate(timeout=100)[0] for p in procs]
     finally:
@@ -355,8 +380,16 @@ def test_failing_process_stops_the_other_and_mismatched_specs_are_refused(tmp_pa
 
 
 def test_a_sequence_sweep_resumes_after_an_interruption(tmp_path):
-    spec = sweep.SweepSpec(loss="reinforce", problems=("sequence_far", "sequence_near"), steps=4, seeds=5, chunk_seeds=2, key=3,
-                           options={"policy": "factorised", "num_contexts": 2, "num_samples": 4, "eval_every": 2}, grid={"learning_rate": (0.05, 0.1)})
+    spec = sweep.SweepSpec(
+        loss="reinforce",
+        problems=("sequence_far", "sequence_near"),
+        steps=4,
+        seeds=5,
+        chunk_seeds=2,
+        key=3,
+        options={"policy": "factorised", "num_contexts": 2, "num_samples": 4, "eval_every": 2},
+        grid={"learning_rate": (0.05, 0.1)},
+    )
     out = tmp_path / "seq"
 
     def interrupt(i, meta):
@@ -367,8 +400,9 @@ def test_a_sequence_sweep_resumes_after_an_interruption(tmp_path):
     result = sweep.run_sweep(spec, out, progress=False)
     assert result.computed == (1, 2) and result.skipped == (0,)
     # The merged table equals one call over every seed, bit for bit.
-    one = ms.run([sweep.get_problem(n) for n in spec.problems], loss="reinforce", steps=4, seeds=5, key=3, policy="factorised",
-                 num_contexts=2, num_samples=4, eval_every=2, learning_rate=np.array([0.05, 0.1]))
+    one = ms.run(
+        [sweep.get_problem(n) for n in spec.problems], loss="reinforce", steps=4, seeds=5, key=3, policy="factorised", num_contexts=2, num_samples=4, eval_every=2, learning_rate=np.array([0.05, 0.1])
+    )
     order = ["problem", "learning_rate", "seed", "step"]
     merged = _merged(out).sort_values(order).reset_index(drop=True)
     ref = one.to_dataframe().sort_values(order).reset_index(drop=True)

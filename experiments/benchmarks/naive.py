@@ -178,9 +178,15 @@ def time_naive(loss, ref, reward, *, seeds, steps, num_samples):
     er = run_naive(loss, ref, reward, seeds=seeds, steps=steps, num_samples=num_samples)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     n = seeds * steps
-    return {"seeds": seeds, "steps": steps, "wall_seconds": wall, "cpu_seconds": cpu,
-            "wall_seconds_per_seed_step": wall / n, "cpu_seconds_per_seed_step": cpu / n,
-            "final_expected_reward_mean": float(er[:, -1].mean())}
+    return {
+        "seeds": seeds,
+        "steps": steps,
+        "wall_seconds": wall,
+        "cpu_seconds": cpu,
+        "wall_seconds_per_seed_step": wall / n,
+        "cpu_seconds_per_seed_step": cpu / n,
+        "final_expected_reward_mean": float(er[:, -1].mean()),
+    }
 
 
 def main(argv=None) -> dict:
@@ -199,19 +205,29 @@ def main(argv=None) -> dict:
     repeats = args.repeats or (1 if args.quick else 2)
     far = ms.paper_bandit("far")
     report = common.header("naive", args.quick)
-    report["settings"] = {"problem": "far", "num_bins": 100, "policy": "tabular", "optimizer": "adam", "learning_rate": LEARNING_RATE,
-                          "beta": BETA, "steps": steps, "seed_counts": list(seed_counts), "naive_seeds": naive_seeds,
-                          "naive_steps": naive_steps, "repeats": repeats}
-    report["extrapolation"] = ("naive seconds for S seeds x T steps = S x T x (measured seconds per seed-step on "
-                               "naive_seeds x naive_steps); the naive loop is sequential, so its cost is linear in S and T")
+    report["settings"] = {
+        "problem": "far",
+        "num_bins": 100,
+        "policy": "tabular",
+        "optimizer": "adam",
+        "learning_rate": LEARNING_RATE,
+        "beta": BETA,
+        "steps": steps,
+        "seed_counts": list(seed_counts),
+        "naive_seeds": naive_seeds,
+        "naive_steps": naive_steps,
+        "repeats": repeats,
+    }
+    report["extrapolation"] = (
+        "naive seconds for S seeds x T steps = S x T x (measured seconds per seed-step on naive_seeds x naive_steps); the naive loop is sequential, so its cost is linear in S and T"
+    )
     print(f"naive baseline vs engine: {report['machine']['jax_device_count']} engine device(s), load {report['machine']['load_average_1m_at_start']}")
     results = {}
     for name, (loss, n, opts) in CASES.items():
         if args.only and name not in args.only:
             continue
         nv = time_naive(loss, far.ref_probs, far.reward, seeds=naive_seeds, steps=naive_steps, num_samples=n)
-        print(f"  {name}: naive {nv['wall_seconds_per_seed_step'] * 1e6:.0f} us per seed-step (wall), "
-              f"{nv['cpu_seconds_per_seed_step'] * 1e6:.0f} us (CPU)", flush=True)
+        print(f"  {name}: naive {nv['wall_seconds_per_seed_step'] * 1e6:.0f} us per seed-step (wall), {nv['cpu_seconds_per_seed_step'] * 1e6:.0f} us (CPU)", flush=True)
         points = []
         for s in seed_counts:
             r = bench_case(Case(name, loss, "on_policy", opts), seeds=s, steps=steps, repeats=repeats)
@@ -231,8 +247,7 @@ def main(argv=None) -> dict:
                 "speedup_cpu": naive_cpu / eng_cpu,
             }
             points.append(p)
-            print(f"    {s:5d} seeds x {steps} steps: engine {eng_wall:.3f} s, naive {naive_wall:.1f} s (extrapolated): "
-                  f"x{p['speedup_wall']:.0f} wall, x{p['speedup_cpu']:.0f} CPU", flush=True)
+            print(f"    {s:5d} seeds x {steps} steps: engine {eng_wall:.3f} s, naive {naive_wall:.1f} s (extrapolated): x{p['speedup_wall']:.0f} wall, x{p['speedup_cpu']:.0f} CPU", flush=True)
         # Same algorithm, same problem: the mean final expected reward should agree
         # up to seed noise (engine: its call with the most seeds).
         eng_mean = eng_runs = None

@@ -162,7 +162,7 @@ def markdown(d: Path) -> str:
         what = "throughput.py" if src is thr else "suite.py"
         parts.append(f"Targets ({what}: {s['seeds']} runs x {s['steps']} steps; {_conditions(src)}):\n\n" + targets_table(src))
     if suite:
-        parts.append(f"Suite, seed-steps/s by wall time / per CPU-second:\n\n" + suite_table(suite))
+        parts.append("Suite, seed-steps/s by wall time / per CPU-second:\n\n" + suite_table(suite))
     naive = _read(d, "naive")
     if naive:
         parts.append(f"Naive NumPy baseline ({_conditions(naive)}):\n\n" + naive_table(naive))

@@ -133,10 +133,7 @@ def measure_machine(quick: bool, repeats: int) -> dict:
     # L2: 768 KiB of a 1 MiB L2 (a smaller array would time the loop's overhead).
     sizes = {"l2": 768 << 10, "l3": 8 << 20, "dram": (32 << 20) if quick else (256 << 20)}
     out["bandwidth_array_bytes"] = sizes
-    out["bandwidth_bytes_per_s"] = {
-        lvl: _loop_rate(lambda v: v * 0.999 + 0.001, jnp.ones(nb // 4, jnp.float32), 2.0 * nb, repeats, target)
-        for lvl, nb in sizes.items()
-    }
+    out["bandwidth_bytes_per_s"] = {lvl: _loop_rate(lambda v: v * 0.999 + 0.001, jnp.ones(nb // 4, jnp.float32), 2.0 * nb, repeats, target) for lvl, nb in sizes.items()}
 
     n = sizes["dram"] // 4
     src, dst = np.ones(n, np.float32), np.empty(n, np.float32)
@@ -204,13 +201,11 @@ def _engine_args(problem, runs, lr=0.05):
 
     k = problem.num_bins
     keys = jax.vmap(jax.random.fold_in, (None, 0))(jax.random.PRNGKey(0), jnp.arange(runs, dtype=jnp.uint32))
-    hp = {n: jnp.full((runs,), getattr(engine.HyperParams, n) if getattr(engine.HyperParams, n) is not None else 5.0, jnp.float32)
-          for n in engine._TRACED_FIELDS}
+    hp = {n: jnp.full((runs,), getattr(engine.HyperParams, n) if getattr(engine.HyperParams, n) is not None else 5.0, jnp.float32) for n in engine._TRACED_FIELDS}
     hp["learning_rate"] = jnp.full((runs,), lr, jnp.float32)
     ref = jnp.broadcast_to(problem.ref_probs, (runs, k))
     rew = jnp.broadcast_to(problem.reward, (runs, k))
-    arrays = {"ref_probs": ref, "reward": rew, "train_reward": rew, "data_probs": ref,
-              "target_probs": jnp.zeros((runs, k), jnp.float32), "offline": jnp.zeros((runs,), bool)}
+    arrays = {"ref_probs": ref, "reward": rew, "train_reward": rew, "data_probs": ref, "target_probs": jnp.zeros((runs, k), jnp.float32), "offline": jnp.zeros((runs,), bool)}
     return (keys, engine.HyperParams(**hp), arrays)
 
 
@@ -274,9 +269,8 @@ def _load(path: Path | None, default: Path, quick: bool):
 
 
 def _measure_rate(case, problem, quick, seeds=None, steps=None) -> dict:
-    from experiments.benchmarks.throughput import bench_case
-
     from experiments.benchmarks.suite import seeds_for
+    from experiments.benchmarks.throughput import bench_case
 
     seeds = seeds or seeds_for(case, 16 if quick else 256)
     steps = steps or (20 if quick else 200)
@@ -300,10 +294,15 @@ def main(argv=None) -> dict:
     mach = measure_machine(args.quick, repeats)
     report["machine_limits"] = mach
     bw = mach["bandwidth_bytes_per_s"]
-    print(f"  bandwidth (per core, CPU time): L2 {bw['l2']['per_s_cpu'] / 1e9:.1f} GB/s, L3 {bw['l3']['per_s_cpu'] / 1e9:.1f} GB/s, "
-          f"DRAM {bw['dram']['per_s_cpu'] / 1e9:.1f} GB/s; numpy copy {mach['numpy_copy_bytes_per_s']['per_s_cpu'] / 1e9:.1f} GB/s")
-    print(f"  elementwise {mach['elementwise_flops_per_s']['per_s_cpu'] / 1e9:.1f} GFLOP/s, exp {mach['transcendentals_per_s']['per_s_cpu'] / 1e9:.2f} G/s, "
-          f"matmul {mach['matmul_flops_per_s']['per_s_cpu'] / 1e9:.1f} GFLOP/s (per CPU-second)", flush=True)
+    print(
+        f"  bandwidth (per core, CPU time): L2 {bw['l2']['per_s_cpu'] / 1e9:.1f} GB/s, L3 {bw['l3']['per_s_cpu'] / 1e9:.1f} GB/s, "
+        f"DRAM {bw['dram']['per_s_cpu'] / 1e9:.1f} GB/s; numpy copy {mach['numpy_copy_bytes_per_s']['per_s_cpu'] / 1e9:.1f} GB/s"
+    )
+    print(
+        f"  elementwise {mach['elementwise_flops_per_s']['per_s_cpu'] / 1e9:.1f} GFLOP/s, exp {mach['transcendentals_per_s']['per_s_cpu'] / 1e9:.2f} G/s, "
+        f"matmul {mach['matmul_flops_per_s']['per_s_cpu'] / 1e9:.1f} GFLOP/s (per CPU-second)",
+        flush=True,
+    )
 
     suite_rep, suite_src = _load(args.suite, suite_mod.DEFAULT_OUT, args.quick)
     scaling_rep, scaling_src = _load(args.scaling, scaling_mod.DEFAULT_OUT, args.quick)
@@ -377,9 +376,12 @@ def _model(case, problem, mach, cores, devices, measured, quick, seeds=None, ste
         "achieved_transcendentals_per_cpu_s": cost["transcendentals"] * cpu_rate,
         "achieved_bytes_per_cpu_s": cost["bytes"] * cpu_rate,
     }
-    print(f"  {case.name:26s} K={problem.num_bins:<6d} {cost['flops']:9.0f} flop {cost['transcendentals']:7.0f} transc {cost['bytes'] / 1e3:8.1f} kB"
-          f"  limit {common.rate(lim['seed_steps_per_s_per_core'])}/core ({lim['bound']}, {lim['memory_level']})"
-          f"  achieved {common.rate(cpu_rate)}/CPU-s = {r['fraction_of_limit_cpu']:.0%}", flush=True)
+    print(
+        f"  {case.name:26s} K={problem.num_bins:<6d} {cost['flops']:9.0f} flop {cost['transcendentals']:7.0f} transc {cost['bytes'] / 1e3:8.1f} kB"
+        f"  limit {common.rate(lim['seed_steps_per_s_per_core'])}/core ({lim['bound']}, {lim['memory_level']})"
+        f"  achieved {common.rate(cpu_rate)}/CPU-s = {r['fraction_of_limit_cpu']:.0%}",
+        flush=True,
+    )
     return r
 
 

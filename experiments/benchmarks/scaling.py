@@ -78,14 +78,16 @@ def _point(case, *, seeds, steps, repeats, problem=None) -> dict:
     from experiments.benchmarks.throughput import bench_case
 
     r = bench_case(case, seeds=seeds, steps=steps, repeats=repeats, problem=problem)
-    keep = ("runs", "steps", "num_bins", "devices", "compile_seconds", "run_seconds", "wall_seconds", "cpu_seconds",
-            "seed_steps_per_s_best", "seed_steps_per_s_median", "seed_steps_per_cpu_s_best")
+    keep = ("runs", "steps", "num_bins", "devices", "compile_seconds", "run_seconds", "wall_seconds", "cpu_seconds", "seed_steps_per_s_best", "seed_steps_per_s_median", "seed_steps_per_cpu_s_best")
     return {k: r[k] for k in keep}
 
 
 def _show(axis, name, x, r):
-    print(f"  {axis:5s} {name:17s} {x:>7}  runs {r['runs']:6d} x {r['steps']:4d} steps  compile {r['compile_seconds']:5.1f} s"
-          f"  {common.rate(r['seed_steps_per_s_best']):>8s} seed-steps/s ({common.rate(r['seed_steps_per_cpu_s_best'])} per CPU-s)", flush=True)
+    print(
+        f"  {axis:5s} {name:17s} {x:>7}  runs {r['runs']:6d} x {r['steps']:4d} steps  compile {r['compile_seconds']:5.1f} s"
+        f"  {common.rate(r['seed_steps_per_s_best']):>8s} seed-steps/s ({common.rate(r['seed_steps_per_cpu_s_best'])} per CPU-s)",
+        flush=True,
+    )
 
 
 def sweep_seeds(values, budget, repeats, names=("reverse_kl_exact", "reinforce_b64", "dpo_64pairs")) -> dict:

@@ -106,10 +106,7 @@ def table(results: dict) -> str:
     ]
     for r in results.values():
         fam = r["description"].split(":")[0]
-        lines.append(
-            f"| {r['loss']} | {r['sampling']} | {fam} | {r['compile_seconds']:.1f} | "
-            f"{common.rate(r['seed_steps_per_s_best'])} | {common.rate(r['seed_steps_per_cpu_s_best'])} |"
-        )
+        lines.append(f"| {r['loss']} | {r['sampling']} | {fam} | {r['compile_seconds']:.1f} | {common.rate(r['seed_steps_per_s_best'])} | {common.rate(r['seed_steps_per_cpu_s_best'])} |")
     return "\n".join(lines)
 
 
@@ -151,16 +148,20 @@ def main(argv=None) -> dict:
         r["family"] = r["description"].split(":")[0]
         r["seed_steps_per_cpu_s_median"] = statistics.median(r["runs"] * steps / c for c in r["cpu_seconds"])
         results[case.name] = r
-        print(f"  {case.name:26s} compile {r['compile_seconds']:5.1f} s  {common.rate(r['seed_steps_per_s_best']):>8s} seed-steps/s"
-              f"  ({common.rate(r['seed_steps_per_cpu_s_best'])} per CPU-s)", flush=True)
+        print(
+            f"  {case.name:26s} compile {r['compile_seconds']:5.1f} s  {common.rate(r['seed_steps_per_s_best']):>8s} seed-steps/s  ({common.rate(r['seed_steps_per_cpu_s_best'])} per CPU-s)",
+            flush=True,
+        )
     report["results"] = results
     report["reference_seed_steps_per_s"] = REFERENCE
     report["targets"] = targets(results)
     print()
     print(table(results))
     for name, t in report["targets"].items():
-        print(f"target {name}: need {common.rate(t['required_seed_steps_per_s'])}, measured {common.rate(t['measured_seed_steps_per_s'])}"
-              f" ({'met' if t['met'] else 'not met'}); idle estimate {common.rate(t['estimated_idle_seed_steps_per_s'])}")
+        print(
+            f"target {name}: need {common.rate(t['required_seed_steps_per_s'])}, measured {common.rate(t['measured_seed_steps_per_s'])}"
+            f" ({'met' if t['met'] else 'not met'}); idle estimate {common.rate(t['estimated_idle_seed_steps_per_s'])}"
+        )
     common.save_report(report, args.out, args.quick, DEFAULT_OUT)
     return report
 

@@ -205,13 +205,14 @@ def main(argv=None) -> dict:
     cases = [c for c in CASES if not args.only or c.name in args.only]
 
     info = machine()
-    print(f"{info['jax_backend']} ({info['device']}), {info['usable_cpus']} usable CPUs, jax {info['jax_version']}, "
-          f"load {info['load_average_1m_at_start']}; {seeds} runs x {steps} steps, {repeats} timed calls")
+    print(
+        f"{info['jax_backend']} ({info['device']}), {info['usable_cpus']} usable CPUs, jax {info['jax_version']}, "
+        f"load {info['load_average_1m_at_start']}; {seeds} runs x {steps} steps, {repeats} timed calls"
+    )
     results = {}
     for case in cases:
         results[case.name] = r = bench_case(case, seeds=seeds, steps=steps, repeats=repeats)
-        print(f"  {case.name:18s} compile {r['compile_seconds']:5.1f} s  best {common.rate(r['seed_steps_per_s_best'])}  "
-              f"median {common.rate(r['seed_steps_per_s_median'])} seed-steps/s", flush=True)
+        print(f"  {case.name:18s} compile {r['compile_seconds']:5.1f} s  best {common.rate(r['seed_steps_per_s_best'])}  median {common.rate(r['seed_steps_per_s_median'])} seed-steps/s", flush=True)
     report = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "quick": args.quick,

@@ -60,12 +60,16 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 import modeseek as ms
 from modeseek import losses
 from modeseek.problems import Problem, high_reward_mask
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "EPS",
@@ -190,8 +194,8 @@ class Measured:
       refused: objective -> why its exact regime was refused (it then ran sampled).
     """
 
-    table: object
-    mass: object
+    table: pd.DataFrame
+    mass: pd.DataFrame
     curves: dict
     programs: int
     compile_seconds: float
@@ -212,8 +216,7 @@ def early_step(steps: int) -> int:
 
 def _run(name: str, probs, steps: int, opts: dict, seeds: int, key: int):
     # Snapshots at the early checkpoint's multiples, so that it and the final step are both stored.
-    return ms.run(probs, loss=name, steps=steps, seeds=seeds, key=key, snapshot_every=early_step(steps),
-                  block=len(probs) * seeds, **opts)
+    return ms.run(probs, loss=name, steps=steps, seeds=seeds, key=key, snapshot_every=early_step(steps), block=len(probs) * seeds, **opts)
 
 
 def measure(names=None, *, steps: int = STEPS, probs=None, key: int = 0, overrides: dict | None = None) -> Measured:
@@ -263,20 +266,31 @@ def measure(names=None, *, steps: int = STEPS, probs=None, key: int = 0, overrid
                 final = np.asarray(tr.final_probs[g, s], np.float64)
                 forward, _ = kl_pair(final, stars[g])
                 reverse = float(tr.metrics["kl_pi_star"][g, s, -1])
-                per_seed.append({
-                    "kl_reverse": reverse,
-                    "kl_forward": forward,
-                    "index": float(mode_seeking_index(forward, max(reverse, 0.0))),
-                    "expected_reward": float(er[g, s, -1]),
-                    "reward_fraction": float(er[g, s, -1] / reward.max()),
-                    "entropy": float(tr.metrics["entropy"][g, s, -1]),
-                    "mass_top_mode": float(final[top].sum()),
-                    "steps_to_90": _first_reach(er[g, s], REWARD_FRACTION * reward.max()),
-                    "index_early": float(mode_seeking_index(*kl_pair(tr.snapshots[g, s, early], stars[g]))),
-                })
+                per_seed.append(
+                    {
+                        "kl_reverse": reverse,
+                        "kl_forward": forward,
+                        "index": float(mode_seeking_index(forward, max(reverse, 0.0))),
+                        "expected_reward": float(er[g, s, -1]),
+                        "reward_fraction": float(er[g, s, -1] / reward.max()),
+                        "entropy": float(tr.metrics["entropy"][g, s, -1]),
+                        "mass_top_mode": float(final[top].sum()),
+                        "steps_to_90": _first_reach(er[g, s], REWARD_FRACTION * reward.max()),
+                        "index_early": float(mode_seeking_index(*kl_pair(tr.snapshots[g, s, early], stars[g]))),
+                    }
+                )
             cols = pd.DataFrame(per_seed)
-            row = {"objective": name, "family": spec.family, "batch": spec.batch, "problem": prob.name,
-                   "sampling": opts["sampling"], "exact": exact, "seeds": seeds, "steps": steps, "beta": float(opts.get("beta", BETA))}
+            row = {
+                "objective": name,
+                "family": spec.family,
+                "batch": spec.batch,
+                "problem": prob.name,
+                "sampling": opts["sampling"],
+                "exact": exact,
+                "seeds": seeds,
+                "steps": steps,
+                "beta": float(opts.get("beta", BETA)),
+            }
             for c in cols.columns:
                 row[c] = float(cols[c].mean())
                 row[c + "_lo"] = float(cols[c].min())
@@ -284,8 +298,7 @@ def measure(names=None, *, steps: int = STEPS, probs=None, key: int = 0, overrid
             rows.append(row)
             final_mean = np.asarray(tr.final_probs[g], np.float64).mean(axis=0)
             for which, v in (("pi", final_mean), ("pi_ref", ref), ("pi_star", stars[g])):
-                mass.append(pd.DataFrame({"objective": name, "family": spec.family, "problem": prob.name,
-                                          "distribution": which, "bin": np.arange(len(v)), "prob": v}))
+                mass.append(pd.DataFrame({"objective": name, "family": spec.family, "problem": prob.name, "distribution": which, "bin": np.arange(len(v)), "prob": v}))
     table = pd.DataFrame(rows)
     mass_table = pd.concat(mass, ignore_index=True) if mass else pd.DataFrame()
     return Measured(table, mass_table, curves, len(names), compile_s, run_s, refused, time.perf_counter() - t_wall)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from modeseek.batches import PairTable, Pairs, pair_expectation
+from modeseek.batches import Pairs, PairTable, pair_expectation
 
 __all__ = ["implicit_margin", "dpo", "ipo", "pair_statistics"]
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from modeseek.batches import BestOfN, PairTable, Pairs, Points, Target, pair_expectation
+from modeseek.batches import BestOfN, Pairs, PairTable, Points, Target, pair_expectation
 from modeseek.losses.on_policy import advantages
 
 __all__ = ["sft", "best_of_n", "pref_ft", "rwr", "forward_kl", "NEGATIVE_TERMS"]

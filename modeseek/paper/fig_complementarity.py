@@ -129,10 +129,7 @@ def _claim(res, i: int, kind: str, h_off: int, h_on: int) -> Claim:
             if not faster(on, hits[other][0], budgets[other]):
                 ok = False
                 k, n = reached(f"on-policy {c}")
-                why.append(
-                    f"on-policy {c} is not faster than {other}"
-                    + (f" (its seed-mean curve stays below {HIGH_REWARD}: {n - k} of {n} seeds settle on a lower-reward bin)" if on is None else "")
-                )
+                why.append(f"on-policy {c} is not faster than {other}" + (f" (its seed-mean curve stays below {HIGH_REWARD}: {n - k} of {n} seeds settle on a lower-reward bin)" if on is None else ""))
     if not faster(hits["on-policy IPO"][0], hits["on-policy best-of-N (lr 0.01)"][0], budgets["on-policy best-of-N (lr 0.01)"]):
         why.append("at the contrastive methods' learning rate 0.01, on-policy best-of-N is as fast as on-policy IPO, so the gap to the authors' best-of-N (lr 0.001) is mostly the learning rate")
     return Claim(
@@ -146,7 +143,7 @@ def _claim(res, i: int, kind: str, h_off: int, h_on: int) -> Claim:
 
 def _caption(b, res, timing) -> list[str]:
     return [
-        "Problem: the 1-token bandit (reward peak at bin 70 \"far\" / 20 \"near\"). Policy: the authors' MLP, SFT to pi_ref first; "
+        'Problem: the 1-token bandit (reward peak at bin 70 "far" / 20 "near"). Policy: the authors\' MLP, SFT to pi_ref first; '
         "on-policy runs draw epoch 0 from pi_ref and later epochs from the policy (docs/paper.md §A.6).",
         "Budget: " + b.describe() + ".",
         protocol.ON_POLICY_IPO.describe() + f"; shortened to {b.on_policy_epochs} epochs.",
@@ -155,13 +152,14 @@ def _caption(b, res, timing) -> list[str]:
         protocol.OFFLINE_DPO.describe() + " (the runs of figure 3).",
         protocol.ON_POLICY_BEST_OF_N.describe() + " (the runs of figure 2); dashed: the same at lr 0.01, the contrastive on-policy runs' rate, "
         "to separate the effect of the loss from the learning rate.",
-        f"\"High reward\" (our choice, fixed before the runs): exact E[r] >= {HIGH_REWARD}. Steps to reach it are read off the seed-mean curve; "
+        f'"High reward" (our choice, fixed before the runs): exact E[r] >= {HIGH_REWARD}. Steps to reach it are read off the seed-mean curve; '
         "the legend and the claims give them, with the per-seed median. Offline runs stop at the authors' T = 200 steps; a method that never "
         "reaches the threshold within its budget counts as slower only if the other method reached it in fewer steps than that budget.",
         "Left: exact expected reward against gradient steps (log axis, so early steps are visible); right: KL(pi||pi_ref). "
         "The authors' Monte-Carlo reward (4 draws per evaluation context for DPO/IPO, 1 for best-of-N) is in the data table (sampled_reward).",
         "Compile / run seconds of the engine calls (as first measured in this process): "
-        + ", ".join(f"{t.config.loss}/{t.config.sampling} {t.compile_seconds:.1f}/{t.run_seconds:.1f}" for t in timing) + ".",
+        + ", ".join(f"{t.config.loss}/{t.config.sampling} {t.compile_seconds:.1f}/{t.run_seconds:.1f}" for t in timing)
+        + ".",
     ]
 
 

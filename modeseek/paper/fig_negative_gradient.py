@@ -166,7 +166,7 @@ def _claims(res) -> list[Claim]:
 
 def _caption(b, res, timing) -> list[str]:
     return [
-        "Problem: the 1-token bandit (exact squashed-Cauchy reference; reward peak at bin 70 \"far\" / 20 \"near\", width 10). "
+        'Problem: the 1-token bandit (exact squashed-Cauchy reference; reward peak at bin 70 "far" / 20 "near", width 10). '
         "Policy: the authors' MLP, SFT to pi_ref first (100 Adam steps, lr 0.01); all methods offline: one batch of N = 10 responses per train context from pi_ref (docs/paper.md §A.6).",
         "Budget: " + b.describe() + ".",
         protocol.OFFLINE_BEST_OF_N.describe() + ".",
@@ -181,9 +181,10 @@ def _caption(b, res, timing) -> list[str]:
         protocol.OFFLINE_DPO.describe() + "; beta is the authors' CLI default, not tuned.",
         "KL(pi||pi_ref) is exact, averaged over the evaluation contexts (the authors compute it on the first train context only, docs/paper.md §A.7). "
         "Right column: final policy mass over bins, mean over seeds and evaluation contexts, log scale; grey bars pi_ref.",
-        "Claims compare final values (step " + str(b.offline_steps) + ") on \"far\" with Welch 95% bands of the difference over seeds.",
+        "Claims compare final values (step " + str(b.offline_steps) + ') on "far" with Welch 95% bands of the difference over seeds.',
         "Compile / run seconds of the engine calls (as first measured in this process): "
-        + ", ".join(f"{t.config.loss}[{t.config.negative or '-'}] {t.compile_seconds:.1f}/{t.run_seconds:.1f}" for t in timing) + ".",
+        + ", ".join(f"{t.config.loss}[{t.config.negative or '-'}] {t.compile_seconds:.1f}/{t.run_seconds:.1f}" for t in timing)
+        + ".",
     ]
 
 

@@ -11,6 +11,7 @@ gradient steps and against reward queries, mean and 95% band over the reported s
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -79,7 +80,7 @@ def tuned_slice(traj, metric: str, b: protocol.Budget, columns=None) -> tuple[np
 
 def results(b: protocol.Budget) -> dict:
     """Every curve of the figure: method -> dict of metric -> (problems, reported seeds, steps + 1)."""
-    out = {}
+    out: dict[str, dict[str, Any]] = {}
     worst = protocol.offline_worst_sweep(b)
     assert protocol.WORST_COEFS[0] == 0.0
     out["offline best-of-N"] = {m: protocol.split_seeds(worst.metrics[m][:, 0], b.seeds)[0] for m in protocol.METRICS}
@@ -117,8 +118,7 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
             if name.startswith("offline"):
                 m, lo, hi = pieces.mean_band(r["expected_reward"][i][:, -1])
                 q = r["reward_queries"][i][0, -1]
-                ax_q.errorbar([q], [m], yerr=[[m - lo], [hi - m]], fmt="o", color=COLORS[name], ms=6, capsize=3,
-                              label=f"{label}: {int(q)} queries, value after {h_off} steps")
+                ax_q.errorbar([q], [m], yerr=[[m - lo], [hi - m]], fmt="o", color=COLORS[name], ms=6, capsize=3, label=f"{label}: {int(q)} queries, value after {h_off} steps")
             else:
                 q = r["reward_queries"][i][0]
                 pieces.plot_band(ax_q, np.maximum(q, 1), r["expected_reward"][i], label=label, color=COLORS[name])
@@ -182,7 +182,7 @@ def _claims(res, h_off: int, h_on: int) -> list[Claim]:
         )
     near_off = _final(res, "offline best-of-N", 1)
     finals = {name: _final(res, name, 1).mean() for name in ["offline best-of-N"] + on_methods}
-    best = max(finals, key=finals.get)
+    best = max(finals, key=lambda n: finals[n])
     gap = finals[best] - near_off.mean()
     return [
         Claim(
@@ -207,7 +207,7 @@ def _caption(b, res, h_off, h_on, worst, on, sweeps) -> list[str]:
     rl = {name: res[name]["chosen_lr"] for name in RL}
     timing = [worst, on] + list(sweeps.values())
     return [
-        "Problem: the 1-token bandit (exact squashed-Cauchy reference, rewards peaked at bin 70 \"far\" / 20 \"near\", width 10). "
+        'Problem: the 1-token bandit (exact squashed-Cauchy reference, rewards peaked at bin 70 "far" / 20 "near", width 10). '
         "Policy: the authors' MLP (docs/paper.md §A.4), SFT to pi_ref first (100 Adam steps, lr 0.01, exact reverse KL, docs/paper.md §A.5); "
         "epoch 0 samples from pi_ref, later epochs from the policy (docs/paper.md §A.6); Adam.",
         "Budget: " + b.describe() + ".",
@@ -224,7 +224,8 @@ def _caption(b, res, h_off, h_on, worst, on, sweeps) -> list[str]:
         "(1 draw per evaluation context, right column). Reward queries: train contexts x N per epoch (offline: 50 in total).",
         f"Equal-steps comparison (claim): at step {min(h_off, h_on)}, the offline budget; offline best-of-N is not run past the authors' T = 200.",
         "Compile / run seconds of the engine calls behind this figure, as measured when each first ran in this process (0 compile: program already compiled): "
-        + ", ".join(f"{t.config.loss}/{t.config.sampling} {t.compile_seconds:.1f}/{t.run_seconds:.1f}" for t in timing) + ".",
+        + ", ".join(f"{t.config.loss}/{t.config.sampling} {t.compile_seconds:.1f}/{t.run_seconds:.1f}" for t in timing)
+        + ".",
     ]
 
 
@@ -234,5 +235,5 @@ PIECE = Piece(
     make,
     "Offline best-of-N against on-policy best-of-N, REINFORCE and PPO (learning rates tuned on held-out seeds) with the authors' MLP protocol, "
     "exact expected reward against gradient steps and against reward queries, plus the Monte-Carlo reward the authors plot.\n"
-    "It tests the paper's claim that on \"far\" only fresh samples from the improving policy reach the peak, while on \"near\" one offline batch suffices.",
+    'It tests the paper\'s claim that on "far" only fresh samples from the improving policy reach the peak, while on "near" one offline batch suffices.',
 )

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from modeseek import pieces
 from modeseek.paper import fig_reuse
-from modeseek.pieces import Claim, Piece
 from modeseek.paper.fig_reuse import ALGORITHMS, KINDS
+from modeseek.pieces import Claim, Piece
 
 #: Minibatches per iteration (B / M); B = M * k.
 PASSES = (1, 2, 5, 10, 20, 50)
@@ -44,8 +44,7 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
     pieces.save_figure(
         fig,
         out_dir / "fig_on_policyness.png",
-        title=f"On-policyness at a fixed budget: batches of B per context, one pass in minibatches of {b.base} "
-        f"({b.steps} steps, {b.steps * b.base * b.contexts:,} reward queries for every B)",
+        title=f"On-policyness at a fixed budget: batches of B per context, one pass in minibatches of {b.base} ({b.steps} steps, {b.steps * b.base * b.contexts:,} reward queries for every B)",
         smoke=smoke,
     )
     pieces.save_table(fig_reuse.tidy(runs, {}, lrs, b, {"policy": b.policy}), out_dir / "data" / "fig_on_policyness.parquet")

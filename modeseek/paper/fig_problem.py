@@ -81,7 +81,8 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
     stats = {kind: geometry(p, CENTERS[kind]) for kind, p in problems.items()}
 
     fig, axes = plt.subplots(2, 2, figsize=(11, 6.2), sharex=True)
-    handles, labels = [], []
+    handles: list = []
+    labels: list = []
     for i, (kind, problem) in enumerate(problems.items()):
         reward = np.asarray(problem.reward)
         for j, log in enumerate((False, True)):
@@ -107,12 +108,9 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
                     fontsize=10,
                 )
                 txt = (
-                    f"$E_{{\\pi_{{ref}}}}[r]$ = {s['expected_reward']:.3f}\n"
-                    f"$\\pi_{{ref}}$ mass in [{c - WIDTH}, {c + WIDTH}] = {s['mass_near_peak']:.3f}\n"
-                    f"E[best of 10 draws] = {s['best_of_10']:.3f}"
+                    f"$E_{{\\pi_{{ref}}}}[r]$ = {s['expected_reward']:.3f}\n$\\pi_{{ref}}$ mass in [{c - WIDTH}, {c + WIDTH}] = {s['mass_near_peak']:.3f}\nE[best of 10 draws] = {s['best_of_10']:.3f}"
                 )
-                ax.text(0.98 if kind == "near" else 0.56, 0.95, txt, transform=ax.transAxes, ha="right", va="top", fontsize=8,
-                        bbox=dict(facecolor="white", alpha=0.85, lw=0))
+                ax.text(0.98 if kind == "near" else 0.56, 0.95, txt, transform=ax.transAxes, ha="right", va="top", fontsize=8, bbox=dict(facecolor="white", alpha=0.85, lw=0))
             else:
                 ax.set_title("same, log-scale mass (the right tail is ~0.002 per bin)", fontsize=10)
             if j == 1:
@@ -160,7 +158,7 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
         [
             "Reference pi_ref: tanh(Cauchy(-0.7, 0.4)) binned on [-1, 1] into 100 bins, with the exact bin masses "
             "(docs/paper.md §A.2) instead of the authors' unseeded 10,000-sample histogram (choice: exact masses, one reference for every run).",
-            "Rewards: r(a) = exp(-((a - c)/w)^2) with c = 70 (\"far\", reward id 4) and c = 20 (\"near\", id 5), w = 10; "
+            'Rewards: r(a) = exp(-((a - c)/w)^2) with c = 70 ("far", reward id 4) and c = 20 ("near", id 5), w = 10; '
             "top row also shows the wider far variants w = 20, 30 (ids 8, 9). Shaded: bins within one width of the peak.",
             "Left: linear mass; right: log-scale mass. Interior mode at bin 16, edge spikes at bins 0 and 99, ~0.002 per bin around bin 70.",
             "Numbers in the panels are exact (no sampling, no training): E_{pi_ref}[r], the reference mass within one width of the peak, "
@@ -175,7 +173,7 @@ PIECE = Piece(
     "fig_problem",
     "Figure 1: the problem",
     make,
-    "The reference pi_ref over the 100 bins (linear and log mass) with the \"far\" reward (peak at bin 70, where pi_ref is ~0.002 per bin) "
-    "and the \"near\" one (peak at bin 20, by the reference's mode), with the exact E_ref[r] and expected best of 10 draws.\n"
+    'The reference pi_ref over the 100 bins (linear and log mass) with the "far" reward (peak at bin 70, where pi_ref is ~0.002 per bin) '
+    'and the "near" one (peak at bin 20, by the reference\'s mode), with the exact E_ref[r] and expected best of 10 draws.\n'
     "It shows why the two geometries differ: sampling pi_ref rarely reaches the far peak and often reaches the near one.",
 )

@@ -20,14 +20,15 @@ per loss serves every T.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
 import modeseek as ms
-from modeseek.engine import HyperParams
 from modeseek import pieces
+from modeseek.engine import HyperParams
 from modeseek.paper import protocol
 from modeseek.pieces import Claim, Piece
 
@@ -243,8 +244,7 @@ def tuning(name: str, b: Budget):
     cfg = ALGORITHMS[name]
     # LEARNING_RATES x tune_seeds = 4 x 5 = 20 runs, the same program size as the
     # reported calls (2 problems x 10 seeds), so the tuning call compiles nothing.
-    r = _call(b, cfg, [reuse_schedule(1, b.base)], problems=[ms.paper_bandit("far")], seeds=b.tune_seeds,
-              seed_offset=b.seeds, learning_rate=np.asarray(LEARNING_RATES))
+    r = _call(b, cfg, [reuse_schedule(1, b.base)], problems=[ms.paper_bandit("far")], seeds=b.tune_seeds, seed_offset=b.seeds, learning_rate=np.asarray(LEARNING_RATES))
     j = protocol.select_best(r.metrics["expected_reward"][0, 0])
     return r, LEARNING_RATES[j]
 
@@ -292,8 +292,7 @@ def plot_sweep(runs: dict, values, *, value_name: str, xlabel: str, x_of, lrs: d
             er = runs[name].metrics["expected_reward"][:, i]
             for what, ls, marker, fn in (("area (mean over steps)", "-", "o", area), ("final", "--", "s", lambda c: c[..., -1])):
                 m, lo, hi = zip(*(pieces.mean_band(fn(er[s])) for s in range(len(values))))
-                ax.errorbar(values, m, yerr=[np.subtract(m, lo), np.subtract(hi, m)], color=f"C{j}", ls=ls, marker=marker, ms=4,
-                            capsize=2, label=f"{name}: {what}")
+                ax.errorbar(values, m, yerr=[np.subtract(m, lo), np.subtract(hi, m)], color=f"C{j}", ls=ls, marker=marker, ms=4, capsize=2, label=f"{name}: {what}")
         ax.set_xscale("log")
         ax.set_xticks(values)
         ax.set_xticklabels([str(v) for v in values])
@@ -365,8 +364,7 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
     pieces.save_figure(
         fig,
         out_dir / "fig_reuse.png",
-        title=f"Sample reuse at a fixed budget: T steps on each batch of N = {b.base}T per context ({b.steps} steps, "
-        f"{b.steps * b.base * b.contexts:,} reward queries for every T)",
+        title=f"Sample reuse at a fixed budget: T steps on each batch of N = {b.base}T per context ({b.steps} steps, {b.steps * b.base * b.contexts:,} reward queries for every T)",
         smoke=smoke,
     )
     df = tidy(runs, tunes, lrs, b, {"policy": b.policy})
@@ -404,8 +402,10 @@ def _claims(runs: dict, b: Budget) -> list[Claim]:
         best_mod = max(MODERATE, key=lambda t: a[REUSES.index(t)].mean())
         d, lo, hi = paired_band(a[REUSES.index(best_mod)], a[i1])
         helps &= lo > 0
-        parts.append(f"{name}: area T=1 {pieces.fmt(a[i1].mean())}, best moderate T={best_mod} {pieces.fmt(a[REUSES.index(best_mod)].mean())} "
-                     f"(difference {pieces.fmt(d)}, 95% band [{pieces.fmt(lo)}, {pieces.fmt(hi)}])")
+        parts.append(
+            f"{name}: area T=1 {pieces.fmt(a[i1].mean())}, best moderate T={best_mod} {pieces.fmt(a[REUSES.index(best_mod)].mean())} "
+            f"(difference {pieces.fmt(d)}, 95% band [{pieces.fmt(lo)}, {pieces.fmt(hi)}])"
+        )
         best = int(np.argmax(a.mean(axis=1)))
         hurt[name] = paired_band(a[best], a[il]) + (REUSES[best],)
     claims = [

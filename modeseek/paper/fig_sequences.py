@@ -187,7 +187,8 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
             "seq_far_on_policy_negative_gradient_best",
             'On "far", on-policy IPO (on-policy sampling and a negative gradient) ends with the highest expected reward of the four methods (section 5.3)',
             bool(ok),
-            "final expected reward: " + ", ".join(f"{m} {_f(v)}" for m, v in far_end.items())
+            "final expected reward: "
+            + ", ".join(f"{m} {_f(v)}" for m, v in far_end.items())
             + f" (IPO after {b['ipo_steps']} steps, best-of-N after {b['bon_steps']}); on-policy IPO peaked at {pieces.fmt(on_ipo[peak])} at step {int(ipo.eval_steps[peak])}",
             ""
             if ok
@@ -223,7 +224,7 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
 
     # ------------------------------------------------------------------ caption
     lines = [
-        f"Problem: the paper's sequence bandit (docs/paper.md §C.1-docs/paper.md §C.3): a uniform prompt token, 9 response tokens over 100 tokens; reward = mean over the 9 response tokens of exp(-((y - c)/10)^2), c = 70 (far) or 20 (near). Choice: the prompt token is *not* counted in the reward (the authors count it, capping the reward at ~0.918; `include_prompt=True` reproduces that).",
+        "Problem: the paper's sequence bandit (docs/paper.md §C.1-docs/paper.md §C.3): a uniform prompt token, 9 response tokens over 100 tokens; reward = mean over the 9 response tokens of exp(-((y - c)/10)^2), c = 70 (far) or 20 (near). Choice: the prompt token is *not* counted in the reward (the authors count it, capping the reward at ~0.918; `include_prompt=True` reproduces that).",
         f"Policy: {b['policy']}"
         + (
             " (gpt-nano: 3 layers, 3 heads, 48-dim, learned positions, GELU, no dropout (the authors train with dropout 0.1; a choice for determinism and speed)); before fine-tuning it is fit to pi_data by 100 Adam steps at lr 0.01 on the per-token reverse KL, 10 sequences per step whose prefixes are i.i.d. pi_data tokens (the authors use the model's own generations, one per step). pi_ref is the frozen fitted model, evaluated without dropout."
@@ -232,7 +233,7 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
         ),
         "Log-probabilities: the correct shift (row t of the logits scores token t + 1). The authors' off-by-one gather is available as `shift='authors'` and not used here (docs/paper.md §C.5).",
         f"Methods, as the authors' scripts (docs/paper.md §C.6): offline best-of-N lr {1e-4 * b['learning_scale']:g}; on-policy best-of-N lr {3e-5 * b['learning_scale']:g}, T = 10 steps per batch; offline IPO and on-policy IPO lr {min(1e-2 * b['learning_scale'], 0.3):g}, target margin 10, all 45 pairs of the N = 10 samples per prompt, pairs with equal rewards skipped. Adam, full-batch steps.",
-        f"Data: 10 train prompts, N = 10 sequences per prompt; offline data is one batch from pi_ref (the authors' epoch 0 from the SFT model). Departure: offline IPO uses 10 prompts (the authors: 100) so that it shares a compiled program with on-policy IPO.",
+        "Data: 10 train prompts, N = 10 sequences per prompt; offline data is one batch from pi_ref (the authors' epoch 0 from the SFT model). Departure: offline IPO uses 10 prompts (the authors: 100) so that it shares a compiled program with on-policy IPO.",
         f"Budget (shortened from the paper to fit 1.5 minutes on 2 CPU cores): best-of-N {b['bon_steps']} gradient steps ({b['bon_steps'] // 10} on-policy epochs; the paper: 100 epochs = 1000 steps), IPO {b['ipo_steps']} steps ({b['ipo_steps'] // 10} epochs; the paper: 1000). Offline methods take all their steps on their one dataset (the paper: T = 100, marked by the dotted line; claims read offline at step 100 too). {b['seeds']} seeds (mean and 95% band).",
         f"Metrics every {b['eval_every']} steps on 100 fresh evaluation prompts, one sampled sequence each, Rao-Blackwellised: expected reward from the per-position next-token distributions along the samples; KL(pi || pi_ref) of the whole response as the sum of the exact per-token KLs along the samples. Right column: the final per-position marginals averaged over the 9 positions, seeds and evaluation prompts (red: the per-token reward).",
         f"Time: compile {bon.compile_seconds + ipo.compile_seconds:.0f} s and run {bon.run_seconds + ipo.run_seconds:.0f} s of wall time, {time.process_time() - cpu0:.0f} s of CPU time for the whole piece (wall time is inflated when the CPU is shared). Data: data/sequences.parquet (metrics per method, problem, seed, step), data/sequences_marginals.parquet (final marginals per position).",

@@ -94,8 +94,7 @@ def _vec(v, signed: bool = False) -> str:
 def _kl_runs(problem, target, steps: int, step_sizes, **kw) -> dict:
     """Exact SGD on the logits under forward and reverse KL toward ``target``: loss -> Trajectory over ``step_sizes``, every step kept."""
     return {
-        loss: ms.run(problem, loss=loss, sampling="exact", optimizer="sgd", steps=steps, target=np.asarray(target),
-                     learning_rate=np.asarray(step_sizes), snapshot_every=1, **kw)
+        loss: ms.run(problem, loss=loss, sampling="exact", optimizer="sgd", steps=steps, target=np.asarray(target), learning_rate=np.asarray(step_sizes), snapshot_every=1, **kw)
         for loss in ("forward_kl", "reverse_kl")
     }
 
@@ -128,20 +127,29 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
             ls = {0.3: ":", 1.0: "-", 3.0: "--"}
             for g, eta in enumerate(STEP_SIZES):
                 removal[(tname, loss, eta)] = (first_step_below(excluded[g], excluded[g, 0] / 2), first_step_below(excluded[g], REMOVED))
-                rows.append(pd.DataFrame({"target": tname, "loss": loss, "step_size": eta, "step": x,
-                                          "mass_excluded": excluded[g], "mass_target_set": 1 - excluded[g],
-                                          "kl_pi_star": tr.metrics["kl_pi_star"][g, 0], "expected_reward": tr.metrics["expected_reward"][g, 0]}))
+                rows.append(
+                    pd.DataFrame(
+                        {
+                            "target": tname,
+                            "loss": loss,
+                            "step_size": eta,
+                            "step": x,
+                            "mass_excluded": excluded[g],
+                            "mass_target_set": 1 - excluded[g],
+                            "kl_pi_star": tr.metrics["kl_pi_star"][g, 0],
+                            "expected_reward": tr.metrics["expected_reward"][g, 0],
+                        }
+                    )
+                )
                 # One exact step against the closed form of E.4.
                 expect = closed_form_step(ref, q, eta, loss)
                 onestep_err = max(onestep_err, float(np.abs(np.exp(expect) - snaps[g, 1]).max()))
                 if r == 0:
-                    axes[0, 0].plot(x, 1 - excluded[g], color=COLOR[loss], ls=ls[eta], lw=1.6 if eta == MAIN else 1.0,
-                                    label=f"{loss.split('_')[0]} KL, step {eta:g}")
+                    axes[0, 0].plot(x, 1 - excluded[g], color=COLOR[loss], ls=ls[eta], lw=1.6 if eta == MAIN else 1.0, label=f"{loss.split('_')[0]} KL, step {eta:g}")
             if r == 1:
                 for (c, w), mls in zip(MODES, ("-", "--")):
                     near = np.abs(bins - c) <= 2 * w
-                    axes[1, 0].plot(x, snaps[main][:, near].sum(-1), color=COLOR[loss], ls=mls, lw=1.6,
-                                    label=f"{loss.split('_')[0]} KL: mass within {2 * w:g} bins of {c:g}")
+                    axes[1, 0].plot(x, snaps[main][:, near].sum(-1), color=COLOR[loss], ls=mls, lw=1.6, label=f"{loss.split('_')[0]} KL: mass within {2 * w:g} bins of {c:g}")
             axes[r, 1].plot(x, excluded[main], color=COLOR[loss], lw=1.6, label=LABEL[loss] + f", step {MAIN:g}")
             axes[r, 2].scatter(q, np.log(snaps[main, 1]) - np.log(snaps[main, 0]), s=10, color=COLOR[loss], label=LABEL[loss], alpha=0.8)
         # Decorations per row.
@@ -246,8 +254,7 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
     for loss, tr in toy["runs"].items():
         for g, eta in enumerate(TOY_STEP_SIZES):
             for c in range(4):
-                rows.append(pd.DataFrame({"target": "toy4", "loss": loss, "step_size": eta, "step": np.arange(tr.config.steps + 1),
-                                          "category": c, "prob": tr.snapshots[g, 0, :, c]}))
+                rows.append(pd.DataFrame({"target": "toy4", "loss": loss, "step_size": eta, "step": np.arange(tr.config.steps + 1), "category": c, "prob": tr.snapshots[g, 0, :, c]}))
     pieces.save_table(pd.concat(rows, ignore_index=True), out_dir / "data" / "fig_theory.parquet")
 
     claims = [_lemma_claim(runs, ref, reward), _removal_claim(removal, steps), _gradient_claim(onestep_err), _toy_claim(toy)]
@@ -255,7 +262,7 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
         out_dir / "fig_theory.caption.md",
         "Figure 7: mode-seeking vs mode-covering in theory (fig_theory.png)",
         [
-            f"Tabular softmax policy over the 100 bins of \"far\", logits initialised at log pi_ref; exact (population) gradients of "
+            f'Tabular softmax policy over the 100 bins of "far", logits initialised at log pi_ref; exact (population) gradients of '
             f"forward KL(q||pi) and reverse KL(pi||q), plain SGD on the logits, step sizes {list(STEP_SIZES)} swept in one call, {steps} steps; deterministic (no sampling, no seeds).",
             f"Targets: pi_star = pi_ref exp(r/beta)/Z with beta = {BETA:g}; a bimodal target, equal bumps exp(-((i-c)/w)^2) at (c, w) = {list(MODES)} mixed with {FLOOR:g} of the uniform.",
             f"Target set: the smallest set of bins holding {TARGET_MASS:.0%} of the target's mass; the other bins are 'target-excluded'. "
@@ -302,8 +309,7 @@ def _removal_claim(removal, steps) -> Claim:
             r_cmp = steps + 1 if r_rem is None else r_rem
             ok &= r_cmp < f_cmp
             fmt = lambda s: f">{steps}" if s is None else str(s)  # noqa: E731
-            parts.append(f"{tname}, step {eta:g}: to {REMOVED:g} reverse {fmt(r_rem)} vs forward {fmt(f_rem)} steps "
-                         f"(to half: reverse {fmt(r_half)}, forward {fmt(f_half)})")
+            parts.append(f"{tname}, step {eta:g}: to {REMOVED:g} reverse {fmt(r_rem)} vs forward {fmt(f_rem)} steps (to half: reverse {fmt(r_half)}, forward {fmt(f_half)})")
     return Claim(
         "reverse_kl_removes_excluded_mass_faster",
         f"Reverse KL removes the mass on target-excluded bins faster than forward KL (fewer exact SGD steps until it falls to {REMOVED:g}), toward pi_star and toward a bimodal target, at every step size",
@@ -313,8 +319,12 @@ def _removal_claim(removal, steps) -> Claim:
         + (
             "Toward pi_star reverse KL halves the excluded mass later than forward KL: the target bins sit where pi_ref has ~0.002 "
             "per bin, and reverse KL grows a bin in proportion to its current mass (docs/paper.md §E.4), so it starts slowly and then overtakes."
-            if any(removal[("pi_star", "reverse_kl", e)][0] is not None and removal[("pi_star", "forward_kl", e)][0] is not None
-                   and removal[("pi_star", "reverse_kl", e)][0] > removal[("pi_star", "forward_kl", e)][0] for e in STEP_SIZES)
+            if any(
+                removal[("pi_star", "reverse_kl", e)][0] is not None
+                and removal[("pi_star", "forward_kl", e)][0] is not None
+                and removal[("pi_star", "reverse_kl", e)][0] > removal[("pi_star", "forward_kl", e)][0]
+                for e in STEP_SIZES
+            )
             else ""
         ),
     )

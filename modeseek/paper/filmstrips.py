@@ -16,6 +16,7 @@ runs of figure 5 (shared within a process, so they cost almost nothing there).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -24,7 +25,7 @@ from modeseek import pieces
 from modeseek.paper import fig_reuse
 from modeseek.pieces import Claim, Piece
 
-ALGORITHMS = (
+ALGORITHMS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("offline best-of-N (mode-covering)", dict(loss="best_of_n", sampling="exact_offline")),
     ("offline DPO (contrastive)", dict(loss="dpo", sampling="exact_offline")),
     ("on-policy REINFORCE (mode-seeking)", dict(loss="reinforce", sampling="exact")),
@@ -47,12 +48,20 @@ def _frame(kind, algorithm, loss, regime, steps, bins, exact, sampled, ref, rewa
     import pandas as pd
 
     n = len(steps)
-    return pd.DataFrame({
-        "problem": kind, "algorithm": algorithm, "loss": loss, "regime": regime,
-        "step": np.repeat(np.asarray(steps, np.int64), len(bins)), "bin": np.tile(bins, n),
-        "exact_prob": np.nan if exact is None else np.ravel(exact), "sampled_prob_mean": np.ravel(sampled),
-        "ref_prob": np.tile(ref, n), "reward": np.tile(reward, n),
-    })
+    return pd.DataFrame(
+        {
+            "problem": kind,
+            "algorithm": algorithm,
+            "loss": loss,
+            "regime": regime,
+            "step": np.repeat(np.asarray(steps, np.int64), len(bins)),
+            "bin": np.tile(bins, n),
+            "exact_prob": np.nan if exact is None else np.ravel(exact),
+            "sampled_prob_mean": np.ravel(sampled),
+            "ref_prob": np.tile(ref, n),
+            "reward": np.tile(reward, n),
+        }
+    )
 
 
 def make(out_dir: Path, smoke: bool) -> list[Claim]:
@@ -74,7 +83,7 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
             for j, s in enumerate(snap_steps):
                 ax = axes[i, j]
                 p = exact.snapshots[0, j]
-                ax.bar(bins, p, width=1.0, color="C%d" % i, alpha=0.8, label="exact")
+                ax.bar(bins, p, width=1.0, color=f"C{i}", alpha=0.8, label="exact")
                 ax.plot(bins, mean_sampled[j], color="k", lw=0.8, label=f"sampled (mean of {seeds})")
                 ax.plot(bins, ref, color="0.5", ls="--", lw=0.8, label="pi_ref")
                 # The reward on the mass axis, scaled to the row's tallest bar (a twin axis per panel doubles the drawing time).
@@ -97,8 +106,7 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
                 "filmstrip_far_mode_seeking",
                 'On "far", exact on-policy REINFORCE ends with more mass on the high-reward bins than exact offline best-of-N (mode-covering) and exact offline DPO',
                 final["reinforce"] > max(final["best_of_n"], final["dpo"]),
-                f"mass on high-reward bins after {steps} steps: REINFORCE {pieces.fmt(final['reinforce'])}, "
-                f"best-of-N {pieces.fmt(final['best_of_n'])}, DPO {pieces.fmt(final['dpo'])}",
+                f"mass on high-reward bins after {steps} steps: REINFORCE {pieces.fmt(final['reinforce'])}, best-of-N {pieces.fmt(final['best_of_n'])}, DPO {pieces.fmt(final['dpo'])}",
             )
     mlp_rows, mlp_lines = _mlp_strips(out_dir, smoke)
     rows += mlp_rows
@@ -143,8 +151,7 @@ def _mlp_strips(out_dir: Path, smoke: bool):
     kinds = fig_reuse.KINDS
     problems = {k: ms.paper_bandit(k) for k in kinds}
     bins = np.arange(problems[kinds[0]].num_bins)
-    fig, axes = plt.subplots(len(kinds) * len(MLP_ROWS), len(cols), figsize=(2.3 * len(cols), 1.75 * len(kinds) * len(MLP_ROWS)),
-                             sharex=True, sharey="row")
+    fig, axes = plt.subplots(len(kinds) * len(MLP_ROWS), len(cols), figsize=(2.3 * len(cols), 1.75 * len(kinds) * len(MLP_ROWS)), sharex=True, sharey="row")
     rows = []
     for i, kind in enumerate(kinds):
         ref = np.asarray(problems[kind].ref_probs)

@@ -15,9 +15,11 @@ say so in their captions.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from modeseek import _checks, losses
 
@@ -126,7 +128,7 @@ class Config:
         """Monte-Carlo draws per eval context for the sampled reward (docs/paper.md §A.7: 4 for DPO/IPO, else 1)."""
         return 4 if self.loss in ("dpo", "ipo") else 1
 
-    def replace(self, **changes) -> "Config":
+    def replace(self, **changes) -> Config:
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
 
@@ -186,9 +188,7 @@ class Config:
 
 # The four configurations of the authors' 1-token scripts (docs/paper.md §A.6).
 OFFLINE_BEST_OF_N = Config("offline best-of-N", "best_of_n", 0.01, 5, 1, 10, 200, source="best_of_n.sh")
-OFFLINE_IPO = Config(
-    "offline IPO", "ipo", 0.003, 100, 1, 10, 200, target_margin=10.0, min_reward_gap=0.2, source="ipo.sh"
-)
+OFFLINE_IPO = Config("offline IPO", "ipo", 0.003, 100, 1, 10, 200, target_margin=10.0, min_reward_gap=0.2, source="ipo.sh")
 ON_POLICY_BEST_OF_N = Config("on-policy best-of-N", "best_of_n", 0.001, 10, 100, 10, 15, source="onpolicy_best_of_n.sh")
 ON_POLICY_IPO = Config("on-policy IPO", "ipo", 0.01, 10, 100, 10, 15, target_margin=10.0, source="onpolicy_ipo.sh")
 
@@ -197,12 +197,8 @@ AUTHORS: dict[str, Config] = {c.name: c for c in (OFFLINE_BEST_OF_N, OFFLINE_IPO
 
 # DPO has no bandit script (docs/paper.md §G.8): the IPO configurations with the DPO loss; beta
 # (default 0.05 in the authors' CLI) is left for the figure to tune.
-OFFLINE_DPO = OFFLINE_IPO.replace(
-    name="offline DPO", loss="dpo", beta=0.05, target_margin=None, published=False, source="ipo.sh with the DPO loss"
-)
-ON_POLICY_DPO = ON_POLICY_IPO.replace(
-    name="on-policy DPO", loss="dpo", beta=0.05, target_margin=None, published=False, source="onpolicy_ipo.sh with the DPO loss"
-)
+OFFLINE_DPO = OFFLINE_IPO.replace(name="offline DPO", loss="dpo", beta=0.05, target_margin=None, published=False, source="ipo.sh with the DPO loss")
+ON_POLICY_DPO = ON_POLICY_IPO.replace(name="on-policy DPO", loss="dpo", beta=0.05, target_margin=None, published=False, source="onpolicy_ipo.sh with the DPO loss")
 
 
 def offline_negative_best_of_n(negative: str, negative_coef: float = 0.05) -> Config:
@@ -289,8 +285,7 @@ class Budget:
             f"{self.seeds} reported seeds per curve (mean and 95% band, mean +- 1.96 s.e.)"
             f"{f', open hyperparameters chosen on {self.tune_seeds} further held-out seeds' if self.tune_seeds else ''}; "
             f"on-policy runs {self.on_policy_epochs} epochs (the authors: 100); offline runs {self.offline_steps} steps; "
-            f"{self.eval_contexts} evaluation contexts; {self.policy} policy"
-            + (" (SMOKE budget: numbers not meaningful)" if self.smoke else "")
+            f"{self.eval_contexts} evaluation contexts; {self.policy} policy" + (" (SMOKE budget: numbers not meaningful)" if self.smoke else "")
         )
 
 
@@ -376,7 +371,7 @@ def select_best(curves: np.ndarray) -> int:
     return int(np.argmax(score))
 
 
-def difference_band(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, float]:
+def difference_band(a: ArrayLike, b: ArrayLike) -> tuple[float, float, float]:
     """(difference, lower, upper): mean of a minus mean of b (per-seed values of two methods), with a 95% normal band (Welch standard error, unpaired)."""
     a = np.asarray(a, dtype=np.float64).ravel()
     b = np.asarray(b, dtype=np.float64).ravel()

@@ -119,8 +119,7 @@ def claims(summary, cfg) -> list[Claim]:
     out.append(
         Claim(
             "phase_common_peak_all_families_good",
-            f"At the most common peak (rarity {rho[-1]:.2g}) with full coverage every family does well "
-            f"(final gold reward >= {GOOD_FRACTION:.0%} of the best family's)",
+            f"At the most common peak (rarity {rho[-1]:.2g}) with full coverage every family does well (final gold reward >= {GOOD_FRACTION:.0%} of the best family's)",
             ok,
             "; ".join(f"{label[f]}: {fmt(v)}" for f, v in zip(fams, cell)) + f" (on-policy families query the {pm} proxy)",
             "" if ok else "at least one family ends below 90% of the best at the easiest cell: " + ", ".join(label[f] for f, v in zip(fams, cell) if v < GOOD_FRACTION * np.max(cell)),
@@ -137,21 +136,14 @@ def claims(summary, cfg) -> list[Claim]:
             ev = "no family falls below 90% of the best at any rarity with full coverage"
         else:
             col = finals[:, c_n - 1, first_col]
-            ev = f"first rarity (from common to rare) where a family falls behind: {rho[first_col]:.2g}; there " + "; ".join(
-                f"{label[f]} {fmt(v)}" for f, v in zip(fams, col)
-            )
+            ev = f"first rarity (from common to rare) where a family falls behind: {rho[first_col]:.2g}; there " + "; ".join(f"{label[f]} {fmt(v)}" for f, v in zip(fams, col))
         ml = finals[fams.index("offline_ml"), c_n - 1]
         ml_first = next((r for r in range(r_n - 1, -1, -1) if ml[r] < GOOD_FRACTION * np.nanmax(finals[:, c_n - 1, r])), None)
-        ev += (
-            f"; offline ML first falls behind at rarity {rho[ml_first]:.2g}"
-            if ml_first is not None
-            else "; offline ML is never behind the best family with full coverage"
-        )
+        ev += f"; offline ML first falls behind at rarity {rho[ml_first]:.2g}" if ml_first is not None else "; offline ML is never behind the best family with full coverage"
         out.append(
             Claim(
                 "phase_offline_ml_falls_behind_first",
-                "With full coverage, as the peak becomes rare, offline maximum likelihood is the first family to fall behind "
-                f"(below {GOOD_FRACTION:.0%} of the best family's final gold reward)",
+                f"With full coverage, as the peak becomes rare, offline maximum likelihood is the first family to fall behind (below {GOOD_FRACTION:.0%} of the best family's final gold reward)",
                 bool(ok),
                 ev,
                 ""
@@ -192,10 +184,7 @@ def claims(summary, cfg) -> list[Claim]:
                     "At coverage 0 a tabular reward model, which cannot extrapolate beyond the data, helps on-policy methods less than "
                     "the smooth (RBF) one: their mean final gold reward over the coverage-0 row is lower with the tabular proxy",
                     bool(ok),
-                    "; ".join(
-                        f"{label[f]}: tabular {fmt(np.nanmean(tab[f]))} vs RBF {fmt(np.nanmean(rbf[f]))} (offline DPO {fmt(np.nanmean(off))})"
-                        for f in on_fams
-                    ),
+                    "; ".join(f"{label[f]}: tabular {fmt(np.nanmean(tab[f]))} vs RBF {fmt(np.nanmean(rbf[f]))} (offline DPO {fmt(np.nanmean(off))})" for f in on_fams),
                     "" if ok else "the tabular proxy does as well as the smooth one for at least one on-policy family",
                 )
             )
@@ -208,11 +197,9 @@ def claims(summary, cfg) -> list[Claim]:
         out.append(
             Claim(
                 "phase_proxy_overoptimisation_visible",
-                f"Over-optimisation is visible: in some cells on-policy RL raises its {pm} proxy reward while its gold reward "
-                "stays below 10% of the way from the reference to the best achievable",
+                f"Over-optimisation is visible: in some cells on-policy RL raises its {pm} proxy reward while its gold reward stays below 10% of the way from the reference to the best achievable",
                 bool(ok),
-                f"{len(over)} of {len(s)} cells; median proxy gain there {fmt(over.proxy_gain.median() if ok else np.nan)}, "
-                f"median gold progress {fmt(over.final_progress.median() if ok else np.nan)}",
+                f"{len(over)} of {len(s)} cells; median proxy gain there {fmt(over.proxy_gain.median() if ok else np.nan)}, median gold progress {fmt(over.final_progress.median() if ok else np.nan)}",
                 "" if ok else "wherever the proxy reward rises, the gold reward rises too",
             )
         )

@@ -131,7 +131,7 @@ def winner(summary, cfg, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6.4, 5.2), constrained_layout=True)
     ax.imshow(shown, origin="lower", cmap=ListedColormap(colors + ["0.8"]), vmin=-0.5, vmax=len(fams) + 0.5, aspect="auto")
     top = np.nanmax(finals, axis=0)
-    for (y, x), b in np.ndenumerate(best):
+    for (y, x), _ in np.ndenumerate(best):
         if none[y, x]:
             ax.text(x, y, f"{top[y, x]:.2f}\nnone", ha="center", va="center", fontsize=6, color="k")
             continue

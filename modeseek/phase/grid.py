@@ -230,18 +230,12 @@ def _fit_all(cfg: PhaseConfig, models: tuple[str, ...]):
     def one(mu, gold):
         # The same key in every cell: common random numbers across the map, so
         # neighbouring cells differ by their distributions, not by fresh noise.
-        counts = reward_models.sample_pair_counts(
-            key, mu, gold, num_samples=cfg.dataset_size, labels=cfg.labels, bt_scale=cfg.bt_scale
-        )
+        counts = reward_models.sample_pair_counts(key, mu, gold, num_samples=cfg.dataset_size, labels=cfg.labels, bt_scale=cfg.bt_scale)
         out = {}
         if "tabular" in models:
-            out["tabular"] = reward_models.fit_tabular(
-                counts, prior_scale=cfg.rm_prior_scale, bt_scale=cfg.bt_scale, steps=cfg.rm_steps
-            )
+            out["tabular"] = reward_models.fit_tabular(counts, prior_scale=cfg.rm_prior_scale, bt_scale=cfg.bt_scale, steps=cfg.rm_steps)
         if "rbf" in models:
-            out["rbf"] = reward_models.fit_features(
-                counts, feats, prior_scale=cfg.rm_prior_scale, bt_scale=cfg.bt_scale, steps=cfg.rm_steps
-            )
+            out["rbf"] = reward_models.fit_features(counts, feats, prior_scale=cfg.rm_prior_scale, bt_scale=cfg.bt_scale, steps=cfg.rm_steps)
         return out
 
     return jax.jit(jax.vmap(one))

@@ -28,12 +28,8 @@ def _caption(cfg, res, presets) -> list[str]:
     man = res.manifest
     tot = {k: sum(c[k] for c in man["chunks"]) for k in ("programs_compiled", "compile_seconds", "run_seconds", "proxy_fit_seconds")}
     rho = ", ".join(f"{r:.2g}" for r in man["rarity_achieved"])
-    fam_lines = "; ".join(
-        f"{FAMILIES[f].label}: loss {FAMILIES[f].loss}, sampling {FAMILIES[f].sampling}" for f in cfg.families
-    )
-    marks = "; ".join(
-        f"{figures.cell_letter(k)} = (rarity {man['rarity_achieved'][i]:.2g}, coverage {cfg.coverages[j]:g})" for k, (i, j) in enumerate(cfg.marked)
-    )
+    fam_lines = "; ".join(f"{FAMILIES[f].label}: loss {FAMILIES[f].loss}, sampling {FAMILIES[f].sampling}" for f in cfg.families)
+    marks = "; ".join(f"{figures.cell_letter(k)} = (rarity {man['rarity_achieved'][i]:.2g}, coverage {cfg.coverages[j]:g})" for k, (i, j) in enumerate(cfg.marked))
     pres = "; ".join(f"{t.description} -> rarity {t.rarity:.2g}, coverage {t.coverage:g}" for _, (_, _, t) in presets.items())
     return [
         f"Budget '{cfg.name}': {len(cfg.rarities)} rarities x {len(cfg.coverages)} coverages x {len(cfg.families)} families x {cfg.seeds} seeds, "

@@ -25,9 +25,11 @@ compiled program. A rerun with the same configuration skips the chunks on disk
 
 from __future__ import annotations
 
+import functools
 import shutil
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -42,7 +44,7 @@ __all__ = ["sweep", "SweepResult", "table_paths", "METRICS", "load"]
 METRICS = ("expected_reward", "mass_high_reward", "p_best", "kl_pi_ref", "entropy")
 
 
-def table_paths(out_dir: Path) -> dict[str, Path]:
+def table_paths(out_dir: str | Path) -> dict[str, Path]:
     """Where a sweep writes its table, mass table and manifest (in its chunk folder ``data/phase/``)."""
     d = Path(out_dir) / "data"
     return {"table": d / "phase.parquet", "mass": d / "phase_mass.parquet", "manifest": d / "phase" / "manifest.json"}
@@ -92,7 +94,7 @@ def _run_chunk(grid: Grid, family_name: str, model: str):
     rec = np.arange(0, cfg.steps + 1, cfg.record_every)
     _, c_n, k = grid.data.shape
     tables, masses = [], []
-    timing = {"family": family_name, "reward_model": model, "compile_seconds": 0.0, "run_seconds": 0.0, "calls": 0, "programs_compiled": 0}
+    timing: dict[str, Any] = {"family": family_name, "reward_model": model, "compile_seconds": 0.0, "run_seconds": 0.0, "calls": 0, "programs_compiled": 0}
     for i, problem in enumerate(grid.problems):
         cell_arrays = {"train_reward": grid.proxies[model][i]} if fam.on_policy else {"data": grid.data[i]}
         traj = ms.run(problem, **cell_arrays, **kw)
@@ -146,11 +148,11 @@ def _run_chunk(grid: Grid, family_name: str, model: str):
                 }
             )
         )
-    tables = {"phase": pd.concat(tables, ignore_index=True), "phase_mass": pd.concat(masses, ignore_index=True)}
-    return {name: pa.Table.from_pandas(df, preserve_index=False) for name, df in tables.items()}, timing
+    frames = {"phase": pd.concat(tables, ignore_index=True), "phase_mass": pd.concat(masses, ignore_index=True)}
+    return {name: pa.Table.from_pandas(df, preserve_index=False) for name, df in frames.items()}, timing
 
 
-def load(out_dir: Path):
+def load(out_dir: str | Path):
     """(table, mass, manifest) of a finished or partial sweep in ``out_dir`` (None where missing)."""
     import pandas as pd
 
@@ -181,7 +183,7 @@ def _chunks(grid: Grid) -> sweep_core.Chunks:
     return sweep_core.Chunks(
         spec=cfg.to_dict(),
         digest=cfg.digest(),
-        jobs=[lambda c=c: job(*c) for c in order],
+        jobs=[functools.partial(job, *c) for c in order],
         merged={"phase": "../phase.parquet", "phase_mass": "../phase_mass.parquet"},
         labels=["/".join(c) for c in order],
         runs=[len(cfg.rarities) * len(cfg.coverages) * cfg.seeds] * len(order),

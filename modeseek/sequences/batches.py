@@ -17,7 +17,7 @@ batch equals the core batch drawn with the same key.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -47,7 +47,7 @@ class SequenceBatch(NamedTuple):
     logq: jax.Array
     ref_logp: jax.Array
     items: Any
-    ref_next_logp: Optional[jax.Array] = None
+    ref_next_logp: jax.Array | None = None
 
 
 def points_items(reward, logq_seq) -> Points:

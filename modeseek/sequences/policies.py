@@ -30,7 +30,8 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-from typing import Any, Callable, NamedTuple, Optional
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -61,7 +62,7 @@ class SequencePolicy(NamedTuple):
     start: Callable[[Any], Any]
     step: Callable[..., tuple[jax.Array, Any]]
     #: None for policies without an exact Markov form (the transformer).
-    markov: Optional[Callable[..., tuple[jax.Array, jax.Array]]]
+    markov: Callable[..., tuple[jax.Array, jax.Array]] | None
 
 
 def _init_logits(key, ref_probs, init: str, shape: tuple[int, ...], init_scale):
@@ -224,10 +225,7 @@ def transformer(sizes: TransformerSizes = TransformerSizes()) -> SequencePolicy:
         sizes_ = [math.prod(shape) for shape, _ in normal.values()]
         z = jax.random.normal(key, (sum(sizes_),))
         offsets = [0, *itertools.accumulate(sizes_)]
-        params = {
-            name: s * z[o : o + math.prod(shape)].reshape(shape)
-            for (name, (shape, s)), o in zip(normal.items(), offsets)
-        }
+        params = {name: s * z[o : o + math.prod(shape)].reshape(shape) for (name, (shape, s)), o in zip(normal.items(), offsets)}
         params.update(
             ln1_g=jnp.ones((nl, d)),
             ln1_b=jnp.zeros((nl, d)),
