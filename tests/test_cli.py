@@ -270,6 +270,8 @@ def _check_bench(path: Path, cases: list[str], runs: int, steps: int):
     for name, r in report["results"].items():
         assert CASE_KEYS <= set(r), name
         assert r["runs"] == runs and r["steps"] == steps
+        # The engine returns what the baseline does: metrics at every step, the policy at the ends only.
+        assert r["engine_options"] == {"snapshot_every": steps}
         # Rates follow from the timings: best = runs * steps / fastest timed call.
         assert r["seed_steps_per_s_best"] == pytest.approx(runs * steps / min(r["run_seconds"]))
         assert r["seed_steps_per_s_best"] >= r["seed_steps_per_s_median"] > 0

@@ -24,7 +24,9 @@ same metrics at every step, same devices, same process, its own compile
 excluded). Engine and baseline calls alternate, the order swapped on every
 repeat, so a change of the machine's speed hits both; each pair gives one
 ratio engine / baseline = baseline seconds / engine seconds of the whole call
-(both include copying every metric to the host), reported as the median and
+(both include copying every metric to the host; the engine stores the
+policy's probabilities at the first and last step only, ``snapshot_every =
+steps``, as the baseline returns no policy table), reported as the median and
 the min-max over pairs. Absolute rates on a shared machine drift 2x between
 hours; only these same-process ratios compare. A second, separate comparison
 is the plain NumPy loop (``experiments/benchmarks/naive.py``, ``numpy_loop``
@@ -112,11 +114,11 @@ def machine() -> dict:
     }
 
 
-def _engine_call(case: Case, problem, seeds: int, steps: int, devices):
+def _engine_call(case: Case, problem, seeds: int, steps: int, devices, extra: dict):
     """``call(i) -> (trajectory, wall, cpu)``: the i-th engine call of ``case`` (fresh keys and values per i)."""
     import modeseek as ms
 
-    opts = dict(case.options)
+    opts = {**dict(case.options), **extra}
     if devices is not None:
         opts["devices"] = devices
 
@@ -156,19 +158,27 @@ def _baseline_call(case: Case, problem, runs: int, steps: int, devices):
     return compile_s, call
 
 
-def bench_case(case: Case, *, seeds: int, steps: int, repeats: int, problem=None, devices=None, compare: bool = False) -> dict:
+def bench_case(
+    case: Case, *, seeds: int, steps: int, repeats: int, problem=None, devices=None, compare: bool = False, policy_snapshots: bool = True
+) -> dict:
     """Compile once, then time ``repeats`` calls with fresh keys/values.
 
     ``problem`` defaults to the "far" paper bandit (K = 100); ``devices`` is passed
     to modeseek.run (default: every visible device). With ``compare`` (cases of
     ``baseline.CASES`` only), every engine call is paired with a call of the
     jit(vmap(scan)) baseline, alternating which goes first, and the report gains
-    a "baseline" entry with the per-pair ratios.
+    a "baseline" entry with the per-pair ratios. Without ``policy_snapshots``
+    the engine stores the policy's probabilities at steps 0 and ``steps`` only
+    (``snapshot_every=steps``) instead of at every step, so that it returns what
+    the baseline returns (the metrics at every step): the (steps + 1, K) table
+    per run is a further output, not a metric, and costs up to 2x for exact
+    reverse KL.
     """
     import modeseek as ms
 
     problem = ms.paper_bandit("far") if problem is None else problem
-    call = _engine_call(case, problem, seeds, steps, devices)
+    extra = {} if policy_snapshots else {"snapshot_every": steps}
+    call = _engine_call(case, problem, seeds, steps, devices, extra)
     first, _, _ = call(0)
     final0 = np.asarray(first.metrics["expected_reward"])[..., -1].ravel()
     runs = final0.size
@@ -201,6 +211,7 @@ def bench_case(case: Case, *, seeds: int, steps: int, repeats: int, problem=None
         "loss": case.loss,
         "sampling": case.sampling,
         "options": dict(case.options),
+        "engine_options": extra,
         "num_bins": problem.num_bins,
         "devices": len(devices) if devices is not None else _device_count(),
         "runs": runs,
@@ -323,7 +334,9 @@ def main(argv=None) -> dict:
           f"load {info['load_average_1m_at_start']}; {seeds} runs x {steps} steps, {repeats} timed calls")
     results = {}
     for case in cases:
-        results[case.name] = r = bench_case(case, seeds=seeds, steps=steps, repeats=repeats, compare=case.name in baseline.CASES)
+        results[case.name] = r = bench_case(
+            case, seeds=seeds, steps=steps, repeats=repeats, compare=case.name in baseline.CASES, policy_snapshots=False
+        )
         nl = numpy_loop(case, seeds=1, steps=min(steps, 20 if args.quick else 200))
         if nl is not None:
             r["numpy_loop"] = nl
