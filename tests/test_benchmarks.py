@@ -153,8 +153,7 @@ def test_baseline_samples_the_engines_algorithm(far):
     # Sampled cases draw other random numbers: compare the mean expected reward
     # after `steps` steps over 64 seeds each, within 5 standard errors of the
     # difference of two independent means (a false failure has probability < 1e-6).
-    for case, loss, opts in (("reinforce_b64", "reinforce", dict(num_samples=64)),
-                             ("dpo_64pairs", "dpo", dict(num_samples=128, pairing="disjoint"))):
+    for case, loss, opts in (("reinforce_b64", "reinforce", dict(num_samples=64)), ("dpo_64pairs", "dpo", dict(num_samples=128, pairing="disjoint"))):
         e = np.asarray(ms.run(far, loss=loss, sampling="on_policy", steps=steps, seeds=64, key=0, **opts).metrics["expected_reward"])[:, -1]
         b = baseline.Baseline(case, far, steps, 64, devices=jax.devices()[:1])(0)["expected_reward"][:, -1]
         se = np.sqrt(e.var(ddof=1) / e.size + b.var(ddof=1) / b.size)
@@ -252,7 +251,11 @@ def test_all_quick_writes_every_report_and_the_summary(tmp_path):
     env = dict(os.environ, MPLBACKEND="Agg")
     res = subprocess.run(
         [sys.executable, "-m", "experiments.benchmarks.all", "--quick", "--out-dir", str(tmp_path)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
     )
     assert res.returncode == 0, res.stderr[-3000:]
     names = {p.name for p in tmp_path.iterdir()}

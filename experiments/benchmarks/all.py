@@ -63,10 +63,7 @@ def summarise(out_dir: Path) -> dict:
     if naive:
         s["target_1000x_naive"] = naive["target"]
     if roof:
-        s["fraction_of_limit"] = {
-            name: {"cpu": r["fraction_of_limit_cpu"], "wall": r["fraction_of_limit_wall"], "bound": r["limit"]["bound"]}
-            for name, r in roof["results"].items()
-        }
+        s["fraction_of_limit"] = {name: {"cpu": r["fraction_of_limit_cpu"], "wall": r["fraction_of_limit_wall"], "bound": r["limit"]["bound"]} for name, r in roof["results"].items()}
     if roof and naive:
         # The best any program could do per core (the roofline limit) against the
         # naive loop's CPU seconds per seed-step, times the cores of the machine.
@@ -113,11 +110,12 @@ def main(argv=None) -> dict:
     atomic_write_text(out_dir / "summary.md", report.markdown(out_dir))
     print("\n=== summary ===")
     for name, t in summary.get("target_vs_baseline", {}).items():
-        print(f"{name:22s} engine / jit(vmap(scan)): x{t['ratio_median']:.2f} ({t['ratio_min']:.2f}-{t['ratio_max']:.2f}), "
-              f"need x{t['required_ratio']:.1f} -> {'met' if t['met'] else 'NOT met'}")
+        print(f"{name:22s} engine / jit(vmap(scan)): x{t['ratio_median']:.2f} ({t['ratio_min']:.2f}-{t['ratio_max']:.2f}), need x{t['required_ratio']:.1f} -> {'met' if t['met'] else 'NOT met'}")
     for name, t in summary.get("target_2x_reference", {}).items():
-        print(f"{name:22s} 2x reference: need {common.rate(t['required_seed_steps_per_s'])}, measured {common.rate(t['measured_seed_steps_per_s'])}"
-              f" -> {'met' if t['met'] else 'NOT met'} (idle estimate {common.rate(t['estimated_idle_seed_steps_per_s'])})")
+        print(
+            f"{name:22s} 2x reference: need {common.rate(t['required_seed_steps_per_s'])}, measured {common.rate(t['measured_seed_steps_per_s'])}"
+            f" -> {'met' if t['met'] else 'NOT met'} (idle estimate {common.rate(t['estimated_idle_seed_steps_per_s'])})"
+        )
     tgt = summary.get("target_1000x_naive", {})
     for name, t in tgt.items():
         if isinstance(t, dict):

@@ -53,10 +53,7 @@ def ratio_table(rep) -> str:
         "| --- | ---: | ---: | ---: | --- |",
     ]
     for name, t in rep["targets"].items():
-        lines.append(
-            f"| {name} | x{t['ratio_median']:.2f} | {t['ratio_min']:.2f}-{t['ratio_max']:.2f} | x{t['required_ratio']:.1f} | "
-            f"{'yes' if t['met'] else 'no'} |"
-        )
+        lines.append(f"| {name} | x{t['ratio_median']:.2f} | {t['ratio_min']:.2f}-{t['ratio_max']:.2f} | x{t['required_ratio']:.1f} | {'yes' if t['met'] else 'no'} |")
     return "\n".join(lines)
 
 
@@ -178,7 +175,7 @@ def markdown(d: Path) -> str:
         what = "throughput.py" if src is thr else "suite.py"
         parts.append(f"Targets ({what}: {s['seeds']} runs x {s['steps']} steps; {_conditions(src)}):\n\n" + targets_table(src))
     if suite:
-        parts.append(f"Suite, seed-steps/s by wall time / per CPU-second:\n\n" + suite_table(suite))
+        parts.append("Suite, seed-steps/s by wall time / per CPU-second:\n\n" + suite_table(suite))
     naive = _read(d, "naive")
     if naive:
         parts.append(f"Naive NumPy baseline ({_conditions(naive)}):\n\n" + naive_table(naive))

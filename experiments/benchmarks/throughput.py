@@ -158,9 +158,7 @@ def _baseline_call(case: Case, problem, runs: int, steps: int, devices):
     return compile_s, call
 
 
-def bench_case(
-    case: Case, *, seeds: int, steps: int, repeats: int, problem=None, devices=None, compare: bool = False, policy_snapshots: bool = True
-) -> dict:
+def bench_case(case: Case, *, seeds: int, steps: int, repeats: int, problem=None, devices=None, compare: bool = False, policy_snapshots: bool = True) -> dict:
     """Compile once, then time ``repeats`` calls with fresh keys/values.
 
     ``problem`` defaults to the "far" paper bandit (K = 100); ``devices`` is passed
@@ -285,8 +283,7 @@ def _ratio(b: dict | None) -> str:
 def table(results: dict) -> str:
     """A Markdown table of the results."""
     lines = [
-        "| case | compile (s) | engine best (seed-steps/s) | engine median | per CPU-second, best | "
-        "jit(vmap(scan)) best | engine / jit(vmap(scan)), median (min-max) | NumPy loop |",
+        "| case | compile (s) | engine best (seed-steps/s) | engine median | per CPU-second, best | jit(vmap(scan)) best | engine / jit(vmap(scan)), median (min-max) | NumPy loop |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, r in results.items():
@@ -330,18 +327,21 @@ def main(argv=None) -> dict:
     cases = [c for c in CASES if not args.only or c.name in args.only]
 
     info = machine()
-    print(f"{info['jax_backend']} ({info['device']}), {info['usable_cpus']} usable CPUs, jax {info['jax_version']}, "
-          f"load {info['load_average_1m_at_start']}; {seeds} runs x {steps} steps, {repeats} timed calls")
+    print(
+        f"{info['jax_backend']} ({info['device']}), {info['usable_cpus']} usable CPUs, jax {info['jax_version']}, "
+        f"load {info['load_average_1m_at_start']}; {seeds} runs x {steps} steps, {repeats} timed calls"
+    )
     results = {}
     for case in cases:
-        results[case.name] = r = bench_case(
-            case, seeds=seeds, steps=steps, repeats=repeats, compare=case.name in baseline.CASES, policy_snapshots=False
-        )
+        results[case.name] = r = bench_case(case, seeds=seeds, steps=steps, repeats=repeats, compare=case.name in baseline.CASES, policy_snapshots=False)
         nl = numpy_loop(case, seeds=1, steps=min(steps, 20 if args.quick else 200))
         if nl is not None:
             r["numpy_loop"] = nl
-        print(f"  {case.name:18s} compile {r['compile_seconds']:5.1f} s  best {common.rate(r['seed_steps_per_s_best'])}  "
-              f"median {common.rate(r['seed_steps_per_s_median'])} seed-steps/s  engine / jit(vmap(scan)) {_ratio(r.get('baseline'))}", flush=True)
+        print(
+            f"  {case.name:18s} compile {r['compile_seconds']:5.1f} s  best {common.rate(r['seed_steps_per_s_best'])}  "
+            f"median {common.rate(r['seed_steps_per_s_median'])} seed-steps/s  engine / jit(vmap(scan)) {_ratio(r.get('baseline'))}",
+            flush=True,
+        )
     report = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "quick": args.quick,
