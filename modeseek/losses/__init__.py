@@ -44,7 +44,22 @@ from modeseek import _checks
 from modeseek.losses import contrastive, mode_covering, on_policy, sequences
 from modeseek.losses.contrastive import dpo, implicit_margin, ipo
 from modeseek.losses.mode_covering import NEGATIVE_TERMS, best_of_n, forward_kl, pref_ft, rwr, sft
-from modeseek.losses.on_policy import ADVANTAGES, KL_ESTIMATORS, KL_PLACEMENTS, SCALE_REWARDS, ppo, reinforce, reverse_kl
+from modeseek.losses.on_policy import (
+    ADVANTAGES,
+    KL_ESTIMATORS,
+    KL_PLACEMENTS,
+    SCALE_REWARDS,
+    cispo,
+    gpg,
+    grpo,
+    gspo,
+    kl_fixed_point,
+    ppo,
+    reinforce,
+    reinforce_pp,
+    remax,
+    reverse_kl,
+)
 from modeseek.losses.sequences import LOSS_AGGREGATIONS, RATIOS
 
 __all__ = [
@@ -64,6 +79,13 @@ __all__ = [
     "reinforce",
     "ppo",
     "reverse_kl",
+    "grpo",
+    "gspo",
+    "cispo",
+    "reinforce_pp",
+    "remax",
+    "gpg",
+    "kl_fixed_point",
     "implicit_margin",
     "NEGATIVE_TERMS",
     "ADVANTAGES",
