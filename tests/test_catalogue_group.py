@@ -12,7 +12,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from jax.test_util import check_grads
 
 import modeseek as ms

@@ -73,8 +73,22 @@ def test_analytic_divergences_refuse_sampling_options(far, loss):
 def test_options_left_off_and_general_options_are_accepted():
     # None (and False for the normalize flag) switch a feature off: always allowed.
     losses.check_options("dpo", dict(negative=None, kl_estimator=None, normalize=False, clip_eps=None))
-    general = ("learning_rate", "beta", "num_samples", "reuse", "num_contexts", "policy", "optimizer", "init", "init_scale",
-               "sft_steps", "sft_learning_rate", "eval_samples", "first_batch", "num_eval_contexts")
+    general = (
+        "learning_rate",
+        "beta",
+        "num_samples",
+        "reuse",
+        "num_contexts",
+        "policy",
+        "optimizer",
+        "init",
+        "init_scale",
+        "sft_steps",
+        "sft_learning_rate",
+        "eval_samples",
+        "first_batch",
+        "num_eval_contexts",
+    )
     for loss in losses.names():
         losses.check_options(loss, general)
         losses.check_options(loss, losses.get(loss).options)

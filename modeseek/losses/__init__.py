@@ -35,7 +35,8 @@ batch, so that the loss itself stays unbatched.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -264,10 +265,7 @@ class LossSpec:
         bad = sorted(n for n, v in given.items() if n not in impl.static and (n not in _ALL_STATIC or (v is not None and v is not False)))
         if bad:
             own = f"its static options are {', '.join(impl.static)}" if impl.static else "it has no static options"
-            raise ValueError(
-                f"{', '.join(bad)} cannot be bound to loss={self.name!r} ({kind}); {own} "
-                "(traced values such as beta come in apply's hp, batch options such as labels go to the batch)"
-            )
+            raise ValueError(f"{', '.join(bad)} cannot be bound to loss={self.name!r} ({kind}); {own} (traced values such as beta come in apply's hp, batch options such as labels go to the batch)")
         return {n: _checks.choice(n, v, STATIC_CHOICES[n]) for n, v in given.items() if n in impl.static}
 
     def bind(self, kind: str, config: Any = None, /, **static_options) -> Callable[..., Any]:
@@ -425,15 +423,26 @@ _REGISTRY = {
     ]
 }
 _REGISTRY["dr_grpo"] = _preset(
-    "dr_grpo", "grpo", "Dr. GRPO (Liu et al. 2025, arXiv 2503.20783): grpo without the std division, token sums over a constant",
-    scale_rewards="none", loss_aggregation="seq_mean_token_sum",
+    "dr_grpo",
+    "grpo",
+    "Dr. GRPO (Liu et al. 2025, arXiv 2503.20783): grpo without the std division, token sums over a constant",
+    scale_rewards="none",
+    loss_aggregation="seq_mean_token_sum",
 )
 _REGISTRY["dapo"] = _preset(
-    "dapo", "grpo", "DAPO (Yu et al. 2025, arXiv 2503.14476): grpo with clip-higher, dynamic sampling, token-mean loss, no KL",
-    clip_eps=0.2, clip_eps_high=0.28, drop_uniform_groups=True, loss_aggregation="token_mean", kl_estimator=None,
+    "dapo",
+    "grpo",
+    "DAPO (Yu et al. 2025, arXiv 2503.14476): grpo with clip-higher, dynamic sampling, token-mean loss, no KL",
+    clip_eps=0.2,
+    clip_eps_high=0.28,
+    drop_uniform_groups=True,
+    loss_aggregation="token_mean",
+    kl_estimator=None,
 )
 _REGISTRY["rloo"] = _preset(
-    "rloo", "reinforce", "RLOO (Ahmadian et al. 2024, arXiv 2402.14740): reinforce with the leave-one-out baseline",
+    "rloo",
+    "reinforce",
+    "RLOO (Ahmadian et al. 2024, arXiv 2402.14740): reinforce with the leave-one-out baseline",
     advantage="leave_one_out",
 )
 _ALL_STATIC = frozenset(n for s in _REGISTRY.values() for impl in s.implementations.values() for n in impl.static)
@@ -478,16 +487,12 @@ def _refuse_inapplicable(spec: LossSpec, kind: str | None, given) -> None:
         where = f" on {kind} policies" if kind is not None and options != spec.options else ""
         own = f"{spec.name}'s options are {', '.join(options)}" if options else f"{spec.name} has no options of its own"
         raise ValueError(
-            f"{', '.join(bad)} {'does' if len(bad) == 1 else 'do'} not apply to loss={spec.name!r}{where}; {own}, "
-            "besides those every loss takes (learning_rate, beta, num_samples, reuse, policy, ...)"
+            f"{', '.join(bad)} {'does' if len(bad) == 1 else 'do'} not apply to loss={spec.name!r}{where}; {own}, besides those every loss takes (learning_rate, beta, num_samples, reuse, policy, ...)"
         )
 
 
 def _contradiction(spec: LossSpec, name: str, value) -> str:
-    return (
-        f"{name}={value!r} contradicts loss={spec.name!r}, which fixes {name}={spec.preset[name]!r}; "
-        f"use loss={spec.base!r} to set {name} yourself"
-    )
+    return f"{name}={value!r} contradicts loss={spec.name!r}, which fixes {name}={spec.preset[name]!r}; use loss={spec.base!r} to set {name} yourself"
 
 
 def apply_preset(loss: str, options: Mapping[str, Any], kind: str | None = None) -> dict[str, Any]:

@@ -23,7 +23,6 @@ import jax
 import jax.numpy as jnp
 
 from modeseek import _checks
-
 from modeseek.batches import Points, Target
 from modeseek.metrics import entropy, kl
 from modeseek.problems import safe_log
@@ -362,8 +361,17 @@ def grpo(
     """
     log_ratio_of = lambda lp: lp[batch.y] - jax.lax.stop_gradient(batch.logq)  # noqa: E731
     loss = _grpo_terms(
-        logp, batch, ref_logp, log_ratio_of, scale_rewards=scale_rewards, drop_uniform_groups=drop_uniform_groups,
-        clip_eps=clip_eps, clip_eps_high=clip_eps_high, beta=beta, kl_estimator=kl_estimator, kl_placement=kl_placement,
+        logp,
+        batch,
+        ref_logp,
+        log_ratio_of,
+        scale_rewards=scale_rewards,
+        drop_uniform_groups=drop_uniform_groups,
+        clip_eps=clip_eps,
+        clip_eps_high=clip_eps_high,
+        beta=beta,
+        kl_estimator=kl_estimator,
+        kl_placement=kl_placement,
     )
     return loss, {}
 

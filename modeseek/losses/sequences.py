@@ -35,8 +35,7 @@ import jax
 import jax.numpy as jnp
 
 from modeseek import _checks
-from modeseek.losses import contrastive, mode_covering
-from modeseek.losses import on_policy
+from modeseek.losses import contrastive, mode_covering, on_policy
 from modeseek.losses.on_policy import _capped_weight, _clipped_surrogate, _shaped_advantages, _signal_factor, group_advantages, kl_estimate
 from modeseek.metrics import kl
 
@@ -283,8 +282,15 @@ def grpo(
     a = group_advantages(batch.reward, batch.items, _sampled_kl(batch), scale_rewards=scale_rewards, beta=beta, kl_estimator=kl_estimator, kl_placement=kl_placement, stat=batch.items.stat)
     per_token = _clipped_surrogate(tok_logp - jax.lax.stop_gradient(batch.logq), a[:, None], clip_eps, clip_eps_high)
     loss = _group_terms(
-        tok_logp, batch, next_logp, per_token, loss_aggregation=loss_aggregation, drop_uniform_groups=drop_uniform_groups,
-        beta=beta, kl_estimator=kl_estimator, kl_placement=kl_placement,
+        tok_logp,
+        batch,
+        next_logp,
+        per_token,
+        loss_aggregation=loss_aggregation,
+        drop_uniform_groups=drop_uniform_groups,
+        beta=beta,
+        kl_estimator=kl_estimator,
+        kl_placement=kl_placement,
     )
     return loss, {}
 
@@ -313,8 +319,15 @@ def gspo(
     per_seq = _clipped_surrogate(log_s, a, clip_eps, clip_eps_high)
     # One term per sequence: the "sum over tokens" aggregation of a (N, 1) array.
     return _group_terms(
-        tok_logp, batch, next_logp, per_seq[:, None], loss_aggregation="seq_mean_token_sum", drop_uniform_groups=drop_uniform_groups,
-        beta=beta, kl_estimator=kl_estimator, kl_placement=kl_placement,
+        tok_logp,
+        batch,
+        next_logp,
+        per_seq[:, None],
+        loss_aggregation="seq_mean_token_sum",
+        drop_uniform_groups=drop_uniform_groups,
+        beta=beta,
+        kl_estimator=kl_estimator,
+        kl_placement=kl_placement,
     ), {}
 
 
@@ -340,8 +353,15 @@ def cispo(
     weight = _capped_weight(tok_logp - batch.logq, clip_eps if clip_eps_high is None else clip_eps_high)
     per_token = -weight * a[:, None] * tok_logp
     return _group_terms(
-        tok_logp, batch, next_logp, per_token, loss_aggregation=loss_aggregation, drop_uniform_groups=False,
-        beta=beta, kl_estimator=kl_estimator, kl_placement=kl_placement,
+        tok_logp,
+        batch,
+        next_logp,
+        per_token,
+        loss_aggregation=loss_aggregation,
+        drop_uniform_groups=False,
+        beta=beta,
+        kl_estimator=kl_estimator,
+        kl_placement=kl_placement,
     ), {}
 
 
