@@ -14,7 +14,7 @@ All weights are treated as constants (no gradient flows into them).
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -32,6 +32,12 @@ class Points(NamedTuple):
       logq: (M,) log-probability of y under the distribution that generated it.
       count: () number of samples N behind the batch (inf for an exact batch);
         used by leave-one-out baselines.
+      stat: None, or a statistic over every context of the batch, filled in by
+        the engine for losses that declare one (``Implementation.stat``:
+        batch-whitened or batch-scaled advantages, the share of groups with a
+        reward signal); losses stay unbatched and read it here.
+      greedy_reward: None, or () the reward of the greedy (argmax) response of
+        the sampling policy, for losses that ask for it (ReMax's baseline).
     """
 
     y: jax.Array
@@ -39,6 +45,8 @@ class Points(NamedTuple):
     weight: jax.Array
     logq: jax.Array
     count: jax.Array  # type: ignore[assignment]  # shadows tuple.count on purpose: the field's name is the batch's vocabulary
+    stat: Any = None
+    greedy_reward: Any = None
 
 
 class BestOfN(NamedTuple):

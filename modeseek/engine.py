@@ -95,6 +95,11 @@ class RunConfig:
       shared, shift, ratio, sft_batch, layers, heads, embed, dropout, batching:
         sequence options (see :func:`run`).
       block: runs per compiled call (:mod:`modeseek._blocks`).
+      scale_rewards, drop_uniform_groups: GRPO's advantage scale and DAPO's
+        dynamic sampling (grpo, gspo, cispo; :mod:`modeseek.losses.on_policy`).
+      loss_aggregation: how GRPO-style sequence losses reduce per-token terms
+        (:data:`modeseek.losses.LOSS_AGGREGATIONS`).
+      baseline: REINFORCE++-baseline (subtract the group mean before whitening).
     """
 
     loss: str
@@ -137,6 +142,10 @@ class RunConfig:
     embed: int = 48
     dropout: float = 0.0
     batching: str = "vmap"
+    scale_rewards: str = "group"
+    drop_uniform_groups: bool = False
+    loss_aggregation: str = "seq_mean_token_mean"
+    baseline: bool = False
 
     @property
     def kind(self) -> str:
@@ -189,6 +198,8 @@ class HyperParams:
       bt_scale: Bradley-Terry inverse temperature for sampled labels.
       init_scale: logit noise for ``init="random"``.
       sft_learning_rate: Adam step size of the SFT to pi_ref (MLP, transformer).
+      clip_eps_high: upper clip range of grpo / gspo (DAPO's clip-higher) and
+        the cap 1 + clip_eps_high on CISPO's weight (default clip_eps, per run).
     """
 
     learning_rate: Any = 0.05
@@ -201,6 +212,7 @@ class HyperParams:
     bt_scale: Any = 1.0
     init_scale: Any = 1.0
     sft_learning_rate: Any = 1e-2
+    clip_eps_high: Any = None
 
 
 class Schedule(NamedTuple):
@@ -425,7 +437,11 @@ def _collector(spec, cfg: RunConfig, exact: bool, hp: HyperParams, reward):
 
         return draws
     if spec.batch == "points":
-        return (lambda key, lq: regimes.exact_points(lq, reward)) if exact else (lambda key, lq: regimes.sample_points(key, lq, reward, n))
+        points = (lambda key, lq: regimes.exact_points(lq, reward)) if exact else (lambda key, lq: regimes.sample_points(key, lq, reward, n))
+        if spec.greedy_reward:
+            # ReMax's baseline: the reward of the sampling policy's greedy (argmax) response.
+            return lambda key, lq: points(key, lq)._replace(greedy_reward=reward[jnp.argmax(lq)])
+        return points
     if spec.batch == "best_of_n":
         if exact:
             # The reward's sort order is fixed for the run: sort it once, outside the loop.
@@ -468,6 +484,7 @@ def _bandit_model(cfg: RunConfig, key, hp: HyperParams, a, sched: Schedule | Non
     """
     spec = losses.get(cfg.loss)
     apply = spec.bind("bandit", cfg)
+    hook = spec.batch_hook("bandit", cfg)
     ref_probs, reward, train_reward = a["ref_probs"], a["reward"], a["train_reward"]
     k_init, k_eval, k_data, k_loop = jax.random.split(key, 4)
     ref_logp = safe_log(ref_probs)
@@ -509,6 +526,8 @@ def _bandit_model(cfg: RunConfig, key, hp: HyperParams, a, sched: Schedule | Non
         logp = jax.nn.log_softmax(policy.logits(p, contexts), axis=-1)
         if cfg.schedule:
             batch = jax.vmap(_window(spec, train_reward, sched, t, cfg.num_samples))(*batch)
+        if hook is not None:
+            batch = hook(batch, ref_logp, hp, cfg.num_samples)
         vals, aux = jax.vmap(lambda lp, b: apply(lp, b, ref_logp, hp))(logp, batch)
         return jnp.mean(vals), jax.tree.map(jnp.mean, aux)
 
@@ -671,13 +690,13 @@ class Trajectory:
 
 _DERIVED = {"loss", "sampling", "steps", "num_bins", "has_target", "has_train_reward", "length", "vocab", "reward_kind", "include_prompt", "schedule", "eval_every", "snapshot_every"}
 _STATIC_FIELDS = {f.name for f in dataclasses.fields(RunConfig)} - _DERIVED
-_SEQUENCE_ONLY = {"shared", "shift", "ratio", "sft_batch", "layers", "heads", "embed", "dropout", "batching"}
+_SEQUENCE_ONLY = {"shared", "shift", "ratio", "sft_batch", "layers", "heads", "embed", "dropout", "batching", "loss_aggregation"}
 _BANDIT_ONLY = {"first_batch", "minibatch", "max_samples"}
 _SCHEDULE = ("reuse", "num_samples", "minibatch")
 _TRACED_FIELDS = [f.name for f in dataclasses.fields(HyperParams)]
-_POSITIVE = {"learning_rate", "beta", "clip_eps", "target_margin", "bt_scale", "sft_learning_rate"}
+_POSITIVE = {"learning_rate", "beta", "clip_eps", "target_margin", "bt_scale", "sft_learning_rate", "clip_eps_high"}
 _NONNEGATIVE = {"negative_coef", "entropy_coef", "min_reward_gap", "init_scale"}
-_CHOICES: dict[str, Sequence[str | None]] = {
+_CHOICES: dict[str, Sequence[str | bool | None]] = {
     "init": ("reference", "zeros", "random"),
     "optimizer": OPTIMIZERS,
     "negative": (None,) + losses.NEGATIVE_TERMS,
@@ -690,6 +709,10 @@ _CHOICES: dict[str, Sequence[str | None]] = {
     "ratio": ("token", "sequence"),
     "shift": ("correct", "authors"),
     "batching": ("vmap", "map"),
+    "scale_rewards": losses.SCALE_REWARDS,
+    "drop_uniform_groups": (False, True),
+    "loss_aggregation": losses.LOSS_AGGREGATIONS,
+    "baseline": (False, True),
 }
 _INTEGERS = {
     "reuse": 1,
@@ -852,6 +875,11 @@ def run(
     if seq and (data is not None or target is not None or train_reward is not None):
         raise ValueError("data, target and train_reward apply to bandit problems only; sequence runs draw their offline data from pi_ref")
     arm_list, arm_labels, arm_samplings = _check_arms(arms, sampling)
+    kind = "sequence" if seq else "bandit"
+    if loss in losses.names(kind):
+        hyperparameters = losses.apply_preset(loss, hyperparameters, kind)
+        for a in arm_list or ():
+            losses.apply_preset(loss, {n: a[n] for n in a if n in spec.preset}, kind)
     if arm_list is not None and sampling not in ("offline", "on_policy"):
         raise ValueError(f"arms mix offline and on-policy sampling; expected sampling='offline' or 'on_policy', got {sampling!r}")
     losses.check_options(loss, hyperparameters, *(arm_list or ()), kind="sequence" if seq else "bandit")
@@ -928,6 +956,8 @@ def run(
             raise ValueError(
                 f"a traced schedule (swept reuse/num_samples, or minibatch) needs sampling='on_policy' without arms and a points or best-of-N loss; got loss={loss!r}, sampling={sampling!r}"
             )
+        if spec.greedy_reward:
+            raise ValueError(f"loss={loss!r} needs the greedy response's reward, which a traced schedule's windows do not carry; expected a static reuse and num_samples without minibatch")
         if spec.batch == "best_of_n" and static.get("negative") not in (None, "worst"):
             raise ValueError(f"negative={static.get('negative')!r} reads every draw; a traced schedule supports best_of_n without a negative term or with negative='worst'")
         largest = int(np.max(sched_arrays.get("num_samples", 10)))
@@ -1007,6 +1037,10 @@ def run(
         beta = hp_values.get("beta", np.full(runs, HyperParams.beta))
         tm = hp_values.get("target_margin", np.full(runs, np.nan))
         hp_values["target_margin"] = np.where(np.isnan(tm), 1.0 / (2.0 * beta), tm)
+    if "clip_eps_high" not in hp_values or np.any(np.isnan(hp_values["clip_eps_high"])):
+        eps = hp_values.get("clip_eps", np.full(runs, HyperParams.clip_eps))
+        high = hp_values.get("clip_eps_high", np.full(runs, np.nan))
+        hp_values["clip_eps_high"] = np.where(np.isnan(high), eps, high)
     hp = HyperParams(**{n: jnp.asarray(hp_values.get(n, np.full(runs, getattr(HyperParams, n))), jnp.float32) for n in _TRACED_FIELDS})
     offline = np.array([arm_samplings[a] in _OFFLINE for a in arm_of])
 
@@ -1073,6 +1107,8 @@ def run(
     hp_report.update({n: int(values[n]) for n in _SCHEDULE if n in values})
     if "target_margin" not in grid and "target_margin" not in hp_report and "beta" not in grid:
         hp_report["target_margin"] = float(np.asarray(hp.target_margin)[0])
+    if "clip_eps_high" not in grid and "clip_eps_high" not in hp_report and "clip_eps" not in grid:
+        hp_report["clip_eps_high"] = float(np.asarray(hp.clip_eps_high)[0])
     for n in _TRACED_FIELDS:
         if n not in grid and n not in hp_report and n not in arm_set:
             hp_report[n] = float(np.asarray(getattr(hp, n))[0])

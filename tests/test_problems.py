@@ -311,7 +311,7 @@ def test_unknown_names_list_the_valid_ones(far):
 def test_loss_registry_families():
     fam = ms.losses.families()
     assert set(fam) == set(ms.losses.names())
-    assert {n for n, f in fam.items() if f == "on_policy"} == {"reinforce", "ppo", "reverse_kl"}
+    assert {n for n, f in fam.items() if f == "on_policy"} == {"reinforce", "ppo", "reverse_kl", "grpo", "dr_grpo", "dapo", "gspo", "cispo", "rloo", "reinforce_pp", "remax", "gpg"}
     assert {n for n, f in fam.items() if f == "contrastive"} == {"dpo", "ipo"}
     for name in ms.losses.names():
         spec = ms.losses.get(name)

@@ -213,6 +213,15 @@ _STABILITY = {
     "reinforce": dict(sampling="on_policy", advantage="zscore", kl_estimator="k3", kl_placement="loss", entropy_coef=0.1),
     "ppo": dict(sampling="on_policy", reuse=4, kl_estimator="k3", kl_placement="reward"),
     "reverse_kl": dict(sampling="exact"),
+    "grpo": dict(sampling="on_policy", reuse=4, scale_rewards="batch", drop_uniform_groups=True, kl_estimator="k3", kl_placement="loss"),
+    "dr_grpo": dict(sampling="on_policy", reuse=4, kl_estimator="k2", kl_placement="reward"),
+    "dapo": dict(sampling="on_policy", reuse=4),
+    "gspo": dict(sampling="on_policy", reuse=4, kl_estimator="k3", kl_placement="reward"),
+    "cispo": dict(sampling="on_policy", reuse=4, kl_estimator="k3", kl_placement="loss"),
+    "rloo": dict(sampling="on_policy", kl_estimator="k3", kl_placement="loss"),
+    "reinforce_pp": dict(sampling="on_policy", reuse=4, baseline=True, kl_estimator="k3", kl_placement="reward"),
+    "remax": dict(sampling="on_policy"),
+    "gpg": dict(sampling="exact"),
 }
 
 

@@ -6,7 +6,9 @@ Three families (docs/paper.md §E):
   pref_ft, rwr, forward_kl);
 * ``contrastive``: negative-gradient pair losses (dpo, ipo); best_of_n with a
   ``negative`` term also carries a negative gradient;
-* ``on_policy``: mode-seeking reverse-KL objectives (reinforce, ppo, reverse_kl).
+* ``on_policy``: mode-seeking reverse-KL objectives (reinforce, ppo, reverse_kl)
+  and the group methods (grpo with its presets dr_grpo and dapo, gspo, cispo,
+  rloo = reinforce with a leave-one-out baseline, reinforce_pp, remax, gpg).
 
 Losses are pure and unbatched (one context). Each :class:`LossSpec` has one
 :class:`Implementation` per kind of policy it runs on: "bandit" (the tabular
@@ -18,6 +20,16 @@ loss's static options once and returns ``apply(logp, batch, ref, hp)``, which
 passes the engine's traced hyperparameters on; :attr:`LossSpec.options` names
 the options a run reads for the loss, so that :func:`check_options` can refuse
 an option the chosen loss would silently ignore.
+
+A preset (:attr:`LossSpec.preset`) is a registered name for another loss with
+some options fixed, e.g. ``dapo`` is ``grpo`` with DAPO's clip-higher, dynamic
+sampling and token-mean aggregation. The preset's values are the run's
+options; an option given explicitly that equals the preset's value is
+accepted, one that contradicts it is refused with a one-line error naming the
+base loss to use instead (:func:`apply_preset`). A loss that needs a statistic
+over every context of the batch declares it (:attr:`Implementation.stat`);
+:meth:`LossSpec.batch_hook` computes it once per batch and puts it in the
+batch, so that the loss itself stays unbatched.
 """
 
 from __future__ import annotations
@@ -26,12 +38,30 @@ import dataclasses
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+import jax
+import jax.numpy as jnp
+
 from modeseek import _checks
 from modeseek.losses import contrastive, mode_covering, on_policy, sequences
 from modeseek.losses.contrastive import dpo, implicit_margin, ipo
 from modeseek.losses.mode_covering import NEGATIVE_TERMS, best_of_n, forward_kl, pref_ft, rwr, sft
-from modeseek.losses.on_policy import ADVANTAGES, KL_ESTIMATORS, KL_PLACEMENTS, ppo, reinforce, reverse_kl
-from modeseek.losses.sequences import RATIOS
+from modeseek.losses.on_policy import (
+    ADVANTAGES,
+    KL_ESTIMATORS,
+    KL_PLACEMENTS,
+    SCALE_REWARDS,
+    cispo,
+    gpg,
+    grpo,
+    gspo,
+    kl_fixed_point,
+    ppo,
+    reinforce,
+    reinforce_pp,
+    remax,
+    reverse_kl,
+)
+from modeseek.losses.sequences import LOSS_AGGREGATIONS, RATIOS
 
 __all__ = [
     "LossSpec",
@@ -50,12 +80,23 @@ __all__ = [
     "reinforce",
     "ppo",
     "reverse_kl",
+    "grpo",
+    "gspo",
+    "cispo",
+    "reinforce_pp",
+    "remax",
+    "gpg",
+    "kl_fixed_point",
     "implicit_margin",
     "NEGATIVE_TERMS",
     "ADVANTAGES",
     "KL_ESTIMATORS",
     "KL_PLACEMENTS",
     "RATIOS",
+    "SCALE_REWARDS",
+    "LOSS_AGGREGATIONS",
+    "GROUP_OPTIONS",
+    "apply_preset",
     "KINDS",
     "POLICIES",
     "STATIC_CHOICES",
@@ -80,6 +121,10 @@ STATIC_CHOICES = {
     "kl_estimator": (None,) + KL_ESTIMATORS,
     "kl_placement": KL_PLACEMENTS,
     "ratio": RATIOS,
+    "scale_rewards": SCALE_REWARDS,
+    "drop_uniform_groups": (False, True),
+    "loss_aggregation": LOSS_AGGREGATIONS,
+    "baseline": (False, True),
 }
 
 
@@ -99,6 +144,11 @@ class Implementation:
       options: the options a run reads for this loss: ``static``, ``traced``
         and those its batch is built from (pair losses: labels, pairing,
         min_reward_gap, bt_scale); not those every loss uses (:func:`check_options`).
+      stat: None, or ``stat(batch, ref, *, num_samples, **options) -> pytree | None``,
+        a per-context statistic of one context's batch (no gradient flows
+        through it) that the loss needs averaged over every context of the
+        batch; None as its result means these options need none. See
+        :meth:`LossSpec.batch_hook`.
     """
 
     fn: Callable[..., Any]
@@ -106,6 +156,7 @@ class Implementation:
     traced: tuple[str, ...] = ()
     ref: str | None = None
     options: tuple[str, ...] = ()
+    stat: Callable[..., Any] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,12 +168,22 @@ class LossSpec:
       family: "mode_covering", "contrastive" or "on_policy".
       batch: which batch it consumes: "points", "best_of_n", "pairs" or "target".
       implementations: the :class:`Implementation` for each kind of policy it runs on.
+      preset: options this name fixes (a preset of the loss ``base``), e.g.
+        {"advantage": "leave_one_out"} for rloo; empty for a loss of its own.
+      base: the loss a preset's implementations come from, or None.
+      description: one-line summary of a preset (a loss's own is its docstring's first line).
+      greedy_reward: the batch carries the reward of the sampling policy's
+        greedy response (``Points.greedy_reward``; ReMax's baseline).
     """
 
     name: str
     family: str
     batch: str
     implementations: Mapping[str, Implementation] = dataclasses.field(hash=False)
+    preset: Mapping[str, Any] = dataclasses.field(default_factory=dict, hash=False)
+    base: str | None = None
+    description: str | None = None
+    greedy_reward: bool = False
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -153,8 +214,59 @@ class LossSpec:
 
     @property
     def summary(self) -> str:
-        """First line of the loss's docstring."""
+        """First line of the loss's docstring (a preset's description)."""
+        if self.description:
+            return self.description
         return (self.fn.__doc__ or "").strip().splitlines()[0]
+
+    def batch_hook(self, kind: str, config: Any = None, /, **static_options) -> Callable[..., Any] | None:
+        """The batch-level statistic the loss needs, as ``hook(batches, ref, hp, num_samples) -> batches``, or None.
+
+        ``batches`` is the stacked batch of every context (leading axis C;
+        bandits: Points, sequences: SequenceBatch). The hook computes the
+        implementation's per-context statistic for each context, averages it
+        over the contexts (each context counts once) and stores
+        ``{"group": its own, "batch": the average}`` in each context's
+        ``Points.stat`` (a sequence batch's ``items``). ``ref`` is what the
+        bandit statistic reads pi_ref from ((K,) log pi_ref); ``num_samples``
+        is N, which exact batches need (e.g. P(a group of N is uniform)).
+        Static options are resolved as in :meth:`bind`.
+        """
+        impl = self.implementation(kind)
+        if impl.stat is None:
+            return None
+        bound = self._static(kind, config, static_options)
+
+        def hook(batches, ref, hp, num_samples):
+            kw = {n: getattr(hp, n) for n in impl.traced}
+            per = jax.vmap(lambda b: impl.stat(b, ref, num_samples=num_samples, **bound, **kw))(batches)
+            if per is None:
+                return batches
+            stat = {"group": per, "batch": jax.tree.map(lambda x: jnp.broadcast_to(jnp.mean(x, axis=0), x.shape), per)}
+            if hasattr(batches, "items"):
+                return batches._replace(items=batches.items._replace(stat=stat))
+            return batches._replace(stat=stat)
+
+        return hook
+
+    def _static(self, kind: str, config: Any, static_options: Mapping[str, Any]) -> dict[str, Any]:
+        """The static options of ``kind`` bound from the preset, ``config`` and ``static_options`` (see :meth:`bind`)."""
+        impl = self.implementation(kind)
+        given = {n: getattr(config, n) for n in impl.static if hasattr(config, n)}
+        # A preset's values replace a config's (run() has already refused contradictions there);
+        # an explicit static option must agree with them.
+        for n, v in self.preset.items():
+            if n in impl.static:
+                if n in static_options and static_options[n] != v:
+                    raise ValueError(_contradiction(self, n, static_options[n]))
+                given[n] = v
+        given.update(static_options)
+        _refuse_inapplicable(self, kind, [given])
+        bad = sorted(n for n, v in given.items() if n not in impl.static and (n not in _ALL_STATIC or (v is not None and v is not False)))
+        if bad:
+            own = f"its static options are {', '.join(impl.static)}" if impl.static else "it has no static options"
+            raise ValueError(f"{', '.join(bad)} cannot be bound to loss={self.name!r} ({kind}); {own} (traced values such as beta come in apply's hp, batch options such as labels go to the batch)")
+        return {n: _checks.choice(n, v, STATIC_CHOICES[n]) for n, v in given.items() if n in impl.static}
 
     def bind(self, kind: str, config: Any = None, /, **static_options) -> Callable[..., Any]:
         """Fix the static options once; return ``apply(logp, batch, ref, hp) -> (loss, aux)``.
@@ -179,14 +291,7 @@ class LossSpec:
             labels go to the batch) or a value it cannot take.
         """
         impl = self.implementation(kind)
-        given = {n: getattr(config, n) for n in impl.static if hasattr(config, n)}
-        given.update(static_options)
-        _refuse_inapplicable(self, kind, [given])
-        bad = sorted(n for n, v in given.items() if n not in impl.static and (n not in _ALL_STATIC or (v is not None and v is not False)))
-        if bad:
-            own = f"its static options are {', '.join(impl.static)}" if impl.static else "it has no static options"
-            raise ValueError(f"{', '.join(bad)} cannot be bound to loss={self.name!r} ({kind}); {own} (traced values such as beta come in apply's hp, batch options such as labels go to the batch)")
-        bound = {n: _checks.choice(n, v, STATIC_CHOICES[n]) for n, v in given.items() if n in impl.static}
+        bound = self._static(kind, config, static_options)
 
         def apply(logp, batch, ref, hp):
             kw = {n: getattr(hp, n) for n in impl.traced}
@@ -208,22 +313,39 @@ RL_OPTIONS = ("advantage", "beta", "kl_estimator", "kl_placement", "entropy_coef
 ALWAYS_ACCEPTED = ("beta",)
 
 _RL_STATIC = ("advantage", "kl_estimator", "kl_placement")
+#: Options of the GRPO family (grpo, gspo), besides the KL ones of RL_OPTIONS.
+GROUP_OPTIONS = ("scale_rewards", "drop_uniform_groups", "clip_eps", "clip_eps_high")
+_KL = ("beta", "kl_estimator", "kl_placement")
+_KL_STATIC = ("kl_estimator", "kl_placement")
 
 
-def _loss(name, family, batch, *, static=(), traced=(), ref=None, options=(), sequence=True):
+def _loss(name, family, batch, *, static=(), traced=(), ref=None, options=(), sequence=True, stat=None, **spec_fields):
     """A LossSpec whose bandit function is ``<family module>.<name>``.
 
     ``sequence``: False for a bandit-only loss; otherwise its sequence function is
     ``modeseek.losses.sequences.<name>``, with the bandit fields except ``ref``
-    (None) and those a dict ``sequence`` changes.
+    (None) and those a dict ``sequence`` changes. ``stat``: a per-context
+    statistic ``stat_fn(reward, items, sampled_kl, ...)`` of
+    :mod:`modeseek.losses.on_policy`, wrapped for each kind.
     """
     module = {"mode_covering": mode_covering, "contrastive": contrastive, "on_policy": on_policy}[family]
-    bandit = Implementation(getattr(module, name), static, traced, ref, options)
+    bandit = Implementation(getattr(module, name), static, traced, ref, options, on_policy.bandit_stat(stat) if stat else None)
     impls = {"bandit": bandit}
     if sequence is not False:
         changes = sequence if isinstance(sequence, dict) else {}
-        impls["sequence"] = dataclasses.replace(bandit, **{"fn": getattr(sequences, name), "ref": None, **changes})
-    return LossSpec(name, family, batch, impls)
+        seq_stat = sequences.sequence_stat(stat) if stat else None
+        impls["sequence"] = dataclasses.replace(bandit, **{"fn": getattr(sequences, name), "ref": None, "stat": seq_stat, **changes})
+    return LossSpec(name, family, batch, impls, **spec_fields)
+
+
+def _preset(name, base, description, **preset):
+    """A registered name for ``base`` with the options ``preset`` fixed."""
+    b = _REGISTRY[base]
+    return LossSpec(name, b.family, b.batch, b.implementations, preset=preset, base=base, description=description, greedy_reward=b.greedy_reward)
+
+
+_GRPO_TRACED = ("beta", "clip_eps", "clip_eps_high")
+_GRPO_STATIC = ("scale_rewards", "drop_uniform_groups") + _KL_STATIC
 
 
 _REGISTRY = {
@@ -251,8 +373,78 @@ _REGISTRY = {
             sequence={"ref": "next_logp", "static": _RL_STATIC + ("ratio",), "options": ("clip_eps", "ratio") + RL_OPTIONS},
         ),
         _loss("reverse_kl", "on_policy", "target", options=("beta",), sequence=False),
+        _loss(
+            "grpo",
+            "on_policy",
+            "points",
+            static=_GRPO_STATIC,
+            traced=_GRPO_TRACED,
+            ref="ref_logp",
+            options=GROUP_OPTIONS + _KL,
+            sequence={"ref": "next_logp", "static": _GRPO_STATIC + ("loss_aggregation",), "options": GROUP_OPTIONS + ("loss_aggregation",) + _KL},
+            stat=on_policy.grpo_stat,
+        ),
+        _loss(
+            "gspo",
+            "on_policy",
+            "points",
+            static=_GRPO_STATIC,
+            traced=_GRPO_TRACED,
+            ref="ref_logp",
+            options=GROUP_OPTIONS + _KL,
+            sequence={"ref": "next_logp"},
+            stat=on_policy.grpo_stat,
+        ),
+        _loss(
+            "cispo",
+            "on_policy",
+            "points",
+            static=("scale_rewards",) + _KL_STATIC,
+            traced=_GRPO_TRACED,
+            ref="ref_logp",
+            options=("scale_rewards", "clip_eps", "clip_eps_high") + _KL,
+            sequence={"ref": "next_logp", "static": ("scale_rewards", "loss_aggregation") + _KL_STATIC, "options": ("scale_rewards", "loss_aggregation", "clip_eps", "clip_eps_high") + _KL},
+            stat=on_policy.grpo_stat,
+        ),
+        _loss(
+            "reinforce_pp",
+            "on_policy",
+            "points",
+            static=("baseline",) + _KL_STATIC,
+            traced=("beta", "clip_eps"),
+            ref="ref_logp",
+            options=("baseline", "clip_eps") + _KL,
+            sequence={"ref": "next_logp"},
+            stat=on_policy.reinforce_pp_stat,
+        ),
+        # Bandit only: decoding the greedy sequence is not implemented for the sequence policies.
+        _loss("remax", "on_policy", "points", sequence=False, greedy_reward=True),
+        _loss("gpg", "on_policy", "points", stat=on_policy.gpg_stat),
     ]
 }
+_REGISTRY["dr_grpo"] = _preset(
+    "dr_grpo",
+    "grpo",
+    "Dr. GRPO (Liu et al. 2025, arXiv 2503.20783): grpo without the std division, token sums over a constant",
+    scale_rewards="none",
+    loss_aggregation="seq_mean_token_sum",
+)
+_REGISTRY["dapo"] = _preset(
+    "dapo",
+    "grpo",
+    "DAPO (Yu et al. 2025, arXiv 2503.14476): grpo with clip-higher, dynamic sampling, token-mean loss, no KL",
+    clip_eps=0.2,
+    clip_eps_high=0.28,
+    drop_uniform_groups=True,
+    loss_aggregation="token_mean",
+    kl_estimator=None,
+)
+_REGISTRY["rloo"] = _preset(
+    "rloo",
+    "reinforce",
+    "RLOO (Ahmadian et al. 2024, arXiv 2402.14740): reinforce with the leave-one-out baseline",
+    advantage="leave_one_out",
+)
 _ALL_STATIC = frozenset(n for s in _REGISTRY.values() for impl in s.implementations.values() for n in impl.static)
 
 
@@ -297,6 +489,38 @@ def _refuse_inapplicable(spec: LossSpec, kind: str | None, given) -> None:
         raise ValueError(
             f"{', '.join(bad)} {'does' if len(bad) == 1 else 'do'} not apply to loss={spec.name!r}{where}; {own}, besides those every loss takes (learning_rate, beta, num_samples, reuse, policy, ...)"
         )
+
+
+def _contradiction(spec: LossSpec, name: str, value) -> str:
+    return f"{name}={value!r} contradicts loss={spec.name!r}, which fixes {name}={spec.preset[name]!r}; use loss={spec.base!r} to set {name} yourself"
+
+
+def apply_preset(loss: str, options: Mapping[str, Any], kind: str | None = None) -> dict[str, Any]:
+    """``options`` with the preset of ``loss`` filled in (unchanged for a loss that is no preset).
+
+    Only the preset's options that apply on ``kind`` are added (dr_grpo's
+    loss_aggregation is a sequence option). An option given in ``options``
+    must equal the preset's value (arrays: every value): a contradiction
+    raises a one-line ValueError naming the base loss to use instead.
+    """
+    import numpy as np
+
+    spec = get(loss)
+    out = dict(options)
+    applicable = spec.options if kind is None else spec.implementation(kind).options
+    for n, v in spec.preset.items():
+        if n not in applicable:
+            continue
+        if n in out:
+            given = out[n]
+            if v is None or isinstance(v, (bool, str)):
+                same = given is None if v is None else given == v
+            else:
+                same = given is not None and bool(np.all(np.asarray(given, dtype=np.float64) == v))
+            if not same:
+                raise ValueError(_contradiction(spec, n, given))
+        out[n] = v
+    return out
 
 
 def check_options(loss: str, *given: Iterable[str] | Mapping[str, Any], kind: str | None = None) -> None:

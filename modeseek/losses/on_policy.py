@@ -1,4 +1,13 @@
-"""Mode-seeking on-policy objectives: REINFORCE, PPO and the exact reverse KL.
+"""Mode-seeking on-policy objectives: REINFORCE, PPO, the exact reverse KL and the group methods.
+
+The group methods (GRPO and its variants Dr. GRPO and DAPO, GSPO, CISPO,
+REINFORCE++, ReMax, GPG; RLOO is reinforce with advantage="leave_one_out")
+treat the N responses of one context (the Points batch) as a group. Where a
+method needs a statistic over every context of the batch (batch-scaled or
+batch-whitened advantages, the share of groups with a reward signal), the loss
+stays unbatched: its ``*_stat`` function gives a per-context statistic, the
+engine averages it over the contexts once per batch and passes both back in
+``Points.stat`` (:func:`modeseek.losses.LossSpec.batch_hook`).
 
 Maximising E_pi[r] - beta KL(pi || pi_ref) is minimising the reverse KL
 KL(pi || pi_star) (Lemma 6.1, docs/paper.md §E.2), which concentrates mass on a
@@ -13,6 +22,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from modeseek import _checks
 from modeseek.batches import Points, Target
 from modeseek.metrics import entropy, kl
 from modeseek.problems import safe_log
@@ -26,11 +36,23 @@ __all__ = [
     "reinforce",
     "ppo",
     "reverse_kl",
+    "SCALE_REWARDS",
+    "group_stat",
+    "grpo",
+    "gspo",
+    "cispo",
+    "reinforce_pp",
+    "remax",
+    "gpg",
+    "nonuniform_probability",
+    "kl_fixed_point",
 ]
 
 ADVANTAGES = ("none", "mean", "zscore", "leave_one_out")
 KL_ESTIMATORS = ("k1", "k2", "k3", "exact")
 KL_PLACEMENTS = ("reward", "loss")
+#: GRPO's advantage scale: the group's reward std, the whole batch's, or none (Dr. GRPO).
+SCALE_REWARDS = ("group", "batch", "none")
 
 # Bound on |log pi - log q| in PPO ratios: exp(20) ~ 5e8 is far past any clip
 # range, and keeps a bin that q nearly excluded from overflowing float32.
@@ -94,10 +116,14 @@ def _shaped_advantages(reward, items: Points, sampled_kl, *, advantage, beta, kl
     return jax.lax.stop_gradient(advantages(reward, items.weight, items.count, advantage))
 
 
-def _clipped_surrogate(log_ratio, adv, clip_eps):
-    """PPO's max(-A rho, -A clip(rho, 1 - eps, 1 + eps)), rho = exp(log_ratio) with |log_ratio| bounded."""
+def _clipped_surrogate(log_ratio, adv, clip_eps, clip_eps_high=None):
+    """PPO's max(-A rho, -A clip(rho, 1 - eps, 1 + eps_high)), rho = exp(log_ratio) with |log_ratio| bounded.
+
+    ``clip_eps_high`` None is the symmetric clip (eps_high = eps); DAPO's clip-higher sets it above eps.
+    """
     rho = jnp.exp(jnp.clip(log_ratio, -_MAX_LOG_RATIO, _MAX_LOG_RATIO))
-    return jnp.maximum(-adv * rho, -adv * jnp.clip(rho, 1.0 - clip_eps, 1.0 + clip_eps))
+    high = clip_eps if clip_eps_high is None else clip_eps_high
+    return jnp.maximum(-adv * rho, -adv * jnp.clip(rho, 1.0 - clip_eps, 1.0 + high))
 
 
 def _penalties(logp, batch: Points, ref_logp, *, beta, kl_estimator, kl_placement, entropy_coef):
@@ -188,3 +214,417 @@ def reverse_kl(logp, target: Target):
     target pi_star. Target zeros are treated as log t = -1e4 (finite).
     """
     return kl(logp, jax.lax.stop_gradient(safe_log(target.probs))), {}
+
+
+# ----------------------------------------------------------------------------- group methods
+
+
+def nonuniform_probability(items: Points, num_samples):
+    """P(the N rewards of a group are not all equal), for one context.
+
+    Sampled batches (finite ``count``): 1 if the drawn rewards (items of
+    non-zero weight) differ, else 0. Exact batches (all bins weighted by q): with
+    N = ``num_samples`` i.i.d. draws, P(all equal) = sum over distinct reward
+    values v of q(r = v)^N = sum_i q_i m_i^(N-1), m_i the q-mass of bins with
+    bin i's reward, so the probability is 1 - sum_i q_i m_i^(N-1).
+    """
+    w = jax.lax.stop_gradient(items.weight)
+    r = items.reward
+    live = w > 0
+    drawn = jnp.where(jnp.any(live), jnp.max(jnp.where(live, r, -jnp.inf)) > jnp.min(jnp.where(live, r, jnp.inf)), False)
+    same = (r[:, None] == r[None, :]).astype(w.dtype)
+    mass = same @ w
+    uniform = jnp.sum(w * mass ** (num_samples - 1))
+    exact = jnp.clip(1.0 - uniform / jnp.maximum(jnp.sum(w), 1e-30) ** num_samples, 0.0, 1.0)
+    return jnp.where(jnp.isfinite(items.count), drawn.astype(w.dtype), exact)
+
+
+def group_stat(reward, items: Points, sampled_kl, *, num_samples, signal: bool, beta=0.0, kl_estimator=None, kl_placement="reward"):
+    """Per-context moments of the (KL-shaped) reward that batch-level advantages need.
+
+    Returns a dict of scalars: "mean" = sum_j w_j r'_j, "sq" = sum_j w_j r'_j^2,
+    "centred" = sum_j w_j (r'_j - mean)^2 (r' = r - beta k with a KL penalty in
+    the reward, else r), and with ``signal`` "signal" =
+    :func:`nonuniform_probability` of the raw rewards. Averaged over the
+    contexts (equal weight per context) they give the batch's mean, its
+    second moment and its within-group variance.
+    """
+    shaped = reward
+    if kl_estimator is not None and kl_placement == "reward":
+        shaped = reward - beta * sampled_kl("k1" if kl_estimator == "exact" else kl_estimator)
+    shaped = jax.lax.stop_gradient(shaped)
+    w = jax.lax.stop_gradient(items.weight)
+    mean = jnp.sum(w * shaped)
+    out = {"mean": mean, "sq": jnp.sum(w * shaped**2), "centred": jnp.sum(w * (shaped - mean) ** 2)}
+    if signal:
+        out["signal"] = nonuniform_probability(items, num_samples)
+    return out
+
+
+def _bandit_kl(batch: Points, ref_logp):
+    return lambda est: kl_estimate(batch.logq, ref_logp[batch.y], est)
+
+
+def _batch_std(stat, centred: bool):
+    """The batch's reward std: about the batch mean, or (``centred``) about each group's mean."""
+    b = stat["batch"]
+    var = b["centred"] if centred else jnp.maximum(b["sq"] - b["mean"] ** 2, 0.0)
+    return jnp.sqrt(var)
+
+
+def _signal_factor(stat):
+    """DAPO's dynamic sampling / GPG's rescaling: this group's P(non-uniform) over the batch's mean of it.
+
+    A group whose rewards are all equal gets 0; the others are scaled so that
+    the batch loss averages over the groups that carry a signal (the batch
+    DAPO fills with non-uniform groups; GPG's B / (B - M)).
+    """
+    share = stat["batch"]["signal"]
+    return jnp.where(share > 0, stat["group"]["signal"] / jnp.where(share > 0, share, 1.0), 0.0)
+
+
+def group_advantages(reward, items: Points, sampled_kl, *, scale_rewards, beta, kl_estimator, kl_placement, stat=None):
+    """GRPO's advantages (constants): the shaped reward minus its group mean, over a scale.
+
+    "group": / (group std + 1e-8) (population std; :func:`advantages`' "zscore");
+    "batch": / (std of every shaped reward in the batch about the batch mean + 1e-8);
+    "none": no division (Dr. GRPO).
+    """
+    _checks.choice("scale_rewards", scale_rewards, SCALE_REWARDS)
+    kind = "zscore" if scale_rewards == "group" else "mean"
+    a = _shaped_advantages(reward, items, sampled_kl, advantage=kind, beta=beta, kl_estimator=kl_estimator, kl_placement=kl_placement)
+    if scale_rewards == "batch":
+        a = a / (_batch_std(stat, centred=False) + 1e-8)
+    return a
+
+
+def _grpo_terms(logp, batch: Points, ref_logp, log_ratio_of, *, scale_rewards, drop_uniform_groups, clip_eps, clip_eps_high, beta, kl_estimator, kl_placement):
+    a = group_advantages(batch.reward, batch, _bandit_kl(batch, ref_logp), scale_rewards=scale_rewards, beta=beta, kl_estimator=kl_estimator, kl_placement=kl_placement, stat=batch.stat)
+    surrogate = _clipped_surrogate(log_ratio_of(logp), a, clip_eps, clip_eps_high)
+    loss = jnp.sum(jax.lax.stop_gradient(batch.weight) * surrogate)
+    loss = loss + _penalties(logp, batch, ref_logp, beta=beta, kl_estimator=kl_estimator, kl_placement=kl_placement, entropy_coef=0.0)
+    if drop_uniform_groups:
+        loss = loss * _signal_factor(batch.stat)
+    return loss
+
+
+def grpo(
+    logp,
+    batch: Points,
+    *,
+    ref_logp,
+    scale_rewards: str = "group",
+    drop_uniform_groups: bool = False,
+    clip_eps=0.2,
+    clip_eps_high=None,
+    beta=0.0,
+    kl_estimator: str | None = None,
+    kl_placement: str = "reward",
+):
+    """GRPO: group-normalised advantages in PPO's clipped surrogate against the sampling policy q.
+
+    sum_j w_j max(-A_j rho_j, -A_j clip(rho_j, 1 - eps, 1 + eps_high)) [+ beta k],
+    rho_j = pi(y_j) / q(y_j), A_j = (r_j - mean_group r) / (std_group r + 1e-8).
+    Source: Shao et al. 2024, DeepSeekMath, arXiv 2402.03300 (§4.1, eq. 3);
+    Dr. GRPO (``scale_rewards="none"``): Liu et al. 2025, arXiv 2503.20783;
+    DAPO's clip-higher and dynamic sampling (``clip_eps_high``,
+    ``drop_uniform_groups``): Yu et al. 2025, arXiv 2503.14476.
+    Family: mode-seeking on-policy.
+
+    Differences from the papers and common implementations: the group std is
+    the population std (the DeepSeekMath code and TRL use the unbiased one,
+    larger by sqrt(N/(N-1))); the paper's KL term is k3 placed in the loss
+    (``kl_estimator="k3", kl_placement="loss"``), while the default here is no
+    KL (beta = 0 is the common modern setting); DAPO refills its batch with
+    non-uniform groups, which ``drop_uniform_groups`` models by scaling the
+    kept groups by (number of groups) / (number kept) (:func:`_signal_factor`),
+    the KL term of a dropped group included.
+
+    Exact batches: the group mean and std are taken in the population limit
+    (N -> inf, :mod:`modeseek.regimes`). For finite N the group mean contains
+    the sample itself, so with ``scale_rewards="none"`` the expected sampled
+    gradient is (1 - 1/N) times the exact one: E[(r_j - mean_k r_k) grad log
+    pi(y_j)] = (1 - 1/N) E[(r - E r) grad log pi]. With
+    ``drop_uniform_groups`` an exact group is weighted by P(its N rewards are
+    not all equal) (:func:`nonuniform_probability`, N = num_samples).
+
+    Args:
+      logp: (K,) log pi_theta(.|x).
+      batch: Points with logq at sampling time; ``batch.stat`` from :func:`grpo_stat`
+        when ``scale_rewards="batch"`` or ``drop_uniform_groups``.
+      ref_logp: (K,) log pi_ref.
+      scale_rewards: one of SCALE_REWARDS.
+      drop_uniform_groups: give groups whose rewards are all equal no weight.
+      clip_eps: lower clip range eps (ratio >= 1 - eps).
+      clip_eps_high: upper clip range (ratio <= 1 + eps_high); None means clip_eps.
+      beta, kl_estimator, kl_placement: as in :func:`reinforce`.
+    """
+    log_ratio_of = lambda lp: lp[batch.y] - jax.lax.stop_gradient(batch.logq)  # noqa: E731
+    loss = _grpo_terms(
+        logp,
+        batch,
+        ref_logp,
+        log_ratio_of,
+        scale_rewards=scale_rewards,
+        drop_uniform_groups=drop_uniform_groups,
+        clip_eps=clip_eps,
+        clip_eps_high=clip_eps_high,
+        beta=beta,
+        kl_estimator=kl_estimator,
+        kl_placement=kl_placement,
+    )
+    return loss, {}
+
+
+def grpo_stat(reward, items, sampled_kl, *, num_samples, scale_rewards="group", drop_uniform_groups=False, beta=0.0, kl_estimator=None, kl_placement="reward", **_):
+    """The per-context statistic GRPO (and GSPO, CISPO) needs from the batch, or None when it needs none."""
+    if scale_rewards != "batch" and not drop_uniform_groups:
+        return None
+    return group_stat(reward, items, sampled_kl, num_samples=num_samples, signal=drop_uniform_groups, beta=beta, kl_estimator=kl_estimator, kl_placement=kl_placement)
+
+
+def gspo(logp, batch: Points, **options):
+    """GSPO: GRPO with one clipped ratio per sequence, the geometric mean of the token ratios.
+
+    s_j = exp(mean_t (log pi_t(y_j) - log q_t(y_j))), clipped per sequence:
+    sum_j w_j max(-A_j s_j, -A_j clip(s_j, 1 - eps, 1 + eps_high)), A_j GRPO's
+    group advantage. Source: Zheng et al. 2025, Group Sequence Policy
+    Optimization, arXiv 2507.18071 (eq. 5-7). Family: mode-seeking on-policy.
+    On a 1-token bandit the geometric mean is the ratio itself, so this is
+    :func:`grpo` (and PPO's ratio; tests/test_catalogue_group.py shows it).
+    The paper's clip ranges are about 1e-3 (3e-4 / 4e-4), far below PPO's 0.2;
+    the default here stays clip_eps.
+
+    Args: as in :func:`grpo`.
+    """
+    return grpo(logp, batch, **options)
+
+
+def cispo(
+    logp,
+    batch: Points,
+    *,
+    ref_logp,
+    scale_rewards: str = "group",
+    clip_eps=0.2,
+    clip_eps_high=None,
+    beta=0.0,
+    kl_estimator: str | None = None,
+    kl_placement: str = "reward",
+):
+    """CISPO: REINFORCE weighted by a clipped, stop-gradient importance ratio.
+
+    -sum_j w_j sg(min(rho_j, 1 + eps_high)) A_j log pi(y_j), rho_j = pi(y_j) / q(y_j),
+    A_j GRPO's group advantage. Every sample keeps a gradient (PPO's clip
+    zeroes those outside the range; here only the weight is capped).
+    Source: MiniMax 2025, MiniMax-M1, arXiv 2506.13585 (§3.1, eq. 4-5).
+    Family: mode-seeking on-policy. The paper clips
+    the weight to [1 - eps_low, 1 + eps_high] with eps_low effectively off;
+    only the upper cap is kept here. Exact batches (q = pi) have rho = 1:
+    the weight is 1 whenever eps_high >= 0.
+
+    Args:
+      logp, batch, ref_logp, scale_rewards, beta, kl_estimator, kl_placement: as in :func:`grpo`.
+      clip_eps: the cap's default: eps_high = clip_eps when ``clip_eps_high`` is None.
+      clip_eps_high: cap on the weight, min(rho, 1 + eps_high).
+    """
+    a = group_advantages(batch.reward, batch, _bandit_kl(batch, ref_logp), scale_rewards=scale_rewards, beta=beta, kl_estimator=kl_estimator, kl_placement=kl_placement, stat=batch.stat)
+    weight = _capped_weight(logp[batch.y] - batch.logq, clip_eps if clip_eps_high is None else clip_eps_high)
+    w = jax.lax.stop_gradient(batch.weight)
+    loss = -jnp.sum(w * weight * a * logp[batch.y])
+    loss = loss + _penalties(logp, batch, ref_logp, beta=beta, kl_estimator=kl_estimator, kl_placement=kl_placement, entropy_coef=0.0)
+    return loss, {}
+
+
+def _capped_weight(log_ratio, eps_high):
+    """sg(min(rho, 1 + eps_high)), rho = exp(log_ratio) with |log_ratio| bounded."""
+    rho = jnp.exp(jnp.clip(jax.lax.stop_gradient(log_ratio), -_MAX_LOG_RATIO, _MAX_LOG_RATIO))
+    return jnp.minimum(rho, 1.0 + eps_high)
+
+
+def reinforce_pp(
+    logp,
+    batch: Points,
+    *,
+    ref_logp,
+    baseline: bool = False,
+    clip_eps=0.2,
+    beta=0.0,
+    kl_estimator: str | None = None,
+    kl_placement: str = "reward",
+):
+    """REINFORCE++: batch-whitened advantages in PPO's clipped surrogate.
+
+    A_j = (r'_j - mean_batch r') / (std_batch r' + 1e-8) with r' = r - beta k
+    (the KL estimate in the reward); ``baseline=True`` (REINFORCE++-baseline)
+    first subtracts the group mean, A_j = (r'_j - mean_group r') / (std over
+    the batch of r' - mean_group r' + 1e-8). Then PPO's clipped ratio against q.
+    Source: Hu 2025, REINFORCE++, arXiv 2501.03262 (§3). Family: mode-seeking on-policy.
+    The paper puts a per-token k1 KL in the reward (``kl_estimator="k1"``,
+    ``kl_placement="reward"``); the default here is no KL. Exact batches take
+    the batch mean and std in the population limit.
+
+    Args:
+      logp, batch, ref_logp, clip_eps, beta, kl_estimator, kl_placement: as in :func:`ppo`;
+        ``batch.stat`` from :func:`reinforce_pp_stat`.
+      baseline: subtract the group mean before whitening.
+    """
+    sampled_kl = _bandit_kl(batch, ref_logp)
+    a = _reinforce_pp_advantages(batch.reward, batch, sampled_kl, baseline=baseline, beta=beta, kl_estimator=kl_estimator, kl_placement=kl_placement)
+    surrogate = _clipped_surrogate(logp[batch.y] - jax.lax.stop_gradient(batch.logq), a, clip_eps)
+    loss = jnp.sum(jax.lax.stop_gradient(batch.weight) * surrogate)
+    loss = loss + _penalties(logp, batch, ref_logp, beta=beta, kl_estimator=kl_estimator, kl_placement=kl_placement, entropy_coef=0.0)
+    return loss, {}
+
+
+def _reinforce_pp_advantages(reward, items: Points, sampled_kl, *, baseline, beta, kl_estimator, kl_placement):
+    a = _shaped_advantages(reward, items, sampled_kl, advantage="mean" if baseline else "none", beta=beta, kl_estimator=kl_estimator, kl_placement=kl_placement)
+    # The group-centred advantages have batch mean 0 exactly.
+    shift = 0.0 if baseline else items.stat["batch"]["mean"]
+    return (a - shift) / (_batch_std(items.stat, centred=baseline) + 1e-8)
+
+
+def reinforce_pp_stat(reward, items, sampled_kl, *, num_samples, beta=0.0, kl_estimator=None, kl_placement="reward", **_):
+    """The per-context statistic REINFORCE++ whitens with."""
+    return group_stat(reward, items, sampled_kl, num_samples=num_samples, signal=False, beta=beta, kl_estimator=kl_estimator, kl_placement=kl_placement)
+
+
+def remax(logp, batch: Points):
+    """ReMax: REINFORCE with the greedy response's reward as the baseline.
+
+    -sum_j w_j (r_j - r(argmax q)) log pi(y_j), q the sampling policy (the
+    greedy response is decoded from the same policy as the samples).
+    Source: Li et al. 2023, ReMax, arXiv 2310.10505 (Algorithm 1, eq. 5).
+    Family: mode-seeking on-policy. The baseline does not depend on the
+    samples, so the estimator is unbiased for any N (exact batches: the exact
+    policy gradient with baseline r(argmax q)). The paper's reward carries no
+    KL term; neither does this loss.
+
+    Args:
+      logp: (K,) log pi_theta(.|x).
+      batch: Points with ``greedy_reward`` (the engine's collector fills it in).
+    """
+    if batch.greedy_reward is None:
+        raise ValueError("remax needs batch.greedy_reward (the reward of the argmax response); expected a batch built for remax")
+    a = jax.lax.stop_gradient(batch.reward - batch.greedy_reward)
+    w = jax.lax.stop_gradient(batch.weight)
+    return -jnp.sum(w * a * logp[batch.y]), {}
+
+
+def gpg(logp, batch: Points):
+    """GPG: group policy gradient, no ratio and no KL, rescaled by the share of groups with a signal.
+
+    -(B / B_signal) sum_j w_j (r_j - mean_group r) log pi(y_j), with B groups in
+    the batch of which B_signal have rewards that are not all equal (the
+    others contribute nothing anyway). Source: Chu et al. 2025, GPG: A Simple
+    and Strong Reinforcement Learning Baseline, arXiv 2504.02546 (§3, eq. 8-9).
+    Family: mode-seeking on-policy. The paper's optional std normalisation
+    (F_norm) and its threshold on the share are left out. Exact batches
+    weight each group by P(its N rewards differ) over the batch mean of it
+    (:func:`nonuniform_probability`): the many-contexts limit of B_signal / B;
+    with one context the sampled factor is 1 whenever the gradient is not 0.
+
+    Args:
+      logp: (K,) log pi_theta(.|x).
+      batch: Points with ``batch.stat`` from :func:`gpg_stat`.
+    """
+    a = jax.lax.stop_gradient(advantages(batch.reward, batch.weight, batch.count, "mean"))
+    w = jax.lax.stop_gradient(batch.weight)
+    share = batch.stat["batch"]["signal"]
+    factor = jnp.where(share > 0, 1.0 / jnp.where(share > 0, share, 1.0), 0.0)
+    return -factor * jnp.sum(w * a * logp[batch.y]), {}
+
+
+def gpg_stat(reward, items, sampled_kl, *, num_samples, **_):
+    """The per-context statistic GPG rescales with (only "signal" is read)."""
+    return group_stat(reward, items, sampled_kl, num_samples=num_samples, signal=True)
+
+
+def bandit_stat(stat_fn):
+    """The bandit form ``(batch, ref_logp, **options) -> stat`` of a per-context statistic of the shaped reward."""
+
+    def stat(batch: Points, ref_logp, **options):
+        return stat_fn(batch.reward, batch, _bandit_kl(batch, ref_logp), **options)
+
+    return stat
+
+
+# ----------------------------------------------------------------------------- fixed points of KL in the loss
+
+
+def kl_fixed_point(ref_probs, reward, beta, estimator: str):
+    """Where exact on-policy gradient ascent on E_pi[r] with a KL estimator in the loss converges (tabular softmax).
+
+    On fresh samples y ~ pi (q = pi, held fixed inside the gradient), beta
+    E_q[k(log pi(y) - log pi_ref(y))] has the logit gradient beta * g with
+
+    * k1 = log(pi/pi_ref): g = sum_y pi(y) grad log pi(y) = 0. No
+      regularisation: the dynamics are those of beta = 0, which move all mass
+      to the best bin; returned: the uniform distribution over argmax r
+      (the limit for a unique maximiser; for ties, the mass on them depends on the start).
+    * k2 = (log(pi/pi_ref))^2 / 2: g = sum_y pi(y) log(pi/pi_ref)(y) grad log pi(y)
+      = grad KL(pi || pi_ref). The objective is E_pi[r] - beta KL(pi||pi_ref),
+      maximised by pi_star = pi_ref exp(r/beta) / Z (also the limit of
+      ``kl_estimator="exact"``, the analytic KL(pi||pi_ref)).
+    * k3 = pi_ref/pi - 1 - log(pi_ref/pi): g = sum_y (pi(y) - pi_ref(y)) grad log pi(y)
+      = grad KL(pi_ref || pi). The objective E_pi[r] - beta KL(pi_ref || pi)
+      has the logit gradient, per bin i, pi_i (r_i - E_pi r) - beta (pi_i - pi_ref,i)
+      (d/dz_i of -sum_j pi_ref,j log pi_j is pi_i - pi_ref,i). Zero at
+      pi_i (beta + lambda - r_i) = beta pi_ref,i with lambda = E_pi r, i.e.
+      pi_i = beta pi_ref,i / (beta + lambda - r_i). Positivity needs
+      lambda > max_i r_i - beta (bins with pi_ref,i = 0 get 0), and on that
+      interval f(lambda) = sum_i beta pi_ref,i / (beta + lambda - r_i) falls
+      from +inf to 0, so sum_i pi_i = 1 has one root (found by bisection).
+      Summing pi_i (beta + lambda - r_i) = beta pi_ref,i over i gives
+      E_pi r = lambda, so the root is self-consistent. Unlike pi_star this
+      is a rational, not exponential, tilt of pi_ref: its mass on the best bin
+      is at most pi_ref(best) beta / (beta + lambda - r_max), so the forward
+      KL keeps every bin of pi_ref covered.
+
+    Args:
+      ref_probs: (K,) pi_ref.
+      reward: (K,) rewards.
+      beta: KL coefficient > 0.
+      estimator: "k1", "k2", "k3" or "exact".
+
+    Returns:
+      (K,) numpy float64 probabilities.
+    """
+    import numpy as np
+
+    ref = np.asarray(ref_probs, np.float64)
+    r = np.asarray(reward, np.float64)
+    if not beta > 0:
+        raise ValueError(f"beta={beta!r} is not positive; expected beta > 0")
+    if estimator == "k1":
+        best = (r == r.max()).astype(np.float64)
+        return best / best.sum()
+    if estimator in ("k2", "exact"):
+        logits = np.log(np.maximum(ref, 1e-300)) + r / beta
+        logits = np.where(ref > 0, logits, -np.inf)
+        p = np.exp(logits - logits.max())
+        return p / p.sum()
+    if estimator != "k3":
+        raise ValueError(f"estimator={estimator!r} is not valid; expected one of k1, k2, k3, exact")
+    support = ref > 0
+    rmax = r[support].max()
+
+    def total(lam):
+        return np.sum(beta * ref[support] / (beta + lam - r[support]))
+
+    lo = rmax - beta
+    hi = lo + 1.0
+    while total(hi) > 1.0:
+        hi = lo + 2.0 * (hi - lo)
+    lo_gap, hi_gap = 0.0, hi - lo
+    # Bisect on the gap lambda - (rmax - beta), which stays positive and resolves small gaps.
+    for _ in range(200):
+        mid = 0.5 * (lo_gap + hi_gap)
+        if total(lo + mid) > 1.0:
+            lo_gap = mid
+        else:
+            hi_gap = mid
+    lam = lo + hi_gap
+    p = np.zeros_like(ref)
+    p[support] = beta * ref[support] / (beta + lam - r[support])
+    return p / p.sum()

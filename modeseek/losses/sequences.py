@@ -35,8 +35,8 @@ import jax
 import jax.numpy as jnp
 
 from modeseek import _checks
-from modeseek.losses import contrastive, mode_covering
-from modeseek.losses.on_policy import _clipped_surrogate, _shaped_advantages, kl_estimate
+from modeseek.losses import contrastive, mode_covering, on_policy
+from modeseek.losses.on_policy import _capped_weight, _clipped_surrogate, _shaped_advantages, _signal_factor, group_advantages, kl_estimate
 from modeseek.metrics import kl
 
 if TYPE_CHECKING:
@@ -53,10 +53,24 @@ __all__ = [
     "reinforce",
     "ppo",
     "reference_kl",
+    "LOSS_AGGREGATIONS",
+    "grpo",
+    "gspo",
+    "cispo",
+    "reinforce_pp",
+    "gpg",
+    "sequence_stat",
 ]
 
 #: PPO importance ratios: one per token (the authors' transformer PPO, docs/paper.md §B.5) or one per sequence.
 RATIOS = ("token", "sequence")
+#: How GRPO-style losses reduce per-token terms: the mean over every token of
+#: the batch (DAPO), the mean over sequences of each sequence's token sum
+#: (Dr. GRPO's constant normaliser, up to that constant) or of its token mean
+#: (GRPO). On these fixed-length policies (every sequence has T tokens)
+#: "token_mean" and "seq_mean_token_mean" coincide, and "seq_mean_token_sum"
+#: is T times them.
+LOSS_AGGREGATIONS = ("token_mean", "seq_mean_token_sum", "seq_mean_token_mean")
 
 
 def _seq(tok_logp):
@@ -207,3 +221,184 @@ def reference_kl(next_logp, ref_next_logp):
     """
     ref = jnp.broadcast_to(ref_next_logp, next_logp.shape)
     return jnp.mean(jnp.sum(kl(next_logp, jax.lax.stop_gradient(ref)), axis=-1))
+
+
+# ----------------------------------------------------------------------------- group methods
+
+
+def _sampled_kl(batch: SequenceBatch):
+    return lambda est: jnp.sum(kl_estimate(batch.logq, batch.ref_logp, est), axis=-1)
+
+
+def _aggregate(per_token, batch: SequenceBatch, loss_aggregation):
+    """Reduce (N, T) per-token terms with the weights of the N sequences (see LOSS_AGGREGATIONS)."""
+    _checks.choice("loss_aggregation", loss_aggregation, LOSS_AGGREGATIONS)
+    w = jax.lax.stop_gradient(batch.items.weight)
+    per_seq = jnp.sum(per_token, axis=-1)
+    if loss_aggregation == "seq_mean_token_sum":
+        return jnp.sum(w * per_seq)
+    # Every sequence has T tokens, so the token mean over the batch is the mean of the sequences' token means.
+    return jnp.sum(w * per_seq) / per_token.shape[-1]
+
+
+def _group_terms(tok_logp, batch, next_logp, per_token, *, loss_aggregation, drop_uniform_groups, beta, kl_estimator, kl_placement):
+    """Aggregated per-token terms plus the KL penalty (per token, aggregated alike), times the dynamic-sampling factor."""
+    kl_terms = _penalties(tok_logp, batch, next_logp, beta=beta, kl_estimator=kl_estimator, kl_placement=kl_placement, entropy_coef=0.0)
+    scale = 1.0 if loss_aggregation == "seq_mean_token_sum" else 1.0 / tok_logp.shape[-1]
+    loss = _aggregate(per_token, batch, loss_aggregation) + scale * kl_terms
+    if drop_uniform_groups:
+        loss = loss * _signal_factor(batch.items.stat)
+    return loss
+
+
+def grpo(
+    tok_logp,
+    batch: SequenceBatch,
+    *,
+    next_logp=None,
+    scale_rewards: str = "group",
+    drop_uniform_groups: bool = False,
+    loss_aggregation: str = "seq_mean_token_mean",
+    clip_eps=0.2,
+    clip_eps_high=None,
+    beta=0.0,
+    kl_estimator=None,
+    kl_placement: str = "reward",
+):
+    """GRPO on sequences: the group advantage on every token, one clipped ratio per token.
+
+    Per token t of sequence j: max(-A_j rho_jt, -A_j clip(rho_jt, 1 - eps, 1 + eps_high)),
+    rho_jt = pi_t(y_j) / q_t(y_j), reduced by ``loss_aggregation`` (GRPO:
+    seq_mean_token_mean; DAPO: token_mean; Dr. GRPO: seq_mean_token_sum over a
+    constant). A KL penalty in the loss is the per-token sum of estimators,
+    reduced alike. Source and differences: :func:`modeseek.losses.on_policy.grpo`.
+
+    Args:
+      tok_logp, batch, next_logp: as in :func:`reinforce`.
+      loss_aggregation: one of LOSS_AGGREGATIONS.
+      scale_rewards, drop_uniform_groups, clip_eps, clip_eps_high, beta,
+      kl_estimator, kl_placement: as in the bandit grpo.
+    """
+    a = group_advantages(batch.reward, batch.items, _sampled_kl(batch), scale_rewards=scale_rewards, beta=beta, kl_estimator=kl_estimator, kl_placement=kl_placement, stat=batch.items.stat)
+    per_token = _clipped_surrogate(tok_logp - jax.lax.stop_gradient(batch.logq), a[:, None], clip_eps, clip_eps_high)
+    loss = _group_terms(
+        tok_logp,
+        batch,
+        next_logp,
+        per_token,
+        loss_aggregation=loss_aggregation,
+        drop_uniform_groups=drop_uniform_groups,
+        beta=beta,
+        kl_estimator=kl_estimator,
+        kl_placement=kl_placement,
+    )
+    return loss, {}
+
+
+def gspo(
+    tok_logp,
+    batch: SequenceBatch,
+    *,
+    next_logp=None,
+    scale_rewards: str = "group",
+    drop_uniform_groups: bool = False,
+    clip_eps=0.2,
+    clip_eps_high=None,
+    beta=0.0,
+    kl_estimator=None,
+    kl_placement: str = "reward",
+):
+    """GSPO on sequences: one ratio per sequence, s_j = exp(mean_t log(pi_t / q_t)), clipped per sequence.
+
+    sum_j w_j max(-A_j s_j, -A_j clip(s_j, 1 - eps, 1 + eps_high)) (+ the
+    per-sequence KL penalty, summed over tokens). Source and notes:
+    :func:`modeseek.losses.on_policy.gspo`.
+    """
+    a = group_advantages(batch.reward, batch.items, _sampled_kl(batch), scale_rewards=scale_rewards, beta=beta, kl_estimator=kl_estimator, kl_placement=kl_placement, stat=batch.items.stat)
+    log_s = jnp.mean(tok_logp - jax.lax.stop_gradient(batch.logq), axis=-1)
+    per_seq = _clipped_surrogate(log_s, a, clip_eps, clip_eps_high)
+    # One term per sequence: the "sum over tokens" aggregation of a (N, 1) array.
+    return _group_terms(
+        tok_logp,
+        batch,
+        next_logp,
+        per_seq[:, None],
+        loss_aggregation="seq_mean_token_sum",
+        drop_uniform_groups=drop_uniform_groups,
+        beta=beta,
+        kl_estimator=kl_estimator,
+        kl_placement=kl_placement,
+    ), {}
+
+
+def cispo(
+    tok_logp,
+    batch: SequenceBatch,
+    *,
+    next_logp=None,
+    scale_rewards: str = "group",
+    loss_aggregation: str = "token_mean",
+    clip_eps=0.2,
+    clip_eps_high=None,
+    beta=0.0,
+    kl_estimator=None,
+    kl_placement: str = "reward",
+):
+    """CISPO on sequences: -sg(min(rho_jt, 1 + eps_high)) A_j log pi_t(y_j) per token, reduced by ``loss_aggregation``.
+
+    The MiniMax-M1 report aggregates over tokens (token_mean, the default).
+    Source and notes: :func:`modeseek.losses.on_policy.cispo`.
+    """
+    a = group_advantages(batch.reward, batch.items, _sampled_kl(batch), scale_rewards=scale_rewards, beta=beta, kl_estimator=kl_estimator, kl_placement=kl_placement, stat=batch.items.stat)
+    weight = _capped_weight(tok_logp - batch.logq, clip_eps if clip_eps_high is None else clip_eps_high)
+    per_token = -weight * a[:, None] * tok_logp
+    return _group_terms(
+        tok_logp,
+        batch,
+        next_logp,
+        per_token,
+        loss_aggregation=loss_aggregation,
+        drop_uniform_groups=False,
+        beta=beta,
+        kl_estimator=kl_estimator,
+        kl_placement=kl_placement,
+    ), {}
+
+
+def reinforce_pp(
+    tok_logp,
+    batch: SequenceBatch,
+    *,
+    next_logp=None,
+    baseline: bool = False,
+    clip_eps=0.2,
+    beta=0.0,
+    kl_estimator=None,
+    kl_placement: str = "reward",
+):
+    """REINFORCE++ on sequences: the batch-whitened sequence advantage on every token, PPO's per-token clip, summed over tokens.
+
+    The paper's KL is per token in the reward; here a KL in the reward is the
+    sequence's sum of per-token estimates, as for :func:`reinforce`. Source and
+    notes: :func:`modeseek.losses.on_policy.reinforce_pp`.
+    """
+    a = on_policy._reinforce_pp_advantages(batch.reward, batch.items, _sampled_kl(batch), baseline=baseline, beta=beta, kl_estimator=kl_estimator, kl_placement=kl_placement)
+    w = jax.lax.stop_gradient(batch.items.weight)
+    per_seq = jnp.sum(_clipped_surrogate(tok_logp - jax.lax.stop_gradient(batch.logq), a[:, None], clip_eps), axis=-1)
+    loss = jnp.sum(w * per_seq)
+    loss = loss + _penalties(tok_logp, batch, next_logp, beta=beta, kl_estimator=kl_estimator, kl_placement=kl_placement, entropy_coef=0.0)
+    return loss, {}
+
+
+def gpg(tok_logp, batch: SequenceBatch):
+    """GPG on sequences: the core GPG on the (N,) sequence log-probabilities (:func:`modeseek.losses.on_policy.gpg`)."""
+    return on_policy.gpg(_seq(tok_logp), batch.items)
+
+
+def sequence_stat(stat_fn):
+    """The sequence form ``(batch, ref, **options) -> stat`` of a per-context statistic (ref unused: pi_ref comes in the batch)."""
+
+    def stat(batch: SequenceBatch, ref, **options):
+        return stat_fn(batch.reward, batch.items, _sampled_kl(batch), **options)
+
+    return stat

@@ -63,8 +63,10 @@ INIT_FIELDS = ("policy", "init", "shared", "vocab", "length", "sft_steps", "sft_
 
 def _needs(cfg, spec):
     """(needs logq, needs per-token ref logp, needs ref next-token distributions)."""
-    kl = cfg.kl_estimator is not None and spec.name in ("reinforce", "ppo")
-    logq = spec.name == "ppo" or (kl and cfg.kl_placement == "reward")
+    opts = spec.implementation("sequence").options
+    kl = cfg.kl_estimator is not None and "kl_estimator" in opts
+    # Losses with an importance ratio (or a batch statistic of the KL-shaped reward) read logq.
+    logq = "clip_eps" in opts or (kl and cfg.kl_placement == "reward")
     ref = spec.batch == "pairs" or kl
     ref_next = kl and cfg.kl_estimator == "exact" and cfg.kl_placement == "loss"
     return logq, ref, ref_next
@@ -133,6 +135,7 @@ def build(cfg, key, hp, a, sched=None) -> dict:
     ref_probs, reward, offline = a["ref_probs"], a["reward"], a["offline"]
     spec = losses.get(cfg.loss, "sequence")
     apply = spec.bind("sequence", cfg)
+    hook = spec.batch_hook("sequence", cfg)
     need_logq, need_ref, need_ref_next = _needs(cfg, spec)
     policy = _make_policy(cfg, ref_probs)
     L, V, P, N, T = cfg.length, cfg.vocab, cfg.num_contexts, cfg.num_samples, cfg.tokens_scored
@@ -230,6 +233,8 @@ def build(cfg, key, hp, a, sched=None) -> dict:
         kd = jax.random.fold_in(k_drop, t) if dropout_on else None
         tok, nxt = seq_sampling.sequence_logprobs(policy, p, flat, shift=cfg.shift, dropout_key=kd)
         tok, nxt = tok.reshape(P, m, T), nxt.reshape(P, m, L, V)
+        if hook is not None:
+            batch = hook(batch, None, hp, N)
         vals, aux = jax.vmap(lambda x, b, c: apply(x, b, c, hp))(tok, batch, nxt)
         return jnp.mean(vals), jax.tree.map(jnp.mean, aux)
 
