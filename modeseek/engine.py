@@ -188,6 +188,11 @@ class HyperParams:
       bt_scale: Bradley-Terry inverse temperature for sampled labels.
       init_scale: logit noise for ``init="random"``.
       sft_learning_rate: Adam step size of the SFT to pi_ref (MLP, transformer).
+      nll_coef: weight of the chosen response's NLL in slic and cpo.
+      simpo_gamma: SimPO's target reward margin gamma.
+      desirable_weight, undesirable_weight: KTO's lambda_D and lambda_U.
+      dpop_lambda: DPO-Positive's penalty weight lambda.
+      label_smoothing: robust_dpo's label-flip probability eps, in [0, 0.5).
     """
 
     learning_rate: Any = 0.05
@@ -200,6 +205,12 @@ class HyperParams:
     bt_scale: Any = 1.0
     init_scale: Any = 1.0
     sft_learning_rate: Any = 1e-2
+    nll_coef: Any = 1.0
+    simpo_gamma: Any = 0.5
+    desirable_weight: Any = 1.0
+    undesirable_weight: Any = 1.0
+    dpop_lambda: Any = 50.0
+    label_smoothing: Any = 0.1
 
 
 class Schedule(NamedTuple):
@@ -679,7 +690,7 @@ _BANDIT_ONLY = {"first_batch", "minibatch", "max_samples"}
 _SCHEDULE = ("reuse", "num_samples", "minibatch")
 _TRACED_FIELDS = [f.name for f in dataclasses.fields(HyperParams)]
 _POSITIVE = {"learning_rate", "beta", "clip_eps", "target_margin", "bt_scale", "sft_learning_rate"}
-_NONNEGATIVE = {"negative_coef", "entropy_coef", "min_reward_gap", "init_scale"}
+_NONNEGATIVE = {"negative_coef", "entropy_coef", "min_reward_gap", "init_scale", "nll_coef", "simpo_gamma", "desirable_weight", "undesirable_weight", "dpop_lambda", "label_smoothing"}
 _CHOICES = {
     "init": ("reference", "zeros", "random"),
     "optimizer": OPTIMIZERS,
@@ -712,6 +723,10 @@ def _check_traced(name, arr):
         _checks.positive(name, arr)
     elif name in _NONNEGATIVE:
         _checks.positive(name, arr, allow_zero=True)
+    if name == "label_smoothing":
+        for v in np.ravel(arr):
+            # eps = 0.5 makes both labels equally likely: no signal.
+            _checks.interval(name, float(v), 0.0, 0.5, high_open=True, what="a label-flip probability")
 
 
 def _check_arms(arms, sampling):

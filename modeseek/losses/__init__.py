@@ -4,8 +4,10 @@ Three families (docs/paper.md §E):
 
 * ``mode_covering``: forward KL / weighted maximum likelihood (sft, best_of_n,
   pref_ft, rwr, forward_kl);
-* ``contrastive``: negative-gradient pair losses (dpo, ipo); best_of_n with a
-  ``negative`` term also carries a negative gradient;
+* ``contrastive``: negative-gradient pair losses (dpo, ipo, slic, simpo, cpo,
+  orpo, apo_zero, apo_down, sppo, dpop, chi_po, robust_dpo) and the unpaired
+  kto and bco on labelled points; best_of_n with a ``negative`` term also
+  carries a negative gradient;
 * ``on_policy``: mode-seeking reverse-KL objectives (reinforce, ppo, reverse_kl).
 
 Losses are pure and unbatched (one context). Each :class:`LossSpec` has one
@@ -27,7 +29,23 @@ from typing import Any, Callable, Iterable, Mapping
 
 from modeseek import _checks
 from modeseek.losses import contrastive, mode_covering, on_policy, sequences
-from modeseek.losses.contrastive import dpo, implicit_margin, ipo
+from modeseek.losses.contrastive import (
+    apo_down,
+    apo_zero,
+    bco,
+    chi_po,
+    cpo,
+    dpo,
+    dpop,
+    implicit_margin,
+    ipo,
+    kto,
+    orpo,
+    robust_dpo,
+    simpo,
+    slic,
+    sppo,
+)
 from modeseek.losses.mode_covering import NEGATIVE_TERMS, best_of_n, forward_kl, pref_ft, rwr, sft
 from modeseek.losses.on_policy import ADVANTAGES, KL_ESTIMATORS, KL_PLACEMENTS, ppo, reinforce, reverse_kl
 from modeseek.losses.sequences import RATIOS
@@ -46,6 +64,18 @@ __all__ = [
     "forward_kl",
     "dpo",
     "ipo",
+    "slic",
+    "simpo",
+    "cpo",
+    "orpo",
+    "kto",
+    "bco",
+    "apo_zero",
+    "apo_down",
+    "sppo",
+    "dpop",
+    "chi_po",
+    "robust_dpo",
     "reinforce",
     "ppo",
     "reverse_kl",
@@ -210,6 +240,7 @@ RL_OPTIONS = ("advantage", "beta", "kl_estimator", "kl_placement", "entropy_coef
 ALWAYS_ACCEPTED = ("beta",)
 
 _RL_STATIC = ("advantage", "kl_estimator", "kl_placement")
+_KTO = ("beta", "desirable_weight", "undesirable_weight")
 
 
 def _loss(name, family, batch, *, static=(), traced=(), ref=None, options=(), sequence=True):
@@ -253,6 +284,26 @@ _REGISTRY = {
             sequence={"ref": "next_logp", "static": _RL_STATIC + ("ratio",), "options": ("clip_eps", "ratio") + RL_OPTIONS},
         ),
         _loss("reverse_kl", "on_policy", "target", options=("beta",), sequence=False),
+        # The contrastive catalogue. Every pair loss gets pi_ref, the
+        # reference-free ones (simpo, cpo, orpo) for the pair statistics only.
+        *[
+            _loss(name, "contrastive", "pairs", traced=("beta",) + extra, ref="ref_logp", options=("beta",) + extra + PAIR_OPTIONS)
+            for name, extra in (
+                ("slic", ("nll_coef",)),
+                ("simpo", ("simpo_gamma",)),
+                ("cpo", ("nll_coef",)),
+                ("orpo", ()),
+                ("apo_zero", ()),
+                ("apo_down", ()),
+                ("sppo", ()),
+                ("dpop", ("dpop_lambda",)),
+                ("chi_po", ()),
+                ("robust_dpo", ("label_smoothing",)),
+            )
+        ],
+        # Unpaired: the points batch, labelled desirable / undesirable by the context's mean reward.
+        _loss("kto", "contrastive", "points", traced=_KTO, ref="ref_logp", options=_KTO),
+        _loss("bco", "contrastive", "points", traced=("beta",), ref="ref_logp", options=("beta",)),
     ]
 }
 _ALL_STATIC = frozenset(n for s in _REGISTRY.values() for impl in s.implementations.values() for n in impl.static)

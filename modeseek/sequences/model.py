@@ -65,7 +65,8 @@ def _needs(cfg, spec):
     """(needs logq, needs per-token ref logp, needs ref next-token distributions)."""
     kl = cfg.kl_estimator is not None and spec.name in ("reinforce", "ppo")
     logq = spec.name == "ppo" or (kl and cfg.kl_placement == "reward")
-    ref = spec.batch == "pairs" or kl
+    # Pair losses and the unpaired kto / bco read log-ratios to pi_ref.
+    ref = spec.batch == "pairs" or spec.family == "contrastive" or kl
     ref_next = kl and cfg.kl_estimator == "exact" and cfg.kl_placement == "loss"
     return logq, ref, ref_next
 
