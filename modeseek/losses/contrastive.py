@@ -37,6 +37,8 @@ __all__ = [
     "chi_po",
     "robust_dpo",
     "unpaired_labels",
+    "kto_with_reference_point",
+    "bco_from_log_ratios",
     "log1mexp",
     "log_odds",
     "CHI_PO_MAX_LOG_RATIO",
@@ -467,12 +469,18 @@ def bco(logp, batch: Points, *, ref_logp, beta):
     return bco_from_log_ratios(logp[batch.y] - ref_logp[batch.y], batch, beta=beta)
 
 
-def bco_from_log_ratios(h, batch: Points, *, beta):
-    """BCO on the batch's log-ratios h (M,); see :func:`bco`."""
+def bco_from_log_ratios(h, batch: Points, *, beta, reward_shift=None):
+    """BCO on the batch's log-ratios h (M,); see :func:`bco`.
+
+    ``reward_shift``: delta, e.g. a running mean kept by the caller; None: the
+    batch's mean implicit reward over its labelled responses. Detached either way.
+    """
     good, bad = unpaired_labels(batch.reward, batch.weight)
     w = jax.lax.stop_gradient(batch.weight)
     lab = jnp.where(good | bad, w, 0.0)
     x = beta * h
-    delta = jax.lax.stop_gradient(jnp.sum(lab * x) / jnp.maximum(jnp.sum(lab), 1e-30))
+    if reward_shift is None:
+        reward_shift = jnp.sum(lab * x) / jnp.maximum(jnp.sum(lab), 1e-30)
+    delta = jax.lax.stop_gradient(reward_shift)
     per = jnp.where(good, -jax.nn.log_sigmoid(x - delta), jnp.where(bad, -jax.nn.log_sigmoid(delta - x), 0.0))
     return jnp.sum(w * per), {"reward_shift": delta}
