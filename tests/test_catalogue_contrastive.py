@@ -251,8 +251,8 @@ def test_pair_losses_sampled_gradient_matches_exact(small_problem, small_policy_
     # exact one at any N. Margins as in tests/test_losses.py: |mean - exact| is
     # within 4 SE (SE from the same 4000 draws; by Markov's inequality a random
     # seed exceeds it with probability < 1/16, and the seed is fixed), and
-    # cos >= 0.995 (1 - cos ~ (SE/|g|)^2 / 2; measured SE/|g| <= 0.03 here,
-    # minimum cos 0.9993, see the numbers printed on failure).
+    # cos >= 0.995 (1 - cos ~ (SE/|g|)^2 / 2; measured SE/|g| <= 0.022 here,
+    # so 1 - cos ~ 2.4e-4; measured err/SE 0.36-0.85, minimum cos 0.99985).
     r, ref = small_problem.reward, small_problem.ref_logp
     kw = dict(labels="bradley_terry", min_reward_gap=0.0, bt_scale=3.0)
     n = 10
@@ -266,15 +266,26 @@ def test_pair_losses_sampled_gradient_matches_exact(small_problem, small_policy_
     assert not bad, "\n".join(bad)
 
 
-def test_unpaired_sampled_gradient_converges_as_the_batch_grows(small_problem, small_policy_logits):
-    # The labels compare each reward with the batch's mean (and bco's shift is
-    # the batch's mean implicit reward): ratio estimators with an O(1/N) bias,
-    # like RWR's normalised weights in tests/test_losses.py. The check follows
-    # that test: at N = 64 the error is within 4 SE + |g| / N (measured bias * N
-    # / |g| below 0.5 for both losses), it is less than half the error at N = 4
-    # (the bias shrinks 16x and the SE 4x; measured ratios below 0.2) and cos >= 0.999.
-    r, ref = small_problem.reward, small_problem.ref_logp
+def test_unpaired_sampled_gradient_converges_as_the_batch_grows(small_policy_logits):
+    # The labels compare each reward with the batch's mean and bco's shift is
+    # the batch's mean implicit reward: ratio estimators. A bin whose reward is
+    # d standard deviations from the mean flips label with probability about
+    # Phi(-d sqrt(N)), so convergence is slow for bins at the mean (the
+    # conftest's small problem has its policy mode 0.02 sd from it: error at
+    # N = 256 still 0.48 |g|). Here the rewards form two clusters, every bin at
+    # least 0.66 sd from the policy's mean (flip probability < 1e-7 at N = 64),
+    # so kto (exact z0) is unbiased once labels are right and bco keeps the
+    # O(1/N) bias of its shift. Measured with M = 2000: bias * N / |g| <= 1.3
+    # (bco), error at N = 64 within noise for kto; ratio err(64) / err(4) <= 0.08;
+    # cos >= 0.9997. Checks: err(64) <= 4 SE + 2 |g| / N, err(64) < err(4) / 2, cos >= 0.999.
+    k = 12
+    idx = np.arange(k)
+    r = jnp.asarray(np.where(idx < 6, 0.1 * idx / 6, 0.8 + 0.2 * (idx - 6) / 6))
+    ref = jnp.log(ms.references.mixture(k, [2.0, 8.0], [1.5, 2.0], [0.7, 0.3]))
     lq = jax.nn.log_softmax(small_policy_logits)
+    q = np.exp(np.asarray(lq, np.float64))
+    mean, sd = q @ np.asarray(r), np.sqrt(q @ (np.asarray(r) - q @ np.asarray(r)) ** 2)
+    assert np.min(np.abs(np.asarray(r) - mean)) > 0.6 * sd
     named = {name: functools.partial(_fn(name), ref_logp=ref) for name in UNPAIRED_LOSSES}
     exact = regimes.exact_points(lq, r)
     st = {n: _grad_stats(named, small_policy_logits, lambda kk, n=n: regimes.sample_points(kk, lq, r, n), exact) for n in (4, 64)}
@@ -285,7 +296,7 @@ def test_unpaired_sampled_gradient_converges_as_the_batch_grows(small_problem, s
         g = np.linalg.norm(e)
         err_small, err_large = np.linalg.norm(s_small - e), np.linalg.norm(s_large - e)
         cos = e @ s_large / (g * np.linalg.norm(s_large))
-        if g < 1e-2 or err_large > 4 * se + g / 64 or err_large >= 0.5 * err_small or cos < 0.999:
+        if g < 1e-2 or err_large > 4 * se + 2 * g / 64 or err_large >= 0.5 * err_small or cos < 0.999:
             bad.append(f"{name}: |g| {g:.4f} err@4 {err_small:.5f} err@64 {err_large:.5f} 4SE {4 * se:.5f} cos {cos:.5f}")
     assert not bad, "\n".join(bad)
 
@@ -432,15 +443,13 @@ def test_runs_on_the_transformer(name):
     assert all(np.all(np.isfinite(v)) for v in tr.metrics.values())
 
 
-@pytest.mark.parametrize("name", ["kto", "simpo"])
-def test_runs_on_mlp_and_the_factorised_policy(far, name):
-    # One pair loss and one unpaired loss on the MLP and on token sequences in the
-    # default suite (every loss: the slow tests above).
-    tr = ms.run(far, loss=name, sampling="offline", policy="mlp", num_contexts=2, num_eval_contexts=4, sft_steps=5, **_SHORT)
-    assert np.all(np.isfinite(tr.metrics["expected_reward"]))
+def test_kto_runs_on_the_factorised_policy():
+    # The sequence engine scores pi_ref for the unpaired losses too (a points
+    # batch); every loss on the transformer: the slow test above.
     prob = ms.sequences.paper_sequence_bandit("far", vocab=6, length=3)
-    tr = ms.run(prob, loss=name, policy="factorised", sampling="on_policy", steps=6, num_contexts=2, num_samples=6, learning_rate=0.3, beta=0.5)
+    tr = ms.run(prob, loss="kto", policy="factorised", sampling="on_policy", steps=6, num_contexts=2, num_samples=6, learning_rate=0.3, beta=0.5)
     assert float(tr.metrics["kl_pi_ref"][0, -1]) > 1e-4 and np.all(np.isfinite(tr.metrics["expected_reward"]))
+    assert np.all(tr.metrics["reference_point"][..., 1:] >= 0.0)
 
 
 def test_options_belong_to_their_losses(far):
