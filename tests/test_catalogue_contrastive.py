@@ -20,7 +20,7 @@ from jax.test_util import check_grads
 
 import modeseek as ms
 from modeseek import losses, regimes
-from modeseek.batches import Pairs, Points
+from modeseek.batches import Pairs
 from modeseek.losses import contrastive
 from modeseek.losses import sequences as seq_losses
 from modeseek.sequences import batches as sb
@@ -439,7 +439,23 @@ def test_runs_on_mlp_and_exact(far, name):
 @pytest.mark.parametrize("name", NEW)
 def test_runs_on_the_transformer(name):
     prob = ms.sequences.paper_sequence_bandit("near", vocab=6, length=2)
-    tr = ms.run(prob, loss=name, sampling="on_policy", steps=4, num_contexts=2, num_samples=4, num_eval_contexts=4, eval_samples=2, layers=1, heads=1, embed=8, sft_steps=2, learning_rate=0.01, beta=0.5, snapshot_every=4)
+    tr = ms.run(
+        prob,
+        loss=name,
+        sampling="on_policy",
+        steps=4,
+        num_contexts=2,
+        num_samples=4,
+        num_eval_contexts=4,
+        eval_samples=2,
+        layers=1,
+        heads=1,
+        embed=8,
+        sft_steps=2,
+        learning_rate=0.01,
+        beta=0.5,
+        snapshot_every=4,
+    )
     assert all(np.all(np.isfinite(v)) for v in tr.metrics.values())
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from modeseek.batches import PairTable, Pairs, Points, pair_expectation
+from modeseek.batches import Pairs, PairTable, Points, pair_expectation
 
 __all__ = [
     "implicit_margin",
@@ -321,9 +321,7 @@ def dpop(logp, batch: Pairs, *, ref_logp, beta, dpop_lambda=50.0):
       beta: inverse temperature > 0.
       dpop_lambda: penalty weight lambda >= 0 (0: DPO).
     """
-    return _pair_terms(
-        logp, ref_logp, batch, lambda lw, ll, hw, hl: -jax.nn.log_sigmoid(beta * ((hw - hl) - dpop_lambda * jax.nn.relu(-hw)))
-    )
+    return _pair_terms(logp, ref_logp, batch, lambda lw, ll, hw, hl: -jax.nn.log_sigmoid(beta * ((hw - hl) - dpop_lambda * jax.nn.relu(-hw))))
 
 
 def chi_link(h):

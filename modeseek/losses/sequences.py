@@ -174,9 +174,7 @@ def kto(tok_logp, batch: SequenceBatch, *, beta, desirable_weight=1.0, undesirab
     h = _seq(tok_logp) - _seq(batch.ref_logp)
     w = jax.lax.stop_gradient(batch.items.weight)
     z0 = jnp.maximum(jnp.sum(w * jax.lax.stop_gradient(h)[batch.items.y]), 0.0)
-    return contrastive.kto_with_reference_point(
-        h[batch.items.y], batch.items, z0, beta=beta, desirable_weight=desirable_weight, undesirable_weight=undesirable_weight
-    )
+    return contrastive.kto_with_reference_point(h[batch.items.y], batch.items, z0, beta=beta, desirable_weight=desirable_weight, undesirable_weight=undesirable_weight)
 
 
 def bco(tok_logp, batch: SequenceBatch, *, beta):
