@@ -200,6 +200,11 @@ class HyperParams:
       sft_learning_rate: Adam step size of the SFT to pi_ref (MLP, transformer).
       clip_eps_high: upper clip range of grpo / gspo (DAPO's clip-higher) and
         the cap 1 + clip_eps_high on CISPO's weight (default clip_eps, per run).
+      nll_coef: weight of the chosen response's NLL in slic and cpo.
+      simpo_gamma: SimPO's target reward margin gamma.
+      desirable_weight, undesirable_weight: KTO's lambda_D and lambda_U.
+      dpop_lambda: DPO-Positive's penalty weight lambda.
+      label_smoothing: robust_dpo's label-flip probability eps, in [0, 0.5).
     """
 
     learning_rate: Any = 0.05
@@ -213,6 +218,12 @@ class HyperParams:
     init_scale: Any = 1.0
     sft_learning_rate: Any = 1e-2
     clip_eps_high: Any = None
+    nll_coef: Any = 1.0
+    simpo_gamma: Any = 0.5
+    desirable_weight: Any = 1.0
+    undesirable_weight: Any = 1.0
+    dpop_lambda: Any = 50.0
+    label_smoothing: Any = 0.1
 
 
 class Schedule(NamedTuple):
@@ -695,7 +706,7 @@ _BANDIT_ONLY = {"first_batch", "minibatch", "max_samples"}
 _SCHEDULE = ("reuse", "num_samples", "minibatch")
 _TRACED_FIELDS = [f.name for f in dataclasses.fields(HyperParams)]
 _POSITIVE = {"learning_rate", "beta", "clip_eps", "target_margin", "bt_scale", "sft_learning_rate", "clip_eps_high"}
-_NONNEGATIVE = {"negative_coef", "entropy_coef", "min_reward_gap", "init_scale"}
+_NONNEGATIVE = {"negative_coef", "entropy_coef", "min_reward_gap", "init_scale", "nll_coef", "simpo_gamma", "desirable_weight", "undesirable_weight", "dpop_lambda", "label_smoothing"}
 _CHOICES: dict[str, Sequence[str | bool | None]] = {
     "init": ("reference", "zeros", "random"),
     "optimizer": OPTIMIZERS,
@@ -741,8 +752,14 @@ def _as_sweep(name, value):
 
 
 def _check_traced(name, arr):
-    if name in _POSITIVE | _NONNEGATIVE:
-        _checks.positive(name, arr, allow_zero=name in _NONNEGATIVE)
+    if name in _POSITIVE:
+        _checks.positive(name, arr)
+    elif name in _NONNEGATIVE:
+        _checks.positive(name, arr, allow_zero=True)
+    if name == "label_smoothing":
+        for v in np.ravel(arr):
+            # eps = 0.5 makes both labels equally likely: no signal.
+            _checks.interval(name, float(v), 0.0, 0.5, high_open=True, what="a label-flip probability")
 
 
 def _check_arms(arms, sampling):

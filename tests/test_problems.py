@@ -312,7 +312,7 @@ def test_loss_registry_families():
     fam = ms.losses.families()
     assert set(fam) == set(ms.losses.names())
     assert {n for n, f in fam.items() if f == "on_policy"} == {"reinforce", "ppo", "reverse_kl", "grpo", "dr_grpo", "dapo", "gspo", "cispo", "rloo", "reinforce_pp", "remax", "gpg"}
-    assert {n for n, f in fam.items() if f == "contrastive"} == {"dpo", "ipo"}
+    assert {n for n, f in fam.items() if f == "contrastive"} == {"dpo", "ipo", "slic", "simpo", "cpo", "orpo", "kto", "bco", "apo_zero", "apo_down", "sppo", "dpop", "chi_po", "robust_dpo"}
     for name in ms.losses.names():
         spec = ms.losses.get(name)
         assert spec.name == name and spec.summary

@@ -222,6 +222,20 @@ _STABILITY = {
     "reinforce_pp": dict(sampling="on_policy", reuse=4, baseline=True, kl_estimator="k3", kl_placement="reward"),
     "remax": dict(sampling="on_policy"),
     "gpg": dict(sampling="exact"),
+    # The contrastive catalogue: hinge and squared targets 1/(2 beta) up to 500,
+    # odds near p = 1, chi^2 links exp(h), KTO/BCO sigmoids of beta * h.
+    "slic": dict(sampling="on_policy", nll_coef=1.0),
+    "simpo": dict(sampling="offline", simpo_gamma=2.0),
+    "cpo": dict(sampling="on_policy"),
+    "orpo": dict(sampling="on_policy"),
+    "kto": dict(sampling="on_policy", desirable_weight=1.0, undesirable_weight=1.33),
+    "bco": dict(sampling="exact"),
+    "apo_zero": dict(sampling="offline"),
+    "apo_down": dict(sampling="on_policy"),
+    "sppo": dict(sampling="exact"),
+    "dpop": dict(sampling="offline", dpop_lambda=500.0),
+    "chi_po": dict(sampling="on_policy"),
+    "robust_dpo": dict(sampling="offline", label_smoothing=0.3),
 }
 
 
@@ -283,6 +297,12 @@ def _stability_matrix():
     rows.append(("ppo", dict(sampling="on_policy", reuse=8, advantage="zscore", clip_eps=np.array([0.01, 10.0]))))
     rows.append(("forward_kl", dict(sampling="exact")))
     rows.append(("reverse_kl", dict(sampling="exact")))
+    for loss in ("slic", "simpo", "cpo", "orpo", "apo_zero", "apo_down", "sppo", "dpop", "chi_po", "robust_dpo"):
+        rows.append((loss, dict(sampling="on_policy", labels="reward", min_reward_gap=np.array([0.0, 0.2]))))
+        rows.append((loss, dict(sampling="exact", labels="bradley_terry")))
+    for loss in ("kto", "bco"):
+        for sampling in ("offline", "on_policy", "exact", "exact_offline"):
+            rows.append((loss, dict(sampling=sampling)))
     rows.append(("sft", dict(sampling="on_policy", first_batch="data", reuse=4, data=np.full(100, 0.01))))
     return [(loss, dict(opts, optimizer=opt)) for loss, opts in rows for opt in ("adam", "sgd")]
 

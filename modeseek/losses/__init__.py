@@ -4,8 +4,10 @@ Three families (docs/paper.md §E):
 
 * ``mode_covering``: forward KL / weighted maximum likelihood (sft, best_of_n,
   pref_ft, rwr, forward_kl);
-* ``contrastive``: negative-gradient pair losses (dpo, ipo); best_of_n with a
-  ``negative`` term also carries a negative gradient;
+* ``contrastive``: negative-gradient pair losses (dpo, ipo, slic, simpo, cpo,
+  orpo, apo_zero, apo_down, sppo, dpop, chi_po, robust_dpo) and the unpaired
+  kto and bco on labelled points; best_of_n with a ``negative`` term also
+  carries a negative gradient;
 * ``on_policy``: mode-seeking reverse-KL objectives (reinforce, ppo, reverse_kl)
   and the group methods (grpo with its presets dr_grpo and dapo, gspo, cispo,
   rloo = reinforce with a leave-one-out baseline, reinforce_pp, remax, gpg).
@@ -43,7 +45,23 @@ import jax.numpy as jnp
 
 from modeseek import _checks
 from modeseek.losses import contrastive, mode_covering, on_policy, sequences
-from modeseek.losses.contrastive import dpo, implicit_margin, ipo
+from modeseek.losses.contrastive import (
+    apo_down,
+    apo_zero,
+    bco,
+    chi_po,
+    cpo,
+    dpo,
+    dpop,
+    implicit_margin,
+    ipo,
+    kto,
+    orpo,
+    robust_dpo,
+    simpo,
+    slic,
+    sppo,
+)
 from modeseek.losses.mode_covering import NEGATIVE_TERMS, best_of_n, forward_kl, pref_ft, rwr, sft
 from modeseek.losses.on_policy import (
     ADVANTAGES,
@@ -77,6 +95,18 @@ __all__ = [
     "forward_kl",
     "dpo",
     "ipo",
+    "slic",
+    "simpo",
+    "cpo",
+    "orpo",
+    "kto",
+    "bco",
+    "apo_zero",
+    "apo_down",
+    "sppo",
+    "dpop",
+    "chi_po",
+    "robust_dpo",
     "reinforce",
     "ppo",
     "reverse_kl",
@@ -317,6 +347,7 @@ _RL_STATIC = ("advantage", "kl_estimator", "kl_placement")
 GROUP_OPTIONS = ("scale_rewards", "drop_uniform_groups", "clip_eps", "clip_eps_high")
 _KL = ("beta", "kl_estimator", "kl_placement")
 _KL_STATIC = ("kl_estimator", "kl_placement")
+_KTO = ("beta", "desirable_weight", "undesirable_weight")
 
 
 def _loss(name, family, batch, *, static=(), traced=(), ref=None, options=(), sequence=True, stat=None, **spec_fields):
@@ -420,6 +451,26 @@ _REGISTRY = {
         # Bandit only: decoding the greedy sequence is not implemented for the sequence policies.
         _loss("remax", "on_policy", "points", sequence=False, greedy_reward=True),
         _loss("gpg", "on_policy", "points", stat=on_policy.gpg_stat),
+        # The contrastive catalogue. Every pair loss gets pi_ref, the
+        # reference-free ones (simpo, cpo, orpo) for the pair statistics only.
+        *[
+            _loss(name, "contrastive", "pairs", traced=("beta",) + extra, ref="ref_logp", options=("beta",) + extra + PAIR_OPTIONS)
+            for name, extra in (
+                ("slic", ("nll_coef",)),
+                ("simpo", ("simpo_gamma",)),
+                ("cpo", ("nll_coef",)),
+                ("orpo", ()),
+                ("apo_zero", ()),
+                ("apo_down", ()),
+                ("sppo", ()),
+                ("dpop", ("dpop_lambda",)),
+                ("chi_po", ()),
+                ("robust_dpo", ("label_smoothing",)),
+            )
+        ],
+        # Unpaired: the points batch, labelled desirable / undesirable by the context's mean reward.
+        _loss("kto", "contrastive", "points", traced=_KTO, ref="ref_logp", options=_KTO),
+        _loss("bco", "contrastive", "points", traced=("beta",), ref="ref_logp", options=("beta",)),
     ]
 }
 _REGISTRY["dr_grpo"] = _preset(

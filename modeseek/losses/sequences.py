@@ -6,7 +6,7 @@ L + 1 with the authors' shift), and a :class:`SequenceBatch`. The sequence
 log-probability is ``tok_logp.sum(-1)``.
 
 * Sequence-level losses (sft, best_of_n with every negative term, pref_ft, rwr,
-  dpo, ipo) depend on the sequences only through their log-probabilities, so
+  dpo, ipo and the contrastive catalogue) depend on the sequences only through their log-probabilities, so
   they *are* the core losses applied to the (N,) vector of sequence
   log-probabilities, with the batch's row indices in place of bins
   (:mod:`modeseek.sequences.batches`). The log-complement negative term uses the
@@ -50,6 +50,18 @@ __all__ = [
     "rwr",
     "dpo",
     "ipo",
+    "slic",
+    "simpo",
+    "cpo",
+    "orpo",
+    "kto",
+    "bco",
+    "apo_zero",
+    "apo_down",
+    "sppo",
+    "dpop",
+    "chi_po",
+    "robust_dpo",
     "reinforce",
     "ppo",
     "reference_kl",
@@ -105,6 +117,83 @@ def dpo(tok_logp, batch: SequenceBatch, *, beta):
 def ipo(tok_logp, batch: SequenceBatch, *, target_margin):
     """IPO, (h - target_margin)^2 on sequence margins (docs/paper.md §B.6; the authors' beta = 10 is the target margin)."""
     return contrastive.ipo(_seq(tok_logp), batch.items, ref_logp=_seq(batch.ref_logp), target_margin=target_margin)
+
+
+def _pair(name, tok_logp, batch: SequenceBatch, **kw):
+    """The core pair loss ``name`` on the (N,) sequence log-probabilities, pi_ref's from the batch."""
+    return getattr(contrastive, name)(_seq(tok_logp), batch.items, ref_logp=_seq(batch.ref_logp), **kw)
+
+
+def slic(tok_logp, batch: SequenceBatch, *, beta, nll_coef=1.0):
+    """SLiC-HF's hinge on sequence margins plus the chosen sequence's NLL (core slic)."""
+    return _pair("slic", tok_logp, batch, beta=beta, nll_coef=nll_coef)
+
+
+def simpo(tok_logp, batch: SequenceBatch, *, beta, simpo_gamma=0.5):
+    """SimPO on sequences, |y| = the number of scored tokens per sequence (core simpo)."""
+    return _pair("simpo", tok_logp, batch, beta=beta, simpo_gamma=simpo_gamma, length=float(tok_logp.shape[-1]))
+
+
+def cpo(tok_logp, batch: SequenceBatch, *, beta, nll_coef=1.0):
+    """CPO on sequence log-probabilities (core cpo)."""
+    return _pair("cpo", tok_logp, batch, beta=beta, nll_coef=nll_coef)
+
+
+def orpo(tok_logp, batch: SequenceBatch, *, beta):
+    """ORPO on sequences with per-token geometric-mean probabilities, |y| = scored tokens (core orpo)."""
+    return _pair("orpo", tok_logp, batch, beta=beta, length=float(tok_logp.shape[-1]))
+
+
+def apo_zero(tok_logp, batch: SequenceBatch, *, beta):
+    """APO-zero on sequence log-ratios (core apo_zero)."""
+    return _pair("apo_zero", tok_logp, batch, beta=beta)
+
+
+def apo_down(tok_logp, batch: SequenceBatch, *, beta):
+    """APO-down on sequence log-ratios (core apo_down)."""
+    return _pair("apo_down", tok_logp, batch, beta=beta)
+
+
+def sppo(tok_logp, batch: SequenceBatch, *, beta):
+    """SPPO (hard labels) on sequence log-ratios (core sppo)."""
+    return _pair("sppo", tok_logp, batch, beta=beta)
+
+
+def dpop(tok_logp, batch: SequenceBatch, *, beta, dpop_lambda=50.0):
+    """DPO-Positive on sequence log-ratios (core dpop)."""
+    return _pair("dpop", tok_logp, batch, beta=beta, dpop_lambda=dpop_lambda)
+
+
+def chi_po(tok_logp, batch: SequenceBatch, *, beta):
+    """chi^2-PO on sequence log-ratios, each clipped at CHI_PO_MAX_LOG_RATIO (core chi_po)."""
+    return _pair("chi_po", tok_logp, batch, beta=beta)
+
+
+def robust_dpo(tok_logp, batch: SequenceBatch, *, beta, label_smoothing=0.1):
+    """Label-smoothed DPO on sequence log-ratios (core robust_dpo)."""
+    return _pair("robust_dpo", tok_logp, batch, beta=beta, label_smoothing=label_smoothing)
+
+
+def kto(tok_logp, batch: SequenceBatch, *, beta, desirable_weight=1.0, undesirable_weight=1.0):
+    """KTO on sequences with the reference point estimated from the batch (core kto for the rest).
+
+    The exact KL(pi || pi_ref) of whole sequences is not available for the
+    transformer, so z0 = max(0, sum_j w_j h_j), detached: the batch's mean
+    sequence log-ratio, clamped at 0 as in the paper (Ethayarajh et al. 2024,
+    arXiv 2402.01306), which estimates it from the microbatch's mismatched
+    pairs. It is an unbiased estimate of the KL only for on-policy draws; on
+    offline draws from pi_ref it estimates -KL(pi_ref || pi), so the clamp makes it 0.
+    With L = 1 this differs from the core kto, whose z0 is the exact KL.
+    """
+    h = _seq(tok_logp) - _seq(batch.ref_logp)
+    w = jax.lax.stop_gradient(batch.items.weight)
+    z0 = jnp.maximum(jnp.sum(w * jax.lax.stop_gradient(h)[batch.items.y]), 0.0)
+    return contrastive.kto_with_reference_point(h[batch.items.y], batch.items, z0, beta=beta, desirable_weight=desirable_weight, undesirable_weight=undesirable_weight)
+
+
+def bco(tok_logp, batch: SequenceBatch, *, beta):
+    """BCO on sequence log-ratios, reward shift from the batch (core bco)."""
+    return contrastive.bco(_seq(tok_logp), batch.items, ref_logp=_seq(batch.ref_logp), beta=beta)
 
 
 def _advantages(batch: SequenceBatch, *, advantage, beta, kl_estimator, kl_placement):

@@ -67,7 +67,8 @@ def _needs(cfg, spec):
     kl = cfg.kl_estimator is not None and "kl_estimator" in opts
     # Losses with an importance ratio (or a batch statistic of the KL-shaped reward) read logq.
     logq = "clip_eps" in opts or (kl and cfg.kl_placement == "reward")
-    ref = spec.batch == "pairs" or kl
+    # Pair losses and the unpaired kto / bco read log-ratios to pi_ref.
+    ref = spec.batch == "pairs" or spec.family == "contrastive" or kl
     ref_next = kl and cfg.kl_estimator == "exact" and cfg.kl_placement == "loss"
     return logq, ref, ref_next
 
