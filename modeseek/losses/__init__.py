@@ -1,16 +1,21 @@
 """The loss registry: every objective by name, with its family, its batch and the policies it runs on.
 
-Three families (docs/paper.md §E):
+Four families (docs/paper.md §E for the first three):
 
 * ``mode_covering``: forward KL / weighted maximum likelihood (sft, best_of_n,
   pref_ft, rwr, forward_kl);
 * ``contrastive``: negative-gradient pair losses (dpo, ipo); best_of_n with a
   ``negative`` term also carries a negative gradient;
-* ``on_policy``: mode-seeking reverse-KL objectives (reinforce, ppo, reverse_kl).
+* ``on_policy``: mode-seeking reverse-KL objectives (reinforce, ppo, reverse_kl);
+* ``self_play``: self-play and general-preference objectives (online_dpo,
+  nash_md, xpo, mirror_descent and its alias spo_exact), which train on their
+  own samples only (:data:`modeseek.losses.self_play.SAMPLINGS`); nash_md and
+  xpo consume "duels", a policy draw against an opponent's draw
+  (:class:`modeseek.batches.Duels`).
 
 Losses are pure and unbatched (one context). Each :class:`LossSpec` has one
 :class:`Implementation` per kind of policy it runs on: "bandit" (the tabular
-and MLP policies; the functions of the three family modules) and "sequence"
+and MLP policies; the functions of the four family modules) and "sequence"
 (the factorised, bigram and transformer token policies of
 :mod:`modeseek.sequences`; the functions of :mod:`modeseek.losses.sequences`),
 which every loss but the analytic divergences forward_kl and reverse_kl has. :meth:`LossSpec.bind` fixes a
@@ -26,10 +31,11 @@ import dataclasses
 from typing import Any, Callable, Iterable, Mapping
 
 from modeseek import _checks
-from modeseek.losses import contrastive, mode_covering, on_policy, sequences
+from modeseek.losses import contrastive, mode_covering, on_policy, self_play, sequences
 from modeseek.losses.contrastive import dpo, implicit_margin, ipo
 from modeseek.losses.mode_covering import NEGATIVE_TERMS, best_of_n, forward_kl, pref_ft, rwr, sft
 from modeseek.losses.on_policy import ADVANTAGES, KL_ESTIMATORS, KL_PLACEMENTS, ppo, reinforce, reverse_kl
+from modeseek.losses.self_play import mirror_descent, nash_md, online_dpo, xpo
 from modeseek.losses.sequences import RATIOS
 
 __all__ = [
@@ -49,6 +55,10 @@ __all__ = [
     "reinforce",
     "ppo",
     "reverse_kl",
+    "online_dpo",
+    "nash_md",
+    "xpo",
+    "mirror_descent",
     "implicit_margin",
     "NEGATIVE_TERMS",
     "ADVANTAGES",
@@ -64,6 +74,7 @@ __all__ = [
     "mode_covering",
     "contrastive",
     "on_policy",
+    "self_play",
     "sequences",
 ]
 
@@ -113,8 +124,8 @@ class LossSpec:
 
     Attributes:
       name: registry name.
-      family: "mode_covering", "contrastive" or "on_policy".
-      batch: which batch it consumes: "points", "best_of_n", "pairs" or "target".
+      family: "mode_covering", "contrastive", "on_policy" or "self_play".
+      batch: which batch it consumes: "points", "best_of_n", "pairs", "duels" or "target".
       implementations: the :class:`Implementation` for each kind of policy it runs on.
     """
 
@@ -212,19 +223,21 @@ ALWAYS_ACCEPTED = ("beta",)
 _RL_STATIC = ("advantage", "kl_estimator", "kl_placement")
 
 
-def _loss(name, family, batch, *, static=(), traced=(), ref=None, options=(), sequence=True):
-    """A LossSpec whose bandit function is ``<family module>.<name>``.
+def _loss(name, family, batch, *, static=(), traced=(), ref=None, options=(), sequence=True, fn=None):
+    """A LossSpec whose bandit function is ``<family module>.<name>`` (or ``<family module>.<fn>``, for an alias).
 
     ``sequence``: False for a bandit-only loss; otherwise its sequence function is
     ``modeseek.losses.sequences.<name>``, with the bandit fields except ``ref``
-    (None) and those a dict ``sequence`` changes.
+    (None) and those a dict ``sequence`` changes ("fn" among them, to reuse
+    another loss's sequence function).
     """
-    module = {"mode_covering": mode_covering, "contrastive": contrastive, "on_policy": on_policy}[family]
-    bandit = Implementation(getattr(module, name), static, traced, ref, options)
+    module = {"mode_covering": mode_covering, "contrastive": contrastive, "on_policy": on_policy, "self_play": self_play}[family]
+    bandit = Implementation(getattr(module, fn or name), static, traced, ref, options)
     impls = {"bandit": bandit}
     if sequence is not False:
-        changes = sequence if isinstance(sequence, dict) else {}
-        impls["sequence"] = dataclasses.replace(bandit, **{"fn": getattr(sequences, name), "ref": None, **changes})
+        changes = dict(sequence) if isinstance(sequence, dict) else {}
+        seq_fn = changes.pop("fn", None) or getattr(sequences, name)
+        impls["sequence"] = dataclasses.replace(bandit, **{"fn": seq_fn, "ref": None, **changes})
     return LossSpec(name, family, batch, impls)
 
 
@@ -253,6 +266,13 @@ _REGISTRY = {
             sequence={"ref": "next_logp", "static": _RL_STATIC + ("ratio",), "options": ("clip_eps", "ratio") + RL_OPTIONS},
         ),
         _loss("reverse_kl", "on_policy", "target", options=("beta",), sequence=False),
+        # dpo's functions on both kinds; online through its batch (self_play.SAMPLINGS).
+        _loss("online_dpo", "self_play", "pairs", traced=("beta",), ref="ref_logp", options=("beta",) + PAIR_OPTIONS, sequence={"fn": sequences.dpo}),
+        # mixture_alpha shapes the opponent's draws (the batch), not the loss.
+        _loss("nash_md", "self_play", "duels", traced=("beta",), ref="ref_logp", options=("beta", "mixture_alpha", "labels", "bt_scale"), sequence=False),
+        _loss("xpo", "self_play", "duels", traced=("beta", "xpo_alpha"), ref="ref_logp", options=("beta", "xpo_alpha", "labels", "min_reward_gap", "bt_scale"), sequence=False),
+        _loss("mirror_descent", "self_play", "points", traced=("beta", "eta"), ref="ref_logp", options=("beta", "eta"), sequence=False),
+        _loss("spo_exact", "self_play", "points", traced=("beta", "eta"), ref="ref_logp", options=("beta", "eta"), sequence=False, fn="mirror_descent"),
     ]
 }
 _ALL_STATIC = frozenset(n for s in _REGISTRY.values() for impl in s.implementations.values() for n in impl.static)
