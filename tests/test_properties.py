@@ -213,6 +213,12 @@ _STABILITY = {
     "reinforce": dict(sampling="on_policy", advantage="zscore", kl_estimator="k3", kl_placement="loss", entropy_coef=0.1),
     "ppo": dict(sampling="on_policy", reuse=4, kl_estimator="k3", kl_placement="reward"),
     "reverse_kl": dict(sampling="exact"),
+    # Self-play: Bradley-Terry win probabilities, a mixture at both ends, the exploration term at full weight.
+    "online_dpo": dict(sampling="on_policy", labels="bradley_terry"),
+    "nash_md": dict(sampling="on_policy", mixture_alpha=np.array([0.0, 1.0])),
+    "xpo": dict(sampling="on_policy", xpo_alpha=1.0),
+    "mirror_descent": dict(sampling="exact", eta=np.array([1e-3, 1e3])),
+    "spo_exact": dict(sampling="exact", optimizer="sgd"),
 }
 
 

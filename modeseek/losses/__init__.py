@@ -35,7 +35,7 @@ from modeseek.losses import contrastive, mode_covering, on_policy, self_play, se
 from modeseek.losses.contrastive import dpo, implicit_margin, ipo
 from modeseek.losses.mode_covering import NEGATIVE_TERMS, best_of_n, forward_kl, pref_ft, rwr, sft
 from modeseek.losses.on_policy import ADVANTAGES, KL_ESTIMATORS, KL_PLACEMENTS, ppo, reinforce, reverse_kl
-from modeseek.losses.self_play import mirror_descent, nash_md, online_dpo, xpo
+from modeseek.losses.self_play import mirror_descent, nash_md, online_dpo, spo_exact, xpo
 from modeseek.losses.sequences import RATIOS
 
 __all__ = [
@@ -59,6 +59,7 @@ __all__ = [
     "nash_md",
     "xpo",
     "mirror_descent",
+    "spo_exact",
     "implicit_margin",
     "NEGATIVE_TERMS",
     "ADVANTAGES",
@@ -223,21 +224,19 @@ ALWAYS_ACCEPTED = ("beta",)
 _RL_STATIC = ("advantage", "kl_estimator", "kl_placement")
 
 
-def _loss(name, family, batch, *, static=(), traced=(), ref=None, options=(), sequence=True, fn=None):
-    """A LossSpec whose bandit function is ``<family module>.<name>`` (or ``<family module>.<fn>``, for an alias).
+def _loss(name, family, batch, *, static=(), traced=(), ref=None, options=(), sequence=True):
+    """A LossSpec whose bandit function is ``<family module>.<name>``.
 
     ``sequence``: False for a bandit-only loss; otherwise its sequence function is
     ``modeseek.losses.sequences.<name>``, with the bandit fields except ``ref``
-    (None) and those a dict ``sequence`` changes ("fn" among them, to reuse
-    another loss's sequence function).
+    (None) and those a dict ``sequence`` changes.
     """
     module = {"mode_covering": mode_covering, "contrastive": contrastive, "on_policy": on_policy, "self_play": self_play}[family]
-    bandit = Implementation(getattr(module, fn or name), static, traced, ref, options)
+    bandit = Implementation(getattr(module, name), static, traced, ref, options)
     impls = {"bandit": bandit}
     if sequence is not False:
-        changes = dict(sequence) if isinstance(sequence, dict) else {}
-        seq_fn = changes.pop("fn", None) or getattr(sequences, name)
-        impls["sequence"] = dataclasses.replace(bandit, **{"fn": seq_fn, "ref": None, **changes})
+        changes = sequence if isinstance(sequence, dict) else {}
+        impls["sequence"] = dataclasses.replace(bandit, **{"fn": getattr(sequences, name), "ref": None, **changes})
     return LossSpec(name, family, batch, impls)
 
 
@@ -267,12 +266,12 @@ _REGISTRY = {
         ),
         _loss("reverse_kl", "on_policy", "target", options=("beta",), sequence=False),
         # dpo's functions on both kinds; online through its batch (self_play.SAMPLINGS).
-        _loss("online_dpo", "self_play", "pairs", traced=("beta",), ref="ref_logp", options=("beta",) + PAIR_OPTIONS, sequence={"fn": sequences.dpo}),
+        _loss("online_dpo", "self_play", "pairs", traced=("beta",), ref="ref_logp", options=("beta",) + PAIR_OPTIONS),
         # mixture_alpha shapes the opponent's draws (the batch), not the loss.
         _loss("nash_md", "self_play", "duels", traced=("beta",), ref="ref_logp", options=("beta", "mixture_alpha", "labels", "bt_scale"), sequence=False),
         _loss("xpo", "self_play", "duels", traced=("beta", "xpo_alpha"), ref="ref_logp", options=("beta", "xpo_alpha", "labels", "min_reward_gap", "bt_scale"), sequence=False),
         _loss("mirror_descent", "self_play", "points", traced=("beta", "eta"), ref="ref_logp", options=("beta", "eta"), sequence=False),
-        _loss("spo_exact", "self_play", "points", traced=("beta", "eta"), ref="ref_logp", options=("beta", "eta"), sequence=False, fn="mirror_descent"),
+        _loss("spo_exact", "self_play", "points", traced=("beta", "eta"), ref="ref_logp", options=("beta", "eta"), sequence=False),
     ]
 }
 _ALL_STATIC = frozenset(n for s in _REGISTRY.values() for impl in s.implementations.values() for n in impl.static)

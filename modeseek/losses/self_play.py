@@ -31,7 +31,7 @@ import jax.numpy as jnp
 from modeseek.batches import Duels, Pairs, Points
 from modeseek.losses import contrastive
 
-__all__ = ["online_dpo", "nash_md", "xpo", "mirror_descent", "mirror_target", "SAMPLINGS", "OPPONENTS", "check_sampling", "check_kind"]
+__all__ = ["online_dpo", "nash_md", "xpo", "mirror_descent", "spo_exact", "mirror_target", "SAMPLINGS", "OPPONENTS", "check_sampling", "check_kind"]
 
 #: Sampling regimes each self-play loss runs under (all are on-policy by construction).
 SAMPLINGS = {
@@ -237,3 +237,8 @@ def mirror_descent(logp, batch: Points, *, ref_logp, beta, eta):
     d = logp - target
     d = d - jnp.mean(d)
     return 0.5 * jnp.sum(d**2), {}
+
+
+#: The registry's second name for :func:`mirror_descent` (the exact update that
+#: sampled self-play methods approximate); the same function.
+spo_exact = mirror_descent
