@@ -281,6 +281,13 @@ def _stability_matrix():
     rows.append(("forward_kl", dict(sampling="exact")))
     rows.append(("reverse_kl", dict(sampling="exact")))
     rows.append(("sft", dict(sampling="on_policy", first_batch="data", reuse=4, data=np.full(100, 0.01))))
+    for labels in ms.regimes.PAIR_LABELS:
+        for sampling in ("on_policy", "exact"):
+            rows.append(("online_dpo", dict(sampling=sampling, labels=labels)))
+            rows.append(("nash_md", dict(sampling=sampling, labels=labels, mixture_alpha=np.array([0.0, 0.5, 1.0]))))
+            rows.append(("xpo", dict(sampling=sampling, labels=labels, xpo_alpha=np.array([0.0, 1.0]), min_reward_gap=np.array([0.0, 0.2]))))
+    for loss in ("mirror_descent", "spo_exact"):
+        rows.append((loss, dict(sampling="exact", eta=np.array([1e-3, 1.0, 1e3]))))
     return [(loss, dict(opts, optimizer=opt)) for loss, opts in rows for opt in ("adam", "sgd")]
 
 
