@@ -319,7 +319,7 @@ def exact_pairs(logq, reward, *, labels: str = "reward", min_reward_gap=0.0, bt_
 
 
 def geometric_mixture(logq, ref_logp, alpha):
-    """log pi_mix for pi_mix proportional to q^(1 - alpha) pi_ref^alpha (Munos et al. 2023, arXiv 2312.00886, §5).
+    """log pi_mix for pi_mix proportional to q^(1 - alpha) pi_ref^alpha (Nash-MD, Munos et al. 2023, arXiv 2312.00886).
 
     Normalised in log space, so it stays finite for any alpha in [0, 1] and any
     finite log-probabilities. alpha = 0 gives q, alpha = 1 gives pi_ref.

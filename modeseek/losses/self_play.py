@@ -73,7 +73,7 @@ def online_dpo(logp, batch: Pairs, *, ref_logp, beta):
     """Online DPO: sum_pairs w * -log sigmoid(beta * h) on fresh pairs of policy samples labelled by the reward.
 
     Family: self_play. Guo et al. 2024, "Direct Language Model Alignment from
-    Online AI Feedback", arXiv 2402.04792 (OAIFE): each step samples two
+    Online AI Feedback", arXiv 2402.04792 (OAIF): each step samples two
     responses from the current policy, an annotator (here the reward: reward or
     Bradley-Terry labels) picks the preferred one and the DPO loss is applied.
     The function is :func:`modeseek.losses.contrastive.dpo`; what makes it
@@ -96,19 +96,20 @@ def nash_md(logp, batch: Duels, *, ref_logp, beta):
     """Nash-MD policy gradient: sum w [-(P(y > y') - 1/2) log pi(y) + beta/2 (log pi(y) - log pi_ref(y))^2].
 
     Family: self_play. Munos et al. 2023, "Nash Learning from Human
-    Feedback", arXiv 2312.00886. Nash-MD (§5) updates pi_{t+1} =
+    Feedback", arXiv 2312.00886. Nash-MD updates pi_{t+1} =
     argmax_pi [P(pi > pi_t^mix) - beta KL(pi || pi_ref)] against the geometric
     mixture pi_t^mix proportional to pi_t^(1-alpha) pi_ref^alpha, whose last
     iterate converges to the Nash equilibrium of the regularised preference
-    game. This is the practical variant of their §7, Nash-MD-PG: one
+    game. This is their deep-learning variant, Nash-MD-PG: one
     policy-gradient step per batch, y ~ pi, y' ~ pi_mix (a detached
     opponent), with gradient
     E[(P(y > y') - 1/2 - beta log(pi(y)/pi_ref(y))) grad log pi(y)].
     The KL part is written as the squared log-ratio (Schulman's k2 placed in
     the loss), whose gradient at y ~ pi is exactly beta log(pi/pi_ref)(y)
     grad log pi(y), so the loss is a differentiable function of logp with no
-    stop-gradient inside and the same per-sample gradient. 1/2 is the baseline
-    of the paper (P(y > y) = 1/2); it leaves the expected gradient unchanged.
+    stop-gradient inside and the same per-sample gradient. The 1/2 is a
+    baseline (a response ties with itself, P(y > y) = 1/2); it leaves the
+    expected gradient unchanged.
     On the exact batch (all K x K duels weighted pi_i pi_mix_j) the gradient is
     that of -[P(pi > sg(pi_mix)) - beta KL(pi || pi_ref)].
 
