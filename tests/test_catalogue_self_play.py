@@ -262,6 +262,9 @@ def test_self_play_losses_run_on_bandit_policies(far, policy, loss, kw):
         assert np.all(np.isfinite(v)), name
     # The policy moved.
     assert tr.metrics["kl_pi_ref"][0, -1] > tr.metrics["kl_pi_ref"][0, 0]
+    if kw["sampling"] == "on_policy":
+        # Each of the 6 collections reads the rewards of 4 duels, two responses each, per context.
+        assert tr.metrics["reward_queries"][0, -1] == 6 * 4 * 2 * tr.config.num_contexts
 
 
 def test_nash_md_and_xpo_improve_the_far_bandit(far):
