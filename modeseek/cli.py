@@ -23,8 +23,9 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, ClassVar, Sequence
+from typing import Annotated, ClassVar
 
 import tyro
 
@@ -248,8 +249,16 @@ class SweepCommand(RunCommand):
     """
 
     _NOT_OPTIONS: ClassVar[tuple[str, ...]] = RunCommand._NOT_OPTIONS + (
-        "chunk_seeds", "coordinator", "num_processes", "process_id", "distributed",
-        "merge", "progress", "cache", "init_timeout", "barrier_timeout",
+        "chunk_seeds",
+        "coordinator",
+        "num_processes",
+        "process_id",
+        "distributed",
+        "merge",
+        "progress",
+        "cache",
+        "init_timeout",
+        "barrier_timeout",
     )
 
     # A sweep resumes into its folder instead of replacing it: run's --force does not apply.
@@ -288,16 +297,30 @@ class SweepCommand(RunCommand):
         options = {name: v for name, v in given.items() if not isinstance(v, tuple)}
         try:
             spec = sweep.SweepSpec(
-                loss=self.loss, sampling=self.sampling, problems=self.problem, steps=self.steps, seeds=self.seeds,
-                chunk_seeds=self.chunk_seeds, key=self.key, options=options, grid=grid, paired=self._paired(),
+                loss=self.loss,
+                sampling=self.sampling,
+                problems=self.problem,
+                steps=self.steps,
+                seeds=self.seeds,
+                chunk_seeds=self.chunk_seeds,
+                key=self.key,
+                options=options,
+                grid=grid,
+                paired=self._paired(),
             )
             if self.out.exists() and not self.out.is_dir():
                 raise CommandError(f"--out {str(self.out)!r} is a file; expected a folder for the sweep")
             _prepare(self.out, self.out, self.cache)
             result = sweep.run_sweep(
-                spec, self.out, coordinator=self.coordinator, num_processes=self.num_processes,
-                process_id=self.process_id, distributed=True if self.distributed else None,
-                merge_at_end=self.merge, progress=self.progress, init_timeout_s=self.init_timeout,
+                spec,
+                self.out,
+                coordinator=self.coordinator,
+                num_processes=self.num_processes,
+                process_id=self.process_id,
+                distributed=True if self.distributed else None,
+                merge_at_end=self.merge,
+                progress=self.progress,
+                init_timeout_s=self.init_timeout,
                 barrier_timeout_s=self.barrier_timeout,
             )
         except (ValueError, sweep.SweepError) as e:
@@ -330,8 +353,7 @@ def _sweep_summary(spec, result) -> str:
     lines = [
         f"{spec.loss} / {spec.sampling} on {', '.join(spec.problems)}: {spec.seeds} seeds x {spec.steps} steps, "
         f"{spec.grid_points} grid point(s), {spec.num_chunks} chunk(s) of {spec.chunk_size} seeds",
-        f"{who}ran {len(result.computed)} chunk(s) ({result.runs} runs in {result.wall_seconds:.1f} s, {runs_s:.1f} runs/s); "
-        f"{len(result.skipped)} already done",
+        f"{who}ran {len(result.computed)} chunk(s) ({result.runs} runs in {result.wall_seconds:.1f} s, {runs_s:.1f} runs/s); {len(result.skipped)} already done",
     ]
     if result.merged is not None:
         lines.append(_merged_summary(spec, result.merged))
@@ -446,9 +468,7 @@ COMMANDS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``modeseek`` console script; returns 0 or exits with status 2 on bad input."""
-    command = tyro.extras.subcommand_cli_from_dict(
-        COMMANDS, prog="modeseek", description=__doc__.splitlines()[0], args=argv
-    )
+    command = tyro.extras.subcommand_cli_from_dict(COMMANDS, prog="modeseek", description=__doc__.splitlines()[0], args=argv)
     name = next(n for n, c in COMMANDS.items() if type(command) is c)
     try:
         command.execute()

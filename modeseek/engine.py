@@ -25,7 +25,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
-from typing import Any, Callable, Mapping, NamedTuple, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -139,7 +140,7 @@ class RunConfig:
 
     @property
     def kind(self) -> str:
-        """"bandit" or "sequence"."""
+        """ "bandit" or "sequence"."""
         return "sequence" if self.policy in SEQUENCE_POLICIES else "bandit"
 
     @property
@@ -430,9 +431,7 @@ def _collector(spec, cfg: RunConfig, exact: bool, hp: HyperParams, reward, ref_l
 
         return draws
     if spec.batch == "points":
-        return (lambda key, lq: regimes.exact_points(lq, reward)) if exact else (
-            lambda key, lq: regimes.sample_points(key, lq, reward, n)
-        )
+        return (lambda key, lq: regimes.exact_points(lq, reward)) if exact else (lambda key, lq: regimes.sample_points(key, lq, reward, n))
     if spec.batch == "best_of_n":
         if exact:
             # The reward's sort order is fixed for the run: sort it once, outside the loop.
@@ -497,9 +496,7 @@ def _bandit_model(cfg: RunConfig, key, hp: HyperParams, a, sched: Schedule | Non
     if policy.tabular:
         eval_contexts = contexts
     else:
-        params = policies.sft_to_reference(
-            policy, params, contexts, ref_logp, steps=cfg.sft_steps, learning_rate=hp.sft_learning_rate
-        )
+        params = policies.sft_to_reference(policy, params, contexts, ref_logp, steps=cfg.sft_steps, learning_rate=hp.sft_learning_rate)
         _, eval_contexts = policy.init(k_eval, num_bins=cfg.num_bins, num_contexts=cfg.num_eval_contexts)
 
     c = cfg.num_contexts
@@ -715,7 +712,20 @@ _CHOICES = {
     "shift": ("correct", "authors"),
     "batching": ("vmap", "map"),
 }
-_INTEGERS = {"reuse": 1, "num_samples": 1, "num_contexts": 1, "num_eval_contexts": 1, "eval_samples": 0, "sft_steps": 0, "block": 1, "sft_batch": 1, "layers": 1, "heads": 1, "embed": 1, "minibatch": 1}
+_INTEGERS = {
+    "reuse": 1,
+    "num_samples": 1,
+    "num_contexts": 1,
+    "num_eval_contexts": 1,
+    "eval_samples": 0,
+    "sft_steps": 0,
+    "block": 1,
+    "sft_batch": 1,
+    "layers": 1,
+    "heads": 1,
+    "embed": 1,
+    "minibatch": 1,
+}
 
 
 def _as_sweep(name, value):
@@ -935,7 +945,7 @@ def run(
         arr = np.asarray(v)
         if arr.ndim > 1 or (arr.ndim == 1 and arr.size == 0):
             raise ValueError(f"{n} has shape {arr.shape}; expected an integer or a 1-D array of integers to sweep")
-        for x in (arr.tolist() if arr.ndim else [v]):
+        for x in arr.tolist() if arr.ndim else [v]:
             _checks.integer(n, x)
         sched_arrays[n] = arr.astype(np.int64)
     if traced_schedule and seq:
@@ -945,7 +955,9 @@ def run(
         static["reuse"] = 1
     elif traced_schedule:
         if spec.batch not in ("points", "best_of_n") or sampling != "on_policy" or arm_list is not None:
-            raise ValueError(f"a traced schedule (swept reuse/num_samples, or minibatch) needs sampling='on_policy' without arms and a points or best-of-N loss; got loss={loss!r}, sampling={sampling!r}")
+            raise ValueError(
+                f"a traced schedule (swept reuse/num_samples, or minibatch) needs sampling='on_policy' without arms and a points or best-of-N loss; got loss={loss!r}, sampling={sampling!r}"
+            )
         if spec.batch == "best_of_n" and static.get("negative") not in (None, "worst"):
             raise ValueError(f"negative={static.get('negative')!r} reads every draw; a traced schedule supports best_of_n without a negative term or with negative='worst'")
         largest = int(np.max(sched_arrays.get("num_samples", 10)))

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from modeseek import _checks
-from modeseek.batches import BestOfN, Duels, PairTable, Pairs, Points, pair_expectation
+from modeseek.batches import BestOfN, Duels, Pairs, PairTable, Points, pair_expectation
 
 __all__ = [
     "sample_bins",
@@ -205,7 +205,7 @@ def exact_best_of_n(logq, reward, n: int, *, order: RewardOrder | None = None) -
     return BestOfN(bins, p_best, bins, p_worst, bins, others, jnp.asarray(n, jnp.float32))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def pair_index(n: int, pairing: str):
     """Indices (a, b) of the pairs among n draws: "all", every i < j, row-major; "disjoint", (0, 1), (2, 3), ..."""
     if pairing == "all":

@@ -279,8 +279,20 @@ def _check_bench(path: Path, cases: list[str], runs: int, steps: int):
 def test_benchmark_quick_one_case(tmp_path):
     out = tmp_path / "bench.json"
     res = _python(
-        "-m", "experiments.benchmarks.throughput", "--quick", "--only", "reverse_kl_exact",
-        "--seeds", "16", "--steps", "20", "--repeats", "2", "--out", str(out), timeout=300,
+        "-m",
+        "experiments.benchmarks.throughput",
+        "--quick",
+        "--only",
+        "reverse_kl_exact",
+        "--seeds",
+        "16",
+        "--steps",
+        "20",
+        "--repeats",
+        "2",
+        "--out",
+        str(out),
+        timeout=300,
     )
     assert res.returncode == 0, res.stderr
     assert "reverse_kl_exact" in res.stdout and "seed-steps/s" in res.stdout

@@ -89,9 +89,7 @@ def _hand_cases(z, q, ref, r):
     cases = []
 
     cases.append(("forward_kl", lambda lp: losses.forward_kl(lp, Target(jnp.asarray(q)))[0], p - q))
-    cases.append(
-        ("reverse_kl", lambda lp: losses.reverse_kl(lp, Target(jnp.asarray(q)))[0], p * (np.log(p / q) - kl_pq))
-    )
+    cases.append(("reverse_kl", lambda lp: losses.reverse_kl(lp, Target(jnp.asarray(q)))[0], p * (np.log(p / q) - kl_pq)))
 
     # SFT on a sampled batch (duplicates included) and on the exact batch of q.
     y = np.array([0, 3, 3, 5, 6])
@@ -106,9 +104,7 @@ def _hand_cases(z, q, ref, r):
     coef = 0.3
     base = p - b  # -log p(best)
     cases.append(("best_of_n", lambda lp: losses.best_of_n(lp, bon)[0], base))
-    cases.append(
-        ("best_of_n_worst", lambda lp: losses.best_of_n(lp, bon, negative="worst", negative_coef=coef)[0], base + coef * (w - p))
-    )
+    cases.append(("best_of_n_worst", lambda lp: losses.best_of_n(lp, bon, negative="worst", negative_coef=coef)[0], base + coef * (w - p)))
     cases.append(
         (
             "best_of_n_sum_worse",
@@ -146,12 +142,8 @@ def _hand_cases(z, q, ref, r):
     dpo_beta, margin = 0.7, 1.5
     c_dpo = -pw * dpo_beta / (1 + np.exp(dpo_beta * h))  # -beta sigma(-beta h)
     c_ipo = pw * 2 * (h - margin)
-    cases.append(
-        ("dpo", lambda lp: losses.dpo(lp, pairs, ref_logp=jnp.asarray(lref), beta=dpo_beta)[0], _scatter(k, cw, c_dpo) - _scatter(k, cl, c_dpo))
-    )
-    cases.append(
-        ("ipo", lambda lp: losses.ipo(lp, pairs, ref_logp=jnp.asarray(lref), target_margin=margin)[0], _scatter(k, cw, c_ipo) - _scatter(k, cl, c_ipo))
-    )
+    cases.append(("dpo", lambda lp: losses.dpo(lp, pairs, ref_logp=jnp.asarray(lref), beta=dpo_beta)[0], _scatter(k, cw, c_dpo) - _scatter(k, cl, c_dpo)))
+    cases.append(("ipo", lambda lp: losses.ipo(lp, pairs, ref_logp=jnp.asarray(lref), target_margin=margin)[0], _scatter(k, cw, c_ipo) - _scatter(k, cl, c_ipo)))
     cases.append(("pref_ft", lambda lp: losses.pref_ft(lp, pairs)[0], p - _scatter(k, cw, pw)))
 
     # REINFORCE and PPO on the exact on-policy batch (q = p): the exact policy
@@ -168,9 +160,7 @@ def _hand_cases(z, q, ref, r):
     cases.append(
         (
             "reinforce_exact_kl_entropy",
-            lambda lp: losses.reinforce(
-                lp, ex_p, ref_logp=jnp.asarray(lref), beta=kl_beta, kl_estimator="exact", kl_placement="loss", entropy_coef=ent_coef
-            )[0],
+            lambda lp: losses.reinforce(lp, ex_p, ref_logp=jnp.asarray(lref), beta=kl_beta, kl_estimator="exact", kl_placement="loss", entropy_coef=ent_coef)[0],
             pg + kl_beta * p * (np.log(p / ref) - kl_ref) + ent_coef * p * (np.log(p) + ent),
         )
     )
@@ -342,9 +332,7 @@ def _compare(sources: dict, named_losses: dict, logits, *, m=M_BATCHES, seed=11)
     src_names = list(sources)
 
     def all_grads(batches):
-        return jnp.stack(
-            [_grad_logits(f, logits, batches[src_names.index(src)]) for src, f in named_losses.values()]
-        )
+        return jnp.stack([_grad_logits(f, logits, batches[src_names.index(src)]) for src, f in named_losses.values()])
 
     def sample_all(key):
         ks = jax.random.split(key, len(src_names))
@@ -441,9 +429,7 @@ def test_points_losses_sampled_gradient_matches_exact(small_problem, small_polic
     named["ppo[none,offpolicy]"] = ("data", functools.partial(losses.ppo, ref_logp=ref_logp, advantage="none", clip_eps=0.2))
     named["ppo[loo,k2,loss,offpolicy]"] = (
         "data",
-        functools.partial(
-            losses.ppo, ref_logp=ref_logp, advantage="leave_one_out", clip_eps=0.2, beta=0.3, kl_estimator="k2", kl_placement="loss"
-        ),
+        functools.partial(losses.ppo, ref_logp=ref_logp, advantage="leave_one_out", clip_eps=0.2, beta=0.3, kl_estimator="k2", kl_placement="loss"),
     )
     st = _compare(sources, named, small_policy_logits)
 
@@ -493,10 +479,7 @@ def test_best_of_n_and_fixed_count_pairs_sampled_gradient_matches_exact(small_pr
         "bt_all": _pairs_source(lq, r, _N, "bradley_terry", 0.0, "all"),
         "bt_disjoint": _pairs_source(lq, r, _N, "bradley_terry", 0.0, "disjoint"),
     }
-    named = {
-        f"best_of_n[{neg}]": ("bon", functools.partial(losses.best_of_n, negative=neg, negative_coef=0.5))
-        for neg in (None,) + losses.NEGATIVE_TERMS
-    }
+    named = {f"best_of_n[{neg}]": ("bon", functools.partial(losses.best_of_n, negative=neg, negative_coef=0.5)) for neg in (None,) + losses.NEGATIVE_TERMS}
     for src in ("bt_all", "bt_disjoint"):
         for lname, lf in _pair_losses(small_problem.ref_logp).items():
             named[f"{lname}[{src}]"] = (src, lf)
@@ -576,9 +559,7 @@ BIND_CASES = [
     (
         "ppo",
         dict(advantage="leave_one_out", kl_estimator="k2", kl_placement="reward"),
-        lambda hp, ref: dict(
-            ref_logp=ref, advantage="leave_one_out", beta=hp.beta, kl_estimator="k2", kl_placement="reward", entropy_coef=hp.entropy_coef, clip_eps=hp.clip_eps
-        ),
+        lambda hp, ref: dict(ref_logp=ref, advantage="leave_one_out", beta=hp.beta, kl_estimator="k2", kl_placement="reward", entropy_coef=hp.entropy_coef, clip_eps=hp.clip_eps),
     ),
     ("reverse_kl", {}, lambda hp, ref: {}),
 ]

@@ -42,7 +42,7 @@ def _bandit(draw):
 # ----------------------------------------------------------------------------- Lemma 6.1
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _metrics_x64():
     return jax.jit(metrics.exact_metrics)
 
@@ -108,7 +108,7 @@ def _log_probs_after_step(grad_fn, logits, q, eta):
     return jax.nn.log_softmax(logits - eta * g), g
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _kl_steps():
     @jax.jit
     def f(logits, q, eta):

@@ -28,7 +28,8 @@ an option the chosen loss would silently ignore.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from modeseek import _checks
 from modeseek.losses import contrastive, mode_covering, on_policy, self_play, sequences
@@ -196,10 +197,7 @@ class LossSpec:
         bad = sorted(n for n, v in given.items() if n not in impl.static and (n not in _ALL_STATIC or (v is not None and v is not False)))
         if bad:
             own = f"its static options are {', '.join(impl.static)}" if impl.static else "it has no static options"
-            raise ValueError(
-                f"{', '.join(bad)} cannot be bound to loss={self.name!r} ({kind}); {own} "
-                "(traced values such as beta come in apply's hp, batch options such as labels go to the batch)"
-            )
+            raise ValueError(f"{', '.join(bad)} cannot be bound to loss={self.name!r} ({kind}); {own} (traced values such as beta come in apply's hp, batch options such as labels go to the batch)")
         bound = {n: _checks.choice(n, v, STATIC_CHOICES[n]) for n, v in given.items() if n in impl.static}
 
         def apply(logp, batch, ref, hp):
@@ -316,8 +314,7 @@ def _refuse_inapplicable(spec: LossSpec, kind: str | None, given) -> None:
         where = f" on {kind} policies" if kind is not None and options != spec.options else ""
         own = f"{spec.name}'s options are {', '.join(options)}" if options else f"{spec.name} has no options of its own"
         raise ValueError(
-            f"{', '.join(bad)} {'does' if len(bad) == 1 else 'do'} not apply to loss={spec.name!r}{where}; {own}, "
-            "besides those every loss takes (learning_rate, beta, num_samples, reuse, policy, ...)"
+            f"{', '.join(bad)} {'does' if len(bad) == 1 else 'do'} not apply to loss={spec.name!r}{where}; {own}, besides those every loss takes (learning_rate, beta, num_samples, reuse, policy, ...)"
         )
 
 
