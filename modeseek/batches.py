@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-__all__ = ["Points", "BestOfN", "Pairs", "PairTable", "Target", "pair_weight_block", "pair_expectation", "PAIR_BLOCK"]
+__all__ = ["Points", "BestOfN", "Pairs", "PairTable", "Duels", "Target", "pair_weight_block", "pair_expectation", "PAIR_BLOCK"]
 
 
 class Points(NamedTuple):
@@ -150,6 +150,32 @@ def pair_expectation(table: PairTable, fn, *, normalise: bool = True, block: int
     if normalise:
         sums = jax.tree.map(lambda x: x / jnp.maximum(table.total, 1e-30), sums)
     return sums
+
+
+class Duels(NamedTuple):
+    """Duels of a policy response y against an opponent's response y' (self-play losses).
+
+    The opponent is pi_ref (XPO) or a geometric mixture of the policy and
+    pi_ref (Nash-MD); see :func:`modeseek.regimes.sample_duels`. Sampled:
+    N policy draws paired index-wise with N opponent draws; exact: all K x K
+    pairs (flattened), weighted by pi_i q'_j.
+
+    Attributes:
+      y: (M,) int32 responses drawn from the policy.
+      other: (M,) int32 responses drawn from the opponent.
+      win: (M,) P(y preferred to other) from the reward: 1, 1/2 or 0 with
+        reward labels, sigmoid(bt_scale (r_y - r_other)) with Bradley-Terry labels.
+      weight: (M,) weights of the duels, summing to 1 (1/N sampled).
+      pair_weight: (M,) weights of the duels that count as preference pairs
+        (ties skipped with reward labels, gaps below min_reward_gap skipped),
+        summing to 1 over those (or 0 if none counts), as in :class:`Pairs`.
+    """
+
+    y: jax.Array
+    other: jax.Array
+    win: jax.Array
+    weight: jax.Array
+    pair_weight: jax.Array
 
 
 class Target(NamedTuple):

@@ -92,6 +92,12 @@ class RunCommand:
     """Logit noise for --init random (default 1)."""
     sft_learning_rate: Floats = None
     """Adam step size of the MLP's SFT to pi_ref (default 1e-2)."""
+    mixture_alpha: Floats = None
+    """Nash-MD's opponent pi^(1-alpha) pi_ref^alpha, alpha in [0, 1] (default 0.5)."""
+    xpo_alpha: Floats = None
+    """Weight of XPO's exploration term alpha * log pi(y_ref) (default 0.01)."""
+    eta: Floats = None
+    """Step size of the exact mirror-descent update, mirror_descent / spo_exact (default 1)."""
 
     # Static options (RunConfig): a new value compiles a new program.
     num_samples: OptInt = None

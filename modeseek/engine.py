@@ -205,6 +205,9 @@ class HyperParams:
       desirable_weight, undesirable_weight: KTO's lambda_D and lambda_U.
       dpop_lambda: DPO-Positive's penalty weight lambda.
       label_smoothing: robust_dpo's label-flip probability eps, in [0, 0.5).
+      mixture_alpha: Nash-MD's opponent pi^(1-alpha) pi_ref^alpha, alpha in [0, 1].
+      xpo_alpha: weight of XPO's exploration term alpha * log pi(y_ref), >= 0.
+      eta: step size of the exact mirror-descent update (mirror_descent, spo_exact).
     """
 
     learning_rate: Any = 0.05
@@ -224,6 +227,9 @@ class HyperParams:
     undesirable_weight: Any = 1.0
     dpop_lambda: Any = 50.0
     label_smoothing: Any = 0.1
+    mixture_alpha: Any = 0.5
+    xpo_alpha: Any = 0.01
+    eta: Any = 1.0
 
 
 class Schedule(NamedTuple):
@@ -437,8 +443,8 @@ def _train(cfg: RunConfig, key, hp: HyperParams, arrays, sched: Schedule | None 
 # ----------------------------------------------------------------------------- bandit policies
 
 
-def _collector(spec, cfg: RunConfig, exact: bool, hp: HyperParams, reward):
-    """A function (key, logq (K,)) -> batch for one context."""
+def _collector(spec, cfg: RunConfig, exact: bool, hp: HyperParams, reward, ref_logp=None):
+    """A function (key, logq (K,)) -> batch for one context (``ref_logp``: pi_ref, for duels' opponents)."""
     n = cfg.num_samples
     if cfg.schedule:
         # Raw draws at the largest size; the loss masks them to the schedule's window.
@@ -464,7 +470,21 @@ def _collector(spec, cfg: RunConfig, exact: bool, hp: HyperParams, reward):
         if exact:
             return lambda key, lq: regimes.exact_pairs(lq, reward, **kw)
         return lambda key, lq: regimes.sample_pairs(key, lq, reward, n, pairing=cfg.pairing, **kw)
+    if spec.batch == "duels":
+        return _duel_collector(spec, cfg, exact, hp, reward, ref_logp)
     raise AssertionError(spec.batch)
+
+
+def _duel_collector(spec, cfg: RunConfig, exact: bool, hp: HyperParams, reward, ref_logp):
+    """Duels of the sampling distribution against the loss's opponent (losses.self_play.OPPONENTS)."""
+    kw = dict(labels=cfg.labels, min_reward_gap=hp.min_reward_gap, bt_scale=hp.bt_scale)
+    if losses.self_play.OPPONENTS[spec.name] == "mixture":
+        opponent = lambda lq: regimes.geometric_mixture(lq, ref_logp, hp.mixture_alpha)  # noqa: E731
+    else:
+        opponent = lambda lq: ref_logp  # noqa: E731
+    if exact:
+        return lambda key, lq: regimes.exact_duels(lq, opponent(lq), reward, **kw)
+    return lambda key, lq: regimes.sample_duels(key, lq, opponent(lq), reward, cfg.num_samples, **kw)
 
 
 def _window(spec, reward, sched: Schedule, t, num_slots: int):
@@ -514,7 +534,7 @@ def _bandit_model(cfg: RunConfig, key, hp: HyperParams, a, sched: Schedule | Non
     if spec.batch == "target":
         target = a["target_probs"] if cfg.has_target else jax.nn.softmax(ref_logp + train_reward / hp.beta)
         batch0 = Target(jnp.broadcast_to(target, (c, cfg.num_bins)))
-    one = None if spec.batch == "target" else _collector(spec, cfg, exact, hp, train_reward)
+    one = None if spec.batch == "target" else _collector(spec, cfg, exact, hp, train_reward, ref_logp)
 
     def batch_for(k, logq):
         return jax.vmap(one)(jax.random.split(k, c), logq)
@@ -705,8 +725,9 @@ _SEQUENCE_ONLY = {"shared", "shift", "ratio", "sft_batch", "layers", "heads", "e
 _BANDIT_ONLY = {"first_batch", "minibatch", "max_samples"}
 _SCHEDULE = ("reuse", "num_samples", "minibatch")
 _TRACED_FIELDS = [f.name for f in dataclasses.fields(HyperParams)]
-_POSITIVE = {"learning_rate", "beta", "clip_eps", "target_margin", "bt_scale", "sft_learning_rate", "clip_eps_high"}
-_NONNEGATIVE = {"negative_coef", "entropy_coef", "min_reward_gap", "init_scale", "nll_coef", "simpo_gamma", "desirable_weight", "undesirable_weight", "dpop_lambda", "label_smoothing"}
+_POSITIVE = {"learning_rate", "beta", "clip_eps", "target_margin", "bt_scale", "sft_learning_rate", "clip_eps_high", "eta"}
+_NONNEGATIVE = {"negative_coef", "entropy_coef", "min_reward_gap", "init_scale", "nll_coef", "simpo_gamma", "desirable_weight", "undesirable_weight", "dpop_lambda", "label_smoothing", "xpo_alpha"}
+_UNIT = {"mixture_alpha"}
 _CHOICES: dict[str, Sequence[str | bool | None]] = {
     "init": ("reference", "zeros", "random"),
     "optimizer": OPTIMIZERS,
@@ -760,6 +781,11 @@ def _check_traced(name, arr):
         for v in np.ravel(arr):
             # eps = 0.5 makes both labels equally likely: no signal.
             _checks.interval(name, float(v), 0.0, 0.5, high_open=True, what="a label-flip probability")
+    if name in _UNIT:
+        a = np.asarray(arr, dtype=np.float64)
+        bad = ~np.isfinite(a) | (a < 0) | (a > 1)
+        if np.any(bad):
+            raise ValueError(f"{name}={float(a[bad].ravel()[0]) if a.ndim else float(a)!r} is invalid; expected a value in [0, 1]")
 
 
 def _check_arms(arms, sampling):
@@ -899,7 +925,9 @@ def run(
             losses.apply_preset(loss, {n: a[n] for n in a if n in spec.preset}, kind)
     if arm_list is not None and sampling not in ("offline", "on_policy"):
         raise ValueError(f"arms mix offline and on-policy sampling; expected sampling='offline' or 'on_policy', got {sampling!r}")
+    losses.self_play.check_kind(loss, "sequence" if seq else "bandit")
     losses.check_options(loss, hyperparameters, *(arm_list or ()), kind="sequence" if seq else "bandit")
+    losses.self_play.check_sampling(loss, arm_samplings[0] if len(set(arm_samplings)) == 1 else "mixed")
     steps = _checks.integer("steps", steps)
     seeds = _checks.integer("seeds", seeds)
     seed_offset = _checks.integer("seed_offset", seed_offset, 0)
@@ -1212,6 +1240,9 @@ def _working_bytes(cfg: RunConfig, spec) -> int:
         pairs = n * (n - 1) // 2 if cfg.pairing == "all" else n // 2
         # Exact pair batches are factored over blocks of 256 rows of the pair table.
         per_context += 64 * (256 * k if cfg.sampling in _EXACT else pairs)
+    if spec.batch == "duels":
+        # Exact duels materialise all K x K pairs.
+        per_context += 64 * (k * k if cfg.sampling in _EXACT else n)
     evals = cfg.num_eval_contexts * (64 * k + 8 * cfg.eval_samples)
     hidden = 64 * (c + cfg.num_eval_contexts) * (k + 256) if cfg.policy == "mlp" else 0
     return c * per_context + evals + hidden
@@ -1227,6 +1258,8 @@ def _reward_queries(cfg: RunConfig, spec, offline, reuse, num_samples) -> np.nda
     if cfg.kind == "bandit" and (spec.batch == "target" or cfg.sampling in _EXACT):
         per = np.full((len(offline), 1), float(cfg.num_bins * cfg.num_contexts))
         return np.broadcast_to(np.where(t > 0, per, 0.0), (len(offline), t.shape[1])).astype(np.float64)
-    per = (np.asarray(num_samples, np.float64) * cfg.num_contexts)[:, None]
+    # A duel reads the rewards of both its responses.
+    draws = 2 if spec.batch == "duels" else 1
+    per = (np.asarray(num_samples, np.float64) * cfg.num_contexts * draws)[:, None]
     collections = np.where(np.asarray(offline)[:, None], np.minimum(t, 1), np.ceil(t / np.asarray(reuse)[:, None]))
     return (collections * per).astype(np.float64)

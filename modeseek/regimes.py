@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from modeseek import _checks
-from modeseek.batches import BestOfN, Pairs, PairTable, Points, pair_expectation
+from modeseek.batches import BestOfN, Duels, Pairs, PairTable, Points, pair_expectation
 
 __all__ = [
     "sample_bins",
@@ -39,6 +39,10 @@ __all__ = [
     "sample_pairs",
     "exact_pairs",
     "MAX_MATERIALISED_PAIR_BINS",
+    "geometric_mixture",
+    "duel_outcomes",
+    "sample_duels",
+    "exact_duels",
     "PAIR_LABELS",
     "PAIRINGS",
 ]
@@ -309,3 +313,78 @@ def exact_pairs(logq, reward, *, labels: str = "reward", min_reward_gap=0.0, bt_
     w = w / jnp.maximum(jnp.sum(w), 1e-30)
     i, j = jnp.meshgrid(jnp.arange(k, dtype=jnp.int32), jnp.arange(k, dtype=jnp.int32), indexing="ij")
     return Pairs(i.ravel(), j.ravel(), w.ravel())
+
+
+# ----------------------------------------------------------------------------- duels (self-play losses)
+
+
+def geometric_mixture(logq, ref_logp, alpha):
+    """log pi_mix for pi_mix proportional to q^(1 - alpha) pi_ref^alpha (Nash-MD, Munos et al. 2023, arXiv 2312.00886).
+
+    Normalised in log space, so it stays finite for any alpha in [0, 1] and any
+    finite log-probabilities. alpha = 0 gives q, alpha = 1 gives pi_ref.
+    """
+    return jax.nn.log_softmax((1.0 - alpha) * jax.nn.log_softmax(logq) + alpha * jax.nn.log_softmax(ref_logp))
+
+
+def duel_outcomes(gap, *, labels, min_reward_gap, bt_scale):
+    """(win, counted) for reward gaps r_y - r_other: P(y preferred) and whether the duel is a preference pair.
+
+    Reward labels: win is 1, 1/2 (a tie) or 0; Bradley-Terry labels:
+    sigmoid(bt_scale * gap), the label's probability rather than a drawn label.
+    A duel counts as a pair as in :func:`sample_pairs` (|gap| >= min_reward_gap,
+    and no tie with reward labels).
+    """
+    if labels == "reward":
+        win = jnp.where(gap > 0, 1.0, jnp.where(gap < 0, 0.0, 0.5)).astype(gap.dtype)
+    else:
+        win = jax.nn.sigmoid(bt_scale * gap)
+    return win, _counted(gap, min_reward_gap, labels)
+
+
+def _duels(y, other, w, reward, labels, min_reward_gap, bt_scale):
+    gap = reward[y] - reward[other]
+    win, counted = duel_outcomes(gap, labels=labels, min_reward_gap=min_reward_gap, bt_scale=bt_scale)
+    pw = w * counted
+    return Duels(y, other, win, w, pw / jnp.maximum(jnp.sum(pw), 1e-30))
+
+
+def sample_duels(key, logq, opponent_logq, reward, n: int, *, labels: str = "reward", min_reward_gap=0.0, bt_scale=1.0) -> Duels:
+    """N draws of q paired index-wise with N independent draws of the opponent.
+
+    Args:
+      key: PRNG key.
+      logq: (K,) log-probabilities of the policy (the y of each duel).
+      opponent_logq: (K,) log-probabilities of the opponent (pi_ref, or the
+        geometric mixture of :func:`geometric_mixture`).
+      reward: (K,) rewards.
+      n: N >= 1 duels.
+      labels, min_reward_gap, bt_scale: as in :func:`sample_pairs`; the win
+        probability is kept (see :func:`duel_outcomes`) instead of a drawn label.
+
+    Returns:
+      Duels with weight 1/N, and pair weight 1/(number counted) on counted duels.
+    """
+    _checks.choice("labels", labels, PAIR_LABELS)
+    _checks.integer("num_samples", n, 1, reason="for duels")
+    ky, ko = jax.random.split(key)
+    y = sample_bins(ky, logq, n)
+    other = sample_bins(ko, opponent_logq, n)
+    return _duels(y, other, jnp.full((n,), 1.0 / n), reward, labels, min_reward_gap, bt_scale)
+
+
+def exact_duels(logq, opponent_logq, reward, *, labels: str = "reward", min_reward_gap=0.0, bt_scale=1.0) -> Duels:
+    """All K x K duels (y = i, other = j) weighted by q_i q'_j: the population version of :func:`sample_duels`.
+
+    The pair weights are normalised over counted duels, as :func:`exact_pairs`
+    does (the population limit of the sampled 1/(number counted)). Materialises
+    K^2 items, so K is limited to MAX_MATERIALISED_PAIR_BINS.
+    """
+    _checks.choice("labels", labels, PAIR_LABELS)
+    k = logq.shape[0]
+    if k > MAX_MATERIALISED_PAIR_BINS:
+        raise ValueError(f"num_bins={k} is too large for exact duels (K^2 pairs); expected at most {MAX_MATERIALISED_PAIR_BINS}")
+    q = jax.lax.stop_gradient(jax.nn.softmax(logq))
+    qo = jax.lax.stop_gradient(jax.nn.softmax(opponent_logq))
+    i, j = jnp.meshgrid(jnp.arange(k, dtype=jnp.int32), jnp.arange(k, dtype=jnp.int32), indexing="ij")
+    return _duels(i.ravel(), j.ravel(), (q[:, None] * qo[None, :]).ravel(), reward, labels, min_reward_gap, bt_scale)

@@ -622,7 +622,7 @@ def test_one_registry_lists_sequence_support():
     from modeseek.sequences import policies as seq_policies
 
     assert losses.POLICIES == {"bandit": policies.names(), "sequence": seq_policies.names()}
-    bandit_only = {"forward_kl", "reverse_kl", "remax"}
+    bandit_only = {"forward_kl", "reverse_kl", "remax", "nash_md", "xpo", "mirror_descent", "spo_exact"}
     assert set(losses.names("bandit")) == set(losses.names())
     assert losses.names("sequence") == tuple(n for n in losses.names() if n not in bandit_only)
     for name in losses.names():

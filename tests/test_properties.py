@@ -236,6 +236,12 @@ _STABILITY = {
     "dpop": dict(sampling="offline", dpop_lambda=500.0),
     "chi_po": dict(sampling="on_policy"),
     "robust_dpo": dict(sampling="offline", label_smoothing=0.3),
+    # Self-play: Bradley-Terry win probabilities, a mixture at both ends, the exploration term at full weight.
+    "online_dpo": dict(sampling="on_policy", labels="bradley_terry"),
+    "nash_md": dict(sampling="on_policy", mixture_alpha=np.array([0.0, 1.0])),
+    "xpo": dict(sampling="on_policy", xpo_alpha=1.0),
+    "mirror_descent": dict(sampling="exact", eta=np.array([1e-3, 1e3])),
+    "spo_exact": dict(sampling="exact", optimizer="sgd"),
 }
 
 
@@ -304,6 +310,13 @@ def _stability_matrix():
         for sampling in ("offline", "on_policy", "exact", "exact_offline"):
             rows.append((loss, dict(sampling=sampling)))
     rows.append(("sft", dict(sampling="on_policy", first_batch="data", reuse=4, data=np.full(100, 0.01))))
+    for labels in ms.regimes.PAIR_LABELS:
+        for sampling in ("on_policy", "exact"):
+            rows.append(("online_dpo", dict(sampling=sampling, labels=labels)))
+            rows.append(("nash_md", dict(sampling=sampling, labels=labels, mixture_alpha=np.array([0.0, 0.5, 1.0]))))
+            rows.append(("xpo", dict(sampling=sampling, labels=labels, xpo_alpha=np.array([0.0, 1.0]), min_reward_gap=np.array([0.0, 0.2]))))
+    for loss in ("mirror_descent", "spo_exact"):
+        rows.append((loss, dict(sampling="exact", eta=np.array([1e-3, 1.0, 1e3]))))
     return [(loss, dict(opts, optimizer=opt)) for loss, opts in rows for opt in ("adam", "sgd")]
 
 

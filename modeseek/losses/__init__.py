@@ -1,6 +1,6 @@
 """The loss registry: every objective by name, with its family, its batch and the policies it runs on.
 
-Three families (docs/paper.md §E):
+Four families (docs/paper.md §E for the first three):
 
 * ``mode_covering``: forward KL / weighted maximum likelihood (sft, best_of_n,
   pref_ft, rwr, forward_kl);
@@ -10,11 +10,16 @@ Three families (docs/paper.md §E):
   carries a negative gradient;
 * ``on_policy``: mode-seeking reverse-KL objectives (reinforce, ppo, reverse_kl)
   and the group methods (grpo with its presets dr_grpo and dapo, gspo, cispo,
-  rloo = reinforce with a leave-one-out baseline, reinforce_pp, remax, gpg).
+  rloo = reinforce with a leave-one-out baseline, reinforce_pp, remax, gpg);
+* ``self_play``: self-play and general-preference objectives (online_dpo,
+  nash_md, xpo, mirror_descent and its alias spo_exact), which train on their
+  own samples only (:data:`modeseek.losses.self_play.SAMPLINGS`); nash_md and
+  xpo consume "duels", a policy draw against an opponent's draw
+  (:class:`modeseek.batches.Duels`).
 
 Losses are pure and unbatched (one context). Each :class:`LossSpec` has one
 :class:`Implementation` per kind of policy it runs on: "bandit" (the tabular
-and MLP policies; the functions of the three family modules) and "sequence"
+and MLP policies; the functions of the four family modules) and "sequence"
 (the factorised, bigram and transformer token policies of
 :mod:`modeseek.sequences`; the functions of :mod:`modeseek.losses.sequences`),
 which every loss but the analytic divergences forward_kl and reverse_kl has. :meth:`LossSpec.bind` fixes a
@@ -44,7 +49,7 @@ import jax
 import jax.numpy as jnp
 
 from modeseek import _checks
-from modeseek.losses import contrastive, mode_covering, on_policy, sequences
+from modeseek.losses import contrastive, mode_covering, on_policy, self_play, sequences
 from modeseek.losses.contrastive import (
     apo_down,
     apo_zero,
@@ -79,6 +84,7 @@ from modeseek.losses.on_policy import (
     remax,
     reverse_kl,
 )
+from modeseek.losses.self_play import mirror_descent, nash_md, online_dpo, spo_exact, xpo
 from modeseek.losses.sequences import LOSS_AGGREGATIONS, RATIOS
 
 __all__ = [
@@ -117,6 +123,11 @@ __all__ = [
     "remax",
     "gpg",
     "kl_fixed_point",
+    "online_dpo",
+    "nash_md",
+    "xpo",
+    "mirror_descent",
+    "spo_exact",
     "implicit_margin",
     "NEGATIVE_TERMS",
     "ADVANTAGES",
@@ -136,6 +147,7 @@ __all__ = [
     "mode_covering",
     "contrastive",
     "on_policy",
+    "self_play",
     "sequences",
 ]
 
@@ -195,8 +207,8 @@ class LossSpec:
 
     Attributes:
       name: registry name.
-      family: "mode_covering", "contrastive" or "on_policy".
-      batch: which batch it consumes: "points", "best_of_n", "pairs" or "target".
+      family: "mode_covering", "contrastive", "on_policy" or "self_play".
+      batch: which batch it consumes: "points", "best_of_n", "pairs", "duels" or "target".
       implementations: the :class:`Implementation` for each kind of policy it runs on.
       preset: options this name fixes (a preset of the loss ``base``), e.g.
         {"advantage": "leave_one_out"} for rloo; empty for a loss of its own.
@@ -359,7 +371,7 @@ def _loss(name, family, batch, *, static=(), traced=(), ref=None, options=(), se
     statistic ``stat_fn(reward, items, sampled_kl, ...)`` of
     :mod:`modeseek.losses.on_policy`, wrapped for each kind.
     """
-    module = {"mode_covering": mode_covering, "contrastive": contrastive, "on_policy": on_policy}[family]
+    module = {"mode_covering": mode_covering, "contrastive": contrastive, "on_policy": on_policy, "self_play": self_play}[family]
     bandit = Implementation(getattr(module, name), static, traced, ref, options, on_policy.bandit_stat(stat) if stat else None)
     impls = {"bandit": bandit}
     if sequence is not False:
@@ -471,6 +483,13 @@ _REGISTRY = {
         # Unpaired: the points batch, labelled desirable / undesirable by the context's mean reward.
         _loss("kto", "contrastive", "points", traced=_KTO, ref="ref_logp", options=_KTO),
         _loss("bco", "contrastive", "points", traced=("beta",), ref="ref_logp", options=("beta",)),
+        # dpo's functions on both kinds; online through its batch (self_play.SAMPLINGS).
+        _loss("online_dpo", "self_play", "pairs", traced=("beta",), ref="ref_logp", options=("beta",) + PAIR_OPTIONS),
+        # mixture_alpha shapes the opponent's draws (the batch), not the loss.
+        _loss("nash_md", "self_play", "duels", traced=("beta",), ref="ref_logp", options=("beta", "mixture_alpha", "labels", "bt_scale"), sequence=False),
+        _loss("xpo", "self_play", "duels", traced=("beta", "xpo_alpha"), ref="ref_logp", options=("beta", "xpo_alpha", "labels", "min_reward_gap", "bt_scale"), sequence=False),
+        _loss("mirror_descent", "self_play", "points", traced=("beta", "eta"), ref="ref_logp", options=("beta", "eta"), sequence=False),
+        _loss("spo_exact", "self_play", "points", traced=("beta", "eta"), ref="ref_logp", options=("beta", "eta"), sequence=False),
     ]
 }
 _REGISTRY["dr_grpo"] = _preset(

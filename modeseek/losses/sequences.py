@@ -49,6 +49,7 @@ __all__ = [
     "pref_ft",
     "rwr",
     "dpo",
+    "online_dpo",
     "ipo",
     "slic",
     "simpo",
@@ -112,6 +113,10 @@ def rwr(tok_logp, batch: SequenceBatch, *, beta, normalize: bool = False):
 def dpo(tok_logp, batch: SequenceBatch, *, beta):
     """DPO on sequence log-ratios to pi_ref (docs/paper.md §B.6; pi_ref is the frozen initial policy, docs/paper.md §C.4)."""
     return contrastive.dpo(_seq(tok_logp), batch.items, ref_logp=_seq(batch.ref_logp), beta=beta)
+
+
+#: Online DPO on sequences is DPO on fresh policy pairs: the same function, registered as online_dpo.
+online_dpo = dpo
 
 
 def ipo(tok_logp, batch: SequenceBatch, *, target_margin):
