@@ -98,6 +98,20 @@ class RunCommand:
     """Weight of XPO's exploration term alpha * log pi(y_ref) (default 0.01)."""
     eta: Floats = None
     """Step size of the exact mirror-descent update, mirror_descent / spo_exact (default 1)."""
+    clip_eps_high: Floats = None
+    """Upper clip range of grpo / gspo (DAPO's clip-higher) and cispo's weight cap 1 + clip_eps_high (default clip_eps)."""
+    nll_coef: Floats = None
+    """Weight of the chosen response's NLL in slic and cpo (default 1)."""
+    simpo_gamma: Floats = None
+    """SimPO's target reward margin gamma (default 0.5)."""
+    desirable_weight: Floats = None
+    """KTO's weight lambda_D of desirable responses (default 1)."""
+    undesirable_weight: Floats = None
+    """KTO's weight lambda_U of undesirable responses (default 1)."""
+    dpop_lambda: Floats = None
+    """DPO-Positive's penalty weight lambda (default 50)."""
+    label_smoothing: Floats = None
+    """robust_dpo's label-flip probability eps in [0, 0.5) (default 0.1)."""
 
     # Static options (RunConfig): a new value compiles a new program.
     num_samples: OptInt = None
@@ -132,6 +146,12 @@ class RunCommand:
     """First on-policy batch from the policy or, as in the paper's epoch 0, from the data (default policy)."""
     eval_samples: OptInt = None
     """Monte-Carlo draws per evaluation context for the sampled_reward metric (default 0: off)."""
+    scale_rewards: OptStr = None
+    """Advantage scale of grpo / gspo / cispo: group, batch or none (Dr. GRPO) (default group)."""
+    drop_uniform_groups: bool = False
+    """grpo / gspo: groups whose rewards are all equal give no signal and are dropped (DAPO's dynamic sampling)."""
+    baseline: bool = False
+    """reinforce_pp: subtract the group mean before whitening over the batch (REINFORCE++-baseline)."""
     paired: Annotated[tuple[str, ...], tyro.conf.arg(metavar="NAME [NAME ...]")] = ()
     """Swept axes to zip instead of crossing (equal numbers of values), e.g. --paired beta learning_rate."""
 
@@ -407,7 +427,12 @@ class ListCommand:
         specs = [losses.get(n) for n in losses.names()]
         runs_on = [",".join(s.policies) for s in specs]
         width = max(map(len, runs_on))
-        section("losses", [(s.name, f"{s.family:<13}", f"{p:<{width}}", s.summary) for s, p in zip(specs, runs_on)])
+        sources = [s.source for s in specs]
+        swidth = max(map(len, sources))
+        section(
+            "losses (name, family, batch it consumes, policies, source, summary)",
+            [(s.name, f"{s.family:<13}", f"{s.batch:<9}", f"{p:<{width}}", f"{src:<{swidth}}", s.summary) for s, p, src in zip(specs, runs_on, sources)],
+        )
         section("sampling regimes", [(s, _SAMPLING_NOTES.get(s, "")) for s in engine.SAMPLINGS])
         rows = []
         for name in problems.presets():

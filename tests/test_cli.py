@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -187,11 +188,25 @@ def test_list_via_console_entry_point():
     lines = res.stdout.splitlines()
     for name in losses.names():
         spec = losses.get(name)
-        # Name, family, the policies it runs on (every one but the analytic divergences' also the sequence policies), summary.
-        assert any(line.split()[:3] == [name, spec.family, ",".join(spec.policies)] and spec.summary in line for line in lines), name
+        # Name, family, the batch it consumes, policies, the source it cites, summary.
+        assert any(line.split()[:4] == [name, spec.family, spec.batch, ",".join(spec.policies)] and spec.source in line and spec.summary in line for line in lines), name
+        assert spec.source.startswith(("arXiv 2", "arXiv 1", "docs/paper.md §")), (name, spec.source)
         assert ("transformer" in ",".join(spec.policies)) == (name not in ("forward_kl", "reverse_kl", "remax", "nash_md", "xpo", "mirror_descent", "spo_exact")), name
     for name in ("offline", "on_policy", "exact", "exact_offline", "tabular", "mlp", *problems.presets()):
         assert any(line.split()[:1] == [name] for line in lines), name
+
+
+def test_run_command_exposes_every_bandit_option():
+    """Every traced hyperparameter and every static option a bandit run reads is a flag of modeseek run."""
+    from modeseek import engine
+
+    flags = {f.name for f in dataclasses.fields(cli.RunCommand)}
+    traced = set(engine._TRACED_FIELDS)
+    # Static fields the command sets itself or that only sequence runs and the engine's internals read.
+    not_flags = engine._SEQUENCE_ONLY | {"block", "num_eval_contexts"}
+    static = engine._STATIC_FIELDS - not_flags
+    assert traced <= flags, sorted(traced - flags)
+    assert static <= flags, sorted(static - flags)
 
 
 def test_import_and_help_are_light():

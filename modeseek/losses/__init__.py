@@ -42,6 +42,7 @@ batch, so that the loss itself stays unbatched.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -260,6 +261,17 @@ class LossSpec:
         if self.description:
             return self.description
         return (self.fn.__doc__ or "").strip().splitlines()[0]
+
+    @property
+    def source(self) -> str:
+        """The primary source its documentation cites: the first arXiv id, else the first docs/paper.md
+        section, else the paper this library reproduces (arXiv 2404.14367)."""
+        doc = (self.description or "") + " " + (self.fn.__doc__ or "")
+        found = re.search(r"arXiv[\s:]*(\d{4}\.\d{4,5})", doc)
+        if found:
+            return f"arXiv {found.group(1)}"
+        found = re.search(r"docs/paper\.md (§[A-Z][0-9.]*[0-9A-Z])", doc)
+        return f"docs/paper.md {found.group(1)}" if found else "arXiv 2404.14367"
 
     def batch_hook(self, kind: str, config: Any = None, /, **static_options) -> Callable[..., Any] | None:
         """The batch-level statistic the loss needs, as ``hook(batches, ref, hp, num_samples) -> batches``, or None.

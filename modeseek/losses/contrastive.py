@@ -91,7 +91,7 @@ def dpo(logp, batch: Pairs, *, ref_logp, beta):
     Family: contrastive (negative gradient). Per pair the gradient is
     beta * sigmoid(-beta h) (grad log pi(y_w) - grad log pi(y_l)), i.e.
     c1 = c2 in Lemma 6.2 (docs/paper.md §B.6, docs/paper.md §E.3). The reference is the problem's
-    pi_ref, as in the paper's 1-token bandit.
+    pi_ref, as in the paper's 1-token bandit. Source: Rafailov et al. 2023, arXiv 2305.18290.
 
     Args:
       logp: (K,) log pi_theta(.|x).
@@ -107,7 +107,7 @@ def ipo(logp, batch: Pairs, *, ref_logp, target_margin):
 
     Family: contrastive (negative gradient). ``target_margin`` is the margin in
     nats that IPO regresses h onto: 1/(2 tau) in the IPO paper (Azar et al.
-    2023), and what the authors' bandit code passes as ``beta`` (10 in their
+    2023, arXiv 2310.12036), and what the authors' bandit code passes as ``beta`` (10 in their
     scripts, docs/paper.md §B.6). The engine's default is 1/(2 beta), i.e. tau = beta.
 
     Args:

@@ -189,6 +189,7 @@ def ppo(
     sum_j w_j max(-A_j rho_j, -A_j clip(rho_j, 1 - eps, 1 + eps)), rho = pi(y)/q(y),
     with no value network (the advantage is the normalised sequence reward, as in
     the paper code, docs/paper.md §B.5). Family: mode-seeking on-policy.
+    Source: Schulman et al. 2017, arXiv 1707.06347.
 
     Args:
       logp: (K,) log pi_theta(.|x).
