@@ -31,6 +31,13 @@ PAIR_LOSSES = ("slic", "simpo", "cpo", "orpo", "apo_zero", "apo_down", "sppo", "
 UNPAIRED_LOSSES = ("kto", "bco")
 NEW = PAIR_LOSSES + UNPAIRED_LOSSES
 
+
+def _some_fast(names, fast):
+    """``names`` as parameters, those not in ``fast`` marked slow: each is a compiled program of
+    its own, and the default suite keeps a representative few (make test-slow runs them all)."""
+    return [n if n in fast else pytest.param(n, marks=pytest.mark.slow) for n in names]
+
+
 #: Keyword values for each loss (its traced options at non-default values, so that each one matters).
 KW = {
     "slic": dict(beta=0.7, nll_coef=0.3),
@@ -204,7 +211,7 @@ def test_gradient_matches_finite_differences(x64, name):
     assert float(jnp.max(jnp.abs(jax.grad(total)(logits)))) > 1e-4  # not a comparison of zeros
 
 
-@pytest.mark.parametrize("name", PAIR_LOSSES)
+@pytest.mark.parametrize("name", _some_fast(PAIR_LOSSES, ("orpo", "chi_po", "robust_dpo")))
 def test_factored_pair_table_equals_materialised_pairs(x64, name):
     # The PairTable path (large K) evaluates the same sum block by block.
     k = 11
@@ -322,7 +329,7 @@ def test_unpaired_labels_and_reference_point(x64):
 K, NS = 8, 12
 
 
-@pytest.mark.parametrize("name", NEW)
+@pytest.mark.parametrize("name", _some_fast(NEW, ("simpo", "orpo", "kto", "bco")))
 def test_sequence_loss_reduces_to_core_loss_at_length_one(name):
     ks = jax.random.split(jax.random.PRNGKey(0), 5)
     theta = jax.random.normal(ks[0], (1, K))
@@ -417,7 +424,7 @@ def test_sppo_log_ratios_converge_to_plus_minus_half_over_beta(x64):
 _SHORT = dict(steps=6, seeds=1, num_samples=6, learning_rate=0.1, beta=0.5, snapshot_every=6)
 
 
-@pytest.mark.parametrize("name", NEW)
+@pytest.mark.parametrize("name", _some_fast(NEW, ("simpo", "kto", "bco")))
 def test_runs_on_tabular(far, name):
     tr = ms.run(far, loss=name, sampling="on_policy", **_SHORT)
     er = tr.metrics["expected_reward"]

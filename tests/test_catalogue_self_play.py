@@ -250,7 +250,7 @@ _SLOW = pytest.mark.slow  # an MLP compile: 35-50 s on a busy 2-core machine
         ("tabular", "xpo", dict(sampling="on_policy", labels="bradley_terry")),
         ("tabular", "xpo", dict(sampling="exact")),
         ("tabular", "mirror_descent", dict(sampling="exact")),
-        ("mlp", "nash_md", dict(sampling="on_policy")),
+        pytest.param("mlp", "nash_md", dict(sampling="on_policy"), marks=_SLOW),
         pytest.param("mlp", "xpo", dict(sampling="exact"), marks=_SLOW),
         pytest.param("mlp", "mirror_descent", dict(sampling="exact"), marks=_SLOW),
     ],
