@@ -44,7 +44,8 @@ def _batched(fn, batches, ref_logp, **kw):
 # ----------------------------------------------------------------------------- gradients (float64)
 
 
-@pytest.mark.parametrize("labels", ["reward", "bradley_terry"])
+# Reward labels run with make test-slow: the default suite keeps one label kind per test.
+@pytest.mark.parametrize("labels", [pytest.param("reward", marks=pytest.mark.slow), "bradley_terry"])
 def test_duel_loss_gradients_match_finite_differences(labels):
     with jax.enable_x64(True):
         z, ref_logp, reward = _random_contexts()
@@ -126,7 +127,7 @@ def test_xpo_exploration_term_takes_mass_from_reference_samples():
 _M, _N = 4000, 10
 
 
-@pytest.mark.parametrize("labels", ["reward", "bradley_terry"])
+@pytest.mark.parametrize("labels", [pytest.param("reward", marks=pytest.mark.slow), "bradley_terry"])
 def test_sampled_duel_gradients_converge_to_the_exact_batch(small_problem, small_policy_logits, labels):
     z = small_policy_logits
     ref_logp = jnp.log(small_problem.ref_probs)
@@ -267,6 +268,7 @@ def test_self_play_losses_run_on_bandit_policies(far, policy, loss, kw):
         assert tr.metrics["reward_queries"][0, -1] == 6 * 4 * 2 * tr.config.num_contexts
 
 
+@pytest.mark.slow
 def test_nash_md_and_xpo_improve_the_far_bandit(far):
     # Exact updates, deterministic: a regression guard that the signs are right
     # (a sign error in either term lowers the reward instead).
@@ -277,7 +279,7 @@ def test_nash_md_and_xpo_improve_the_far_bandit(far):
         assert er[-1] > er[0] + 0.2
 
 
-@pytest.mark.parametrize("policy", ["factorised", pytest.param("transformer", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("policy", [pytest.param("factorised", marks=pytest.mark.slow), pytest.param("transformer", marks=pytest.mark.slow)])
 def test_online_dpo_runs_on_sequences(policy):
     # The transformer compiles for about a minute on a busy 2-core machine: slow.
     prob = seq_problems.paper_sequence_bandit("far", vocab=8, length=3)

@@ -409,3 +409,26 @@ def test_a_sequence_sweep_resumes_after_an_interruption(tmp_path):
     assert len(merged) == 2 * 2 * 5 * 3
     for column in ("expected_reward", "kl_pi_ref", "train_loss"):
         np.testing.assert_array_equal(merged[column].to_numpy(), ref[column].to_numpy(), err_msg=column)
+
+
+@pytest.mark.parametrize(
+    "loss, options, grid",
+    [
+        ("grpo", {"scale_rewards": "batch", "drop_uniform_groups": True}, {"clip_eps_high": (0.2, 0.28)}),
+        ("nash_md", {"labels": "bradley_terry"}, {"mixture_alpha": (0.0, 0.5)}),
+        pytest.param("dapo", {}, {"learning_rate": (0.05, 0.1)}, marks=pytest.mark.slow),
+        pytest.param("kto", {}, {"desirable_weight": (1.0, 1.33)}, marks=pytest.mark.slow),
+    ],
+)
+def test_catalogue_objectives_run_through_a_sweep(loss, options, grid, tmp_path):
+    """The catalogue's static options, presets and traced options go through modeseek sweep as through modeseek.run."""
+    spec = sweep.SweepSpec(loss=loss, steps=4, seeds=3, chunk_seeds=2, key=5, options={"num_samples": 6, **options}, grid=grid)
+    sweep.run_sweep(spec, tmp_path / loss, progress=False)
+    ((name, values),) = grid.items()
+    one = ms.run(sweep.get_problem("far"), loss=loss, steps=4, seeds=3, key=5, num_samples=6, **options, **{name: np.asarray(values)})
+    order = [name, "seed", "step"]
+    merged = _merged(tmp_path / loss).sort_values(order).reset_index(drop=True)
+    ref = one.to_dataframe().sort_values(order).reset_index(drop=True)
+    assert len(merged) == len(ref) == 2 * 3 * 5
+    for column in ("expected_reward", "train_loss"):
+        np.testing.assert_array_equal(merged[column].to_numpy(), ref[column].to_numpy(), err_msg=column)
