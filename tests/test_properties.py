@@ -337,3 +337,29 @@ def test_no_nan_or_inf_for_every_static_variant(far):
             shown = {k: v for k, v in opts.items() if not isinstance(v, np.ndarray)}
             bad.append(f"{loss} {shown}: {nonfinite or 'final_probs'}")
     assert not bad, "\n".join(bad)
+
+
+def _on_kind(opts: dict, kind: str) -> dict:
+    """A stability row's options for ``kind``: sequence runs are offline or on-policy and read no bandit-only option."""
+    opts = dict(opts)
+    if kind == "sequence":
+        opts["sampling"] = "offline" if opts.get("sampling") in ("offline", "exact_offline") else "on_policy"
+        for name in ("first_batch", "minibatch", "max_samples"):
+            opts.pop(name, None)
+    return opts
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("policy", ["mlp", "factorised", "transformer"])
+def test_no_nan_or_inf_on_every_policy_kind_at_the_corners(far, policy):
+    """Every loss that runs on the policy, at beta 1e-3 and 1e3 and learning rate 1 (the corners of the tabular test)."""
+    kind = "bandit" if policy == "mlp" else "sequence"
+    problem = far if kind == "bandit" else ms.sequences.paper_sequence_bandit("far", vocab=6, length=2)
+    sizes = dict(num_contexts=2, num_eval_contexts=4, sft_steps=5) if policy == "mlp" else dict(num_contexts=2)
+    if policy == "transformer":
+        sizes.update(num_eval_contexts=4, eval_samples=2, layers=1, heads=1, embed=8, sft_steps=2)
+    bad = []
+    for loss in ms.losses.names(kind):
+        tr = ms.run(problem, loss=loss, policy=policy, steps=4, seeds=1, num_samples=4, beta=np.array([1e-3, 1e3]), learning_rate=1.0, snapshot_every=4, **sizes, **_on_kind(_STABILITY[loss], kind))
+        bad += [f"{loss}: {name}" for name, v in tr.metrics.items() if not np.all(np.isfinite(v))]
+    assert not bad, bad
