@@ -74,14 +74,19 @@ def pair_statistics(logp, ref_logp, batch: Pairs | PairTable):
     return {"chosen_logp": chosen / total, "rejected_logp": rejected / total, "margin": margin / total}
 
 
-def _pair_loss(logp, ref_logp, batch: Pairs | PairTable, per_pair):
-    """sum_pairs w * per_pair(h), with the pair statistics; a PairTable is summed block by block."""
+def _pair_terms(logp, ref_logp, batch: Pairs | PairTable, per_pair):
+    """sum_pairs w * per_pair(lw, ll, hw, hl), with the pair statistics; a PairTable is summed block by block.
+
+    lw, ll: log pi of the chosen and rejected responses; hw, hl: their log-ratios
+    log pi - log pi_ref. With a PairTable the arguments are (B, 1) (chosen rows)
+    and (1, K) (every rejected bin).
+    """
+    u = logp - ref_logp
     if isinstance(batch, PairTable):
-        u = logp - ref_logp
-        loss = pair_expectation(batch, lambda rows: per_pair(u[rows][:, None] - u[None, :]))
+        loss = pair_expectation(batch, lambda rows: jnp.broadcast_to(per_pair(logp[rows][:, None], logp[None, :], u[rows][:, None], u[None, :]), (rows.shape[0], logp.shape[0])))
     else:
-        h = implicit_margin(logp, ref_logp, batch.chosen, batch.rejected)
-        loss = jnp.sum(jax.lax.stop_gradient(batch.weight) * per_pair(h))
+        c, r = batch.chosen, batch.rejected
+        loss = jnp.sum(jax.lax.stop_gradient(batch.weight) * per_pair(logp[c], logp[r], u[c], u[r]))
     return loss, pair_statistics(logp, ref_logp, batch)
 
 
@@ -99,7 +104,7 @@ def dpo(logp, batch: Pairs, *, ref_logp, beta):
       ref_logp: (K,) log pi_ref.
       beta: inverse temperature > 0.
     """
-    return _pair_loss(logp, ref_logp, batch, lambda h: -jax.nn.log_sigmoid(beta * h))
+    return _pair_terms(logp, ref_logp, batch, lambda lw, ll, hw, hl: -jax.nn.log_sigmoid(beta * (hw - hl)))
 
 
 def ipo(logp, batch: Pairs, *, ref_logp, target_margin):
@@ -114,7 +119,7 @@ def ipo(logp, batch: Pairs, *, ref_logp, target_margin):
       logp, batch, ref_logp: as in :func:`dpo`.
       target_margin: target h, > 0.
     """
-    return _pair_loss(logp, ref_logp, batch, lambda h: (h - target_margin) ** 2)
+    return _pair_terms(logp, ref_logp, batch, lambda lw, ll, hw, hl: (hw - hl - target_margin) ** 2)
 
 
 # ----------------------------------------------------------------------------- the wider catalogue
@@ -133,22 +138,6 @@ CHI_PO_MAX_LOG_RATIO = 10.0
 # ORPO's odds p / (1 - p) diverge as p -> 1; capping log p at -1e-6 bounds
 # the log-odds by 13.8 (the cap of mode_covering.log_complement).
 _MAX_LOGP_ODDS = -1e-6
-
-
-def _pair_terms(logp, ref_logp, batch: Pairs | PairTable, per_pair):
-    """sum_pairs w * per_pair(lw, ll, hw, hl), with the pair statistics; a PairTable is summed block by block.
-
-    lw, ll: log pi of the chosen and rejected responses; hw, hl: their log-ratios
-    log pi - log pi_ref. With a PairTable the arguments are (B, 1) (chosen rows)
-    and (1, K) (every rejected bin).
-    """
-    u = logp - ref_logp
-    if isinstance(batch, PairTable):
-        loss = pair_expectation(batch, lambda rows: jnp.broadcast_to(per_pair(logp[rows][:, None], logp[None, :], u[rows][:, None], u[None, :]), (rows.shape[0], logp.shape[0])))
-    else:
-        c, r = batch.chosen, batch.rejected
-        loss = jnp.sum(jax.lax.stop_gradient(batch.weight) * per_pair(logp[c], logp[r], u[c], u[r]))
-    return loss, pair_statistics(logp, ref_logp, batch)
 
 
 def log1mexp(x):
