@@ -7,7 +7,7 @@ The layers, bottom to top:
   belongs to it: Claim, Piece, the saving helpers and the registry of pieces,
   which names the figure modules as strings and imports them on demand;
 * the figure layer: ``modeseek.paper`` (the paper's figures, the token-sequence
-  one included), ``modeseek.phase`` and ``modeseek.atlas``, which import the core and ``modeseek.pieces``;
+  one included), ``modeseek.phase``, ``modeseek.atlas`` and ``modeseek.phenomena``, which import the core and ``modeseek.pieces``;
 * ``modeseek.cli`` on top; ``experiments/`` outside the package.
 
 Imports are read from the source with ``ast``, not by importing: module-level
@@ -24,8 +24,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-FIGURE_LAYER = ("modeseek.paper", "modeseek.phase", "modeseek.atlas")
-PACKAGES = ("modeseek.paper", "modeseek.phase", "modeseek.atlas", "modeseek.sequences", "modeseek.losses")
+FIGURE_LAYER = ("modeseek.paper", "modeseek.phase", "modeseek.atlas", "modeseek.phenomena")
+PACKAGES = ("modeseek.paper", "modeseek.phase", "modeseek.atlas", "modeseek.phenomena", "modeseek.sequences", "modeseek.losses")
 # The registry's loaders import the figure modules by name: only these may call them.
 REGISTRY = "modeseek.pieces"
 REGISTRY_NAMES = frozenset({"PIECES", "load", "load_all"})
