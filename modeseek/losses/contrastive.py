@@ -136,7 +136,7 @@ def ipo(logp, batch: Pairs, *, ref_logp, target_margin):
 CHI_PO_MAX_LOG_RATIO = 10.0
 
 # ORPO's odds p / (1 - p) diverge as p -> 1; capping log p at -1e-6 bounds
-# the log-odds by 13.8 (the cap of mode_covering.log_complement).
+# the log-odds by 13.8, and best-of-N's log-complement term by the same.
 _MAX_LOGP_ODDS = -1e-6
 
 

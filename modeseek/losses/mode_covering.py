@@ -16,15 +16,12 @@ import jax
 import jax.numpy as jnp
 
 from modeseek.batches import BestOfN, Pairs, PairTable, Points, Target, pair_expectation
+from modeseek.losses.contrastive import log1mexp
 from modeseek.losses.on_policy import advantages
 
 __all__ = ["sft", "best_of_n", "pref_ft", "rwr", "forward_kl", "NEGATIVE_TERMS"]
 
 NEGATIVE_TERMS = ("worst", "mean_worse", "sum_worse", "log_complement")
-
-# -log(1 - p) diverges as p -> 1; capping p at 1 - 1e-6 keeps the log-complement
-# term finite (at most 13.8 per sample) once the policy has concentrated.
-_MAX_LOGP_COMPLEMENT = -1e-6
 
 
 def _wsum(w, x):
@@ -45,9 +42,12 @@ def sft(logp: jax.Array, batch: Points):
 
 
 def log_complement(logp_y):
-    """log(1 - pi(y)) from log pi(y), stable near both 0 and 1."""
-    lp = jnp.minimum(logp_y, _MAX_LOGP_COMPLEMENT)
-    return jnp.where(lp > -0.6931472, jnp.log(-jnp.expm1(lp)), jnp.log1p(-jnp.exp(lp)))
+    """log(1 - pi(y)) from log pi(y) (:func:`modeseek.losses.contrastive.log1mexp`).
+
+    log p is capped at -1e-6, so that the term stays finite (at most 13.8 per
+    sample) once the policy has concentrated on y.
+    """
+    return log1mexp(logp_y)
 
 
 def best_of_n(logp: jax.Array, batch: BestOfN, *, negative: str | None = None, negative_coef=0.05):
