@@ -24,7 +24,9 @@
 #
 # 1. choose a reference and a reward,
 # 2. choose an algorithm and watch the mass move,
-# 3. compare two algorithms over seeds.
+# 3. compare two algorithms over seeds,
+# 4. sweep a traced hyperparameter in one compiled call,
+# 5. pick a (rarity, coverage) cell of the phase maps and compare two objectives there.
 #
 # Everything runs with `modeseek.run`: every run is exact (metrics are expectations, not
 # Monte-Carlo estimates), and a sweep over seeds or traced hyperparameters is one compiled call.
@@ -158,3 +160,44 @@ final = dpo.metrics["expected_reward"][..., -1]  # (betas, seeds)
 for beta, f in zip(betas, final):
     print(f"DPO beta {beta:<5g} final E[r] = {f.mean():.3f}")
 print(f"grid shape {dpo.grid_shape}; compile {dpo.compile_seconds:.1f} s")
+
+# %% [markdown]
+# ## 5. The atlas at one cell: two objectives, side by side
+#
+# The phase maps (`figures/phase_*.png`) place a problem by two numbers: the **rarity**
+# $\pi_{ref}(H)$ of the high-reward set $H$, and the **coverage** $\mu(H)/\pi_{ref}(H)$ of the
+# offline data $\mu$ (`ms.geometry.coverage_data`). Pick a cell and two objectives and see
+# where each puts its mass after the same number of steps. `ms.losses.families()` groups every
+# registered objective by family (`figures/atlas.png` places them all on the mode-seeking
+# scale). Offline objectives train on data drawn from $\mu$; on-policy ones sample the policy.
+# Try `RARITY = 1e-3` with `COVERAGE = 0.0` (the good responses are rare and absent from
+# the data), then `COVERAGE = 1.0`.
+
+# %%
+RARITY, COVERAGE = 3e-3, 0.1
+OBJECTIVES = {
+    "offline best-of-N": dict(loss="best_of_n", sampling="offline"),
+    "on-policy REINFORCE, entropy bonus": dict(loss="reinforce", sampling="on_policy", num_samples=8, entropy_coef=0.01),
+}
+
+length_ref = ms.tasks.length_reference()
+bump = ms.geometry.bump_for_rarity(length_ref, RARITY)
+cell = ms.Problem(length_ref, bump.reward, name=f"rarity {bump.rarity:.2g}")
+mu = ms.geometry.coverage_data(length_ref, bump.reward, COVERAGE)
+print(f"rarity {ms.geometry.rarity(length_ref, bump.reward):.2g}, coverage {ms.geometry.coverage(mu, length_ref, bump.reward):.2g}")
+
+cell_runs = {name: ms.run(cell, steps=STEPS, seeds=SEEDS, key=3, data=mu, **kw) for name, kw in OBJECTIVES.items()}
+lengths = np.arange(cell.num_bins)
+fig, axes = plt.subplots(1, len(cell_runs), figsize=(6.5 * len(cell_runs), 3), sharey=True)
+for ax, (name, traj) in zip(axes, cell_runs.items()):
+    ax.bar(lengths, traj.final_probs.mean(axis=0), width=1.0, color="C0", label="final policy (mean over seeds)")
+    ax.plot(lengths, np.asarray(cell.ref_probs), color="0.4", ls="--", lw=0.8, label="pi_ref")
+    ax.plot(lengths, np.asarray(mu), color="C2", ls=":", lw=1.0, label="offline data mu")
+    ax.plot(lengths, np.asarray(cell.reward) * traj.final_probs.mean(axis=0).max(), color="C3", lw=0.8, label="reward (rescaled)")
+    final = traj.metrics["expected_reward"][:, -1]
+    ax.set_title(f"{name}: E[r] = {final.mean():.2f}, mass on H = {traj.metrics['mass_high_reward'][:, -1].mean():.2f}", fontsize=9)
+    ax.set_xlabel("response (length)")
+axes[0].set_ylabel("probability")
+axes[0].legend(fontsize=7)
+fig.tight_layout()
+plt.show()

@@ -39,8 +39,10 @@ def test_notebook_runs_in_smoke_mode(tmp_path, monkeypatch):
     # The smoke flag reached the kernel, and the comparison printed both algorithms' final rewards.
     assert "smoke=True" in outputs
     assert "offline best-of-N" in outputs and "on-policy REINFORCE" in outputs
+    # The atlas cell built its (rarity, coverage) cell and printed what it achieved.
+    assert "rarity" in outputs and "coverage" in outputs
     figures = sum(1 for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if "image/png" in o.get("data", {}))
-    assert figures >= 3, f"expected the reference, film-strip and comparison figures; got {figures} images"
+    assert figures >= 4, f"expected the reference, film-strip, comparison and atlas-cell figures; got {figures} images"
 
 
 def test_committed_notebook_has_its_outputs():
@@ -55,5 +57,5 @@ def test_committed_notebook_has_its_outputs():
     errors = [o for c in code for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors, errors[0].get("evalue")
     images = [o for c in code for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
-    assert len(images) >= 3
+    assert len(images) >= 4
     assert NOTEBOOK.stat().st_size < 2_000_000
