@@ -58,6 +58,11 @@ class MetricConstants(NamedTuple):
     log pi_ref, log pi_star, the high-reward indicator and the best-bin
     indicator. One matrix-vector product then gives all of them; on CPU this is
     several times faster under vmap than separate reductions.
+
+    Attributes:
+      table: (5, K) the stacked vectors, in that order.
+      ref_probs: (K,) pi_ref.
+      ref_neg_entropy: () sum_i pi_ref,i log pi_ref,i.
     """
 
     table: jax.Array
@@ -66,7 +71,7 @@ class MetricConstants(NamedTuple):
 
 
 def metric_constants(ref_probs: jax.Array, reward: jax.Array, beta: float | jax.Array) -> MetricConstants:
-    """Precompute the metric table for :func:`metrics_from_constants`."""
+    """Precompute the metric table for :func:`metrics_from_constants` from (K,) ref_probs and reward."""
     ref_logp = safe_log(ref_probs)
     table = jnp.stack(
         [
@@ -81,7 +86,7 @@ def metric_constants(ref_probs: jax.Array, reward: jax.Array, beta: float | jax.
 
 
 def metrics_from_constants(logp: jax.Array, c: MetricConstants) -> dict[str, jax.Array]:
-    """All EXACT_METRICS for one context, given precomputed constants (see exact_metrics)."""
+    """All EXACT_METRICS (scalars) for one context from its (K,) ``logp``, given precomputed constants (see exact_metrics)."""
     p = jnp.exp(logp)
     reward, ref, star, high, best = c.table @ p
     neg_h = logp @ p
