@@ -76,7 +76,16 @@ def build(out_dir: str | Path) -> list[str]:
             if name not in covered:
                 specs.append(name)
                 covered.update(pdoc.extract.walk_specs([name]))
-        pdoc.pdoc(*specs, output_directory=Path(out_dir))
+        # jax.Array is a C++ class whose qualified name is jaxlib._jax.Array: pdoc would print the
+        # annotation as jax.jaxlib._jax.Array. Render it as users write it for the build's duration.
+        import jax
+
+        qualname = jax.Array.__qualname__
+        jax.Array.__qualname__ = "Array"
+        try:
+            pdoc.pdoc(*specs, output_directory=Path(out_dir))
+        finally:
+            jax.Array.__qualname__ = qualname
     found = []
     for w in caught:
         if not issubclass(w.category, (UserWarning, RuntimeWarning)) or "pdoc" not in w.filename:

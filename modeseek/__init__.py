@@ -23,7 +23,7 @@ ms.run(...)`` and ``from modeseek import run`` work as with eager imports.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 # Before anything can start XLA: cap its CPU code at AVX2 so that results are
 # bit-identical across x86-64 machines (modeseek._xla explains; no jax import).
@@ -67,7 +67,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     if name in _FROM:
         value = getattr(importlib.import_module(_FROM[name]), name)
     elif name.startswith("__"):

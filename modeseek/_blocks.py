@@ -31,6 +31,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.typing import ArrayLike
 
 from modeseek import _checks
 from modeseek._xla import compile_lowered, options_key
@@ -82,7 +83,7 @@ def check_memory(runs: int, block: int, out_block_bytes: int, working_per_run: i
 _executables: dict[tuple, Any] = {}
 
 
-def resolve_devices(devices) -> list:
+def resolve_devices(devices: Sequence[jax.Device] | None) -> list[jax.Device]:
     """The devices to spread blocks over (default: all of ``jax.devices()``); refuses an empty list."""
     devs = list(jax.devices() if devices is None else devices)
     if not devs:
@@ -111,7 +112,7 @@ def _map(fn: Callable, items: Sequence[Any], workers: int) -> list:
         return list(pool.map(fn, items))
 
 
-def _pad(x, runs: int, padded: int):
+def _pad(x: ArrayLike, runs: int, padded: int) -> np.ndarray:
     x = np.asarray(x)
     if padded == runs:
         return x
@@ -169,7 +170,7 @@ def run_blocks(
         out_bytes = sum(int(np.prod(o.shape)) * o.dtype.itemsize for o in jax.tree.leaves(lowered[missing[0]].out_info))
         check_memory(runs, block, out_bytes, working_per_run)
 
-        def build(j):
+        def build(j: int) -> tuple[jax.stages.Compiled, int]:
             return compile_lowered(lowered[j], used[j].platform), out_bytes
 
         # One compile per device (a program is bound to its device), in parallel.
@@ -182,7 +183,7 @@ def run_blocks(
     compile_s = time.perf_counter() - t0 if missing else 0.0
     shared_on = {j: jax.device_put(shared, devs[j]) for j in exes}
 
-    def one(b):
+    def one(b: int) -> Any:
         j = b % len(devs)
         args = jax.tree.map(lambda x: jax.device_put(x[b * block : (b + 1) * block], devs[j]), host)
         return jax.block_until_ready(exes[j](*args, *shared_on[j]))
@@ -192,13 +193,13 @@ def run_blocks(
     return out, compile_s
 
 
-def _batched(fn, n_per_run: int, n_shared: int, batching: str):
+def _batched(fn: Callable[..., Any], n_per_run: int, n_shared: int, batching: str) -> jax.stages.Wrapped:
     _checks.choice("batching", batching, ("vmap", "map"))
     in_axes = (0,) * n_per_run + (None,) * n_shared
     if batching == "vmap":
         return jax.jit(jax.vmap(fn, in_axes=in_axes))
 
-    def mapped(*args):
+    def mapped(*args: Any) -> Any:
         per, shared = args[:n_per_run], args[n_per_run:]
         return jax.lax.map(lambda xs: fn(*xs, *shared), per)
 

@@ -26,11 +26,11 @@ def register_pytree(cls: type, leaves: tuple[str, ...], static: tuple[str, ...])
     Unflattening bypasses ``__init__``: it happens with tracers, which must not be validated.
     """
 
-    def flatten(obj):
+    def flatten(obj: Any) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
         return tuple(getattr(obj, n) for n in leaves), tuple(getattr(obj, n) for n in static)
 
-    def unflatten(aux, values):
-        obj = object.__new__(cls)
+    def unflatten(aux: tuple[Any, ...], values: Iterable[Any]) -> Any:
+        obj: Any = object.__new__(cls)
         for name, value in zip(leaves + static, (*values, *aux)):
             object.__setattr__(obj, name, value)
         return obj

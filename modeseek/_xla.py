@@ -40,11 +40,15 @@ import contextlib
 import os
 import platform
 import threading
+from typing import TYPE_CHECKING
 
 from modeseek._isa import cpu_isa  # sets the ceiling, if it still can, before jax is imported
 
 # isort: split
 import jax  # noqa: E402
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 __all__ = ["CPU_COMPILER_OPTIONS", "FAST_COMPILE_OPTIONS", "compile_lowered", "options_key", "fast_compile", "cpu_isa", "provenance"]
 
@@ -67,13 +71,13 @@ def options_key(platform: str | None = None) -> tuple:
     return tuple(sorted(opts.items())) if platform == "cpu" else ()
 
 
-def compile_lowered(lowered, platform: str | None = None):
+def compile_lowered(lowered: jax.stages.Lowered, platform: str | None = None) -> jax.stages.Compiled:
     """Compile a ``jax.stages.Lowered`` with modeseek's options for ``platform`` (default: the default backend)."""
     return lowered.compile(compiler_options=dict(options_key(platform)) or None)
 
 
 @contextlib.contextmanager
-def fast_compile():
+def fast_compile() -> Iterator[None]:
     """Compile CPU programs for compile speed inside the block (about 30% faster compiles, about 10% slower runs).
 
     ``make figures`` and ``modeseek reproduce`` run under it; see the module docstring.
@@ -104,7 +108,7 @@ def provenance() -> dict:
     """What fixes a result's bits: package versions, compiler options, the CPU and its vector extensions."""
     import importlib.metadata as md
 
-    def version(name):
+    def version(name: str) -> str | None:
         try:
             return md.version(name)
         except md.PackageNotFoundError:

@@ -14,6 +14,7 @@ All weights are treated as constants (no gradient flows into them).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -122,7 +123,7 @@ def pair_weight_block(table: PairTable, rows: jax.Array) -> jax.Array:
     return q[rows][:, None] * q[None, :] * pref * counted
 
 
-def pair_expectation(table: PairTable, fn, *, normalise: bool = True, block: int = PAIR_BLOCK):
+def pair_expectation(table: PairTable, fn: Callable[[jax.Array], Any], *, normalise: bool = True, block: int = PAIR_BLOCK) -> Any:
     """sum_ij W_ij fn(rows)_ij over all pairs, block by block.
 
     Args:
@@ -140,7 +141,7 @@ def pair_expectation(table: PairTable, fn, *, normalise: bool = True, block: int
     nb = -(-k // b)
     rows = jnp.arange(nb * b, dtype=jnp.int32).reshape(nb, b)
 
-    def one(r):
+    def one(r: jax.Array) -> Any:
         valid = (r < k)[:, None]
         rr = jnp.minimum(r, k - 1)
         w = jnp.where(valid, pair_weight_block(table, rr), 0.0)

@@ -25,9 +25,15 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated, Any, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 import tyro
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from modeseek.engine import Trajectory
+    from modeseek.sweep import SweepResult, SweepSpec
 
 __all__ = ["RunCommand", "SweepCommand", "MergeCommand", "ListCommand", "ReproduceCommand", "main"]
 
@@ -220,7 +226,7 @@ def _prepare(folder: Path | None, out: Path | None, cache: bool) -> None:
         engine.enable_compilation_cache()
 
 
-def _summary(traj) -> str:
+def _summary(traj: Trajectory) -> str:
     """Final expected reward (mean and standard error over seeds) per grid point, and timings."""
     import numpy as np
 
@@ -233,14 +239,14 @@ def _summary(traj) -> str:
     ]
     flat = final.reshape(-1, traj.seeds)
     idx = np.indices(traj.grid_shape).reshape(len(traj.grid_shape), -1) if traj.grid else np.zeros((0, 1), int)
-    axis_of = {n: a for a, names in enumerate(traj.axes) for n in names}
+    axis_of = {n: a for a, names in enumerate(traj.axes or ()) for n in names}
     for g in range(flat.shape[0]):
         lines.append(_final_line(", ".join(f"{n}={_fmt(v[idx[axis_of[n], g]])}" for n, v in traj.grid.items()), flat[g]))
     lines.append(f"compile {traj.compile_seconds:.2f} s, run {traj.run_seconds:.2f} s")
     return "\n".join(lines)
 
 
-def _final_line(label: str, x) -> str:
+def _final_line(label: str, x: np.ndarray) -> str:
     """One grid point's final expected reward over its seeds ``x``: mean and standard error."""
     import numpy as np
 
@@ -249,7 +255,7 @@ def _final_line(label: str, x) -> str:
     return f"{prefix}final expected reward {x.mean():.4f} +- {se:.4f} (s.e. over seeds)"
 
 
-def _fmt(v) -> str:
+def _fmt(v: object) -> str:
     import numpy as np
 
     return f"{v:g}" if isinstance(v, (float, np.floating)) else str(v)
@@ -364,7 +370,7 @@ class MergeCommand:
         print(_merged_summary(spec, path))
 
 
-def _sweep_summary(spec, result) -> str:
+def _sweep_summary(spec: SweepSpec, result: SweepResult) -> str:
     """What this process ran, and the merged table's final expected reward per grid point."""
     runs_s = result.runs / result.wall_seconds if result.wall_seconds > 0 else 0.0
     who = f"process {result.process_id}/{result.process_count}: " if result.process_count > 1 else ""
@@ -380,7 +386,7 @@ def _sweep_summary(spec, result) -> str:
     return "\n".join(lines)
 
 
-def _merged_summary(spec, path) -> str:
+def _merged_summary(spec: SweepSpec, path: str | Path) -> str:
     """Final expected reward (mean and standard error over seeds) per grid point of a merged table."""
     import numpy as np
     import pandas as pd
@@ -418,7 +424,7 @@ class ListCommand:
 
         from modeseek import engine, losses, policies, problems
 
-        def section(title, rows):
+        def section(title: str, rows: Sequence[Sequence[str]]) -> None:
             print(f"{title}:")
             width = max(len(r[0]) for r in rows)
             for r in rows:

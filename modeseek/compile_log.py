@@ -41,7 +41,7 @@ def _on_duration(event: str, duration_secs: float, **kwargs: str | int) -> None:
             log._add_duration(event, duration_secs, str(kwargs.get("fun_name", "?")))
 
 
-def _on_event(event: str, **_) -> None:
+def _on_event(event: str, **_: object) -> None:
     if event == _CACHE_HITS:
         with _lock:
             for log in _active:
@@ -108,7 +108,7 @@ class CompileLog:
             _active.append(self)
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         with _lock:
             _active.remove(self)
             if not _active:

@@ -26,9 +26,11 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from modeseek import _checks
 from modeseek.problems import high_reward_mask
@@ -53,12 +55,12 @@ _CENTER_STEP = 0.05
 _NUM_WIDTHS = 4000
 
 
-def high_reward_set(reward) -> np.ndarray:
+def high_reward_set(reward: ArrayLike) -> np.ndarray:
     """(K,) boolean mask of the high-reward set H = {y : r(y) >= 0.5 max r}."""
     return np.asarray(high_reward_mask(jnp.asarray(reward, jnp.float32)))
 
 
-def _reference_and_high_set(ref_probs, reward) -> tuple[np.ndarray, np.ndarray]:
+def _reference_and_high_set(ref_probs: ArrayLike, reward: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     """The validated reference (float64) and the high-reward set H, checked to have the same bins."""
     p = _checks.probability_vector("ref_probs", ref_probs)
     h = high_reward_set(reward)
@@ -67,7 +69,7 @@ def _reference_and_high_set(ref_probs, reward) -> tuple[np.ndarray, np.ndarray]:
     return p, h
 
 
-def rarity(ref_probs, reward) -> float:
+def rarity(ref_probs: ArrayLike, reward: ArrayLike) -> float:
     """Rarity rho = pi_ref(H): the reference mass on the high-reward set.
 
     Small rho is the paper's "far" geometry (the reward's peak sits where pi_ref
@@ -82,7 +84,7 @@ def rarity(ref_probs, reward) -> float:
     return float(p[h].sum())
 
 
-def coverage(data_probs, ref_probs, reward) -> float:
+def coverage(data_probs: ArrayLike, ref_probs: ArrayLike, reward: ArrayLike) -> float:
     """Coverage c = mu(H) / pi_ref(H) of a data distribution mu (1 = as much as pi_ref, 0 = none).
 
     Args:
@@ -123,7 +125,7 @@ class RarityBump:
         return abs(self.rarity / self.target - 1.0)
 
 
-def _bump(num_bins: int, center, width) -> np.ndarray:
+def _bump(num_bins: int, center: ArrayLike, width: ArrayLike) -> np.ndarray:
     i = np.arange(num_bins, dtype=np.float64)
     return np.exp(-(((i - np.asarray(center)[..., None]) / np.asarray(width)[..., None]) ** 2))
 
@@ -135,7 +137,7 @@ def _rarities(p: np.ndarray, rewards: np.ndarray) -> np.ndarray:
 
 
 def bump_for_rarity(
-    ref_probs,
+    ref_probs: ArrayLike,
     target: float,
     *,
     method: str = "shift",
@@ -209,12 +211,12 @@ def bump_for_rarity(
     return bump
 
 
-def bumps_for_rarities(ref_probs, targets: Sequence[float], **kwargs) -> list[RarityBump]:
+def bumps_for_rarities(ref_probs: ArrayLike, targets: Sequence[float], **kwargs: Any) -> list[RarityBump]:
     """:func:`bump_for_rarity` for each target (same keyword arguments)."""
     return [bump_for_rarity(ref_probs, t, **kwargs) for t in np.atleast_1d(np.asarray(targets, dtype=np.float64))]
 
 
-def coverage_data(ref_probs, reward, coverage_value: float) -> jnp.ndarray:
+def coverage_data(ref_probs: ArrayLike, reward: ArrayLike, coverage_value: float) -> jnp.ndarray:
     """The offline data distribution mu_c with coverage c = mu_c(H) / pi_ref(H).
 
     Definition (docs/paper.md §D.4 [C2], §D.6 Skew Length):
@@ -241,6 +243,6 @@ def coverage_data(ref_probs, reward, coverage_value: float) -> jnp.ndarray:
     return jnp.asarray(mu / mu.sum(), jnp.float32)
 
 
-def coverage_grid(ref_probs, reward, coverages: Sequence[float]) -> jnp.ndarray:
+def coverage_grid(ref_probs: ArrayLike, reward: ArrayLike, coverages: Sequence[float]) -> jnp.ndarray:
     """(C, K) stack of :func:`coverage_data` for each coverage (rows sweepable as ``run(data=...)``)."""
     return jnp.stack([coverage_data(ref_probs, reward, c) for c in np.atleast_1d(np.asarray(coverages, np.float64))])

@@ -41,12 +41,12 @@ EXACT_METRICS = (
 PAIR_METRICS = ("chosen_logp", "rejected_logp", "margin")
 
 
-def entropy(logp):
+def entropy(logp: jax.Array) -> jax.Array:
     """Exact entropy -sum_i p_i log p_i of log-probabilities, over the last axis."""
     return -jnp.sum(jnp.exp(logp) * logp, axis=-1)
 
 
-def kl(logp, logq):
+def kl(logp: jax.Array, logq: jax.Array) -> jax.Array:
     """Exact KL(p || q) = sum_i p_i (log p_i - log q_i) from log-probabilities, over the last axis."""
     return jnp.sum(jnp.exp(logp) * (logp - logq), axis=-1)
 
@@ -58,6 +58,11 @@ class MetricConstants(NamedTuple):
     log pi_ref, log pi_star, the high-reward indicator and the best-bin
     indicator. One matrix-vector product then gives all of them; on CPU this is
     several times faster under vmap than separate reductions.
+
+    Attributes:
+      table: (5, K) the stacked vectors, in that order.
+      ref_probs: (K,) pi_ref.
+      ref_neg_entropy: () sum_i pi_ref,i log pi_ref,i.
     """
 
     table: jax.Array
@@ -65,8 +70,8 @@ class MetricConstants(NamedTuple):
     ref_neg_entropy: jax.Array
 
 
-def metric_constants(ref_probs, reward, beta) -> MetricConstants:
-    """Precompute the metric table for :func:`metrics_from_constants`."""
+def metric_constants(ref_probs: jax.Array, reward: jax.Array, beta: float | jax.Array) -> MetricConstants:
+    """Precompute the metric table for :func:`metrics_from_constants` from (K,) ref_probs and reward."""
     ref_logp = safe_log(ref_probs)
     table = jnp.stack(
         [
@@ -80,8 +85,8 @@ def metric_constants(ref_probs, reward, beta) -> MetricConstants:
     return MetricConstants(table, ref_probs, jnp.sum(jax.scipy.special.xlogy(ref_probs, ref_probs)))
 
 
-def metrics_from_constants(logp, c: MetricConstants) -> dict[str, jax.Array]:
-    """All EXACT_METRICS for one context, given precomputed constants (see exact_metrics)."""
+def metrics_from_constants(logp: jax.Array, c: MetricConstants) -> dict[str, jax.Array]:
+    """All EXACT_METRICS (scalars) for one context from its (K,) ``logp``, given precomputed constants (see exact_metrics)."""
     p = jnp.exp(logp)
     reward, ref, star, high, best = c.table @ p
     neg_h = logp @ p
@@ -96,7 +101,7 @@ def metrics_from_constants(logp, c: MetricConstants) -> dict[str, jax.Array]:
     }
 
 
-def exact_metrics(logp, ref_probs, reward, beta) -> dict[str, jax.Array]:
+def exact_metrics(logp: jax.Array, ref_probs: jax.Array, reward: jax.Array, beta: float | jax.Array) -> dict[str, jax.Array]:
     """All EXACT_METRICS for one context.
 
     Args:

@@ -12,6 +12,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from modeseek import _checks, references, rewards
 
@@ -35,7 +36,7 @@ class Problem:
     reward: Any
     name: str = "custom"
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if _checks.is_traced(self.ref_probs) or _checks.is_traced(self.reward):
             return
         p = _checks.probability_vector("ref_probs", self.ref_probs)
@@ -63,13 +64,13 @@ _checks.register_pytree(Problem, ("ref_probs", "reward"), ("name",))
 LOG_ZERO = -1e4
 
 
-def safe_log(p):
+def safe_log(p: ArrayLike) -> jnp.ndarray:
     """log p with exact zeros mapped to ``LOG_ZERO`` (0·log 0 terms then vanish under weights)."""
     p = jnp.asarray(p)
     return jnp.where(p > 0, jnp.log(jnp.where(p > 0, p, 1.0)), LOG_ZERO)
 
 
-def pi_star(problem: Problem, beta) -> jnp.ndarray:
+def pi_star(problem: Problem, beta: float | jax.Array) -> jnp.ndarray:
     """The KL-regularised optimum pi*(y) = pi_ref(y) exp(r(y)/beta) / Z.
 
     It maximises E_pi[r] - beta KL(pi || pi_ref) (docs/paper.md §E.1; the paper's Lemma 6.1, §E.2).
@@ -85,7 +86,7 @@ def pi_star(problem: Problem, beta) -> jnp.ndarray:
     return jax.nn.softmax(safe_log(problem.ref_probs) + problem.reward / beta, axis=-1)
 
 
-def high_reward_mask(reward) -> jnp.ndarray:
+def high_reward_mask(reward: ArrayLike) -> jnp.ndarray:
     """(K,) boolean mask of bins with reward >= 0.5 of the maximum (of max - min for signed rewards)."""
     r = jnp.asarray(reward)
     lo, hi = jnp.min(r), jnp.max(r)

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from modeseek import _checks
 
@@ -122,7 +123,7 @@ def zipf(num_bins: int, exponent: float = 1.0) -> jnp.ndarray:
     return _as_probs(np.arange(1, num_bins + 1, dtype=np.float64) ** (-float(exponent)))
 
 
-def from_logits(logits) -> jnp.ndarray:
+def from_logits(logits: ArrayLike) -> jnp.ndarray:
     """softmax(logits) for a user (K,) logit vector; -inf marks excluded bins."""
     z = _checks.vector("logits", logits, finite=False)
     if np.any(np.isnan(z)) or np.any(z == np.inf):
@@ -133,6 +134,6 @@ def from_logits(logits) -> jnp.ndarray:
     return _as_probs(np.exp(z - z.max()))
 
 
-def from_probs(probs) -> jnp.ndarray:
+def from_probs(probs: ArrayLike) -> jnp.ndarray:
     """Validate and return a user (K,) probability vector (renormalised to sum to 1)."""
     return _as_probs(_checks.probability_vector("probs", probs))

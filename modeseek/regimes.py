@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
@@ -61,13 +62,13 @@ PAIRINGS = ("all", "disjoint")
 _MONOTONE_CDF_BINS = 256
 
 
-def _le(x, u):
+def _le(x: jax.Array, u: jax.Array) -> jax.Array:
     # searchsorted's total order for these values: u is NaN only when the whole
     # CDF is (cumsum propagates NaN), and a NaN query sorts after everything.
     return (x <= u) | jnp.isnan(u)
 
 
-def _blocked_count(cdf, u):
+def _blocked_count(cdf: jax.Array, u: jax.Array) -> jax.Array:
     """#{j : cdf_j <= u} for each u, for a non-decreasing (K,) cdf, in O(n sqrt K).
 
     Count the blocks of about sqrt(K) entries whose last entry is <= u (all of
@@ -108,15 +109,15 @@ def sample_bins(key: jax.Array, logq: jax.Array, n: int) -> jax.Array:
     return jnp.minimum(idx, k - 1).astype(jnp.int32)
 
 
-def sample_points(key, logq, reward, n: int) -> Points:
+def sample_points(key: jax.Array, logq: jax.Array, reward: jax.Array, n: int) -> Points:
     """N responses from q with rewards; weights 1/N. logq, reward: (K,)."""
     y = sample_bins(key, logq, n)
     logq_n = jax.nn.log_softmax(logq)
     return Points(y, reward[y], jnp.full((n,), 1.0 / n), logq_n[y], jnp.asarray(n, jnp.float32))
 
 
-def exact_points(logq, reward) -> Points:
-    """All K bins weighted by q: the population version of :func:`sample_points`."""
+def exact_points(logq: jax.Array, reward: jax.Array) -> Points:
+    """All K bins weighted by q: the population version of :func:`sample_points`. logq, reward: (K,); the batch has M = K items."""
     logq_n = jax.nn.log_softmax(logq)
     k = logq.shape[0]
     return Points(
@@ -128,7 +129,7 @@ def exact_points(logq, reward) -> Points:
     )
 
 
-def sample_best_of_n(key, logq, reward, n: int) -> BestOfN:
+def sample_best_of_n(key: jax.Array, logq: jax.Array, reward: jax.Array, n: int) -> BestOfN:
     """Draw N responses; keep the best (first index on ties), worst, and the rest.
 
     Args:
@@ -159,14 +160,14 @@ class RewardOrder(NamedTuple):
     lt_index: jax.Array
 
 
-def reward_order(reward) -> RewardOrder:
+def reward_order(reward: jax.Array) -> RewardOrder:
     """Sort the (K,) reward once, so that a loop of :func:`exact_best_of_n` calls need not re-sort it every step."""
     order = jnp.argsort(reward)
     rs = reward[order]
     return RewardOrder(order, jnp.searchsorted(rs, reward, side="right"), jnp.searchsorted(rs, reward, side="left"))
 
 
-def exact_best_of_n(logq, reward, n: int, *, order: RewardOrder | None = None) -> BestOfN:
+def exact_best_of_n(logq: jax.Array, reward: jax.Array, n: int, *, order: RewardOrder | None = None) -> BestOfN:
     """The exact distribution of the best and worst of N i.i.d. draws from q.
 
     Bins are grouped by reward value. With F_le / F_lt the q-mass of bins with
@@ -206,8 +207,8 @@ def exact_best_of_n(logq, reward, n: int, *, order: RewardOrder | None = None) -
 
 
 @functools.cache
-def pair_index(n: int, pairing: str):
-    """Indices (a, b) of the pairs among n draws: "all", every i < j, row-major; "disjoint", (0, 1), (2, 3), ..."""
+def pair_index(n: int, pairing: str) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (a, b), each (P,) int32, of the P pairs among n draws: "all", every i < j, row-major (P = n(n-1)/2); "disjoint", (0, 1), (2, 3), ... (P = n // 2)."""
     if pairing == "all":
         a, b = np.triu_indices(n, 1)
     else:
@@ -215,14 +216,14 @@ def pair_index(n: int, pairing: str):
     return a.astype(np.int32), b.astype(np.int32)
 
 
-def _counted(gap, min_reward_gap, labels):
+def _counted(gap: jax.Array, min_reward_gap: float | jax.Array, labels: str) -> jax.Array:
     # A pair counts when its rewards differ by at least the minimum gap (and, with reward labels, differ at all).
     counted = jnp.abs(gap) >= min_reward_gap
     return counted & (gap != 0) if labels == "reward" else counted
 
 
-def label_pairs(a, b, gap, uniforms, *, labels, min_reward_gap, bt_scale) -> Pairs:
-    """Label the pairs (a, b) whose rewards differ by ``gap`` = r_a - r_b (see :func:`sample_pairs`).
+def label_pairs(a: jax.Array, b: jax.Array, gap: jax.Array, uniforms: Callable[[tuple[int, ...]], jax.Array], *, labels: str, min_reward_gap: float | jax.Array, bt_scale: float | jax.Array) -> Pairs:
+    """Label the pairs (a, b) whose rewards differ by ``gap`` = r_a - r_b (see :func:`sample_pairs`); a, b, gap: (P,).
 
     ``uniforms(shape)`` draws the uniforms of Bradley-Terry labels; it is not
     called for reward labels. Counted pairs get weight 1/(number counted).
@@ -239,15 +240,15 @@ def label_pairs(a, b, gap, uniforms, *, labels, min_reward_gap, bt_scale) -> Pai
 
 
 def sample_pairs(
-    key,
-    logq,
-    reward,
+    key: jax.Array,
+    logq: jax.Array,
+    reward: jax.Array,
     n: int,
     *,
     labels: str = "reward",
     pairing: str = "all",
-    min_reward_gap=0.0,
-    bt_scale=1.0,
+    min_reward_gap: float | jax.Array = 0.0,
+    bt_scale: float | jax.Array = 1.0,
 ) -> Pairs:
     """Preference pairs from N draws of q.
 
@@ -280,14 +281,16 @@ def sample_pairs(
 MAX_MATERIALISED_PAIR_BINS = 512
 
 
-def exact_pairs(logq, reward, *, labels: str = "reward", min_reward_gap=0.0, bt_scale=1.0, factored: bool | None = None):
+def exact_pairs(
+    logq: jax.Array, reward: jax.Array, *, labels: str = "reward", min_reward_gap: float | jax.Array = 0.0, bt_scale: float | jax.Array = 1.0, factored: bool | None = None
+) -> Pairs | PairTable:
     """All K x K ordered pairs weighted by q_i q_j P(i preferred to j), over counted pairs.
 
     The population version of :func:`sample_pairs` (either pairing: every pair
     of draws has the same law). Up to MAX_MATERIALISED_PAIR_BINS bins the K^2
     pairs are materialised as :class:`Pairs`; above (or with ``factored=True``)
     a :class:`PairTable` is returned, which the pair losses evaluate block by
-    block in O(K) memory.
+    block in O(K) memory. logq, reward: (K,); a materialised batch has M = K^2 pairs.
     """
     _checks.choice("labels", labels, PAIR_LABELS)
     q = jax.lax.stop_gradient(jax.nn.softmax(logq))
@@ -318,17 +321,17 @@ def exact_pairs(logq, reward, *, labels: str = "reward", min_reward_gap=0.0, bt_
 # ----------------------------------------------------------------------------- duels (self-play losses)
 
 
-def geometric_mixture(logq, ref_logp, alpha):
+def geometric_mixture(logq: jax.Array, ref_logp: jax.Array, alpha: float | jax.Array) -> jax.Array:
     """log pi_mix for pi_mix proportional to q^(1 - alpha) pi_ref^alpha (Nash-MD, Munos et al. 2023, arXiv 2312.00886).
 
     Normalised in log space, so it stays finite for any alpha in [0, 1] and any
-    finite log-probabilities. alpha = 0 gives q, alpha = 1 gives pi_ref.
+    finite log-probabilities. alpha = 0 gives q, alpha = 1 gives pi_ref. logq, ref_logp and the result: (K,).
     """
     return jax.nn.log_softmax((1.0 - alpha) * jax.nn.log_softmax(logq) + alpha * jax.nn.log_softmax(ref_logp))
 
 
-def duel_outcomes(gap, *, labels, min_reward_gap, bt_scale):
-    """(win, counted) for reward gaps r_y - r_other: P(y preferred) and whether the duel is a preference pair.
+def duel_outcomes(gap: jax.Array, *, labels: str, min_reward_gap: float | jax.Array, bt_scale: float | jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(win, counted), each (M,), for (M,) reward gaps r_y - r_other: P(y preferred) and whether the duel is a preference pair.
 
     Reward labels: win is 1, 1/2 (a tie) or 0; Bradley-Terry labels:
     sigmoid(bt_scale * gap), the label's probability rather than a drawn label.
@@ -342,14 +345,16 @@ def duel_outcomes(gap, *, labels, min_reward_gap, bt_scale):
     return win, _counted(gap, min_reward_gap, labels)
 
 
-def _duels(y, other, w, reward, labels, min_reward_gap, bt_scale):
+def _duels(y: jax.Array, other: jax.Array, w: jax.Array, reward: jax.Array, labels: str, min_reward_gap: float | jax.Array, bt_scale: float | jax.Array) -> Duels:
     gap = reward[y] - reward[other]
     win, counted = duel_outcomes(gap, labels=labels, min_reward_gap=min_reward_gap, bt_scale=bt_scale)
     pw = w * counted
     return Duels(y, other, win, w, pw / jnp.maximum(jnp.sum(pw), 1e-30))
 
 
-def sample_duels(key, logq, opponent_logq, reward, n: int, *, labels: str = "reward", min_reward_gap=0.0, bt_scale=1.0) -> Duels:
+def sample_duels(
+    key: jax.Array, logq: jax.Array, opponent_logq: jax.Array, reward: jax.Array, n: int, *, labels: str = "reward", min_reward_gap: float | jax.Array = 0.0, bt_scale: float | jax.Array = 1.0
+) -> Duels:
     """N draws of q paired index-wise with N independent draws of the opponent.
 
     Args:
@@ -373,7 +378,7 @@ def sample_duels(key, logq, opponent_logq, reward, n: int, *, labels: str = "rew
     return _duels(y, other, jnp.full((n,), 1.0 / n), reward, labels, min_reward_gap, bt_scale)
 
 
-def exact_duels(logq, opponent_logq, reward, *, labels: str = "reward", min_reward_gap=0.0, bt_scale=1.0) -> Duels:
+def exact_duels(logq: jax.Array, opponent_logq: jax.Array, reward: jax.Array, *, labels: str = "reward", min_reward_gap: float | jax.Array = 0.0, bt_scale: float | jax.Array = 1.0) -> Duels:
     """All K x K duels (y = i, other = j) weighted by q_i q'_j: the population version of :func:`sample_duels`.
 
     The pair weights are normalised over counted duels, as :func:`exact_pairs`

@@ -23,11 +23,13 @@ program fits every dataset.
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.typing import ArrayLike
 
 from modeseek import _checks, regimes
 from modeseek.problems import safe_log
@@ -46,7 +48,7 @@ __all__ = [
 MODELS = ("tabular", "rbf", "gold")
 
 
-def pair_counts(chosen, rejected, num_bins: int, weight=None) -> jax.Array:
+def pair_counts(chosen: jax.Array, rejected: jax.Array, num_bins: int, weight: jax.Array | None = None) -> jax.Array:
     """(K, K) preference counts W with W[i, j] = total weight of pairs where i beat j.
 
     Args:
@@ -62,13 +64,13 @@ def pair_counts(chosen, rejected, num_bins: int, weight=None) -> jax.Array:
 
 def sample_pair_counts(
     key: jax.Array,
-    data_probs,
-    reward,
+    data_probs: jax.Array,
+    reward: jax.Array,
     *,
     num_samples: int,
     num_contexts: int = 1,
     labels: str = "reward",
-    bt_scale=1.0,
+    bt_scale: float | jax.Array = 1.0,
     pairing: str = "all",
 ) -> jax.Array:
     """Draw a preference dataset from mu and return its (K, K) counts.
@@ -100,11 +102,11 @@ def sample_pair_counts(
 
 
 @functools.partial(jax.jit, static_argnames=("num_samples", "num_contexts", "labels", "pairing"))
-def _sample_counts(key, data_probs, reward, bt_scale, *, num_samples, num_contexts, labels, pairing):
+def _sample_counts(key: jax.Array, data_probs: jax.Array, reward: jax.Array, bt_scale: float | jax.Array, *, num_samples: int, num_contexts: int, labels: str, pairing: str) -> jax.Array:
     k = reward.shape[-1]
     logq = safe_log(data_probs)
 
-    def one(kk):
+    def one(kk: jax.Array) -> jax.Array:
         pairs = regimes.sample_pairs(kk, logq, reward, num_samples, labels=labels, pairing=pairing, bt_scale=bt_scale)
         # Unnormalised: every counted pair has weight 1 (sample_pairs divides by their number).
         return pair_counts(pairs.chosen, pairs.rejected, k, (pairs.weight > 0).astype(jnp.float32))
@@ -139,18 +141,18 @@ def rbf_features(num_bins: int, num_centers: int = 10, width: float | None = Non
     return jnp.asarray(feats, jnp.float32)
 
 
-def bt_log_likelihood(values, counts, bt_scale=1.0):
+def bt_log_likelihood(values: jax.Array, counts: ArrayLike, bt_scale: float | jax.Array = 1.0) -> jax.Array:
     """sum_{i,j} W_ij log sigmoid(s (v_i - v_j)) for (K,) values and (K, K) counts."""
     diff = values[:, None] - values[None, :]
     return jnp.sum(counts * jax.nn.log_sigmoid(bt_scale * diff))
 
 
 @functools.partial(jax.jit, static_argnames=("steps",))
-def _fit(counts, phi, offset, prior_scale, bt_scale, learning_rate, *, steps):
+def _fit(counts: ArrayLike, phi: jax.Array, offset: jax.Array, prior_scale: float | jax.Array, bt_scale: float | jax.Array, learning_rate: float | jax.Array, *, steps: int) -> jax.Array:
     """Posterior mode of v = offset + Phi a under a ~ N(0, sigma^2 I), by Adam under lax.scan."""
     n = jnp.maximum(jnp.sum(counts), 1.0)
 
-    def loss(a):
+    def loss(a: jax.Array) -> jax.Array:
         log_post = bt_log_likelihood(offset + phi @ a, counts, bt_scale) - jnp.sum(a**2) / (2.0 * prior_scale**2)
         # Divided by the number of pairs n (same optimum) so that Adam's step
         # size means the same thing for every dataset size.
@@ -158,7 +160,7 @@ def _fit(counts, phi, offset, prior_scale, bt_scale, learning_rate, *, steps):
 
     opt = optax.adam(optax.cosine_decay_schedule(learning_rate, steps, alpha=1e-2))
 
-    def step(carry, _):
+    def step(carry: tuple[jax.Array, Any], _: None) -> tuple[tuple[jax.Array, Any], None]:
         a, state = carry
         u, state = opt.update(jax.grad(loss)(a), state, a)
         return (optax.apply_updates(a, u), state), None
@@ -168,7 +170,7 @@ def _fit(counts, phi, offset, prior_scale, bt_scale, learning_rate, *, steps):
     return offset + phi @ a
 
 
-def _check_fit_args(counts, prior_scale, bt_scale, steps, learning_rate):
+def _check_fit_args(counts: ArrayLike, prior_scale: float | jax.Array, bt_scale: float | jax.Array, steps: int, learning_rate: float | jax.Array) -> jax.Array:
     counts = jnp.asarray(counts, jnp.float32)
     if counts.ndim != 2 or counts.shape[0] != counts.shape[1]:
         raise ValueError(f"counts has shape {counts.shape}; expected a square (K, K) matrix")
@@ -179,7 +181,9 @@ def _check_fit_args(counts, prior_scale, bt_scale, steps, learning_rate):
     return counts
 
 
-def fit_tabular(counts, *, prior_mean=0.0, prior_scale=1.0, bt_scale=1.0, steps: int = 1500, learning_rate=1.0) -> jax.Array:
+def fit_tabular(
+    counts: ArrayLike, *, prior_mean: float | jax.Array = 0.0, prior_scale: float | jax.Array = 1.0, bt_scale: float | jax.Array = 1.0, steps: int = 1500, learning_rate: float | jax.Array = 1.0
+) -> jax.Array:
     """Tabular Bradley-Terry fit: the posterior mode with one value per bin and prior v_i ~ N(m, sigma^2).
 
     Maximises  sum_ij W_ij log sigmoid(s (v_i - v_j)) - sum_i (v_i - m)^2 / (2 sigma^2)
@@ -207,7 +211,9 @@ def fit_tabular(counts, *, prior_mean=0.0, prior_scale=1.0, bt_scale=1.0, steps:
     return _fit(counts, jnp.eye(k, dtype=jnp.float32), offset, prior_scale, bt_scale, learning_rate, steps=int(steps))
 
 
-def fit_features(counts, features, *, prior_scale=1.0, bt_scale=1.0, steps: int = 1500, learning_rate=1.0) -> jax.Array:
+def fit_features(
+    counts: ArrayLike, features: jax.Array, *, prior_scale: float | jax.Array = 1.0, bt_scale: float | jax.Array = 1.0, steps: int = 1500, learning_rate: float | jax.Array = 1.0
+) -> jax.Array:
     """Feature-model Bradley-Terry fit: the posterior mode of v = Phi a with prior a ~ N(0, sigma^2 I).
 
     Maximises  sum_ij W_ij log sigmoid(s ((Phi a)_i - (Phi a)_j)) - |a|^2 / (2 sigma^2).

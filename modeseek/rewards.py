@@ -10,13 +10,14 @@ from collections.abc import Sequence
 
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from modeseek import _checks
 
 __all__ = ["gaussian_bump", "multi_bump", "threshold", "from_array"]
 
 
-def gaussian_bump(num_bins: int, center, width) -> jnp.ndarray:
+def gaussian_bump(num_bins: int, center: ArrayLike, width: ArrayLike) -> jnp.ndarray:
     """The paper's reward r(i) = exp(-((i - center) / width)^2) (docs/paper.md §A.3).
 
     Args:
@@ -72,6 +73,6 @@ def threshold(num_bins: int, low: int, high: int | None = None) -> jnp.ndarray:
     return jnp.asarray(((i >= low) & (i <= high)).astype(np.float32))
 
 
-def from_array(values) -> jnp.ndarray:
+def from_array(values: ArrayLike) -> jnp.ndarray:
     """Validate a user (K,) reward array: 1-D, at least 2 bins, all finite."""
     return jnp.asarray(_checks.vector("reward", values), dtype=jnp.float32)

@@ -57,9 +57,15 @@ import threading
 import time
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modeseek import _files
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from modeseek.problems import Problem
+    from modeseek.sequences.problems import SequenceProblem
 
 __all__ = ["SweepSpec", "Chunks", "SweepResult", "SweepError", "run_sweep", "run_chunks", "merge", "chunk_files", "MERGED", "MANIFEST"]
 
@@ -81,7 +87,7 @@ def presets() -> tuple[str, ...]:
     return problems.presets() + SEQUENCE_PRESETS
 
 
-def get_problem(name: str):
+def get_problem(name: str) -> Problem | SequenceProblem:
     """The Problem or SequenceProblem behind a preset name."""
     from modeseek import _checks, problems
     from modeseek.sequences.problems import paper_sequence_bandit
@@ -136,7 +142,7 @@ class SweepSpec:
     grid: Any = ()
     paired: Any = ()
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         from modeseek import _checks, engine, losses
 
         object.__setattr__(self, "problems", (self.problems,) if isinstance(self.problems, str) else tuple(self.problems))
@@ -265,7 +271,7 @@ class SweepSpec:
         )
 
 
-def _numbers(name, v) -> tuple[float, ...]:
+def _numbers(name: str, v: object) -> tuple[float, ...]:
     """Grid values as a tuple of floats (a scalar is one value)."""
     import numpy as np
 
@@ -276,7 +282,7 @@ def _numbers(name, v) -> tuple[float, ...]:
     return tuple(float(x) for x in arr)
 
 
-def _plain(v):
+def _plain(v: Any) -> Any:
     """Option values as plain JSON types (NumPy scalars from callers become Python ones)."""
     if isinstance(v, (list, tuple)):
         return tuple(v)
@@ -510,7 +516,7 @@ def _first_line(e: BaseException) -> str:
     return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
-def _join_runtime(coordinator, num_processes, process_id, distributed, init_timeout_s) -> tuple[int, int, bool]:
+def _join_runtime(coordinator: str | None, num_processes: int | None, process_id: int | None, distributed: bool | None, init_timeout_s: float) -> tuple[int, int, bool]:
     """Join JAX's distributed runtime if asked to or if a cluster launcher is detected.
 
     Returns (process_id, process_count, whether this call initialised the runtime).
@@ -520,7 +526,7 @@ def _join_runtime(coordinator, num_processes, process_id, distributed, init_time
     if jax.distributed.is_initialized():
         return jax.process_index(), jax.process_count(), False
     # The values given, as keyword arguments of jax.distributed.initialize.
-    given = {k: v for k, v in dict(coordinator_address=coordinator, num_processes=num_processes, process_id=process_id).items() if v is not None}
+    given: dict[str, Any] = {k: v for k, v in dict(coordinator_address=coordinator, num_processes=num_processes, process_id=process_id).items() if v is not None}
     from modeseek import _checks
 
     if num_processes is not None:
@@ -562,7 +568,7 @@ class _Peers:
 
     PREFIX = "modeseek-sweep/"
 
-    def __init__(self, pid: int, nproc: int):
+    def __init__(self, pid: int, nproc: int) -> None:
         from jax._src import distributed as _dist  # the runtime's client: its key-value store
 
         self.pid, self.nproc = pid, nproc
@@ -606,7 +612,7 @@ class _Peers:
 # ----------------------------------------------------------------------------- running
 
 
-def run_sweep(spec: SweepSpec, out_dir: str | os.PathLike, **kwargs) -> SweepResult:
+def run_sweep(spec: SweepSpec, out_dir: str | os.PathLike, **kwargs: Any) -> SweepResult:
     """Run the chunks of ``spec`` that are not on disk yet, then merge: :func:`run_chunks` of ``spec.chunks()``."""
     if not isinstance(spec, SweepSpec):
         raise ValueError(f"spec={spec!r} is not a SweepSpec")
@@ -707,7 +713,7 @@ def run_chunks(
     return result
 
 
-def _run_chunks(work, out_dir, pid, nproc, progress, workers, on_chunk, peers) -> SweepResult:
+def _run_chunks(work: Chunks, out_dir: Path, pid: int, nproc: int, progress: bool, workers: int, on_chunk: Callable[[int, dict], None] | None, peers: _Peers | None) -> SweepResult:
     """Run this process's chunks that are not on disk yet, a lane per thread."""
     _check_manifest(out_dir, work)
     (out_dir / CHUNKS).mkdir(parents=True, exist_ok=True)
@@ -730,7 +736,7 @@ def _run_chunks(work, out_dir, pid, nproc, progress, workers, on_chunk, peers) -
     computed: list[int] = []
     lock = threading.Lock()
 
-    def run_lane(indices):
+    def run_lane(indices: list[int]) -> None:
         for i in indices:
             if peers is not None:
                 peers.check()
@@ -848,7 +854,7 @@ def merge(out_dir: str | os.PathLike, *, spec: SweepSpec | Chunks | None = None)
         schema_meta[_META_KEY] = json.dumps({"spec_hash": work.digest, "merged": True, "num_chunks": work.num_chunks}).encode()
         schema = first.schema_arrow.with_metadata(schema_meta)
 
-        def write(tmp, paths=paths, schema=schema, schema_meta=schema_meta):
+        def write(tmp: str, paths: list[Path] = paths, schema: pa.Schema = schema, schema_meta: dict[bytes, bytes] = schema_meta) -> None:
             with pq.ParquetWriter(tmp, schema) as writer:
                 for g in range(work.groups):
                     for path in paths:

@@ -30,6 +30,7 @@ Each task carries its coordinates on the rarity x coverage map of
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
@@ -78,7 +79,7 @@ def length_reference(num_bins: int = NUM_LENGTHS, mean: float = LENGTH_MEAN, sd:
     return references.gaussian(num_bins, mean, sd)
 
 
-def _task(name, ref, reward, data, description):
+def _task(name: str, ref: jnp.ndarray, reward: jnp.ndarray, data: jnp.ndarray, description: str) -> LengthTask:
     problem = Problem(ref, reward, name=name)
     return LengthTask(
         name,
@@ -131,12 +132,12 @@ def names() -> tuple[str, ...]:
     return tuple(_TASKS)
 
 
-def get(name: str, **kwargs) -> LengthTask:
+def get(name: str, **kwargs: Any) -> LengthTask:
     """A length task by name; keyword arguments go to its constructor."""
     _checks.choice("task", name, _TASKS)
     return _TASKS[name](**kwargs)
 
 
-def all_tasks(**kwargs) -> list[LengthTask]:
+def all_tasks(**kwargs: Any) -> list[LengthTask]:
     """The three presets with shared keyword arguments (num_bins, mean, sd, width)."""
     return [f(**kwargs) for f in _TASKS.values()]

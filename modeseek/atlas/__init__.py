@@ -69,7 +69,12 @@ from modeseek import losses
 from modeseek.problems import Problem, high_reward_mask
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     import pandas as pd
+    from jax.typing import ArrayLike
+
+    from modeseek.engine import Trajectory
 
 __all__ = [
     "EPS",
@@ -118,7 +123,7 @@ _SAMPLED = {"exact": "on_policy", "exact_offline": "offline"}
 BIMODAL_MODES = ((20.0, 5.0), (70.0, 5.0))
 
 
-def kl_pair(p, q) -> tuple[float, float]:
+def kl_pair(p: ArrayLike, q: ArrayLike) -> tuple[float, float]:
     """(F, R) = (KL(q || p), KL(p || q)) in float64, p floored at :data:`PROB_FLOOR` and renormalised; rounding below 0 is clipped to 0."""
     p = np.maximum(np.asarray(p, np.float64), PROB_FLOOR)
     p = p / p.sum()
@@ -129,7 +134,7 @@ def kl_pair(p, q) -> tuple[float, float]:
     return max(forward, 0.0), max(reverse, 0.0)
 
 
-def mode_seeking_index(forward, reverse, eps: float = EPS):
+def mode_seeking_index(forward: ArrayLike, reverse: ArrayLike, eps: float = EPS) -> np.ndarray:
     """(F - R) / (F + R + eps): > 0 when the forward KL(pi* || pi) dominates (mode-seeking), < 0 when the reverse does.
 
     Args:
@@ -158,7 +163,7 @@ def problems() -> list[Problem]:
     return [ms.problems.get("far"), ms.problems.get("near"), bimodal_problem()]
 
 
-def top_mode(reward, target) -> np.ndarray:
+def top_mode(reward: ArrayLike, target: ArrayLike) -> np.ndarray:
     """(K,) mask of the connected run of high-reward bins (r >= max r / 2) holding most of ``target``'s mass."""
     high = np.asarray(high_reward_mask(np.asarray(reward)))
     target = np.asarray(target, np.float64)
@@ -214,12 +219,12 @@ def early_step(steps: int) -> int:
     return max(1, round(EARLY_FRACTION * steps))
 
 
-def _run(name: str, probs, steps: int, opts: dict, seeds: int, key: int):
+def _run(name: str, probs: list[Problem], steps: int, opts: dict, seeds: int, key: int) -> Trajectory:
     # Snapshots at the early checkpoint's multiples, so that it and the final step are both stored.
     return ms.run(probs, loss=name, steps=steps, seeds=seeds, key=key, snapshot_every=early_step(steps), block=len(probs) * seeds, **opts)
 
 
-def measure(names=None, *, steps: int = STEPS, probs=None, key: int = 0, overrides: dict | None = None) -> Measured:
+def measure(names: Iterable[str] | None = None, *, steps: int = STEPS, probs: Iterable[Problem] | None = None, key: int = 0, overrides: dict | None = None) -> Measured:
     """Train every objective in ``names`` (default :func:`objectives`) on ``probs`` (default :func:`problems`) and tabulate.
 
     One ``modeseek.run`` call (one compiled program) per objective, the

@@ -13,11 +13,17 @@ maximum-likelihood ones (forward KL) mode-covering, contrastive ones between.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from modeseek import atlas, pieces
 from modeseek.pieces import Claim, Piece
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    import pandas as pd
 
 #: Smoke budget: steps, and the analytic divergences (the fastest programs to compile), when registered.
 SMOKE_STEPS = 50
@@ -40,14 +46,14 @@ def plan(smoke: bool) -> tuple[tuple[str, ...], int]:
     return (smoke_objectives(), SMOKE_STEPS) if smoke else (atlas.objectives(), atlas.STEPS)
 
 
-def _palette(table) -> dict[str, object]:
+def _palette(table: pd.DataFrame) -> dict[str, object]:
     import seaborn as sns
 
     fams = list(FAMILY_ORDER) + sorted(set(table["family"]) - set(FAMILY_ORDER))
     return dict(zip(fams, sns.color_palette("colorblind", len(fams))))
 
 
-def _scatter(table, path: Path, smoke: bool) -> None:
+def _scatter(table: pd.DataFrame, path: Path, smoke: bool) -> None:
     import matplotlib.pyplot as plt
     import seaborn as sns
 
@@ -83,7 +89,7 @@ def _scatter(table, path: Path, smoke: bool) -> None:
     pieces.save_figure(fig, path, title="Objective atlas: mode-seeking index against reward, exact population dynamics", smoke=smoke, fontsize=12)
 
 
-def _mass(mass, table, path: Path, smoke: bool) -> None:
+def _mass(mass: pd.DataFrame, table: pd.DataFrame, path: Path, smoke: bool) -> None:
     import seaborn as sns
 
     sub = mass[mass["problem"] == MASS_PROBLEM]
@@ -118,7 +124,7 @@ def _mass(mass, table, path: Path, smoke: bool) -> None:
     pieces.save_figure(g.figure, path)
 
 
-def _fam_indices(table, problem: str) -> dict[str, dict[str, float]]:
+def _fam_indices(table: pd.DataFrame, problem: str) -> dict[str, dict[str, float]]:
     sub = table[table["problem"] == problem]
     return {f: dict(zip(d["objective"], d["index"])) for f, d in sub.groupby("family")}
 
@@ -127,7 +133,7 @@ def _list(d: dict[str, float]) -> str:
     return ", ".join(f"{k} {v:+.3f}" for k, v in sorted(d.items(), key=lambda kv: -kv[1])) or "none"
 
 
-def _at_target(table, problem: str, names) -> str:
+def _at_target(table: pd.DataFrame, problem: str, names: Iterable[str]) -> str:
     """A note naming those of ``names`` whose final policy is within EPS nats (F + R) of pi*, where the index is ~0 by design."""
     if "kl_forward" not in table:
         return ""
@@ -142,7 +148,7 @@ def _at_target(table, problem: str, names) -> str:
     )
 
 
-def claims(table, problem: str = CLAIM_PROBLEM) -> list[Claim]:
+def claims(table: pd.DataFrame, problem: str = CLAIM_PROBLEM) -> list[Claim]:
     """The atlas's claims on ``problem``, computed from the table."""
     fam = _fam_indices(table, problem)
     cov, con, onp = fam.get("mode_covering", {}), fam.get("contrastive", {}), fam.get("on_policy", {})
@@ -227,7 +233,7 @@ def claims(table, problem: str = CLAIM_PROBLEM) -> list[Claim]:
     return out
 
 
-def _markdown(table) -> str:
+def _markdown(table: pd.DataFrame) -> str:
     cols = ["objective", "family", "problem", "sampling", "index", "index_early", "kl_reverse", "kl_forward", "expected_reward", "entropy", "mass_top_mode", "steps_to_90"]
     head = "| " + " | ".join(cols) + " |\n| " + " | ".join("---" if c in ("objective", "family", "problem", "sampling") else "---:" for c in cols) + " |\n"
     lines = []

@@ -44,12 +44,13 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
 
 from modeseek import _checks
+from modeseek.batches import Points
 from modeseek.losses import contrastive, mode_covering, on_policy, self_play, sequences
 from modeseek.losses.contrastive import (
     apo_down,
@@ -87,6 +88,10 @@ from modeseek.losses.on_policy import (
 )
 from modeseek.losses.self_play import mirror_descent, nash_md, online_dpo, spo_exact, xpo
 from modeseek.losses.sequences import LOSS_AGGREGATIONS, RATIOS
+
+if TYPE_CHECKING:
+    from modeseek.engine import HyperParams
+    from modeseek.sequences.batches import SequenceBatch
 
 __all__ = [
     "LossSpec",
@@ -273,7 +278,7 @@ class LossSpec:
         found = re.search(r"docs/paper\.md (§[A-Z][0-9.]*[0-9A-Z])", doc)
         return f"docs/paper.md {found.group(1)}" if found else "arXiv 2404.14367"
 
-    def batch_hook(self, kind: str, config: Any = None, /, **static_options) -> Callable[..., Any] | None:
+    def batch_hook(self, kind: str, config: Any = None, /, **static_options: Any) -> Callable[..., Any] | None:
         """The batch-level statistic the loss needs, as ``hook(batches, ref, hp, num_samples) -> batches``, or None.
 
         ``batches`` is the stacked batch of every context (leading axis C;
@@ -287,19 +292,20 @@ class LossSpec:
         Static options are resolved as in :meth:`bind`.
         """
         impl = self.implementation(kind)
-        if impl.stat is None:
+        stat_fn = impl.stat
+        if stat_fn is None:
             return None
         bound = self._static(kind, config, static_options)
 
-        def hook(batches, ref, hp, num_samples):
+        def hook(batches: Points | SequenceBatch, ref: jax.Array | None, hp: HyperParams, num_samples: int) -> Points | SequenceBatch:
             kw = {n: getattr(hp, n) for n in impl.traced}
-            per = jax.vmap(lambda b: impl.stat(b, ref, num_samples=num_samples, **bound, **kw))(batches)
+            per = jax.vmap(lambda b: stat_fn(b, ref, num_samples=num_samples, **bound, **kw))(batches)
             if per is None:
                 return batches
             stat = {"group": per, "batch": jax.tree.map(lambda x: jnp.broadcast_to(jnp.mean(x, axis=0), x.shape), per)}
-            if hasattr(batches, "items"):
-                return batches._replace(items=batches.items._replace(stat=stat))
-            return batches._replace(stat=stat)
+            if isinstance(batches, Points):
+                return batches._replace(stat=stat)
+            return batches._replace(items=batches.items._replace(stat=stat))
 
         return hook
 
@@ -322,7 +328,7 @@ class LossSpec:
             raise ValueError(f"{', '.join(bad)} cannot be bound to loss={self.name!r} ({kind}); {own} (traced values such as beta come in apply's hp, batch options such as labels go to the batch)")
         return {n: _checks.choice(n, v, STATIC_CHOICES[n]) for n, v in given.items() if n in impl.static}
 
-    def bind(self, kind: str, config: Any = None, /, **static_options) -> Callable[..., Any]:
+    def bind(self, kind: str, config: Any = None, /, **static_options: Any) -> Callable[..., tuple[jax.Array, dict[str, jax.Array]]]:
         """Fix the static options once; return ``apply(logp, batch, ref, hp) -> (loss, aux)``.
 
         ``apply`` calls the loss function of ``kind`` with the bound static
@@ -347,7 +353,7 @@ class LossSpec:
         impl = self.implementation(kind)
         bound = self._static(kind, config, static_options)
 
-        def apply(logp, batch, ref, hp):
+        def apply(logp: jax.Array, batch: Any, ref: jax.Array | None, hp: HyperParams) -> tuple[jax.Array, dict[str, jax.Array]]:
             kw = {n: getattr(hp, n) for n in impl.traced}
             if impl.ref is not None:
                 kw[impl.ref] = ref
@@ -374,7 +380,19 @@ _KL_STATIC = ("kl_estimator", "kl_placement")
 _KTO = ("beta", "desirable_weight", "undesirable_weight")
 
 
-def _loss(name, family, batch, *, static=(), traced=(), ref=None, options=(), sequence=True, stat=None, **spec_fields):
+def _loss(
+    name: str,
+    family: str,
+    batch: str,
+    *,
+    static: tuple[str, ...] = (),
+    traced: tuple[str, ...] = (),
+    ref: str | None = None,
+    options: tuple[str, ...] = (),
+    sequence: bool | dict[str, Any] = True,
+    stat: Callable[..., dict[str, jax.Array] | None] | None = None,
+    **spec_fields: Any,
+) -> LossSpec:
     """A LossSpec whose bandit function is ``<family module>.<name>``.
 
     ``sequence``: False for a bandit-only loss; otherwise its sequence function is
@@ -393,7 +411,7 @@ def _loss(name, family, batch, *, static=(), traced=(), ref=None, options=(), se
     return LossSpec(name, family, batch, impls, **spec_fields)
 
 
-def _preset(name, base, description, **preset):
+def _preset(name: str, base: str, description: str, **preset: Any) -> LossSpec:
     """A registered name for ``base`` with the options ``preset`` fixed."""
     b = _REGISTRY[base]
     return LossSpec(name, b.family, b.batch, b.implementations, preset=preset, base=base, description=description, greedy_reward=b.greedy_reward)
@@ -550,7 +568,7 @@ def get(name: str, kind: str | None = None) -> LossSpec:
     return _REGISTRY[name]
 
 
-def _given_names(given) -> set[str]:
+def _given_names(given: Iterable[str] | Mapping[str, Any]) -> set[str]:
     """Names set in ``given``: a mapping's keys whose values are not None or False, or an iterable's names."""
     if isinstance(given, Mapping):
         # None (negative, kl_estimator) and False (normalize) leave a feature off,
@@ -559,7 +577,7 @@ def _given_names(given) -> set[str]:
     return {str(n) for n in given}
 
 
-def _refuse_inapplicable(spec: LossSpec, kind: str | None, given) -> None:
+def _refuse_inapplicable(spec: LossSpec, kind: str | None, given: Iterable[Iterable[str] | Mapping[str, Any]]) -> None:
     """Raise :func:`check_options`'s error for the names in ``given`` that some loss reads but ``spec`` on ``kind`` does not."""
     specific = {n for s in _REGISTRY.values() for n in s.options} - set(ALWAYS_ACCEPTED)
     options = spec.options if kind is None else spec.implementation(kind).options
@@ -573,7 +591,7 @@ def _refuse_inapplicable(spec: LossSpec, kind: str | None, given) -> None:
         )
 
 
-def _contradiction(spec: LossSpec, name: str, value) -> str:
+def _contradiction(spec: LossSpec, name: str, value: object) -> str:
     return f"{name}={value!r} contradicts loss={spec.name!r}, which fixes {name}={spec.preset[name]!r}; use loss={spec.base!r} to set {name} yourself"
 
 

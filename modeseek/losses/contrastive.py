@@ -14,6 +14,8 @@ Unbatched: ``logp`` and ``ref_logp`` are (K,) for one context.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 
@@ -45,12 +47,12 @@ __all__ = [
 ]
 
 
-def implicit_margin(logp, ref_logp, chosen, rejected):
-    """h = [log pi(y_w) - log pi_ref(y_w)] - [log pi(y_l) - log pi_ref(y_l)] for each pair."""
+def implicit_margin(logp: jax.Array, ref_logp: jax.Array, chosen: jax.Array, rejected: jax.Array) -> jax.Array:
+    """h = [log pi(y_w) - log pi_ref(y_w)] - [log pi(y_l) - log pi_ref(y_l)] for each pair: (M,) from (K,) logp, ref_logp and (M,) bins."""
     return (logp[chosen] - ref_logp[chosen]) - (logp[rejected] - ref_logp[rejected])
 
 
-def pair_statistics(logp, ref_logp, batch: Pairs | PairTable):
+def pair_statistics(logp: jax.Array, ref_logp: jax.Array, batch: Pairs | PairTable) -> dict[str, jax.Array]:
     """Weighted means of the chosen and rejected log-probabilities and the margin h."""
     if isinstance(batch, PairTable):
         u = logp - ref_logp
@@ -74,7 +76,7 @@ def pair_statistics(logp, ref_logp, batch: Pairs | PairTable):
     return {"chosen_logp": chosen / total, "rejected_logp": rejected / total, "margin": margin / total}
 
 
-def _pair_terms(logp, ref_logp, batch: Pairs | PairTable, per_pair):
+def _pair_terms(logp: jax.Array, ref_logp: jax.Array, batch: Pairs | PairTable, per_pair: Callable[[jax.Array, jax.Array, jax.Array, jax.Array], jax.Array]) -> tuple[jax.Array, dict[str, jax.Array]]:
     """sum_pairs w * per_pair(lw, ll, hw, hl), with the pair statistics; a PairTable is summed block by block.
 
     lw, ll: log pi of the chosen and rejected responses; hw, hl: their log-ratios
@@ -90,7 +92,7 @@ def _pair_terms(logp, ref_logp, batch: Pairs | PairTable, per_pair):
     return loss, pair_statistics(logp, ref_logp, batch)
 
 
-def dpo(logp, batch: Pairs, *, ref_logp, beta):
+def dpo(logp: jax.Array, batch: Pairs | PairTable, *, ref_logp: jax.Array, beta: float | jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Direct preference optimisation: sum_pairs w * -log sigmoid(beta * h).
 
     Family: contrastive (negative gradient). Per pair the gradient is
@@ -100,14 +102,18 @@ def dpo(logp, batch: Pairs, *, ref_logp, beta):
 
     Args:
       logp: (K,) log pi_theta(.|x).
-      batch: Pairs.
+      batch: Pairs ((M,) sampled pairs) or PairTable (all K x K pairs, exact).
       ref_logp: (K,) log pi_ref.
       beta: inverse temperature > 0.
+
+    Returns:
+      (loss (), aux): aux holds the weighted pair statistics chosen_logp,
+      rejected_logp and margin, each () (:func:`pair_statistics`).
     """
     return _pair_terms(logp, ref_logp, batch, lambda lw, ll, hw, hl: -jax.nn.log_sigmoid(beta * (hw - hl)))
 
 
-def ipo(logp, batch: Pairs, *, ref_logp, target_margin):
+def ipo(logp: jax.Array, batch: Pairs | PairTable, *, ref_logp: jax.Array, target_margin: float | jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Identity preference optimisation: sum_pairs w * (h - target_margin)^2.
 
     Family: contrastive (negative gradient). ``target_margin`` is the margin in
@@ -116,7 +122,7 @@ def ipo(logp, batch: Pairs, *, ref_logp, target_margin):
     scripts, docs/paper.md §B.6). The engine's default is 1/(2 beta), i.e. tau = beta.
 
     Args:
-      logp, batch, ref_logp: as in :func:`dpo`.
+      logp (K,), batch, ref_logp (K,): as in :func:`dpo`.
       target_margin: target h, > 0.
     """
     return _pair_terms(logp, ref_logp, batch, lambda lw, ll, hw, hl: (hw - hl - target_margin) ** 2)
@@ -140,7 +146,7 @@ CHI_PO_MAX_LOG_RATIO = 10.0
 _MAX_LOGP_ODDS = -1e-6
 
 
-def log1mexp(x):
+def log1mexp(x: jax.Array) -> jax.Array:
     """log(1 - exp(x)) for x <= 0, capped at x = -1e-6, with finite gradients on both branches.
 
     Two branches (Maechler 2012): log(-expm1(x)) near 0, log1p(-exp(x)) below
@@ -154,7 +160,7 @@ def log1mexp(x):
     return jnp.where(near, jnp.log(-jnp.expm1(a)), jnp.log1p(-jnp.exp(b)))
 
 
-def slic(logp, batch: Pairs, *, ref_logp, beta, nll_coef=1.0):
+def slic(logp: jax.Array, batch: Pairs | PairTable, *, ref_logp: jax.Array, beta: float | jax.Array, nll_coef: float | jax.Array = 1.0) -> tuple[jax.Array, dict[str, jax.Array]]:
     """SLiC-HF calibration: sum_pairs w * [relu(1 - beta * h) - nll_coef * log pi(y_w)].
 
     Family: contrastive (negative gradient while the margin h is below 1/beta,
@@ -177,7 +183,9 @@ def slic(logp, batch: Pairs, *, ref_logp, beta, nll_coef=1.0):
     return _pair_terms(logp, ref_logp, batch, lambda lw, ll, hw, hl: jax.nn.relu(1.0 - beta * (hw - hl)) - nll_coef * lw)
 
 
-def simpo(logp, batch: Pairs, *, ref_logp, beta, simpo_gamma=0.5, length=1.0):
+def simpo(
+    logp: jax.Array, batch: Pairs | PairTable, *, ref_logp: jax.Array, beta: float | jax.Array, simpo_gamma: float | jax.Array = 0.5, length: float | jax.Array = 1.0
+) -> tuple[jax.Array, dict[str, jax.Array]]:
     """SimPO: sum_pairs w * -log sigmoid(beta * (log pi(y_w) - log pi(y_l)) / |y| - gamma).
 
     Family: contrastive, reference-free. Source: Meng, Xia and Chen 2024,
@@ -189,7 +197,7 @@ def simpo(logp, batch: Pairs, *, ref_logp, beta, simpo_gamma=0.5, length=1.0):
     rescales beta). ``ref_logp`` feeds the reported pair statistics only.
 
     Args:
-      logp, batch, ref_logp: as in :func:`slic`.
+      logp (K,), batch, ref_logp (K,): as in :func:`slic`.
       beta: reward scale > 0 (the paper uses 2 to 10 on LLMs).
       simpo_gamma: target reward margin gamma >= 0.
       length: |y|, the number of tokens per response.
@@ -197,7 +205,7 @@ def simpo(logp, batch: Pairs, *, ref_logp, beta, simpo_gamma=0.5, length=1.0):
     return _pair_terms(logp, ref_logp, batch, lambda lw, ll, hw, hl: -jax.nn.log_sigmoid(beta * (lw - ll) / length - simpo_gamma))
 
 
-def cpo(logp, batch: Pairs, *, ref_logp, beta, nll_coef=1.0):
+def cpo(logp: jax.Array, batch: Pairs | PairTable, *, ref_logp: jax.Array, beta: float | jax.Array, nll_coef: float | jax.Array = 1.0) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Contrastive preference optimisation: sum_pairs w * [-log sigmoid(beta (log pi(y_w) - log pi(y_l))) - nll_coef log pi(y_w)].
 
     Family: contrastive, reference-free. Source: Xu, Sharaf, Chen, Tan, Shen,
@@ -207,19 +215,19 @@ def cpo(logp, batch: Pairs, *, ref_logp, beta, nll_coef=1.0):
     weight the paper fixes at 1. ``ref_logp`` feeds the pair statistics only.
 
     Args:
-      logp, batch, ref_logp: as in :func:`slic`.
+      logp (K,), batch, ref_logp (K,): as in :func:`slic`.
       beta: inverse temperature > 0.
       nll_coef: weight >= 0 of the NLL of the chosen response.
     """
     return _pair_terms(logp, ref_logp, batch, lambda lw, ll, hw, hl: -jax.nn.log_sigmoid(beta * (lw - ll)) - nll_coef * lw)
 
 
-def log_odds(logp):
+def log_odds(logp: jax.Array) -> jax.Array:
     """log(p / (1 - p)) from log p, with log p capped at -1e-6 (so at most 13.8)."""
     return jnp.minimum(logp, _MAX_LOGP_ODDS) - log1mexp(logp)
 
 
-def orpo(logp, batch: Pairs, *, ref_logp, beta, length=1.0):
+def orpo(logp: jax.Array, batch: Pairs | PairTable, *, ref_logp: jax.Array, beta: float | jax.Array, length: float | jax.Array = 1.0) -> tuple[jax.Array, dict[str, jax.Array]]:
     """ORPO: sum_pairs w * [-log pi(y_w) - beta * log sigmoid(log odds(y_w) - log odds(y_l))], odds = p / (1 - p).
 
     Family: contrastive, reference-free (odds ratio instead of a reference).
@@ -233,19 +241,19 @@ def orpo(logp, batch: Pairs, *, ref_logp, beta, length=1.0):
     on bandits). ``ref_logp`` feeds the pair statistics only.
 
     Args:
-      logp, batch, ref_logp: as in :func:`slic`.
+      logp (K,), batch, ref_logp (K,): as in :func:`slic`.
       beta: weight lambda >= 0 of the odds-ratio term.
       length: |y|, the number of tokens per response.
     """
 
-    def per_pair(lw, ll, hw, hl):
+    def per_pair(lw: jax.Array, ll: jax.Array, hw: jax.Array, hl: jax.Array) -> jax.Array:
         lw, ll = lw / length, ll / length
         return -lw - beta * jax.nn.log_sigmoid(log_odds(lw) - log_odds(ll))
 
     return _pair_terms(logp, ref_logp, batch, per_pair)
 
 
-def apo_zero(logp, batch: Pairs, *, ref_logp, beta):
+def apo_zero(logp: jax.Array, batch: Pairs | PairTable, *, ref_logp: jax.Array, beta: float | jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
     """APO-zero: sum_pairs w * [(1 - sigmoid(beta h_w)) + sigmoid(beta h_l)], h = log pi - log pi_ref.
 
     Family: contrastive, anchored: pushes the chosen response's likelihood up
@@ -256,13 +264,13 @@ def apo_zero(logp, batch: Pairs, *, ref_logp, beta):
     arXiv 2408.06266.
 
     Args:
-      logp, batch, ref_logp: as in :func:`slic`.
+      logp (K,), batch, ref_logp (K,): as in :func:`slic`.
       beta: inverse temperature > 0.
     """
     return _pair_terms(logp, ref_logp, batch, lambda lw, ll, hw, hl: jax.nn.sigmoid(-beta * hw) + jax.nn.sigmoid(beta * hl))
 
 
-def apo_down(logp, batch: Pairs, *, ref_logp, beta):
+def apo_down(logp: jax.Array, batch: Pairs | PairTable, *, ref_logp: jax.Array, beta: float | jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
     """APO-down: sum_pairs w * [sigmoid(beta h_w) + (1 - sigmoid(beta (h_w - h_l)))].
 
     Family: contrastive, anchored: pushes both likelihoods down, the rejected
@@ -270,13 +278,13 @@ def apo_down(logp, batch: Pairs, *, ref_logp, beta):
     D'Oosterlinck et al. 2024, arXiv 2408.06266.
 
     Args:
-      logp, batch, ref_logp: as in :func:`slic`.
+      logp (K,), batch, ref_logp (K,): as in :func:`slic`.
       beta: inverse temperature > 0.
     """
     return _pair_terms(logp, ref_logp, batch, lambda lw, ll, hw, hl: jax.nn.sigmoid(beta * hw) + jax.nn.sigmoid(-beta * (hw - hl)))
 
 
-def sppo(logp, batch: Pairs, *, ref_logp, beta):
+def sppo(logp: jax.Array, batch: Pairs | PairTable, *, ref_logp: jax.Array, beta: float | jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
     """SPPO (hard labels): sum_pairs w * [(h_w - 1/(2 beta))^2 + (h_l + 1/(2 beta))^2].
 
     Family: contrastive (regression of each log-ratio onto a fixed target, so
@@ -289,14 +297,14 @@ def sppo(logp, batch: Pairs, *, ref_logp, beta):
     and the labels are hard (the "sppo_hard" of the DPO-family trainers).
 
     Args:
-      logp, batch, ref_logp: as in :func:`slic`.
+      logp (K,), batch, ref_logp (K,): as in :func:`slic`.
       beta: > 0; the targets are +-1/(2 beta).
     """
     half = 0.5 / beta
     return _pair_terms(logp, ref_logp, batch, lambda lw, ll, hw, hl: (hw - half) ** 2 + (hl + half) ** 2)
 
 
-def dpop(logp, batch: Pairs, *, ref_logp, beta, dpop_lambda=50.0):
+def dpop(logp: jax.Array, batch: Pairs | PairTable, *, ref_logp: jax.Array, beta: float | jax.Array, dpop_lambda: float | jax.Array = 50.0) -> tuple[jax.Array, dict[str, jax.Array]]:
     """DPO-Positive: sum_pairs w * -log sigmoid(beta * (h - lambda * max(0, -h_w))).
 
     Family: contrastive. The penalty is active when the chosen response's
@@ -306,20 +314,20 @@ def dpop(logp, batch: Pairs, *, ref_logp, beta, dpop_lambda=50.0):
     Optimisation with DPO-Positive", arXiv 2402.13228.
 
     Args:
-      logp, batch, ref_logp: as in :func:`slic`.
+      logp (K,), batch, ref_logp (K,): as in :func:`slic`.
       beta: inverse temperature > 0.
       dpop_lambda: penalty weight lambda >= 0 (0: DPO).
     """
     return _pair_terms(logp, ref_logp, batch, lambda lw, ll, hw, hl: -jax.nn.log_sigmoid(beta * ((hw - hl) - dpop_lambda * jax.nn.relu(-hw))))
 
 
-def chi_link(h):
+def chi_link(h: jax.Array) -> jax.Array:
     """phi(z) = z + log z at z = pi / pi_ref, from the log-ratio h = log z: exp(h) + h, with h clipped above at CHI_PO_MAX_LOG_RATIO."""
     h = jnp.minimum(h, CHI_PO_MAX_LOG_RATIO)
     return jnp.exp(h) + h
 
 
-def chi_po(logp, batch: Pairs, *, ref_logp, beta):
+def chi_po(logp: jax.Array, batch: Pairs | PairTable, *, ref_logp: jax.Array, beta: float | jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
     """chi^2-preference optimisation: sum_pairs w * -log sigmoid(beta * (phi(z_w) - phi(z_l))), phi(z) = z + log z.
 
     Family: contrastive. DPO's link log z becomes z + log z, the implicit
@@ -335,13 +343,13 @@ def chi_po(logp, batch: Pairs, *, ref_logp, beta):
     finite. phi is computed from the log-ratio, never from z itself.
 
     Args:
-      logp, batch, ref_logp: as in :func:`slic`.
+      logp (K,), batch, ref_logp (K,): as in :func:`slic`.
       beta: inverse temperature > 0.
     """
     return _pair_terms(logp, ref_logp, batch, lambda lw, ll, hw, hl: -jax.nn.log_sigmoid(beta * (chi_link(hw) - chi_link(hl))))
 
 
-def robust_dpo(logp, batch: Pairs, *, ref_logp, beta, label_smoothing=0.1):
+def robust_dpo(logp: jax.Array, batch: Pairs | PairTable, *, ref_logp: jax.Array, beta: float | jax.Array, label_smoothing: float | jax.Array = 0.1) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Label-smoothed (conservative) DPO: sum_pairs w * [(1 - eps) DPO(h) + eps DPO(-h)].
 
     Family: contrastive. Each label is taken to be flipped with probability
@@ -356,13 +364,13 @@ def robust_dpo(logp, batch: Pairs, *, ref_logp, beta, label_smoothing=0.1):
     label smoothing this one.
 
     Args:
-      logp, batch, ref_logp: as in :func:`slic`.
+      logp (K,), batch, ref_logp (K,): as in :func:`slic`.
       beta: inverse temperature > 0.
       label_smoothing: eps in [0, 0.5) (0: DPO).
     """
     eps = label_smoothing
 
-    def per_pair(lw, ll, hw, hl):
+    def per_pair(lw: jax.Array, ll: jax.Array, hw: jax.Array, hl: jax.Array) -> jax.Array:
         x = beta * (hw - hl)
         return -(1.0 - eps) * jax.nn.log_sigmoid(x) - eps * jax.nn.log_sigmoid(-x)
 
@@ -372,7 +380,7 @@ def robust_dpo(logp, batch: Pairs, *, ref_logp, beta, label_smoothing=0.1):
 # ----------------------------------------------------------------------------- unpaired labels: KTO and BCO
 
 
-def unpaired_labels(reward, weight):
+def unpaired_labels(reward: jax.Array, weight: jax.Array) -> tuple[jax.Array, jax.Array]:
     """(desirable, undesirable) boolean masks of a Points batch: reward above / below its weighted mean.
 
     The threshold is the batch's mean reward (one context): the population
@@ -390,7 +398,9 @@ def unpaired_labels(reward, weight):
     return live & (reward > mean), live & (reward < mean)
 
 
-def kto_with_reference_point(h, batch: Points, z0, *, beta, desirable_weight=1.0, undesirable_weight=1.0):
+def kto_with_reference_point(
+    h: jax.Array, batch: Points, z0: jax.Array, *, beta: float | jax.Array, desirable_weight: float | jax.Array = 1.0, undesirable_weight: float | jax.Array = 1.0
+) -> tuple[jax.Array, dict[str, jax.Array]]:
     """KTO on the batch's log-ratios h (M,) with a given (detached) reference point z0; see :func:`kto`."""
     good, bad = unpaired_labels(batch.reward, batch.weight)
     z0 = jax.lax.stop_gradient(z0)
@@ -403,7 +413,9 @@ def kto_with_reference_point(h, batch: Points, z0, *, beta, desirable_weight=1.0
     return jnp.sum(w * per), {"reference_point": z0, "desirable_fraction": jnp.sum(jnp.where(good, w, 0.0))}
 
 
-def kto(logp, batch: Points, *, ref_logp, beta, desirable_weight=1.0, undesirable_weight=1.0):
+def kto(
+    logp: jax.Array, batch: Points, *, ref_logp: jax.Array, beta: float | jax.Array, desirable_weight: float | jax.Array = 1.0, undesirable_weight: float | jax.Array = 1.0
+) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Kahneman-Tversky optimisation on unpaired labels: sum_j w_j lambda_j (1 - v_j).
 
     v_j = sigmoid(beta (h_j - z0)) for a desirable response, sigmoid(beta (z0 - h_j))
@@ -432,7 +444,7 @@ def kto(logp, batch: Points, *, ref_logp, beta, desirable_weight=1.0, undesirabl
     return kto_with_reference_point(h, batch, z0, beta=beta, desirable_weight=desirable_weight, undesirable_weight=undesirable_weight)
 
 
-def bco(logp, batch: Points, *, ref_logp, beta):
+def bco(logp: jax.Array, batch: Points, *, ref_logp: jax.Array, beta: float | jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Binary classifier optimisation: sum_j w_j [-log sigmoid(+-(beta h_j - delta))], + for desirable, - for undesirable.
 
     A logistic classifier whose logit is the implicit reward beta h = beta
@@ -456,7 +468,7 @@ def bco(logp, batch: Points, *, ref_logp, beta):
     return bco_from_log_ratios(logp[batch.y] - ref_logp[batch.y], batch, beta=beta)
 
 
-def bco_from_log_ratios(h, batch: Points, *, beta, reward_shift=None):
+def bco_from_log_ratios(h: jax.Array, batch: Points, *, beta: float | jax.Array, reward_shift: jax.Array | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
     """BCO on the batch's log-ratios h (M,); see :func:`bco`.
 
     ``reward_shift``: delta, e.g. a running mean kept by the caller; None: the

@@ -24,11 +24,11 @@ __all__ = ["sft", "best_of_n", "pref_ft", "rwr", "forward_kl", "NEGATIVE_TERMS"]
 NEGATIVE_TERMS = ("worst", "mean_worse", "sum_worse", "log_complement")
 
 
-def _wsum(w, x):
+def _wsum(w: jax.Array, x: jax.Array) -> jax.Array:
     return jnp.sum(jax.lax.stop_gradient(w) * x)
 
 
-def sft(logp: jax.Array, batch: Points):
+def sft(logp: jax.Array, batch: Points) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Negative log-likelihood of the batch responses: -sum_j w_j log pi(y_j).
 
     Family: mode-covering. Exact on q it is the cross-entropy H(q, pi), i.e.
@@ -41,7 +41,7 @@ def sft(logp: jax.Array, batch: Points):
     return -_wsum(batch.weight, logp[batch.y]), {}
 
 
-def log_complement(logp_y):
+def log_complement(logp_y: jax.Array) -> jax.Array:
     """log(1 - pi(y)) from log pi(y) (:func:`modeseek.losses.contrastive.log1mexp`).
 
     log p is capped at -1e-6, so that the term stays finite (at most 13.8 per
@@ -50,7 +50,7 @@ def log_complement(logp_y):
     return log1mexp(logp_y)
 
 
-def best_of_n(logp: jax.Array, batch: BestOfN, *, negative: str | None = None, negative_coef=0.05):
+def best_of_n(logp: jax.Array, batch: BestOfN, *, negative: str | None = None, negative_coef: float | jax.Array = 0.05) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Best-of-N maximum likelihood, optionally with an explicit negative gradient.
 
     Family: mode-covering without ``negative`` (offline: Pref-FT / filtered BC;
@@ -88,10 +88,14 @@ def best_of_n(logp: jax.Array, batch: BestOfN, *, negative: str | None = None, n
     return loss + negative_coef * neg, {}
 
 
-def pref_ft(logp: jax.Array, batch: Pairs):
+def pref_ft(logp: jax.Array, batch: Pairs | PairTable) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Preference fine-tuning: NLL of the chosen response of each pair, -sum w log pi(y_w).
 
     Family: mode-covering (forward KL to the distribution of preferred responses).
+
+    Args:
+      logp: (K,) log pi_theta(.|x).
+      batch: Pairs ((M,) sampled pairs) or PairTable (all K x K pairs, exact).
     """
     if isinstance(batch, PairTable):
         k = logp.shape[0]
@@ -99,7 +103,7 @@ def pref_ft(logp: jax.Array, batch: Pairs):
     return -_wsum(batch.weight, logp[batch.chosen]), {}
 
 
-def rwr(logp: jax.Array, batch: Points, *, beta, normalize: bool = False):
+def rwr(logp: jax.Array, batch: Points, *, beta: float | jax.Array, normalize: bool = False) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Reward-weighted regression: NLL weighted by exp(r / beta), self-normalised per context.
 
     Family: mode-covering. The weights w_j exp(r_j/beta) are normalised to sum to 1
@@ -119,12 +123,16 @@ def rwr(logp: jax.Array, batch: Points, *, beta, normalize: bool = False):
     return -_wsum(w, logp[batch.y]), {}
 
 
-def forward_kl(logp: jax.Array, target: Target):
+def forward_kl(logp: jax.Array, target: Target) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Exact forward KL(target || pi) = sum_i t_i (log t_i - log pi_i), with 0 log 0 = 0.
 
     Family: mode-covering. Its gradient in the softmax logits is pi - target
     (docs/paper.md §E.4). Not rescaled by beta; beta enters only through the default
     target pi_star.
+
+    Args:
+      logp: (K,) log pi_theta(.|x).
+      target: Target, whose ``probs`` (K,) is the target distribution.
     """
     t = jax.lax.stop_gradient(target.probs)
     return jnp.sum(jax.scipy.special.xlogy(t, t) - t * logp), {}

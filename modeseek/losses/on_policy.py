@@ -19,8 +19,13 @@ Unbatched: ``logp`` and ``ref_logp`` are (K,) for one context.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax.typing import ArrayLike
 
 from modeseek import _checks
 from modeseek.batches import Points, Target
@@ -59,7 +64,7 @@ SCALE_REWARDS = ("group", "batch", "none")
 _MAX_LOG_RATIO = 20.0
 
 
-def kl_estimate(logp_y, ref_logp_y, estimator: str):
+def kl_estimate(logp_y: jax.Array, ref_logp_y: jax.Array, estimator: str) -> jax.Array:
     """Per-sample estimators of KL(pi || pi_ref) at y ~ pi (Schulman's k1, k2, k3).
 
     k1 = log pi/pi_ref, k2 = (log pi/pi_ref)^2 / 2, k3 = rho - 1 - log rho with
@@ -82,7 +87,7 @@ def kl_estimate(logp_y, ref_logp_y, estimator: str):
     raise ValueError(f"kl_estimator={estimator!r} is not valid here; expected one of k1, k2, k3")
 
 
-def advantages(reward, weight, count, kind: str):
+def advantages(reward: jax.Array, weight: jax.Array, count: jax.Array, kind: str) -> jax.Array:
     """Per-context advantages from (M,) rewards and weights (summing to 1).
 
     * "none": r
@@ -105,7 +110,7 @@ def advantages(reward, weight, count, kind: str):
     raise ValueError(f"advantage={kind!r} is not valid; expected one of {', '.join(ADVANTAGES)}")
 
 
-def _shaped_advantages(reward, items: Points, sampled_kl, *, advantage, beta, kl_estimator, kl_placement):
+def _shaped_advantages(reward: jax.Array, items: Points, sampled_kl: Callable[[str], jax.Array], *, advantage: str, beta: float | jax.Array, kl_estimator: str | None, kl_placement: str) -> jax.Array:
     """The advantages of ``reward`` over ``items`` (constants), after a KL penalty placed in the reward.
 
     With ``kl_placement="reward"`` the reward is first lowered by beta * ``sampled_kl(estimator)``,
@@ -116,7 +121,7 @@ def _shaped_advantages(reward, items: Points, sampled_kl, *, advantage, beta, kl
     return jax.lax.stop_gradient(advantages(reward, items.weight, items.count, advantage))
 
 
-def _clipped_surrogate(log_ratio, adv, clip_eps, clip_eps_high=None):
+def _clipped_surrogate(log_ratio: jax.Array, adv: jax.Array, clip_eps: float | jax.Array, clip_eps_high: float | jax.Array | None = None) -> jax.Array:
     """PPO's max(-A rho, -A clip(rho, 1 - eps, 1 + eps_high)), rho = exp(log_ratio) with |log_ratio| bounded.
 
     ``clip_eps_high`` None is the symmetric clip (eps_high = eps); DAPO's clip-higher sets it above eps.
@@ -126,7 +131,7 @@ def _clipped_surrogate(log_ratio, adv, clip_eps, clip_eps_high=None):
     return jnp.maximum(-adv * rho, -adv * jnp.clip(rho, 1.0 - clip_eps, 1.0 + high))
 
 
-def _penalties(logp, batch: Points, ref_logp, *, beta, kl_estimator, kl_placement, entropy_coef):
+def _penalties(logp: jax.Array, batch: Points, ref_logp: jax.Array, *, beta: float | jax.Array, kl_estimator: str | None, kl_placement: str, entropy_coef: float | jax.Array) -> jax.Array:
     extra = -entropy_coef * entropy(logp)
     if kl_estimator is not None and kl_placement == "loss":
         if kl_estimator == "exact":
@@ -138,16 +143,16 @@ def _penalties(logp, batch: Points, ref_logp, *, beta, kl_estimator, kl_placemen
 
 
 def reinforce(
-    logp,
+    logp: jax.Array,
     batch: Points,
     *,
-    ref_logp,
+    ref_logp: jax.Array,
     advantage: str = "mean",
-    beta=0.0,
+    beta: float | jax.Array = 0.0,
     kl_estimator: str | None = None,
     kl_placement: str = "reward",
-    entropy_coef=0.0,
-):
+    entropy_coef: float | jax.Array = 0.0,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
     """REINFORCE: -sum_j w_j A_j log pi(y_j), plus optional KL and entropy terms.
 
     Family: mode-seeking on-policy (reverse KL, Lemma 6.1). Exact on q = pi the
@@ -173,17 +178,17 @@ def reinforce(
 
 
 def ppo(
-    logp,
+    logp: jax.Array,
     batch: Points,
     *,
-    ref_logp,
+    ref_logp: jax.Array,
     advantage: str = "mean",
-    clip_eps=0.2,
-    beta=0.0,
+    clip_eps: float | jax.Array = 0.2,
+    beta: float | jax.Array = 0.0,
     kl_estimator: str | None = None,
     kl_placement: str = "reward",
-    entropy_coef=0.0,
-):
+    entropy_coef: float | jax.Array = 0.0,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
     """PPO's clipped surrogate against the sampling policy q (for sample reuse).
 
     sum_j w_j max(-A_j rho_j, -A_j clip(rho_j, 1 - eps, 1 + eps)), rho = pi(y)/q(y),
@@ -206,13 +211,17 @@ def ppo(
     return loss, {}
 
 
-def reverse_kl(logp, target: Target):
+def reverse_kl(logp: jax.Array, target: Target) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Exact reverse KL(pi || target) = sum_i pi_i (log pi_i - log t_i).
 
     Family: mode-seeking. Its logit gradient is pi * (log(pi/t) - KL) (docs/paper.md
     §E.4), which removes mass from bins the target excludes in proportion to
     pi_i log(pi_i/t_i). Not rescaled by beta; beta enters only via the default
     target pi_star. Target zeros are treated as log t = -1e4 (finite).
+
+    Args:
+      logp: (K,) log pi_theta(.|x).
+      target: Target, whose ``probs`` (K,) is the target distribution.
     """
     return kl(logp, jax.lax.stop_gradient(safe_log(target.probs))), {}
 
@@ -220,7 +229,7 @@ def reverse_kl(logp, target: Target):
 # ----------------------------------------------------------------------------- group methods
 
 
-def nonuniform_probability(items: Points, num_samples):
+def nonuniform_probability(items: Points, num_samples: int) -> jax.Array:
     """P(the N rewards of a group are not all equal), for one context.
 
     Sampled batches (finite ``count``): 1 if the drawn rewards (items of
@@ -240,7 +249,17 @@ def nonuniform_probability(items: Points, num_samples):
     return jnp.where(jnp.isfinite(items.count), drawn.astype(w.dtype), exact)
 
 
-def group_stat(reward, items: Points, sampled_kl, *, num_samples, signal: bool, beta=0.0, kl_estimator=None, kl_placement="reward"):
+def group_stat(
+    reward: jax.Array,
+    items: Points,
+    sampled_kl: Callable[[str], jax.Array],
+    *,
+    num_samples: int,
+    signal: bool,
+    beta: float | jax.Array = 0.0,
+    kl_estimator: str | None = None,
+    kl_placement: str = "reward",
+) -> dict[str, jax.Array]:
     """Per-context moments of the (KL-shaped) reward that batch-level advantages need.
 
     Returns a dict of scalars: "mean" = sum_j w_j r'_j, "sq" = sum_j w_j r'_j^2,
@@ -262,18 +281,18 @@ def group_stat(reward, items: Points, sampled_kl, *, num_samples, signal: bool, 
     return out
 
 
-def _bandit_kl(batch: Points, ref_logp):
+def _bandit_kl(batch: Points, ref_logp: jax.Array) -> Callable[[str], jax.Array]:
     return lambda est: kl_estimate(batch.logq, ref_logp[batch.y], est)
 
 
-def _batch_std(stat, centred: bool):
+def _batch_std(stat: dict[str, dict[str, jax.Array]], centred: bool) -> jax.Array:
     """The batch's reward std: about the batch mean, or (``centred``) about each group's mean."""
     b = stat["batch"]
     var = b["centred"] if centred else jnp.maximum(b["sq"] - b["mean"] ** 2, 0.0)
     return jnp.sqrt(var)
 
 
-def _signal_factor(stat):
+def _signal_factor(stat: dict[str, dict[str, jax.Array]]) -> jax.Array:
     """DAPO's dynamic sampling / GPG's rescaling: this group's P(non-uniform) over the batch's mean of it.
 
     A group whose rewards are all equal gets 0; the others are scaled so that
@@ -284,7 +303,17 @@ def _signal_factor(stat):
     return jnp.where(share > 0, stat["group"]["signal"] / jnp.where(share > 0, share, 1.0), 0.0)
 
 
-def group_advantages(reward, items: Points, sampled_kl, *, scale_rewards, beta, kl_estimator, kl_placement, stat=None):
+def group_advantages(
+    reward: jax.Array,
+    items: Points,
+    sampled_kl: Callable[[str], jax.Array],
+    *,
+    scale_rewards: str,
+    beta: float | jax.Array,
+    kl_estimator: str | None,
+    kl_placement: str,
+    stat: dict[str, dict[str, jax.Array]] | None = None,
+) -> jax.Array:
     """GRPO's advantages (constants): the shaped reward minus its group mean, over a scale.
 
     "group": / (group std + 1e-8) (population std; :func:`advantages`' "zscore");
@@ -295,11 +324,26 @@ def group_advantages(reward, items: Points, sampled_kl, *, scale_rewards, beta, 
     kind = "zscore" if scale_rewards == "group" else "mean"
     a = _shaped_advantages(reward, items, sampled_kl, advantage=kind, beta=beta, kl_estimator=kl_estimator, kl_placement=kl_placement)
     if scale_rewards == "batch":
+        if stat is None:
+            raise ValueError("scale_rewards='batch' needs stat, the batch statistic of grpo_stat; got None")
         a = a / (_batch_std(stat, centred=False) + 1e-8)
     return a
 
 
-def _grpo_terms(logp, batch: Points, ref_logp, log_ratio_of, *, scale_rewards, drop_uniform_groups, clip_eps, clip_eps_high, beta, kl_estimator, kl_placement):
+def _grpo_terms(
+    logp: jax.Array,
+    batch: Points,
+    ref_logp: jax.Array,
+    log_ratio_of: Callable[[jax.Array], jax.Array],
+    *,
+    scale_rewards: str,
+    drop_uniform_groups: bool,
+    clip_eps: float | jax.Array,
+    clip_eps_high: float | jax.Array | None,
+    beta: float | jax.Array,
+    kl_estimator: str | None,
+    kl_placement: str,
+) -> jax.Array:
     a = group_advantages(batch.reward, batch, _bandit_kl(batch, ref_logp), scale_rewards=scale_rewards, beta=beta, kl_estimator=kl_estimator, kl_placement=kl_placement, stat=batch.stat)
     surrogate = _clipped_surrogate(log_ratio_of(logp), a, clip_eps, clip_eps_high)
     loss = jnp.sum(jax.lax.stop_gradient(batch.weight) * surrogate)
@@ -310,18 +354,18 @@ def _grpo_terms(logp, batch: Points, ref_logp, log_ratio_of, *, scale_rewards, d
 
 
 def grpo(
-    logp,
+    logp: jax.Array,
     batch: Points,
     *,
-    ref_logp,
+    ref_logp: jax.Array,
     scale_rewards: str = "group",
     drop_uniform_groups: bool = False,
-    clip_eps=0.2,
-    clip_eps_high=None,
-    beta=0.0,
+    clip_eps: float | jax.Array = 0.2,
+    clip_eps_high: float | jax.Array | None = None,
+    beta: float | jax.Array = 0.0,
     kl_estimator: str | None = None,
     kl_placement: str = "reward",
-):
+) -> tuple[jax.Array, dict[str, jax.Array]]:
     """GRPO: group-normalised advantages in PPO's clipped surrogate against the sampling policy q.
 
     sum_j w_j max(-A_j rho_j, -A_j clip(rho_j, 1 - eps, 1 + eps_high)) [+ beta k],
@@ -377,14 +421,26 @@ def grpo(
     return loss, {}
 
 
-def grpo_stat(reward, items, sampled_kl, *, num_samples, scale_rewards="group", drop_uniform_groups=False, beta=0.0, kl_estimator=None, kl_placement="reward", **_):
+def grpo_stat(
+    reward: jax.Array,
+    items: Points,
+    sampled_kl: Callable[[str], jax.Array],
+    *,
+    num_samples: int,
+    scale_rewards: str = "group",
+    drop_uniform_groups: bool = False,
+    beta: float | jax.Array = 0.0,
+    kl_estimator: str | None = None,
+    kl_placement: str = "reward",
+    **_: object,
+) -> dict[str, jax.Array] | None:
     """The per-context statistic GRPO (and GSPO, CISPO) needs from the batch, or None when it needs none."""
     if scale_rewards != "batch" and not drop_uniform_groups:
         return None
     return group_stat(reward, items, sampled_kl, num_samples=num_samples, signal=drop_uniform_groups, beta=beta, kl_estimator=kl_estimator, kl_placement=kl_placement)
 
 
-def gspo(logp, batch: Points, **options):
+def gspo(logp: jax.Array, batch: Points, **options: Any) -> tuple[jax.Array, dict[str, jax.Array]]:
     """GSPO: GRPO with one clipped ratio per sequence, the geometric mean of the token ratios.
 
     s_j = exp(mean_t (log pi_t(y_j) - log q_t(y_j))), clipped per sequence:
@@ -396,23 +452,23 @@ def gspo(logp, batch: Points, **options):
     The paper's clip ranges are about 1e-3 (3e-4 / 4e-4), far below PPO's 0.2;
     the default here stays clip_eps.
 
-    Args: as in :func:`grpo`.
+    Args: as in :func:`grpo` (``logp`` (K,), ``ref_logp`` (K,)).
     """
     return grpo(logp, batch, **options)
 
 
 def cispo(
-    logp,
+    logp: jax.Array,
     batch: Points,
     *,
-    ref_logp,
+    ref_logp: jax.Array,
     scale_rewards: str = "group",
-    clip_eps=0.2,
-    clip_eps_high=None,
-    beta=0.0,
+    clip_eps: float | jax.Array = 0.2,
+    clip_eps_high: float | jax.Array | None = None,
+    beta: float | jax.Array = 0.0,
     kl_estimator: str | None = None,
     kl_placement: str = "reward",
-):
+) -> tuple[jax.Array, dict[str, jax.Array]]:
     """CISPO: REINFORCE weighted by a clipped, stop-gradient importance ratio.
 
     -sum_j w_j sg(min(rho_j, 1 + eps_high)) A_j log pi(y_j), rho_j = pi(y_j) / q(y_j),
@@ -425,7 +481,7 @@ def cispo(
     the weight is 1 whenever eps_high >= 0.
 
     Args:
-      logp, batch, ref_logp, scale_rewards, beta, kl_estimator, kl_placement: as in :func:`grpo`.
+      logp (K,), batch, ref_logp (K,), scale_rewards, beta, kl_estimator, kl_placement: as in :func:`grpo`.
       clip_eps: the cap's default: eps_high = clip_eps when ``clip_eps_high`` is None.
       clip_eps_high: cap on the weight, min(rho, 1 + eps_high).
     """
@@ -437,23 +493,23 @@ def cispo(
     return loss, {}
 
 
-def _capped_weight(log_ratio, eps_high):
+def _capped_weight(log_ratio: jax.Array, eps_high: float | jax.Array) -> jax.Array:
     """sg(min(rho, 1 + eps_high)), rho = exp(log_ratio) with |log_ratio| bounded."""
     rho = jnp.exp(jnp.clip(jax.lax.stop_gradient(log_ratio), -_MAX_LOG_RATIO, _MAX_LOG_RATIO))
     return jnp.minimum(rho, 1.0 + eps_high)
 
 
 def reinforce_pp(
-    logp,
+    logp: jax.Array,
     batch: Points,
     *,
-    ref_logp,
+    ref_logp: jax.Array,
     baseline: bool = False,
-    clip_eps=0.2,
-    beta=0.0,
+    clip_eps: float | jax.Array = 0.2,
+    beta: float | jax.Array = 0.0,
     kl_estimator: str | None = None,
     kl_placement: str = "reward",
-):
+) -> tuple[jax.Array, dict[str, jax.Array]]:
     """REINFORCE++: batch-whitened advantages in PPO's clipped surrogate.
 
     A_j = (r'_j - mean_batch r') / (std_batch r' + 1e-8) with r' = r - beta k
@@ -466,7 +522,7 @@ def reinforce_pp(
     the batch mean and std in the population limit.
 
     Args:
-      logp, batch, ref_logp, clip_eps, beta, kl_estimator, kl_placement: as in :func:`ppo`;
+      logp (K,), batch, ref_logp (K,), clip_eps, beta, kl_estimator, kl_placement: as in :func:`ppo`;
         ``batch.stat`` from :func:`reinforce_pp_stat`.
       baseline: subtract the group mean before whitening.
     """
@@ -478,19 +534,31 @@ def reinforce_pp(
     return loss, {}
 
 
-def _reinforce_pp_advantages(reward, items: Points, sampled_kl, *, baseline, beta, kl_estimator, kl_placement):
+def _reinforce_pp_advantages(
+    reward: jax.Array, items: Points, sampled_kl: Callable[[str], jax.Array], *, baseline: bool, beta: float | jax.Array, kl_estimator: str | None, kl_placement: str
+) -> jax.Array:
     a = _shaped_advantages(reward, items, sampled_kl, advantage="mean" if baseline else "none", beta=beta, kl_estimator=kl_estimator, kl_placement=kl_placement)
     # The group-centred advantages have batch mean 0 exactly.
     shift = 0.0 if baseline else items.stat["batch"]["mean"]
     return (a - shift) / (_batch_std(items.stat, centred=baseline) + 1e-8)
 
 
-def reinforce_pp_stat(reward, items, sampled_kl, *, num_samples, beta=0.0, kl_estimator=None, kl_placement="reward", **_):
+def reinforce_pp_stat(
+    reward: jax.Array,
+    items: Points,
+    sampled_kl: Callable[[str], jax.Array],
+    *,
+    num_samples: int,
+    beta: float | jax.Array = 0.0,
+    kl_estimator: str | None = None,
+    kl_placement: str = "reward",
+    **_: object,
+) -> dict[str, jax.Array]:
     """The per-context statistic REINFORCE++ whitens with."""
     return group_stat(reward, items, sampled_kl, num_samples=num_samples, signal=False, beta=beta, kl_estimator=kl_estimator, kl_placement=kl_placement)
 
 
-def remax(logp, batch: Points):
+def remax(logp: jax.Array, batch: Points) -> tuple[jax.Array, dict[str, jax.Array]]:
     """ReMax: REINFORCE with the greedy response's reward as the baseline.
 
     -sum_j w_j (r_j - r(argmax q)) log pi(y_j), q the sampling policy (the
@@ -512,7 +580,7 @@ def remax(logp, batch: Points):
     return -jnp.sum(w * a * logp[batch.y]), {}
 
 
-def gpg(logp, batch: Points):
+def gpg(logp: jax.Array, batch: Points) -> tuple[jax.Array, dict[str, jax.Array]]:
     """GPG: group policy gradient, no ratio and no KL, rescaled by the share of groups with a signal.
 
     -(B / B_signal) sum_j w_j (r_j - mean_group r) log pi(y_j), with B groups in
@@ -536,15 +604,15 @@ def gpg(logp, batch: Points):
     return -factor * jnp.sum(w * a * logp[batch.y]), {}
 
 
-def gpg_stat(reward, items, sampled_kl, *, num_samples, **_):
+def gpg_stat(reward: jax.Array, items: Points, sampled_kl: Callable[[str], jax.Array], *, num_samples: int, **_: object) -> dict[str, jax.Array]:
     """The per-context statistic GPG rescales with (only "signal" is read)."""
     return group_stat(reward, items, sampled_kl, num_samples=num_samples, signal=True)
 
 
-def bandit_stat(stat_fn):
+def bandit_stat(stat_fn: Callable[..., dict[str, jax.Array] | None]) -> Callable[..., dict[str, jax.Array] | None]:
     """The bandit form ``(batch, ref_logp, **options) -> stat`` of a per-context statistic of the shaped reward."""
 
-    def stat(batch: Points, ref_logp, **options):
+    def stat(batch: Points, ref_logp: jax.Array, **options: Any) -> dict[str, jax.Array] | None:
         return stat_fn(batch.reward, batch, _bandit_kl(batch, ref_logp), **options)
 
     return stat
@@ -553,7 +621,7 @@ def bandit_stat(stat_fn):
 # ----------------------------------------------------------------------------- fixed points of KL in the loss
 
 
-def kl_fixed_point(ref_probs, reward, beta, estimator: str):
+def kl_fixed_point(ref_probs: ArrayLike, reward: ArrayLike, beta: float, estimator: str) -> np.ndarray:
     """Where exact on-policy gradient ascent on E_pi[r] with a KL estimator in the loss converges (tabular softmax).
 
     On fresh samples y ~ pi (q = pi, held fixed inside the gradient), beta
@@ -591,8 +659,6 @@ def kl_fixed_point(ref_probs, reward, beta, estimator: str):
     Returns:
       (K,) numpy float64 probabilities.
     """
-    import numpy as np
-
     ref = np.asarray(ref_probs, np.float64)
     r = np.asarray(reward, np.float64)
     if not beta > 0:
@@ -610,7 +676,7 @@ def kl_fixed_point(ref_probs, reward, beta, estimator: str):
     support = ref > 0
     rmax = r[support].max()
 
-    def total(lam):
+    def total(lam: float) -> float:
         return np.sum(beta * ref[support] / (beta + lam - r[support]))
 
     lo = rmax - beta

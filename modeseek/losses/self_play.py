@@ -69,7 +69,7 @@ def check_kind(loss: str, kind: str) -> None:
         raise ValueError(_NO_SEQUENCE[loss])
 
 
-def online_dpo(logp, batch: Pairs, *, ref_logp, beta):
+def online_dpo(logp: jax.Array, batch: Pairs, *, ref_logp: jax.Array, beta: float | jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Online DPO: sum_pairs w * -log sigmoid(beta * h) on fresh pairs of policy samples labelled by the reward.
 
     Family: self_play. Guo et al. 2024, "Direct Language Model Alignment from
@@ -92,7 +92,7 @@ def online_dpo(logp, batch: Pairs, *, ref_logp, beta):
     return contrastive.dpo(logp, batch, ref_logp=ref_logp, beta=beta)
 
 
-def nash_md(logp, batch: Duels, *, ref_logp, beta):
+def nash_md(logp: jax.Array, batch: Duels, *, ref_logp: jax.Array, beta: float | jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Nash-MD policy gradient: sum w [-(P(y > y') - 1/2) log pi(y) + beta/2 (log pi(y) - log pi_ref(y))^2].
 
     Family: self_play. Munos et al. 2023, "Nash Learning from Human
@@ -139,7 +139,7 @@ def nash_md(logp, batch: Duels, *, ref_logp, beta):
     return loss, {"win_rate": jnp.sum(w * win)}
 
 
-def xpo(logp, batch: Duels, *, ref_logp, beta, xpo_alpha):
+def xpo(logp: jax.Array, batch: Duels, *, ref_logp: jax.Array, beta: float | jax.Array, xpo_alpha: float | jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
     """XPO: DPO on (policy sample, pi_ref sample) duels + xpo_alpha * sum w log pi(y_ref).
 
     Family: self_play. Xie et al. 2024, "Exploratory Preference Optimization:
@@ -187,7 +187,7 @@ def xpo(logp, batch: Duels, *, ref_logp, beta, xpo_alpha):
     return loss, jax.tree.map(jax.lax.stop_gradient, aux)
 
 
-def mirror_target(logq, ref_logp, reward, *, beta, eta):
+def mirror_target(logq: jax.Array, ref_logp: jax.Array, reward: jax.Array, *, beta: float | jax.Array, eta: float | jax.Array) -> jax.Array:
     """log pi_{t+1} of the exact KL-regularised mirror-descent step from pi_t = softmax(logq).
 
     pi_{t+1} proportional to (pi_t pi_ref^(eta beta) exp(eta r))^(1/(1 + eta beta)):
@@ -200,7 +200,7 @@ def mirror_target(logq, ref_logp, reward, *, beta, eta):
     return jax.nn.log_softmax((jax.nn.log_softmax(logq) + s * ref_logp + eta * reward) / (1.0 + s))
 
 
-def mirror_descent(logp, batch: Points, *, ref_logp, beta, eta):
+def mirror_descent(logp: jax.Array, batch: Points, *, ref_logp: jax.Array, beta: float | jax.Array, eta: float | jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Exact mirror descent: 1/2 sum_i (d_i - mean(d))^2, d = log pi - sg(log pi_{t+1}), pi_{t+1} the KL-regularised step.
 
     Family: self_play. The exact update of KL-regularised policy iteration /

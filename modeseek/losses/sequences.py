@@ -29,7 +29,8 @@ imports the sequence package.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
@@ -86,32 +87,47 @@ RATIOS = ("token", "sequence")
 LOSS_AGGREGATIONS = ("token_mean", "seq_mean_token_sum", "seq_mean_token_mean")
 
 
-def _seq(tok_logp):
+def _seq(tok_logp: jax.Array) -> jax.Array:
     return jnp.sum(tok_logp, axis=-1)
 
 
-def sft(tok_logp, batch: SequenceBatch):
-    """Negative log-likelihood of the sampled sequences, -sum_j w_j log pi(y_j) (core sft)."""
+def sft(tok_logp: jax.Array, batch: SequenceBatch) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Negative log-likelihood of the sampled sequences, -sum_j w_j log pi(y_j) (core sft).
+
+    ``tok_logp``: (N, T) per-token log pi_theta of the batch's N sequences; returns (loss (), aux).
+    """
     return mode_covering.sft(_seq(tok_logp), batch.items)
 
 
-def best_of_n(tok_logp, batch: SequenceBatch, *, negative=None, negative_coef=0.05):
-    """Best-of-N maximum likelihood on sequences, with the core's negative terms (docs/paper.md §B.2)."""
+def best_of_n(tok_logp: jax.Array, batch: SequenceBatch, *, negative: str | None = None, negative_coef: float | jax.Array = 0.05) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Best-of-N maximum likelihood on sequences, with the core's negative terms (docs/paper.md §B.2).
+
+    ``tok_logp``: (N, T) per-token log pi_theta of the batch's N sequences; returns (loss (), aux).
+    """
     return mode_covering.best_of_n(_seq(tok_logp), batch.items, negative=negative, negative_coef=negative_coef)
 
 
-def pref_ft(tok_logp, batch: SequenceBatch):
-    """NLL of the chosen sequence of each pair (core pref_ft)."""
+def pref_ft(tok_logp: jax.Array, batch: SequenceBatch) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """NLL of the chosen sequence of each pair (core pref_ft).
+
+    ``tok_logp``: (N, T) per-token log pi_theta of the batch's N sequences; returns (loss (), aux).
+    """
     return mode_covering.pref_ft(_seq(tok_logp), batch.items)
 
 
-def rwr(tok_logp, batch: SequenceBatch, *, beta, normalize: bool = False):
-    """Reward-weighted regression on sequences, weights exp(r / beta) normalised per prompt (docs/paper.md §B.3)."""
+def rwr(tok_logp: jax.Array, batch: SequenceBatch, *, beta: float | jax.Array, normalize: bool = False) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Reward-weighted regression on sequences, weights exp(r / beta) normalised per prompt (docs/paper.md §B.3).
+
+    ``tok_logp``: (N, T) per-token log pi_theta of the batch's N sequences; returns (loss (), aux).
+    """
     return mode_covering.rwr(_seq(tok_logp), batch.items, beta=beta, normalize=normalize)
 
 
-def dpo(tok_logp, batch: SequenceBatch, *, beta):
-    """DPO on sequence log-ratios to pi_ref (docs/paper.md §B.6; pi_ref is the frozen initial policy, docs/paper.md §C.4)."""
+def dpo(tok_logp: jax.Array, batch: SequenceBatch, *, beta: float | jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """DPO on sequence log-ratios to pi_ref (docs/paper.md §B.6; pi_ref is the frozen initial policy, docs/paper.md §C.4).
+
+    ``tok_logp``: (N, T) per-token log pi_theta of the batch's N sequences; returns (loss (), aux).
+    """
     return contrastive.dpo(_seq(tok_logp), batch.items, ref_logp=_seq(batch.ref_logp), beta=beta)
 
 
@@ -119,67 +135,102 @@ def dpo(tok_logp, batch: SequenceBatch, *, beta):
 online_dpo = dpo
 
 
-def ipo(tok_logp, batch: SequenceBatch, *, target_margin):
-    """IPO, (h - target_margin)^2 on sequence margins (docs/paper.md §B.6; the authors' beta = 10 is the target margin)."""
+def ipo(tok_logp: jax.Array, batch: SequenceBatch, *, target_margin: float | jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """IPO, (h - target_margin)^2 on sequence margins (docs/paper.md §B.6; the authors' beta = 10 is the target margin).
+
+    ``tok_logp``: (N, T) per-token log pi_theta of the batch's N sequences; returns (loss (), aux).
+    """
     return contrastive.ipo(_seq(tok_logp), batch.items, ref_logp=_seq(batch.ref_logp), target_margin=target_margin)
 
 
-def _pair(name, tok_logp, batch: SequenceBatch, **kw):
+def _pair(name: str, tok_logp: jax.Array, batch: SequenceBatch, **kw: float | jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
     """The core pair loss ``name`` on the (N,) sequence log-probabilities, pi_ref's from the batch."""
     return getattr(contrastive, name)(_seq(tok_logp), batch.items, ref_logp=_seq(batch.ref_logp), **kw)
 
 
-def slic(tok_logp, batch: SequenceBatch, *, beta, nll_coef=1.0):
-    """SLiC-HF's hinge on sequence margins plus the chosen sequence's NLL (core slic)."""
+def slic(tok_logp: jax.Array, batch: SequenceBatch, *, beta: float | jax.Array, nll_coef: float | jax.Array = 1.0) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """SLiC-HF's hinge on sequence margins plus the chosen sequence's NLL (core slic).
+
+    ``tok_logp``: (N, T) per-token log pi_theta of the batch's N sequences; returns (loss (), aux).
+    """
     return _pair("slic", tok_logp, batch, beta=beta, nll_coef=nll_coef)
 
 
-def simpo(tok_logp, batch: SequenceBatch, *, beta, simpo_gamma=0.5):
-    """SimPO on sequences, |y| = the number of scored tokens per sequence (core simpo)."""
+def simpo(tok_logp: jax.Array, batch: SequenceBatch, *, beta: float | jax.Array, simpo_gamma: float | jax.Array = 0.5) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """SimPO on sequences, |y| = the number of scored tokens per sequence (core simpo).
+
+    ``tok_logp``: (N, T) per-token log pi_theta of the batch's N sequences; returns (loss (), aux).
+    """
     return _pair("simpo", tok_logp, batch, beta=beta, simpo_gamma=simpo_gamma, length=float(tok_logp.shape[-1]))
 
 
-def cpo(tok_logp, batch: SequenceBatch, *, beta, nll_coef=1.0):
-    """CPO on sequence log-probabilities (core cpo)."""
+def cpo(tok_logp: jax.Array, batch: SequenceBatch, *, beta: float | jax.Array, nll_coef: float | jax.Array = 1.0) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """CPO on sequence log-probabilities (core cpo).
+
+    ``tok_logp``: (N, T) per-token log pi_theta of the batch's N sequences; returns (loss (), aux).
+    """
     return _pair("cpo", tok_logp, batch, beta=beta, nll_coef=nll_coef)
 
 
-def orpo(tok_logp, batch: SequenceBatch, *, beta):
-    """ORPO on sequences with per-token geometric-mean probabilities, |y| = scored tokens (core orpo)."""
+def orpo(tok_logp: jax.Array, batch: SequenceBatch, *, beta: float | jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """ORPO on sequences with per-token geometric-mean probabilities, |y| = scored tokens (core orpo).
+
+    ``tok_logp``: (N, T) per-token log pi_theta of the batch's N sequences; returns (loss (), aux).
+    """
     return _pair("orpo", tok_logp, batch, beta=beta, length=float(tok_logp.shape[-1]))
 
 
-def apo_zero(tok_logp, batch: SequenceBatch, *, beta):
-    """APO-zero on sequence log-ratios (core apo_zero)."""
+def apo_zero(tok_logp: jax.Array, batch: SequenceBatch, *, beta: float | jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """APO-zero on sequence log-ratios (core apo_zero).
+
+    ``tok_logp``: (N, T) per-token log pi_theta of the batch's N sequences; returns (loss (), aux).
+    """
     return _pair("apo_zero", tok_logp, batch, beta=beta)
 
 
-def apo_down(tok_logp, batch: SequenceBatch, *, beta):
-    """APO-down on sequence log-ratios (core apo_down)."""
+def apo_down(tok_logp: jax.Array, batch: SequenceBatch, *, beta: float | jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """APO-down on sequence log-ratios (core apo_down).
+
+    ``tok_logp``: (N, T) per-token log pi_theta of the batch's N sequences; returns (loss (), aux).
+    """
     return _pair("apo_down", tok_logp, batch, beta=beta)
 
 
-def sppo(tok_logp, batch: SequenceBatch, *, beta):
-    """SPPO (hard labels) on sequence log-ratios (core sppo)."""
+def sppo(tok_logp: jax.Array, batch: SequenceBatch, *, beta: float | jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """SPPO (hard labels) on sequence log-ratios (core sppo).
+
+    ``tok_logp``: (N, T) per-token log pi_theta of the batch's N sequences; returns (loss (), aux).
+    """
     return _pair("sppo", tok_logp, batch, beta=beta)
 
 
-def dpop(tok_logp, batch: SequenceBatch, *, beta, dpop_lambda=50.0):
-    """DPO-Positive on sequence log-ratios (core dpop)."""
+def dpop(tok_logp: jax.Array, batch: SequenceBatch, *, beta: float | jax.Array, dpop_lambda: float | jax.Array = 50.0) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """DPO-Positive on sequence log-ratios (core dpop).
+
+    ``tok_logp``: (N, T) per-token log pi_theta of the batch's N sequences; returns (loss (), aux).
+    """
     return _pair("dpop", tok_logp, batch, beta=beta, dpop_lambda=dpop_lambda)
 
 
-def chi_po(tok_logp, batch: SequenceBatch, *, beta):
-    """chi^2-PO on sequence log-ratios, each clipped at CHI_PO_MAX_LOG_RATIO (core chi_po)."""
+def chi_po(tok_logp: jax.Array, batch: SequenceBatch, *, beta: float | jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """chi^2-PO on sequence log-ratios, each clipped at CHI_PO_MAX_LOG_RATIO (core chi_po).
+
+    ``tok_logp``: (N, T) per-token log pi_theta of the batch's N sequences; returns (loss (), aux).
+    """
     return _pair("chi_po", tok_logp, batch, beta=beta)
 
 
-def robust_dpo(tok_logp, batch: SequenceBatch, *, beta, label_smoothing=0.1):
-    """Label-smoothed DPO on sequence log-ratios (core robust_dpo)."""
+def robust_dpo(tok_logp: jax.Array, batch: SequenceBatch, *, beta: float | jax.Array, label_smoothing: float | jax.Array = 0.1) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Label-smoothed DPO on sequence log-ratios (core robust_dpo).
+
+    ``tok_logp``: (N, T) per-token log pi_theta of the batch's N sequences; returns (loss (), aux).
+    """
     return _pair("robust_dpo", tok_logp, batch, beta=beta, label_smoothing=label_smoothing)
 
 
-def kto(tok_logp, batch: SequenceBatch, *, beta, desirable_weight=1.0, undesirable_weight=1.0):
+def kto(
+    tok_logp: jax.Array, batch: SequenceBatch, *, beta: float | jax.Array, desirable_weight: float | jax.Array = 1.0, undesirable_weight: float | jax.Array = 1.0
+) -> tuple[jax.Array, dict[str, jax.Array]]:
     """KTO on sequences with the reference point estimated from the batch (core kto for the rest).
 
     The exact KL(pi || pi_ref) of whole sequences is not available for the
@@ -189,6 +240,8 @@ def kto(tok_logp, batch: SequenceBatch, *, beta, desirable_weight=1.0, undesirab
     pairs. It is an unbiased estimate of the KL only for on-policy draws; on
     offline draws from pi_ref it estimates -KL(pi_ref || pi), so the clamp makes it 0.
     With L = 1 this differs from the core kto, whose z0 is the exact KL.
+
+    ``tok_logp``: (N, T) per-token log pi_theta of the batch's N sequences; returns (loss (), aux).
     """
     h = _seq(tok_logp) - _seq(batch.ref_logp)
     w = jax.lax.stop_gradient(batch.items.weight)
@@ -196,18 +249,23 @@ def kto(tok_logp, batch: SequenceBatch, *, beta, desirable_weight=1.0, undesirab
     return contrastive.kto_with_reference_point(h[batch.items.y], batch.items, z0, beta=beta, desirable_weight=desirable_weight, undesirable_weight=undesirable_weight)
 
 
-def bco(tok_logp, batch: SequenceBatch, *, beta):
-    """BCO on sequence log-ratios, reward shift from the batch (core bco)."""
+def bco(tok_logp: jax.Array, batch: SequenceBatch, *, beta: float | jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """BCO on sequence log-ratios, reward shift from the batch (core bco).
+
+    ``tok_logp``: (N, T) per-token log pi_theta of the batch's N sequences; returns (loss (), aux).
+    """
     return contrastive.bco(_seq(tok_logp), batch.items, ref_logp=_seq(batch.ref_logp), beta=beta)
 
 
-def _advantages(batch: SequenceBatch, *, advantage, beta, kl_estimator, kl_placement):
+def _advantages(batch: SequenceBatch, *, advantage: str, beta: float | jax.Array, kl_estimator: str | None, kl_placement: str) -> jax.Array:
     # A penalty in the reward sums the sampled tokens' estimates.
     sampled_kl = lambda est: jnp.sum(kl_estimate(batch.logq, batch.ref_logp, est), axis=-1)  # noqa: E731
     return _shaped_advantages(batch.reward, batch.items, sampled_kl, advantage=advantage, beta=beta, kl_estimator=kl_estimator, kl_placement=kl_placement)
 
 
-def _penalties(tok_logp, batch: SequenceBatch, next_logp, *, beta, kl_estimator, kl_placement, entropy_coef):
+def _penalties(
+    tok_logp: jax.Array, batch: SequenceBatch, next_logp: jax.Array | None, *, beta: float | jax.Array, kl_estimator: str | None, kl_placement: str, entropy_coef: float | jax.Array
+) -> jax.Array:
     w = jax.lax.stop_gradient(batch.items.weight)
     extra = jnp.zeros(())
     if next_logp is not None:
@@ -226,16 +284,16 @@ def _penalties(tok_logp, batch: SequenceBatch, next_logp, *, beta, kl_estimator,
 
 
 def reinforce(
-    tok_logp,
+    tok_logp: jax.Array,
     batch: SequenceBatch,
     *,
-    next_logp=None,
+    next_logp: jax.Array | None = None,
     advantage: str = "mean",
-    beta=0.0,
-    kl_estimator=None,
+    beta: float | jax.Array = 0.0,
+    kl_estimator: str | None = None,
     kl_placement: str = "reward",
-    entropy_coef=0.0,
-):
+    entropy_coef: float | jax.Array = 0.0,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
     """REINFORCE with the sequence advantage on every token: -sum_j w_j A_j sum_t log pi_t(y_j).
 
     Family: mode-seeking on-policy (docs/paper.md §B.4, docs/paper.md §C.5). With
@@ -261,18 +319,18 @@ def reinforce(
 
 
 def ppo(
-    tok_logp,
+    tok_logp: jax.Array,
     batch: SequenceBatch,
     *,
-    next_logp=None,
+    next_logp: jax.Array | None = None,
     advantage: str = "mean",
-    clip_eps=0.2,
+    clip_eps: float | jax.Array = 0.2,
     ratio: str = "token",
-    beta=0.0,
-    kl_estimator=None,
+    beta: float | jax.Array = 0.0,
+    kl_estimator: str | None = None,
     kl_placement: str = "reward",
-    entropy_coef=0.0,
-):
+    entropy_coef: float | jax.Array = 0.0,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
     """PPO's clipped surrogate against the sampling policy, per token or per sequence.
 
     "token": sum_j w_j sum_t max(-A_j rho_jt, -A_j clip(rho_jt, 1 - eps, 1 + eps)),
@@ -282,7 +340,7 @@ def ppo(
     Family: mode-seeking on-policy.
 
     Args:
-      tok_logp, batch, next_logp, advantage, beta, kl_estimator, kl_placement,
+      tok_logp (N, T), batch, next_logp (N, L, V), advantage, beta, kl_estimator, kl_placement,
       entropy_coef: as in :func:`reinforce`.
       clip_eps: clip range (0.2).
       ratio: one of RATIOS.
@@ -300,7 +358,7 @@ def ppo(
     return loss, {}
 
 
-def reference_kl(next_logp, ref_next_logp):
+def reference_kl(next_logp: jax.Array, ref_next_logp: jax.Array) -> jax.Array:
     """Per-token reverse KL to the reference, summed over positions and averaged over sequences.
 
     mean_j sum_t KL(pi_theta(. | prefix_jt) || pi_ref(. | prefix_jt)). The
@@ -320,11 +378,11 @@ def reference_kl(next_logp, ref_next_logp):
 # ----------------------------------------------------------------------------- group methods
 
 
-def _sampled_kl(batch: SequenceBatch):
+def _sampled_kl(batch: SequenceBatch) -> Callable[[str], jax.Array]:
     return lambda est: jnp.sum(kl_estimate(batch.logq, batch.ref_logp, est), axis=-1)
 
 
-def _aggregate(per_token, batch: SequenceBatch, loss_aggregation):
+def _aggregate(per_token: jax.Array, batch: SequenceBatch, loss_aggregation: str) -> jax.Array:
     """Reduce (N, T) per-token terms with the weights of the N sequences (see LOSS_AGGREGATIONS)."""
     _checks.choice("loss_aggregation", loss_aggregation, LOSS_AGGREGATIONS)
     w = jax.lax.stop_gradient(batch.items.weight)
@@ -335,7 +393,18 @@ def _aggregate(per_token, batch: SequenceBatch, loss_aggregation):
     return jnp.sum(w * per_seq) / per_token.shape[-1]
 
 
-def _group_terms(tok_logp, batch, next_logp, per_token, *, loss_aggregation, drop_uniform_groups, beta, kl_estimator, kl_placement):
+def _group_terms(
+    tok_logp: jax.Array,
+    batch: SequenceBatch,
+    next_logp: jax.Array | None,
+    per_token: jax.Array,
+    *,
+    loss_aggregation: str,
+    drop_uniform_groups: bool,
+    beta: float | jax.Array,
+    kl_estimator: str | None,
+    kl_placement: str,
+) -> jax.Array:
     """Aggregated per-token terms plus the KL penalty (per token, aggregated alike), times the dynamic-sampling factor."""
     kl_terms = _penalties(tok_logp, batch, next_logp, beta=beta, kl_estimator=kl_estimator, kl_placement=kl_placement, entropy_coef=0.0)
     scale = 1.0 if loss_aggregation == "seq_mean_token_sum" else 1.0 / tok_logp.shape[-1]
@@ -346,19 +415,19 @@ def _group_terms(tok_logp, batch, next_logp, per_token, *, loss_aggregation, dro
 
 
 def grpo(
-    tok_logp,
+    tok_logp: jax.Array,
     batch: SequenceBatch,
     *,
-    next_logp=None,
+    next_logp: jax.Array | None = None,
     scale_rewards: str = "group",
     drop_uniform_groups: bool = False,
     loss_aggregation: str = "seq_mean_token_mean",
-    clip_eps=0.2,
-    clip_eps_high=None,
-    beta=0.0,
-    kl_estimator=None,
+    clip_eps: float | jax.Array = 0.2,
+    clip_eps_high: float | jax.Array | None = None,
+    beta: float | jax.Array = 0.0,
+    kl_estimator: str | None = None,
     kl_placement: str = "reward",
-):
+) -> tuple[jax.Array, dict[str, jax.Array]]:
     """GRPO on sequences: the group advantage on every token, one clipped ratio per token.
 
     Per token t of sequence j: max(-A_j rho_jt, -A_j clip(rho_jt, 1 - eps, 1 + eps_high)),
@@ -368,7 +437,7 @@ def grpo(
     reduced alike. Source and differences: :func:`modeseek.losses.on_policy.grpo`.
 
     Args:
-      tok_logp, batch, next_logp: as in :func:`reinforce`.
+      tok_logp (N, T), batch, next_logp (N, L, V): as in :func:`reinforce`.
       loss_aggregation: one of LOSS_AGGREGATIONS.
       scale_rewards, drop_uniform_groups, clip_eps, clip_eps_high, beta,
       kl_estimator, kl_placement: as in the bandit grpo.
@@ -390,23 +459,25 @@ def grpo(
 
 
 def gspo(
-    tok_logp,
+    tok_logp: jax.Array,
     batch: SequenceBatch,
     *,
-    next_logp=None,
+    next_logp: jax.Array | None = None,
     scale_rewards: str = "group",
     drop_uniform_groups: bool = False,
-    clip_eps=0.2,
-    clip_eps_high=None,
-    beta=0.0,
-    kl_estimator=None,
+    clip_eps: float | jax.Array = 0.2,
+    clip_eps_high: float | jax.Array | None = None,
+    beta: float | jax.Array = 0.0,
+    kl_estimator: str | None = None,
     kl_placement: str = "reward",
-):
+) -> tuple[jax.Array, dict[str, jax.Array]]:
     """GSPO on sequences: one ratio per sequence, s_j = exp(mean_t log(pi_t / q_t)), clipped per sequence.
 
     sum_j w_j max(-A_j s_j, -A_j clip(s_j, 1 - eps, 1 + eps_high)) (+ the
     per-sequence KL penalty, summed over tokens). Source and notes:
     :func:`modeseek.losses.on_policy.gspo`.
+
+    ``tok_logp``: (N, T) per-token log pi_theta of the batch's N sequences; returns (loss (), aux).
     """
     a = group_advantages(batch.reward, batch.items, _sampled_kl(batch), scale_rewards=scale_rewards, beta=beta, kl_estimator=kl_estimator, kl_placement=kl_placement, stat=batch.items.stat)
     log_s = jnp.mean(tok_logp - jax.lax.stop_gradient(batch.logq), axis=-1)
@@ -426,22 +497,24 @@ def gspo(
 
 
 def cispo(
-    tok_logp,
+    tok_logp: jax.Array,
     batch: SequenceBatch,
     *,
-    next_logp=None,
+    next_logp: jax.Array | None = None,
     scale_rewards: str = "group",
     loss_aggregation: str = "token_mean",
-    clip_eps=0.2,
-    clip_eps_high=None,
-    beta=0.0,
-    kl_estimator=None,
+    clip_eps: float | jax.Array = 0.2,
+    clip_eps_high: float | jax.Array | None = None,
+    beta: float | jax.Array = 0.0,
+    kl_estimator: str | None = None,
     kl_placement: str = "reward",
-):
+) -> tuple[jax.Array, dict[str, jax.Array]]:
     """CISPO on sequences: -sg(min(rho_jt, 1 + eps_high)) A_j log pi_t(y_j) per token, reduced by ``loss_aggregation``.
 
     The MiniMax-M1 report aggregates over tokens (token_mean, the default).
     Source and notes: :func:`modeseek.losses.on_policy.cispo`.
+
+    ``tok_logp``: (N, T) per-token log pi_theta of the batch's N sequences; returns (loss (), aux).
     """
     a = group_advantages(batch.reward, batch.items, _sampled_kl(batch), scale_rewards=scale_rewards, beta=beta, kl_estimator=kl_estimator, kl_placement=kl_placement, stat=batch.items.stat)
     weight = _capped_weight(tok_logp - batch.logq, clip_eps if clip_eps_high is None else clip_eps_high)
@@ -460,21 +533,23 @@ def cispo(
 
 
 def reinforce_pp(
-    tok_logp,
+    tok_logp: jax.Array,
     batch: SequenceBatch,
     *,
-    next_logp=None,
+    next_logp: jax.Array | None = None,
     baseline: bool = False,
-    clip_eps=0.2,
-    beta=0.0,
-    kl_estimator=None,
+    clip_eps: float | jax.Array = 0.2,
+    beta: float | jax.Array = 0.0,
+    kl_estimator: str | None = None,
     kl_placement: str = "reward",
-):
+) -> tuple[jax.Array, dict[str, jax.Array]]:
     """REINFORCE++ on sequences: the batch-whitened sequence advantage on every token, PPO's per-token clip, summed over tokens.
 
     The paper's KL is per token in the reward; here a KL in the reward is the
     sequence's sum of per-token estimates, as for :func:`reinforce`. Source and
     notes: :func:`modeseek.losses.on_policy.reinforce_pp`.
+
+    ``tok_logp``: (N, T) per-token log pi_theta of the batch's N sequences; returns (loss (), aux).
     """
     a = on_policy._reinforce_pp_advantages(batch.reward, batch.items, _sampled_kl(batch), baseline=baseline, beta=beta, kl_estimator=kl_estimator, kl_placement=kl_placement)
     w = jax.lax.stop_gradient(batch.items.weight)
@@ -484,15 +559,18 @@ def reinforce_pp(
     return loss, {}
 
 
-def gpg(tok_logp, batch: SequenceBatch):
-    """GPG on sequences: the core GPG on the (N,) sequence log-probabilities (:func:`modeseek.losses.on_policy.gpg`)."""
+def gpg(tok_logp: jax.Array, batch: SequenceBatch) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """GPG on sequences: the core GPG on the (N,) sequence log-probabilities (:func:`modeseek.losses.on_policy.gpg`).
+
+    ``tok_logp``: (N, T) per-token log pi_theta of the batch's N sequences; returns (loss (), aux).
+    """
     return on_policy.gpg(_seq(tok_logp), batch.items)
 
 
-def sequence_stat(stat_fn):
+def sequence_stat(stat_fn: Callable[..., dict[str, jax.Array] | None]) -> Callable[..., dict[str, jax.Array] | None]:
     """The sequence form ``(batch, ref, **options) -> stat`` of a per-context statistic (ref unused: pi_ref comes in the batch)."""
 
-    def stat(batch: SequenceBatch, ref, **options):
+    def stat(batch: SequenceBatch, ref: None, **options: Any) -> dict[str, jax.Array] | None:
         return stat_fn(batch.reward, batch.items, _sampled_kl(batch), **options)
 
     return stat

@@ -10,7 +10,9 @@ HIGH_REWARD, chosen before looking at results.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -18,6 +20,9 @@ from modeseek import pieces
 from modeseek.paper import protocol
 from modeseek.paper.fig_on_policy import tidy
 from modeseek.pieces import Claim, Piece
+
+if TYPE_CHECKING:
+    from modeseek.engine import Trajectory
 
 #: What "a high reward" means in the claim: exact expected reward >= 0.8 (the maximum is 1).
 HIGH_REWARD = 0.8
@@ -109,15 +114,15 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
     return claims
 
 
-def _claim(res, i: int, kind: str, h_off: int, h_on: int) -> Claim:
+def _claim(res: dict[str, dict[str, np.ndarray]], i: int, kind: str, h_off: int, h_on: int) -> Claim:
     hits = {name: crossing(r["expected_reward"][i]) for name, r in res.items()}
     budgets = {name: (h_off if name.startswith("offline") else h_on) for name in res}
 
-    def reached(name):
+    def reached(name: str) -> tuple[int, int]:
         er = res[name]["expected_reward"][i]
         return int(sum(protocol.steps_to_reach(s, HIGH_REWARD) is not None for s in er)), er.shape[0]
 
-    def show(name):
+    def show(name: str) -> str:
         hit, med = hits[name]
         k, n = reached(name)
         return f"{name} {'never within ' + str(budgets[name]) if hit is None else hit} (per-seed median {med:g}, {k} of {n} seeds reach it)"
@@ -141,7 +146,7 @@ def _claim(res, i: int, kind: str, h_off: int, h_on: int) -> Claim:
     )
 
 
-def _caption(b, res, timing) -> list[str]:
+def _caption(b: protocol.Budget, res: dict[str, dict[str, np.ndarray]], timing: Sequence[Trajectory]) -> list[str]:
     return [
         'Problem: the 1-token bandit (reward peak at bin 70 "far" / 20 "near"). Policy: the authors\' MLP, SFT to pi_ref first; '
         "on-policy runs draw epoch 0 from pi_ref and later epochs from the policy (docs/paper.md §A.6).",

@@ -11,7 +11,9 @@ Panels: expected reward, KL(pi || pi_ref), and the final mass over bins.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -19,6 +21,9 @@ from modeseek import pieces
 from modeseek.paper import protocol
 from modeseek.paper.fig_on_policy import tidy, tuned_slice
 from modeseek.pieces import Claim, Piece
+
+if TYPE_CHECKING:
+    from modeseek.engine import Trajectory
 
 NEGATIVES = {"worst": "offline best-of-N + worst", "mean_worse": "offline best-of-N + mean over worse", "sum_worse": "offline best-of-N + sum over worse"}
 COLORS = {
@@ -31,7 +36,7 @@ COLORS = {
 }
 
 
-def _pick(traj, columns: np.ndarray, coefs: np.ndarray, b: protocol.Budget) -> dict:
+def _pick(traj: Trajectory, columns: np.ndarray, coefs: np.ndarray, b: protocol.Budget) -> dict:
     """Among grid columns ``columns`` (axis 1, coefficients ``coefs``), choose per problem on tuning seeds.
 
     Returns:
@@ -131,7 +136,7 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
     return claims
 
 
-def _claims(res) -> list[Claim]:
+def _claims(res: dict[str, dict[str, Any]]) -> list[Claim]:
     base = res["offline best-of-N"]["curves"]
     r0, k0 = base["expected_reward"][0][:, -1], base["kl_pi_ref"][0][:, -1]
     claims = []
@@ -164,7 +169,7 @@ def _claims(res) -> list[Claim]:
     return claims
 
 
-def _caption(b, res, timing) -> list[str]:
+def _caption(b: protocol.Budget, res: dict[str, dict[str, Any]], timing: Sequence[Trajectory]) -> list[str]:
     return [
         'Problem: the 1-token bandit (exact squashed-Cauchy reference; reward peak at bin 70 "far" / 20 "near", width 10). '
         "Policy: the authors' MLP, SFT to pi_ref first (100 Adam steps, lr 0.01); all methods offline: one batch of N = 10 responses per train context from pi_ref (docs/paper.md §A.6).",

@@ -10,14 +10,20 @@ gradient steps and against reward queries, mean and 95% band over the reported s
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from modeseek import pieces
 from modeseek.paper import protocol
 from modeseek.pieces import Claim, Piece
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from modeseek.engine import Trajectory
 
 #: "Far above": the on-policy mean must exceed offline best-of-N's by at least this much
 #: (a fifth of the reward range), with the 95% band of the difference above 0.
@@ -30,7 +36,7 @@ COLORS = {"offline best-of-N": "0.35", "on-policy best-of-N": "C0", "REINFORCE":
 RL = {"REINFORCE": "reinforce", "PPO": "ppo"}
 
 
-def tidy(traj, method: str, *, grid_name: str | None = None, chosen=None, seeds: int, **columns):
+def tidy(traj: Trajectory, method: str, *, grid_name: str | None = None, chosen: Sequence[int] | None = None, seeds: int, **columns: object) -> pd.DataFrame:
     """Per-seed, per-step rows of protocol.METRICS for one method (every grid value), with labels.
 
     Args:
@@ -49,6 +55,8 @@ def tidy(traj, method: str, *, grid_name: str | None = None, chosen=None, seeds:
     if grid_name is None:
         df["chosen"] = True
     else:
+        if chosen is None:
+            raise ValueError(f"grid_name={grid_name!r} needs chosen, the chosen grid index per problem; got None")
         values = np.asarray(traj.grid[grid_name])
         pick = {p: values[chosen[i]] for i, p in enumerate(traj.grid["problem"])}
         df["chosen"] = df[grid_name].to_numpy() == df["problem"].map(pick).to_numpy()
@@ -61,7 +69,7 @@ def tidy(traj, method: str, *, grid_name: str | None = None, chosen=None, seeds:
     return df
 
 
-def tuned_slice(traj, metric: str, b: protocol.Budget, columns=None) -> tuple[np.ndarray, list[int]]:
+def tuned_slice(traj: Trajectory, metric: str, b: protocol.Budget, columns: np.ndarray | None = None) -> tuple[np.ndarray, list[int]]:
     """Choose a grid value per problem on the tuning seeds; return the reported seeds' curves.
 
     Args:
@@ -163,11 +171,11 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
     return claims
 
 
-def _final(res, name, i, step=None):
+def _final(res: dict[str, dict[str, Any]], name: str, i: int, step: int | None = None) -> np.ndarray:
     return res[name]["expected_reward"][i][:, -1 if step is None else step]
 
 
-def _claims(res, h_off: int, h_on: int) -> list[Claim]:
+def _claims(res: dict[str, dict[str, Any]], h_off: int, h_on: int) -> list[Claim]:
     on_methods = ["on-policy best-of-N", "REINFORCE", "PPO"]
     step = min(h_off, h_on)
     off = _final(res, "offline best-of-N", 0, step)
@@ -203,7 +211,7 @@ def _claims(res, h_off: int, h_on: int) -> list[Claim]:
     ]
 
 
-def _caption(b, res, h_off, h_on, worst, on, sweeps) -> list[str]:
+def _caption(b: protocol.Budget, res: dict[str, dict[str, Any]], h_off: int, h_on: int, worst: Trajectory, on: Trajectory, sweeps: dict[str, Trajectory]) -> list[str]:
     rl = {name: res[name]["chosen_lr"] for name in RL}
     timing = [worst, on] + list(sweeps.values())
     return [

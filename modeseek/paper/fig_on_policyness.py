@@ -14,6 +14,7 @@ protocol as figure 5 (:mod:`modeseek.paper.fig_reuse`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from modeseek import pieces
@@ -73,7 +74,7 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
     return claims
 
 
-def _claims(runs: dict, sizes) -> list[Claim]:
+def _claims(runs: dict, sizes: Sequence[int]) -> list[Claim]:
     far = KINDS.index("far")
     ok, parts = True, []
     for name, r in runs.items():

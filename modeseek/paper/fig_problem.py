@@ -11,12 +11,18 @@ N = 10 draws) are exact and are checked against the table in docs/paper.md §A.3
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 import modeseek as ms
 from modeseek import _checks, pieces
 from modeseek.pieces import Claim, Piece
+
+if TYPE_CHECKING:
+    from jax.typing import ArrayLike
+
+    from modeseek.problems import Problem
 
 #: docs/paper.md §A.3 (derived there from the definitions): E_{pi_ref}[r],
 #: pi_ref mass within one width of the peak, E[max r over N = 10 draws from pi_ref].
@@ -31,7 +37,7 @@ CENTERS = {"far": 70, "near": 20}
 WIDTH = 10
 
 
-def geometry(problem, center: int, width: int = WIDTH, n: int = 10) -> dict[str, float]:
+def geometry(problem: Problem, center: int, width: int = WIDTH, n: int = 10) -> dict[str, float]:
     """Exact summaries of a problem: E_{pi_ref}[r], pi_ref mass in [c - w, c + w], E[best of n].
 
     Args:
@@ -51,7 +57,7 @@ def geometry(problem, center: int, width: int = WIDTH, n: int = 10) -> dict[str,
     }
 
 
-def expected_best_of_n(probs, reward, n: int) -> float:
+def expected_best_of_n(probs: ArrayLike, reward: ArrayLike, n: int) -> float:
     """E[max of r over n i.i.d. draws from probs], exactly: sum_l r_l (F(r_l)^n - F(r_{l-1})^n).
 
     F is the probability of a reward <= r_l over the distinct reward levels r_l.

@@ -20,9 +20,9 @@ per loss serves every T.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -31,6 +31,13 @@ from modeseek import pieces
 from modeseek.engine import HyperParams
 from modeseek.paper import protocol
 from modeseek.pieces import Claim, Piece
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from jax.typing import ArrayLike
+    from matplotlib.figure import Figure
+
+    from modeseek.problems import Problem
 
 #: Reuse values of the issue's figure 5.
 REUSES = (1, 2, 5, 10, 20, 50)
@@ -151,7 +158,7 @@ class ScheduleRuns:
     compile_seconds: float
     run_seconds: float
 
-    def to_dataframe(self, names: Sequence[str] | None = None):
+    def to_dataframe(self, names: Sequence[str] | None = None) -> pd.DataFrame:
         """Tidy table: one row per (schedule, problem[, learning rate], seed, evaluation step)."""
         import pandas as pd
 
@@ -176,7 +183,7 @@ class ScheduleRuns:
 _MEMO: dict[tuple, ScheduleRuns] = {}
 
 
-def _call(b: Budget, cfg: protocol.Config, scheds, *, problems, seeds, seed_offset=0, learning_rate):
+def _call(b: Budget, cfg: protocol.Config, scheds: Sequence[Schedule], *, problems: Sequence[Problem], seeds: int, seed_offset: int = 0, learning_rate: float | np.ndarray) -> ScheduleRuns:
     """Runs under each schedule, memoised per schedule so figures 5, 6 and 8 share them in one process.
 
     Every call draws ``b.max_batch`` responses per context and collection and
@@ -235,7 +242,7 @@ def _call(b: Budget, cfg: protocol.Config, scheds, *, problems, seeds, seed_offs
     )
 
 
-def tuning(name: str, b: Budget):
+def tuning(name: str, b: Budget) -> tuple[ScheduleRuns, float]:
     """The learning-rate sweep of algorithm ``name`` at T = 1 on "far", on the held-out seeds.
 
     Returns:
@@ -249,25 +256,25 @@ def tuning(name: str, b: Budget):
     return r, LEARNING_RATES[j]
 
 
-def sweep(name: str, scheds, b: Budget):
+def sweep(name: str, scheds: Sequence[Schedule], b: Budget) -> ScheduleRuns:
     """Reported runs of algorithm ``name`` under ``scheds`` on both geometries at its tuned learning rate."""
     _, lr = tuning(name, b)
     return _call(b, ALGORITHMS[name], list(scheds), problems=[ms.paper_bandit(k) for k in KINDS], seeds=b.seeds, learning_rate=lr)
 
 
-def paired_band(a, b) -> tuple[float, float, float]:
+def paired_band(a: ArrayLike, b: ArrayLike) -> tuple[float, float, float]:
     """Mean of a - b over paired seeds, with a 95% normal band (runs with equal seed share their initial policy)."""
     d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
     m, lo, hi = pieces.mean_band(d)
     return float(m), float(lo), float(hi)
 
 
-def area(curves) -> np.ndarray:
+def area(curves: ArrayLike) -> np.ndarray:
     """Mean over the evaluated steps (the normalised area under the reward curve), per seed."""
     return np.asarray(curves, np.float64).mean(axis=-1)
 
 
-def plot_sweep(runs: dict, values, *, value_name: str, xlabel: str, x_of, lrs: dict):
+def plot_sweep(runs: dict, values: Sequence[float], *, value_name: str, xlabel: str, x_of: Callable[[ScheduleRuns, int], np.ndarray], lrs: dict) -> Figure:
     """Rows far/near; columns: one per algorithm (curves per schedule) and a summary against the swept value (untitled: :func:`modeseek.pieces.save_figure` titles it)."""
     import matplotlib.pyplot as plt
 
@@ -305,7 +312,7 @@ def plot_sweep(runs: dict, values, *, value_name: str, xlabel: str, x_of, lrs: d
     return fig
 
 
-def tidy(runs: dict, tunes: dict, lrs: dict, b: Budget, extra_columns: dict):
+def tidy(runs: dict, tunes: dict, lrs: dict, b: Budget, extra_columns: dict) -> pd.DataFrame:
     """Every run (reported and tuning) as one row per (algorithm, schedule, problem, seed, step)."""
     import pandas as pd
 

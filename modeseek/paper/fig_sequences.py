@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from modeseek import engine, pieces
 from modeseek.pieces import Claim, Piece
 from modeseek.sequences import problems
+
+if TYPE_CHECKING:
+    from modeseek.sequences.problems import SequenceProblem
 
 KINDS = ("far", "near")
 COLORS = {"offline best-of-N": "0.35", "on-policy best-of-N": "C0", "offline IPO": "C3", "on-policy IPO": "C1"}
@@ -39,7 +43,7 @@ def budget(smoke: bool) -> dict:
     return dict(policy="transformer", seeds=2, bon_steps=400, ipo_steps=100, eval_every=10, learning_scale=1.0)
 
 
-def _runs(b: dict):
+def _runs(b: dict) -> tuple[list[SequenceProblem], engine.Trajectory, engine.Trajectory]:
     probs = [problems.paper_sequence_bandit(k) for k in KINDS]
     # Runs one after another inside each program ("map"): it compiles faster than vmap for both policies.
     common_kw = dict(policy=b["policy"], seeds=b["seeds"], num_contexts=10, num_samples=10, reuse=10, eval_every=b["eval_every"], key=0, batching="map")
@@ -66,26 +70,26 @@ def _runs(b: dict):
     return probs, bon, ipo
 
 
-def _curves(tr, metric):
+def _curves(tr: engine.Trajectory, metric: str) -> dict[tuple[str, str], np.ndarray]:
     """{(problem, method): (seeds, E) array}."""
     return {(str(p), str(m)): tr.metrics[metric][g, a] for g, p in enumerate(tr.grid["problem"]) for a, m in enumerate(tr.grid["arm"])}
 
 
-def _at(tr, curves, step):
+def _at(tr: engine.Trajectory, curves: dict[tuple[str, str], np.ndarray], step: int) -> dict[tuple[str, str], np.ndarray]:
     i = int(np.searchsorted(tr.eval_steps, min(step, tr.eval_steps[-1])))
     return {k: v[:, i] for k, v in curves.items()}
 
 
-def _above(a, b):
+def _above(a: np.ndarray, b: np.ndarray) -> bool:
     """a's mean exceeds b's by MARGIN and every seed of a is above b's mean."""
     return bool(a.mean() - b.mean() >= MARGIN and np.all(a > b.mean()))
 
 
-def _f(x):
+def _f(x: np.ndarray) -> str:
     return pieces.fmt(np.mean(x))
 
 
-def _seeds(x):
+def _seeds(x: np.ndarray) -> str:
     return "[" + ", ".join(pieces.fmt(v) for v in np.asarray(x)) + "]"
 
 
@@ -104,9 +108,9 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
         frames.append(tr.to_dataframe().rename(columns={"arm": "method"}))
         fm = tr.final_probs.mean(axis=2)  # (problem, arm, L, V)
         for g, p in enumerate(tr.grid["problem"]):
-            for a, m in enumerate(tr.grid["arm"]):
+            for j, m in enumerate(tr.grid["arm"]):
                 for pos in range(fm.shape[2]):
-                    marg_rows.append(pd.DataFrame({"problem": p, "method": m, "position": pos + 1, "token": np.arange(fm.shape[3]), "prob": fm[g, a, pos]}))
+                    marg_rows.append(pd.DataFrame({"problem": p, "method": m, "position": pos + 1, "token": np.arange(fm.shape[3]), "prob": fm[g, j, pos]}))
     pieces.save_table(pd.concat(frames, ignore_index=True), out_dir / "data" / "sequences.parquet")
     pieces.save_table(pd.concat(marg_rows, ignore_index=True), out_dir / "data" / "sequences_marginals.parquet")
 
@@ -119,10 +123,10 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
         ax_r, ax_k, ax_m = axes[row]
         for tr in trs:
             # The problem axis follows KINDS (see _runs).
-            for a, m in enumerate(map(str, tr.grid["arm"])):
-                pieces.plot_band(ax_r, tr.eval_steps, tr.metrics["expected_reward"][row, a], label=m, color=COLORS[m], lw=1.5)
-                ax_k.plot(tr.eval_steps, tr.metrics["kl_pi_ref"][row, a].mean(0), color=COLORS[m], label=m)
-                ax_m.plot(np.arange(len(ref)), tr.final_probs[row, a].mean(axis=(0, 1)), color=COLORS[m], lw=1.0, label=m)
+            for j, m in enumerate(map(str, tr.grid["arm"])):
+                pieces.plot_band(ax_r, tr.eval_steps, tr.metrics["expected_reward"][row, j], label=m, color=COLORS[m], lw=1.5)
+                ax_k.plot(tr.eval_steps, tr.metrics["kl_pi_ref"][row, j].mean(0), color=COLORS[m], label=m)
+                ax_m.plot(np.arange(len(ref)), tr.final_probs[row, j].mean(axis=(0, 1)), color=COLORS[m], lw=1.0, label=m)
         ax_r.axvline(PAPER_OFFLINE_STEPS, color="0.7", ls=":", lw=0.8)
         ax_r.axhline(float(ref @ tab), color="0.5", ls="--", lw=0.8)
         ax_r.set_ylabel(f'"{kind}": expected reward')

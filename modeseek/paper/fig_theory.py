@@ -16,13 +16,19 @@ Lemma 6.1's identity, E_pi[r] - beta KL(pi || pi_ref) = -beta KL(pi || pi_star)
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 import modeseek as ms
 from modeseek import pieces
 from modeseek.pieces import Claim, Piece
+
+if TYPE_CHECKING:
+    from modeseek.engine import Trajectory
+    from modeseek.problems import Problem
 
 BETA = 0.1
 #: SGD step sizes on the logits (swept in one call).
@@ -87,11 +93,11 @@ def closed_form_step(p: np.ndarray, q: np.ndarray, eta: float, loss: str) -> np.
     return theta - np.log(np.exp(theta - theta.max()).sum()) - theta.max()
 
 
-def _vec(v, signed: bool = False) -> str:
+def _vec(v: Iterable[float], signed: bool = False) -> str:
     return "(" + ", ".join(f"{x:+.3f}" if signed else f"{x:.3f}" for x in v) + ")"
 
 
-def _kl_runs(problem, target, steps: int, step_sizes, **kw) -> dict:
+def _kl_runs(problem: Problem, target: np.ndarray | Sequence[float], steps: int, step_sizes: Sequence[float], **kw: Any) -> dict[str, Trajectory]:
     """Exact SGD on the logits under forward and reverse KL toward ``target``: loss -> Trajectory over ``step_sizes``, every step kept."""
     return {
         loss: ms.run(problem, loss=loss, sampling="exact", optimizer="sgd", steps=steps, target=np.asarray(target), learning_rate=np.asarray(step_sizes), snapshot_every=1, **kw)
@@ -277,7 +283,7 @@ def make(out_dir: Path, smoke: bool) -> list[Claim]:
     return claims
 
 
-def _lemma_claim(runs, ref, reward) -> Claim:
+def _lemma_claim(runs: dict[str, dict[str, Trajectory]], ref: np.ndarray, reward: np.ndarray) -> Claim:
     log_z = float(np.log(np.sum(ref * np.exp(reward / BETA))))
     worst, count, best_gap = 0.0, 0, np.inf
     for rr in runs.values():
@@ -299,7 +305,7 @@ def _lemma_claim(runs, ref, reward) -> Claim:
     )
 
 
-def _removal_claim(removal, steps) -> Claim:
+def _removal_claim(removal: Any, steps: int) -> Claim:
     parts, ok = [], True
     for tname in ("pi_star", "bimodal"):
         for eta in STEP_SIZES:

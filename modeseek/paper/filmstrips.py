@@ -16,7 +16,7 @@ runs of figure 5 (shared within a process, so they cost almost nothing there).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,6 +24,12 @@ import modeseek as ms
 from modeseek import pieces
 from modeseek.paper import fig_reuse
 from modeseek.pieces import Claim, Piece
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from modeseek.engine import Trajectory
+    from modeseek.problems import Problem
 
 ALGORITHMS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("offline best-of-N (mode-covering)", dict(loss="best_of_n", sampling="exact_offline")),
@@ -33,7 +39,7 @@ ALGORITHMS: tuple[tuple[str, dict[str, Any]], ...] = (
 SAMPLED = {"exact_offline": "offline", "exact": "on_policy"}
 
 
-def _runs(kind: str, steps: int, seeds: int):
+def _runs(kind: str, steps: int, seeds: int) -> tuple[Problem, list[tuple[str, dict[str, Any], Trajectory, Trajectory]]]:
     problem = ms.paper_bandit(kind)
     out = []
     for label, kw in ALGORITHMS:
@@ -43,7 +49,7 @@ def _runs(kind: str, steps: int, seeds: int):
     return problem, out
 
 
-def _frame(kind, algorithm, loss, regime, steps, bins, exact, sampled, ref, reward):
+def _frame(kind: str, algorithm: str, loss: str, regime: str, steps: np.ndarray, bins: np.ndarray, exact: np.ndarray | None, sampled: np.ndarray, ref: np.ndarray, reward: np.ndarray) -> pd.DataFrame:
     """Table rows of one strip: one per step and bin; ``exact`` and ``sampled`` are (steps, K) masses (``exact`` None: NaN)."""
     import pandas as pd
 
@@ -134,7 +140,7 @@ MLP_ROWS = (
 )
 
 
-def _mlp_strips(out_dir: Path, smoke: bool):
+def _mlp_strips(out_dir: Path, smoke: bool) -> tuple[list[pd.DataFrame], list[str]]:
     """Sampled runs of each family under the authors' protocol (figure 5's runs); returns (table rows, caption lines)."""
     import matplotlib.pyplot as plt
 

@@ -226,7 +226,7 @@ def write_gallery(out_dir: Path, results: Sequence[tuple[Piece, list[Claim]]], *
     return path
 
 
-def report_lines(results, compile_logs: dict, seconds: float, out_dir: str | Path, *, rerun_hint: str, slowest: int = 3) -> list[str]:
+def report_lines(results: Sequence[tuple[Piece, list[Claim], float]], compile_logs: dict, seconds: float, out_dir: str | Path, *, rerun_hint: str, slowest: int = 3) -> list[str]:
     """What ``make figures`` and ``modeseek reproduce`` print after :func:`reproduce`.
 
     One line per piece (seconds, claims passed, its compile statistics or that
@@ -261,7 +261,7 @@ def reproduce(
     only: Sequence[str] | None = None,
     progress: bool = True,
     compile_logs: dict | None = None,
-):
+) -> list[tuple[Piece, list[Claim], float]]:
     """Regenerate every figure, its data and caption, the claims report and the gallery.
 
     Args:

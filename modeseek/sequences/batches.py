@@ -50,14 +50,14 @@ class SequenceBatch(NamedTuple):
     ref_next_logp: jax.Array | None = None
 
 
-def points_items(reward, logq_seq) -> Points:
-    """All N rows with weight 1/N (REINFORCE, PPO, RWR, SFT)."""
+def points_items(reward: jax.Array, logq_seq: jax.Array) -> Points:
+    """All N rows with weight 1/N (REINFORCE, PPO, RWR, SFT), from (N,) rewards and (N,) sequence log-probabilities under q."""
     n = reward.shape[0]
     return Points(jnp.arange(n, dtype=jnp.int32), reward, jnp.full((n,), 1.0 / n), logq_seq, jnp.asarray(n, jnp.float32))
 
 
-def best_of_n_items(reward) -> BestOfN:
-    """The best row (first on ties), the worst row and all rows but the best (duplicates included)."""
+def best_of_n_items(reward: jax.Array) -> BestOfN:
+    """The best row (first on ties), the worst row and all rows but the best (duplicates included), from (N,) rewards."""
     n = reward.shape[0]
     jb, jw = jnp.argmax(reward), jnp.argmin(reward)
     one = jnp.ones((1,))
@@ -65,7 +65,16 @@ def best_of_n_items(reward) -> BestOfN:
     return BestOfN(jb[None].astype(jnp.int32), one, jw[None].astype(jnp.int32), one, jnp.arange(n, dtype=jnp.int32), others_w, jnp.asarray(n, jnp.float32))
 
 
-def pair_items(label_key, reward, *, labels: str = "reward", pairing: str = "all", min_reward_gap=0.0, bt_scale=1.0, label_uniforms=None) -> Pairs:
+def pair_items(
+    label_key: jax.Array | None,
+    reward: jax.Array,
+    *,
+    labels: str = "reward",
+    pairing: str = "all",
+    min_reward_gap: float | jax.Array = 0.0,
+    bt_scale: float | jax.Array = 1.0,
+    label_uniforms: jax.Array | None = None,
+) -> Pairs:
     """Preference pairs among the N rows (see :func:`modeseek.regimes.sample_pairs`).
 
     Args:
@@ -81,6 +90,13 @@ def pair_items(label_key, reward, *, labels: str = "reward", pairing: str = "all
     _checks.choice("pairing", pairing, regimes.PAIRINGS)
     n = _checks.integer("num_samples", reward.shape[0], 2, reason="for pairs")
     a_idx, b_idx = regimes.pair_index(n, pairing)
-    uniforms = lambda shape: jax.random.uniform(label_key, shape) if label_uniforms is None else label_uniforms  # noqa: E731
+
+    def uniforms(shape: tuple[int, ...]) -> jax.Array:
+        if label_uniforms is not None:
+            return label_uniforms
+        if label_key is None:
+            raise ValueError("labels='bradley_terry' needs label_key or label_uniforms; got neither")
+        return jax.random.uniform(label_key, shape)
+
     gap = reward[a_idx] - reward[b_idx]
     return regimes.label_pairs(jnp.asarray(a_idx), jnp.asarray(b_idx), gap, uniforms, labels=labels, min_reward_gap=min_reward_gap, bt_scale=bt_scale)

@@ -17,10 +17,10 @@ from modeseek import metrics
 __all__ = ["marginals", "kl", "entropy"]
 
 
-def marginals(init_p, trans_p):
+def marginals(init_p: jax.Array, trans_p: jax.Array) -> jax.Array:
     """(L, V) per-position marginals from init (V,) and transition (L - 1, V, V) probabilities."""
 
-    def f(m, tr):
+    def f(m: jax.Array, tr: jax.Array) -> tuple[jax.Array, jax.Array]:
         nxt = m @ tr
         return nxt, nxt
 
@@ -28,7 +28,7 @@ def marginals(init_p, trans_p):
     return jnp.concatenate([init_p[None], rest], axis=0)
 
 
-def kl(init_logp, trans_logp, ref_init_logp, ref_trans_logp):
+def kl(init_logp: jax.Array, trans_logp: jax.Array, ref_init_logp: jax.Array, ref_trans_logp: jax.Array) -> jax.Array:
     """Exact KL(pi || rho) of two Markov chains over whole responses.
 
     By the chain rule, KL = KL(p_1 || r_1) + sum_t E_{y_t ~ m_t}[KL(p_{t+1}(.|y_t) || r_{t+1}(.|y_t))],
@@ -40,7 +40,7 @@ def kl(init_logp, trans_logp, ref_init_logp, ref_trans_logp):
     return first + jnp.sum(m[:-1] * rows)
 
 
-def entropy(init_logp, trans_logp):
+def entropy(init_logp: jax.Array, trans_logp: jax.Array) -> jax.Array:
     """Exact entropy H(pi) of a Markov chain over whole responses (chain rule, as in :func:`kl`)."""
     m = marginals(jnp.exp(init_logp), jnp.exp(trans_logp))
     return metrics.entropy(init_logp) + jnp.sum(m[:-1] * metrics.entropy(trans_logp))

@@ -41,18 +41,23 @@ the pair statistics of pair losses and reward_queries.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import jax
 import jax.numpy as jnp
 import optax
 
 from modeseek import losses
-from modeseek.batches import BestOfN
+from modeseek.batches import BestOfN, Pairs, Points
 from modeseek.losses import sequences as seq_losses
 from modeseek.problems import high_reward_mask, safe_log
 from modeseek.sequences import batches as sb
 from modeseek.sequences import markov
 from modeseek.sequences import policies as seq_policies
 from modeseek.sequences import sampling as seq_sampling
+
+if TYPE_CHECKING:
+    from modeseek.engine import HyperParams, RunConfig, Schedule
 
 __all__ = ["build", "init_params", "working_bytes", "INIT_FIELDS"]
 
@@ -61,7 +66,7 @@ __all__ = ["build", "init_params", "working_bytes", "INIT_FIELDS"]
 INIT_FIELDS = ("policy", "init", "shared", "vocab", "length", "sft_steps", "sft_batch", "layers", "heads", "embed", "dropout", "batching", "block")
 
 
-def _needs(cfg, spec):
+def _needs(cfg: RunConfig, spec: losses.LossSpec) -> tuple[bool, bool, bool]:
     """(needs logq, needs per-token ref logp, needs ref next-token distributions)."""
     opts = spec.implementation("sequence").options
     kl = cfg.kl_estimator is not None and "kl_estimator" in opts
@@ -73,12 +78,12 @@ def _needs(cfg, spec):
     return logq, ref, ref_next
 
 
-def _make_policy(cfg, ref_probs):
+def _make_policy(cfg: RunConfig, ref_probs: jax.Array) -> seq_policies.SequencePolicy:
     sizes = seq_policies.TransformerSizes(cfg.layers, cfg.heads, cfg.embed, cfg.dropout)
     return seq_policies.make(cfg.policy, ref_probs, init=cfg.init, sizes=sizes, shared=cfg.shared)
 
 
-def init_params(cfg, key, hp, ref_probs):
+def init_params(cfg: RunConfig, key: jax.Array, hp: HyperParams, ref_probs: jax.Array) -> Any:
     """The initial policy of one run, which is also its pi_ref (docs/paper.md §C.4).
 
     Markov policies start exactly at i.i.d. pi_data tokens (init "reference").
@@ -108,11 +113,11 @@ def init_params(cfg, key, hp, ref_probs):
     )
     drop_keys = jax.random.split(jax.random.fold_in(k_sft, 1), cfg.sft_steps) if cfg.dropout > 0 else jnp.zeros((cfg.sft_steps,))
 
-    def step(carry, xs):
+    def step(carry: tuple[Any, Any], xs: tuple[jax.Array, jax.Array]) -> tuple[tuple[Any, Any], None]:
         p, s = carry
         tk, kd = xs
 
-        def loss(q):
+        def loss(q: Any) -> jax.Array:
             _, nxt = seq_sampling.sequence_logprobs(policy, q, tk, dropout_key=kd if cfg.dropout > 0 else None)
             return seq_losses.reference_kl(nxt, target)
 
@@ -124,7 +129,7 @@ def init_params(cfg, key, hp, ref_probs):
     return params
 
 
-def build(cfg, key, hp, a, sched=None) -> dict:
+def build(cfg: RunConfig, key: jax.Array, hp: HyperParams, a: dict[str, Any], sched: Schedule | None = None) -> dict[str, Any]:
     """The fields of a :class:`modeseek.engine.Model`: the sequence parts of one run from its initial (= reference) parameters ``a["init_params"]``.
 
     ``a["offline"]`` is a traced flag, so offline and on-policy arms share a
@@ -164,16 +169,17 @@ def build(cfg, key, hp, a, sched=None) -> dict:
     batch_prompts = jnp.repeat(prompts, N)
     all_prompts = jnp.concatenate([batch_prompts, jnp.repeat(eval_prompts, S)])
 
-    def draw(p, i, slot):
+    def draw(p: Any, i: jax.Array, slot: int | jax.Array) -> tuple[jax.Array, ...]:
         """Sample the batch (P x N) and evaluation (E x S) sequences in one call."""
         u = jnp.concatenate([u_collect[i].reshape(P * N, L), u_eval[slot].reshape(E * S, L)])
         return jax.vmap(lambda x, row: seq_sampling.sample_with_uniforms(policy, p, x, row, full=True))(all_prompts, u)
 
-    def ref_pass(tokens):
+    def ref_pass(tokens: jax.Array) -> tuple[jax.Array, jax.Array]:
         return seq_sampling.sequence_logprobs(policy, ref_params, tokens, shift=cfg.shift)
 
-    def build_one(tokens, logq, ref_tok, ref_next, lab_u):
+    def build_one(tokens: jax.Array, logq: jax.Array, ref_tok: jax.Array, ref_next: jax.Array, lab_u: jax.Array) -> sb.SequenceBatch:
         r = jax.vmap(reward)(tokens)
+        items: BestOfN | Points | Pairs
         if compact_bon:
             # best_of_n without a sum over the other draws reads only the best and
             # worst rows: keep those two, so a gradient step scores 2 sequences, not N.
@@ -189,7 +195,7 @@ def build(cfg, key, hp, a, sched=None) -> dict:
             items = sb.pair_items(None, r, labels=cfg.labels, pairing=cfg.pairing, min_reward_gap=hp.min_reward_gap, bt_scale=hp.bt_scale, label_uniforms=lab_u if bt else None)
         return sb.SequenceBatch(tokens, r, logq, ref_tok, items, ref_next if need_ref_next else None)
 
-    def collect(p, t, i, slot):
+    def collect(p: Any, t: int | jax.Array, i: int | jax.Array, slot: int | jax.Array) -> tuple[sb.SequenceBatch, dict[str, jax.Array]]:
         """New batch (from p's samples) and evaluation statistics at step t."""
         i = jnp.where(offline, 0, jnp.minimum(i, n_collect - 1))
         p = jax.lax.stop_gradient(p)
@@ -208,7 +214,7 @@ def build(cfg, key, hp, a, sched=None) -> dict:
             blogq, _ = seq_sampling.sequence_logprobs(policy, p, btoks, shift="authors")
         elif not need_logq:
             blogq = jnp.zeros((P * N, T))
-        lab = u_labels[i] if bt else jnp.zeros((P, 0))
+        lab = u_labels[i] if u_labels is not None else jnp.zeros((P, 0))
         batch = jax.vmap(build_one)(btoks.reshape(P, N, L + 1), blogq.reshape(P, N, T), ref_tok, ref_next, lab)
         if exact_eval:
             return batch, {}
@@ -228,7 +234,7 @@ def build(cfg, key, hp, a, sched=None) -> dict:
         }
         return batch, stats
 
-    def loss_fn(p, batch, t):
+    def loss_fn(p: Any, batch: sb.SequenceBatch, t: int | jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
         m = batch.tokens.shape[1]
         flat = batch.tokens.reshape(P * m, L + 1)
         kd = jax.random.fold_in(k_drop, t) if dropout_on else None
@@ -242,10 +248,14 @@ def build(cfg, key, hp, a, sched=None) -> dict:
     high = high_reward_mask(reward.table).astype(jnp.float32)
     token_kind = reward.kind != "length"
 
-    def exact_stats(p):
-        def one(x):
-            il, tl = policy.markov(p, x, L)
-            ril, rtl = policy.markov(ref_params, x, L)
+    def exact_stats(p: Any) -> dict[str, jax.Array]:
+        markov_fn = policy.markov
+        if markov_fn is None:
+            raise ValueError(f"policy={cfg.policy!r} has no exact Markov form; expected its metrics to be sampled")
+
+        def one(x: jax.Array) -> dict[str, jax.Array]:
+            il, tl = markov_fn(p, x, L)
+            ril, rtl = markov_fn(ref_params, x, L)
             ip, tp = jnp.exp(il), jnp.exp(tl)
             return {
                 "expected_reward": reward.expected_markov(x, ip, tp),
@@ -256,7 +266,7 @@ def build(cfg, key, hp, a, sched=None) -> dict:
 
         return jax.tree.map(lambda a: jnp.mean(a, axis=0), jax.vmap(one)(eval_prompts))
 
-    def evaluate(p, t, stats, loss, aux):
+    def evaluate(p: Any, t: int | jax.Array, stats: dict[str, jax.Array], loss: jax.Array, aux: dict[str, jax.Array]) -> tuple[dict[str, jax.Array], jax.Array]:
         m = dict(exact_stats(jax.lax.stop_gradient(p)) if exact_eval else stats)
         marg = m.pop("marginals")
         if token_kind:
@@ -278,7 +288,7 @@ def build(cfg, key, hp, a, sched=None) -> dict:
     )
 
 
-def working_bytes(cfg) -> int:
+def working_bytes(cfg: RunConfig) -> int:
     """A rough upper estimate of one run's temporaries (bytes), for the memory check before compiling:
     per sequence position of the train and evaluation batches, its logits and gradients over the
     vocabulary and, for the transformer, every layer's activations."""

@@ -35,6 +35,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from modeseek import _checks
 from modeseek.problems import safe_log
@@ -65,7 +66,7 @@ class SequencePolicy(NamedTuple):
     markov: Callable[..., tuple[jax.Array, jax.Array]] | None
 
 
-def _init_logits(key, ref_probs, init: str, shape: tuple[int, ...], init_scale):
+def _init_logits(key: jax.Array, ref_probs: ArrayLike | None, init: str, shape: tuple[int, ...], init_scale: float | jax.Array) -> jax.Array:
     """Logits of ``shape`` whose every row is log ref_probs (0 for init "zeros"), plus init_scale * N(0, 1) for "random"."""
     vocab = shape[-1]
     if init == "zeros":
@@ -79,7 +80,7 @@ def _init_logits(key, ref_probs, init: str, shape: tuple[int, ...], init_scale):
     return base + init_scale * jax.random.normal(key, shape) if init == "random" else base
 
 
-def factorised(ref_probs=None, *, init: str = "reference") -> SequencePolicy:
+def factorised(ref_probs: ArrayLike | None = None, *, init: str = "reference") -> SequencePolicy:
     """Independent per-position categoricals: pi(y|x) = prod_t p_t(y_t), ignoring the prompt.
 
     Parameters are (L, V) logits. Exact per-position marginals are the
@@ -93,17 +94,17 @@ def factorised(ref_probs=None, *, init: str = "reference") -> SequencePolicy:
     """
     _checks.choice("init", init, INITS)
 
-    def init_fn(key, *, vocab: int, length: int, init_scale=1.0):
+    def init_fn(key: jax.Array, *, vocab: int, length: int, init_scale: float | jax.Array = 1.0) -> jax.Array:
         return _init_logits(key, ref_probs, init, (length, vocab), init_scale)
 
-    def logits_fn(params, tokens, *, dropout_key=None):
+    def logits_fn(params: jax.Array, tokens: jax.Array, *, dropout_key: jax.Array | None = None) -> jax.Array:
         # Row L (past the end) is uniform: a constant that carries no gradient.
         return jnp.concatenate([params, jnp.zeros((1, params.shape[-1]), params.dtype)], axis=0)
 
-    def step_fn(params, state, token, position):
+    def step_fn(params: jax.Array, state: Any, token: int | jax.Array, position: int | jax.Array) -> tuple[jax.Array, Any]:
         return params[position], state
 
-    def markov_fn(params, prompt, length):
+    def markov_fn(params: jax.Array, prompt: int | jax.Array, length: int) -> tuple[jax.Array, jax.Array]:
         logp = jax.nn.log_softmax(params, axis=-1)
         v = params.shape[-1]
         trans = jnp.broadcast_to(logp[1:, None, :], (params.shape[0] - 1, v, v))
@@ -112,7 +113,7 @@ def factorised(ref_probs=None, *, init: str = "reference") -> SequencePolicy:
     return SequencePolicy("factorised", init_fn, logits_fn, lambda params: (), step_fn, markov_fn)
 
 
-def bigram(ref_probs=None, *, init: str = "reference", shared: bool = False) -> SequencePolicy:
+def bigram(ref_probs: ArrayLike | None = None, *, init: str = "reference", shared: bool = False) -> SequencePolicy:
     """First-order Markov policy: pi(y|x) = prod_t p_t(y_t | y_{t-1}), with y_0 = the prompt.
 
     Parameters are (L, V, V) logits (row [t, a] is the distribution of y_{t+1}
@@ -126,21 +127,21 @@ def bigram(ref_probs=None, *, init: str = "reference", shared: bool = False) -> 
     """
     _checks.choice("init", init, INITS)
 
-    def init_fn(key, *, vocab: int, length: int, init_scale=1.0):
+    def init_fn(key: jax.Array, *, vocab: int, length: int, init_scale: float | jax.Array = 1.0) -> jax.Array:
         return _init_logits(key, ref_probs, init, (vocab, vocab) if shared else (length, vocab, vocab), init_scale)
 
-    def table(params, length):
+    def table(params: jax.Array, length: int) -> jax.Array:
         return jnp.broadcast_to(params, (length,) + params.shape[-2:]) if shared else params
 
-    def logits_fn(params, tokens, *, dropout_key=None):
+    def logits_fn(params: jax.Array, tokens: jax.Array, *, dropout_key: jax.Array | None = None) -> jax.Array:
         length = tokens.shape[0] - 1
         rows = table(params, length)[jnp.arange(length), tokens[:length]]
         return jnp.concatenate([rows, jnp.zeros((1, rows.shape[-1]), rows.dtype)], axis=0)
 
-    def step_fn(params, state, token, position):
+    def step_fn(params: jax.Array, state: Any, token: int | jax.Array, position: int | jax.Array) -> tuple[jax.Array, Any]:
         return (params[token] if shared else params[position, token]), state
 
-    def markov_fn(params, prompt, length):
+    def markov_fn(params: jax.Array, prompt: int | jax.Array, length: int) -> tuple[jax.Array, jax.Array]:
         logp = jax.nn.log_softmax(table(params, length), axis=-1)
         return logp[0, prompt], logp[1:]
 
@@ -172,7 +173,7 @@ class TransformerSizes:
     dropout: float = 0.0
     init_std: float = 0.02
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         for name in ("layers", "heads", "embed"):
             object.__setattr__(self, name, _checks.integer(name, getattr(self, name)))
         if self.embed % self.heads:
@@ -180,13 +181,13 @@ class TransformerSizes:
         _checks.interval("dropout", self.dropout, 0.0, 1.0, high_open=True)
 
 
-def _layer_norm(x, g, b):
+def _layer_norm(x: jax.Array, g: jax.Array, b: jax.Array) -> jax.Array:
     mu = x.mean(-1, keepdims=True)
     var = ((x - mu) ** 2).mean(-1, keepdims=True)
     return (x - mu) * jax.lax.rsqrt(var + 1e-5) * g + b
 
 
-def _dropout(x, rate, key):
+def _dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
     if key is None or rate == 0.0:
         return x
     keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
@@ -209,7 +210,7 @@ def transformer(sizes: TransformerSizes = TransformerSizes()) -> SequencePolicy:
     nl, nh, d = sizes.layers, sizes.heads, sizes.embed
     hd = d // nh
 
-    def init_fn(key, *, vocab: int, length: int, init_scale=1.0):
+    def init_fn(key: jax.Array, *, vocab: int, length: int, init_scale: float | jax.Array = 1.0) -> dict[str, jax.Array]:
         std = sizes.init_std
         proj_std = std / math.sqrt(2 * nl)
         normal = {
@@ -242,24 +243,24 @@ def transformer(sizes: TransformerSizes = TransformerSizes()) -> SequencePolicy:
 
     layer_names = ("ln1_g", "ln1_b", "attn_w", "attn_b", "proj_w", "proj_b", "ln2_g", "ln2_b", "fc_w", "fc_b", "fc_proj_w", "fc_proj_b")
 
-    def over_layers(fn, x, params, xs):
+    def over_layers(fn: Callable[..., tuple[jax.Array, Any]], x: jax.Array, params: dict[str, jax.Array], xs: Any) -> tuple[jax.Array, Any]:
         """Apply ``fn(x, layer_params, extra) -> (x, out)`` to every block, as one compiled
         loop body (a third of the program to compile, against ``layers`` unrolled blocks)."""
         return jax.lax.scan(lambda c, a: fn(c, *a), x, ({n: params[n] for n in layer_names}, xs))
 
-    def mlp(lp, x, key):
+    def mlp(lp: dict[str, jax.Array], x: jax.Array, key: jax.Array | None) -> jax.Array:
         h = jax.nn.gelu(x @ lp["fc_w"] + lp["fc_b"], approximate=True)
         return _dropout(h @ lp["fc_proj_w"] + lp["fc_proj_b"], sizes.dropout, key)
 
-    def logits_fn(params, tokens, *, dropout_key=None):
+    def logits_fn(params: dict[str, jax.Array], tokens: jax.Array, *, dropout_key: jax.Array | None = None) -> jax.Array:
         p = params
         t = tokens.shape[0]
-        drop = dropout_key is not None and sizes.dropout > 0
-        keys = jax.random.split(dropout_key, 1 + 3 * nl) if drop else None
-        x = _dropout(p["wte"][tokens] + p["wpe"][:t], sizes.dropout, keys[0] if drop else None)
+        keys = jax.random.split(dropout_key, 1 + 3 * nl) if dropout_key is not None and sizes.dropout > 0 else None
+        drop = keys is not None
+        x = _dropout(p["wte"][tokens] + p["wpe"][:t], sizes.dropout, keys[0] if keys is not None else None)
         causal = jnp.tril(jnp.ones((t, t), bool))
 
-        def block(x, lp, ks):
+        def block(x: jax.Array, lp: dict[str, jax.Array], ks: jax.Array) -> tuple[jax.Array, None]:
             k1, k2, k3 = (ks[0], ks[1], ks[2]) if drop else (None, None, None)
             h = _layer_norm(x, lp["ln1_g"], lp["ln1_b"])
             q, k, v = (a.reshape(t, nh, hd) for a in jnp.split(h @ lp["attn_w"] + lp["attn_b"], 3, axis=-1))
@@ -269,22 +270,22 @@ def transformer(sizes: TransformerSizes = TransformerSizes()) -> SequencePolicy:
             x = x + _dropout(y @ lp["proj_w"] + lp["proj_b"], sizes.dropout, k2)
             return x + mlp(lp, _layer_norm(x, lp["ln2_g"], lp["ln2_b"]), k3), None
 
-        ks = keys[1:].reshape(nl, 3, *keys.shape[1:]) if drop else jnp.zeros((nl, 0))
+        ks = keys[1:].reshape(nl, 3, *keys.shape[1:]) if keys is not None else jnp.zeros((nl, 0))
         x, _ = over_layers(block, x, p, ks)
         return _layer_norm(x, p["lnf_g"], p["lnf_b"]) @ p["head"]
 
-    def start_fn(params):
+    def start_fn(params: dict[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
         t = params["wpe"].shape[0]
         z = jnp.zeros((nl, t, nh, hd), params["wte"].dtype)
         return (z, z)
 
-    def step_fn(params, state, token, position):
+    def step_fn(params: dict[str, jax.Array], state: Any, token: int | jax.Array, position: int | jax.Array) -> tuple[jax.Array, Any]:
         p = params
         t = state[0].shape[1]
         x = p["wte"][token] + p["wpe"][position]
         visible = jnp.arange(t) <= position
 
-        def block(x, lp, cache):
+        def block(x: jax.Array, lp: dict[str, jax.Array], cache: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
             kc, vc = cache
             h = _layer_norm(x, lp["ln1_g"], lp["ln1_b"])
             q, k, v = (a.reshape(nh, hd) for a in jnp.split(h @ lp["attn_w"] + lp["attn_b"], 3))
@@ -307,7 +308,7 @@ def names() -> tuple[str, ...]:
     return ("factorised", "bigram", "transformer")
 
 
-def make(name: str, ref_probs=None, *, init: str = "reference", sizes: TransformerSizes = TransformerSizes(), shared: bool = False) -> SequencePolicy:
+def make(name: str, ref_probs: ArrayLike | None = None, *, init: str = "reference", sizes: TransformerSizes = TransformerSizes(), shared: bool = False) -> SequencePolicy:
     """Build a sequence policy by name ("factorised", "bigram" or "transformer")."""
     _checks.choice("policy", name, names())
     if name == "factorised":

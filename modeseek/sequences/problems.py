@@ -41,7 +41,7 @@ class SequenceProblem:
     length: int = 9
     name: str = "custom"
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         object.__setattr__(self, "length", _checks.integer("length", self.length))
         if not isinstance(self.reward, SequenceReward):
             raise ValueError(f"reward={self.reward!r} is not a SequenceReward")

@@ -32,6 +32,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from modeseek import _checks
 from modeseek import rewards as core_rewards
@@ -62,7 +63,7 @@ class SequenceReward:
     kind: str = "token_mean"
     include_prompt: bool = False
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _checks.choice("kind", self.kind, KINDS)
         if _checks.is_traced(self.table):
             return
@@ -82,7 +83,7 @@ class SequenceReward:
         """True when r is a weighted sum of per-token terms (marginals determine E[r])."""
         return self.kind == "token_mean"
 
-    def __call__(self, tokens):
+    def __call__(self, tokens: jax.Array) -> jax.Array:
         """r(tokens) for one (L + 1,) int sequence."""
         y = tokens[1:]
         length = y.shape[0]
@@ -93,7 +94,7 @@ class SequenceReward:
         n = jnp.where(jnp.any(is_eos), jnp.argmax(is_eos), length)
         return 1.0 - jnp.abs(n - self.target) / length
 
-    def expected_from_marginals(self, prompt, marginals):
+    def expected_from_marginals(self, prompt: int | jax.Array, marginals: jax.Array) -> jax.Array:
         """E[r] for an additive reward from (L, V) per-position marginals and the prompt."""
         if not self.additive:
             raise ValueError(f"kind={self.kind!r} is not additive; its expectation needs the joint law")
@@ -102,7 +103,7 @@ class SequenceReward:
             return (total + self.table[prompt]) / (marginals.shape[0] + 1)
         return total / marginals.shape[0]
 
-    def expected_markov(self, prompt, init_p, trans_p):
+    def expected_markov(self, prompt: int | jax.Array, init_p: jax.Array, trans_p: jax.Array) -> jax.Array:
         """Exact E[r] when y_1 ~ init_p (V,) and y_{t+1} | y_t ~ trans_p[t] (L - 1, V, V).
 
         Dynamic programming over the chain (the rewards of docs/paper.md §C.3 are additive,
@@ -114,7 +115,7 @@ class SequenceReward:
         if self.kind == "all_in_set":
             s = self.table
 
-            def f(a, tr):
+            def f(a: jax.Array, tr: jax.Array) -> tuple[jax.Array, None]:
                 return (a @ tr) * s, None
 
             a, _ = jax.lax.scan(f, init_p * s, trans_p)
@@ -125,7 +126,7 @@ class SequenceReward:
         length = trans_p.shape[0] + 1
         keep = 1.0 - jax.nn.one_hot(self.eos, init_p.shape[0], dtype=init_p.dtype)
 
-        def g(a, tr):
+        def g(a: jax.Array, tr: jax.Array) -> tuple[jax.Array, jax.Array]:
             nxt = a @ tr
             return nxt * keep, nxt[self.eos]
 
@@ -138,12 +139,12 @@ class SequenceReward:
 _checks.register_pytree(SequenceReward, ("table", "eos", "target"), ("kind", "include_prompt"))
 
 
-def token_mean(table, *, include_prompt: bool = False) -> SequenceReward:
+def token_mean(table: ArrayLike, *, include_prompt: bool = False) -> SequenceReward:
     """The mean of a per-token reward table over the response (and the prompt with ``include_prompt``)."""
     return SequenceReward(table, kind="token_mean", include_prompt=include_prompt)
 
 
-def gaussian_bump(vocab: int, center, width=10.0, *, include_prompt: bool = False) -> SequenceReward:
+def gaussian_bump(vocab: int, center: float | jax.Array, width: float | jax.Array = 10.0, *, include_prompt: bool = False) -> SequenceReward:
     """The paper's sequence reward: mean over tokens of exp(-((y_t - center)/width)^2) (docs/paper.md §C.3).
 
     Args:

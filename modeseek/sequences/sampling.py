@@ -20,18 +20,22 @@ is ``shift="authors"``, offered to reproduce their curves and off by default.
 from __future__ import annotations
 
 import functools
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
 
 from modeseek import _checks
 
+if TYPE_CHECKING:
+    from modeseek.sequences.policies import SequencePolicy
+
 __all__ = ["SHIFTS", "inverse_cdf", "token_logprobs", "sequence_logprobs", "sample", "sample_with_uniforms"]
 
 SHIFTS = ("correct", "authors")
 
 
-def inverse_cdf(logits, u):
+def inverse_cdf(logits: jax.Array, u: jax.Array) -> jax.Array:
     """The token whose CDF interval contains u in [0, 1); logits (V,), u scalar.
 
     The same rule as :func:`modeseek.regimes.sample_bins` (unnormalised CDF,
@@ -44,7 +48,7 @@ def inverse_cdf(logits, u):
     return jnp.minimum(idx, logits.shape[-1] - 1).astype(jnp.int32)
 
 
-def token_logprobs(next_logits, tokens, shift: str = "correct"):
+def token_logprobs(next_logits: jax.Array, tokens: jax.Array, shift: str = "correct") -> jax.Array:
     """Per-token log-probabilities of one sequence from its next-token logits.
 
     Args:
@@ -65,7 +69,7 @@ def token_logprobs(next_logits, tokens, shift: str = "correct"):
 
 
 @functools.partial(jax.jit, static_argnames=("policy", "shift"))
-def sequence_logprobs(policy, params, tokens, *, shift: str = "correct", dropout_key=None):
+def sequence_logprobs(policy: SequencePolicy, params: Any, tokens: jax.Array, *, shift: str = "correct", dropout_key: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
     """Per-token log-probabilities and next-token log-distributions of a batch of sequences.
 
     Args:
@@ -83,7 +87,7 @@ def sequence_logprobs(policy, params, tokens, *, shift: str = "correct", dropout
     """
     keys = None if dropout_key is None else jax.random.split(dropout_key, tokens.shape[0])
 
-    def one(tok, k):
+    def one(tok: jax.Array, k: jax.Array | None) -> tuple[jax.Array, jax.Array]:
         lg = policy.logits(params, tok, dropout_key=k)
         return token_logprobs(lg, tok, shift), jax.nn.log_softmax(lg[:-1], axis=-1)
 
@@ -91,7 +95,7 @@ def sequence_logprobs(policy, params, tokens, *, shift: str = "correct", dropout
     return jax.vmap(one)(tokens, keys)
 
 
-def sample_with_uniforms(policy, params, prompt, u, *, full: bool = False):
+def sample_with_uniforms(policy: SequencePolicy, params: Any, prompt: int | jax.Array, u: jax.Array, *, full: bool = False) -> tuple[jax.Array, ...]:
     """Sample one sequence given its (L,) uniforms.
 
     The prompt is fed at position 0; at position t the policy's next-token
@@ -106,7 +110,7 @@ def sample_with_uniforms(policy, params, prompt, u, *, full: bool = False):
     """
     length = u.shape[0]
 
-    def f(carry, t):
+    def f(carry: tuple[Any, jax.Array], t: jax.Array) -> tuple[tuple[Any, jax.Array], tuple[jax.Array, jax.Array, Any]]:
         state, token = carry
         logits, state = policy.step(params, state, token, t)
         nxt = inverse_cdf(logits, u[t])
@@ -120,12 +124,12 @@ def sample_with_uniforms(policy, params, prompt, u, *, full: bool = False):
 
 
 @functools.partial(jax.jit, static_argnames=("policy", "n", "length"))
-def _sample(policy, params, key, prompt, n: int, length: int):
+def _sample(policy: SequencePolicy, params: Any, key: jax.Array, prompt: int | jax.Array, n: int, length: int) -> tuple[jax.Array, ...]:
     u = jax.random.uniform(key, (n, length))
     return jax.vmap(lambda row: sample_with_uniforms(policy, params, prompt, row))(u)
 
 
-def sample(policy, params, key, prompt, n: int, length: int):
+def sample(policy: SequencePolicy, params: Any, key: jax.Array, prompt: int | jax.Array, n: int, length: int) -> tuple[jax.Array, ...]:
     """Draw n sequences for one prompt: one uniform per token, ``uniform(key, (n, length))``.
 
     Args:
