@@ -84,6 +84,7 @@ class Piece(NamedTuple):
 PIECES: dict[str, str] = {
     "atlas": "modeseek.atlas.piece",
     "displacement": "modeseek.phenomena.displacement",
+    "squeezing": "modeseek.phenomena.squeezing",
     "fig_problem": "modeseek.paper.fig_problem",
     "fig_on_policy": "modeseek.paper.fig_on_policy",
     "fig_negative_gradient": "modeseek.paper.fig_negative_gradient",
