@@ -228,7 +228,7 @@ def _figure(chk: pd.DataFrame, cur: pd.DataFrame, path: Path, smoke: bool) -> No
     fig, axes = plt.subplots(1, 3, figsize=(17, 4.6))
     ax = axes[0]
     sns.lineplot(data=chk, x="eta", y="error", hue="problem", marker="o", ax=ax)
-    for name, d in chk.groupby("problem"):
+    for _, d in chk.groupby("problem"):
         d = d.sort_values("eta")
         ax.plot(d["eta"], d["error"].iloc[-1] * (d["eta"] / d["eta"].iloc[-1]) ** 2, color="0.5", ls="--", lw=0.7)
     ax.set_xscale("log")
@@ -239,7 +239,7 @@ def _figure(chk: pd.DataFrame, cur: pd.DataFrame, path: Path, smoke: bool) -> No
     ax = axes[1]
     sub = cur[cur["loss"] == "reinforce"]
     sns.lineplot(data=sub, x="step", y="entropy", hue="run", ax=ax)
-    for (run, h), c in zip(sub.groupby("run", sort=False)["optimum_entropy"].first().items(), sns.color_palette()):
+    for (_, h), c in zip(sub.groupby("run", sort=False)["optimum_entropy"].first().items(), sns.color_palette()):
         if np.isfinite(h):
             ax.axhline(h, color=c, ls=":", lw=0.9)
     ax.set_title("reinforce: entropy bonus and KL (dotted: the optimum's entropy)", fontsize=9)
