@@ -86,6 +86,7 @@ PIECES: dict[str, str] = {
     "displacement": "modeseek.phenomena.displacement",
     "squeezing": "modeseek.phenomena.squeezing",
     "entropy_collapse": "modeseek.phenomena.entropy_collapse",
+    "ranking_accuracy": "modeseek.phenomena.ranking_accuracy",
     "fig_problem": "modeseek.paper.fig_problem",
     "fig_on_policy": "modeseek.paper.fig_on_policy",
     "fig_negative_gradient": "modeseek.paper.fig_negative_gradient",
