@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -126,8 +127,8 @@ def optimum_entropy(kind: str, value: float) -> float:
 def curves(steps: int, smoke: bool = False) -> pd.DataFrame:
     """Entropy and expected reward against the step for every variant (smoke: the reinforce sweep only); one row per run and evaluation step."""
     prob = ms.problems.get(PROBLEM)
-    common = dict(sampling="exact", steps=steps, block=1, eval_every=EVAL_EVERY)
-    plan = [
+    common: dict[str, Any] = dict(sampling="exact", steps=steps, block=1, eval_every=EVAL_EVERY)
+    plan: list[tuple[str, str, tuple[float, ...], dict[str, Any]]] = [
         ("reinforce", "entropy_bonus", (0.0,) + ENTROPY_COEFS, dict(loss="reinforce", entropy_coef=np.array((0.0,) + ENTROPY_COEFS))),
         ("reinforce", "kl", KL_BETAS, dict(loss="reinforce", kl_estimator="exact", kl_placement="loss", beta=np.array(KL_BETAS))),
         ("grpo", "clip_high", CLIP_HIGH, dict(loss="grpo", reuse=REUSE, clip_eps=0.2, clip_eps_high=np.array(CLIP_HIGH))),
