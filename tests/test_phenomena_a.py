@@ -98,7 +98,7 @@ def test_entropy_first_order_against_the_engine() -> None:
 
 
 def test_tabular_displacement_in_the_engine() -> None:
-    table, *_ = displacement.measure(5, ("dpo",), ("tabular",))
+    table, *_ = displacement.measure(5, (("dpo", "tabular"),))
     for _, d in table.groupby("pair"):
         c = d.sort_values("step")["chosen_logp"].to_numpy()
         assert np.all(np.diff(c) > 0), c
