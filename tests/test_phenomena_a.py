@@ -129,7 +129,7 @@ def test_ranking_idealised_optimum_closed_form() -> None:
 # ----------------------------------------------------------------------------- the pieces, smoke budget
 
 
-@pytest.mark.parametrize("name", ["displacement", "squeezing", "ranking_accuracy", pytest.param("entropy_collapse", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("name", ["displacement", "squeezing", "entropy_collapse", "ranking_accuracy"])
 def test_piece_smoke(name: str, tmp_path) -> None:
     piece = pieces.load(name)
     found = piece.make(tmp_path, True)
