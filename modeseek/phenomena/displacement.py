@@ -9,7 +9,7 @@ keeps growing. Here the pair is two neighbouring bins of the paper's bandit
 (``exact_offline``: the data distribution puts 1/2 on each bin of the pair, the
 reward labels the higher bin chosen, so the batch is that single pair with
 weight 1). Two pairs: :data:`PAIRS` "tail" (bins 61 > 60, where pi_ref is
-~0.003) and "mode" (bins 16 > 15, pi_ref's mode).
+~0.003) and "mode" (bins 16 > 15, pi_ref's interior mode).
 
 **Tabular policy: the chosen log-probability cannot fall.** With free logits z
 and pi = softmax(z), every one of the three losses depends on the parameters

@@ -17,7 +17,8 @@ and even the optimum leaves wrong the pairs whose reference gap exceeds
 s (r_w - r_l) / beta: at large beta the idealised ranking accuracy is far from 1.
 
 **Setup.** pi_ref of the paper's bandit (docs/paper.md §A.3, K = 100), whose
-mass falls away from its mode at bin 16; the reward r(y) = y / (K - 1)
+interior mass falls away from its mode at bin 16 (bins 0 and 99, which hold
+the squashed tails, are not in the data); the reward r(y) = y / (K - 1)
 increases with the bin, so the reference ranks wrongly most pairs above the
 mode, by gaps that grow with the distance. The data is uniform on
 :data:`BINS` (every 5th bin), so the exact offline DPO batch
@@ -26,6 +27,14 @@ of those bins, weighted by its BT probability. Pairs: every unordered pair of
 data bins, y_w the higher-reward one. DPO runs for several beta in one
 program per policy (tabular; the paper's MLP, evaluated by its mean policy on
 held-out contexts); the ranking accuracy is computed from the stored policies.
+
+**What it shows.** Trained to convergence in the exact regime, DPO reaches the
+idealised optimum's ranking exactly, and that optimum is itself far from 1 at
+large beta (0.29 at beta 1, 0.16 at beta 3, from a reference at 0.13). Chen et
+al.'s low accuracies are those of short runs that stay near the reference:
+after 20 steps the tabular runs have flipped about a third of the wrong pairs
+at beta <= 0.3, the MLP runs about 6%. The claims record where the
+measurements disagree with the paper's statements.
 """
 
 from __future__ import annotations
@@ -202,17 +211,24 @@ def claims(cur: pd.DataFrame, flips: pd.DataFrame) -> list[Claim]:
         rho = float(done["reference_gap"].corr(done["first_step_correct"], method="spearman")) if len(done) > 2 else np.nan
         rho_r = float(done["reward_gap"].corr(done["first_step_correct"], method="spearman")) if len(done) > 2 else np.nan
         never = flips["first_step_correct"].isna()
+        # Within one bin distance the reward gap is fixed, so only the reference gap varies.
+        dist = (done["winner"] - done["loser"]).abs()
+        within = [g["reference_gap"].corr(g["first_step_correct"], method="spearman") for _, g in done.groupby(dist) if len(g) > 2]
+        rho_within = float(np.nanmedian(within)) if within else np.nan
+        late = done.nlargest(10, "first_step_correct")
+        late_bins = f"{int(min(late['winner'].min(), late['loser'].min()))}..{int(max(late['winner'].max(), late['loser'].max()))}" if len(late) else "none"
         ok = bool(np.isfinite(rho) and rho > 0.5)
         out.append(
             Claim(
                 "ranking_flip_cost_grows_with_gap",
                 f"Tabular DPO at beta {FLIP_BETA:g}: the larger the reference's wrong gap, the more steps a pair takes to flip (Spearman correlation of gap and first correct step > 0.5)",
                 ok,
-                f"{len(flips)} reference-wrong pairs, {len(done)} flipped within {steps} steps; Spearman {rho:.2f} (with the reward gap: {rho_r:.2f}); "
+                f"{len(flips)} reference-wrong pairs, {len(done)} flipped within {steps} steps; Spearman {rho:.2f} (with the reward gap: {rho_r:.2f}; median within one bin distance: {rho_within:.2f}); "
                 + (f"unflipped pairs' gaps {flips.loc[never, 'reference_gap'].min():.2f}..{flips.loc[never, 'reference_gap'].max():.2f} nats" if never.any() else "every pair flipped"),
                 ""
                 if ok
-                else f"the steps to flip do not grow with the reference gap: the pairs with large gaps are far-apart bins, whose reward gap (so the DPO push) is large too (Spearman of steps with the reward gap {rho_r:.2f})",
+                else f"the steps to flip do not grow with the reference gap over all pairs: far-apart bins have large gaps but also large reward gaps (Spearman of steps with the reward gap {rho_r:.2f}), "
+                f"and the 10 pairs that flip last lie within bins {late_bins} (near pi_ref's interior mode at bin 16: each chosen in some pairs and rejected in others), whatever their gap",
             )
         )
     return out
