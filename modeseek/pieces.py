@@ -83,6 +83,10 @@ class Piece(NamedTuple):
 # name -> module defining the piece as ``PIECE``, in report order (CLAIMS.md, the gallery, ``reproduce``).
 PIECES: dict[str, str] = {
     "atlas": "modeseek.atlas.piece",
+    "displacement": "modeseek.phenomena.displacement",
+    "squeezing": "modeseek.phenomena.squeezing",
+    "entropy_collapse": "modeseek.phenomena.entropy_collapse",
+    "ranking_accuracy": "modeseek.phenomena.ranking_accuracy",
     "fig_problem": "modeseek.paper.fig_problem",
     "fig_on_policy": "modeseek.paper.fig_on_policy",
     "fig_negative_gradient": "modeseek.paper.fig_negative_gradient",
