@@ -83,6 +83,8 @@ class Piece(NamedTuple):
 # name -> module defining the piece as ``PIECE``, in report order (CLAIMS.md, the gallery, ``reproduce``).
 PIECES: dict[str, str] = {
     "atlas": "modeseek.atlas.piece",
+    "kl_estimators": "modeseek.phenomena.kl_estimators",
+    "preference_collapse": "modeseek.phenomena.preference_collapse",
     "fig_problem": "modeseek.paper.fig_problem",
     "fig_on_policy": "modeseek.paper.fig_on_policy",
     "fig_negative_gradient": "modeseek.paper.fig_negative_gradient",
