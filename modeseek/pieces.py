@@ -84,6 +84,7 @@ class Piece(NamedTuple):
 PIECES: dict[str, str] = {
     "atlas": "modeseek.atlas.piece",
     "kl_estimators": "modeseek.phenomena.kl_estimators",
+    "uniform_groups": "modeseek.phenomena.uniform_groups",
     "preference_collapse": "modeseek.phenomena.preference_collapse",
     "fig_problem": "modeseek.paper.fig_problem",
     "fig_on_policy": "modeseek.paper.fig_on_policy",

@@ -615,7 +615,8 @@ def kl_fixed_point(ref_probs, reward, beta, estimator: str, placement: str = "lo
       estimator: "k1", "k2", "k3" or "exact".
       placement: "loss" (default) or "reward".
       support: (K,) bool, the bins that keep mass; required for k2 and k3 in
-        the reward, ignored otherwise.
+        the reward, ignored otherwise. Bins of it whose reward ends below c
+        cannot be stationary and are dropped (lowest reward first).
 
     Returns:
       (K,) numpy float64 probabilities.
@@ -684,31 +685,50 @@ def _inverse_penalty(y, estimator: str) -> np.ndarray:
 
 
 def _reward_fixed_point(ref: np.ndarray, r: np.ndarray, beta: float, estimator: str, support) -> np.ndarray:
-    """The stable stationary point of k2 or k3 in the reward on ``support`` (:func:`kl_fixed_point`)."""
+    """The stable stationary point of k2 or k3 in the reward on ``support`` (:func:`kl_fixed_point`).
+
+    A kept bin needs r_i >= c (d_i >= 0); while the lowest-reward kept bin
+    falls below c it is dropped and c solved again (dropping a bin lowers c),
+    so the result is the stable point on the largest such subset of ``support``.
+    """
     import numpy as np
 
     if support is None:
         raise ValueError(f"support=None; expected a (K,) bool mask of the bins that keep mass for estimator={estimator!r} in the reward")
+    if np.shape(support) != ref.shape:
+        raise ValueError(f"support has shape {np.shape(support)}; expected {ref.shape}")
     keep = np.asarray(support, bool) & (ref > 0)
-    if keep.shape != ref.shape or not keep.any():
-        raise ValueError(f"support has shape {np.shape(support)} and {int(keep.sum())} bins with pi_ref > 0; expected shape {ref.shape} and at least one such bin")
-    rs, rf = r[keep], ref[keep]
+    if not keep.any():
+        raise ValueError("support keeps no bin with pi_ref > 0; expected at least one")
 
-    def tilt(c):
-        return rf * np.exp(_inverse_penalty(np.maximum(rs - c, 0.0) / beta, estimator))
+    def solve(keep):
+        rs, rf = r[keep], ref[keep]
 
-    # f(c) = sum tilt(c) is at most sum_S pi_ref <= 1 at c = max r and grows without bound as c falls.
-    hi = rs.max()
-    step = 1.0
-    while tilt(hi - step).sum() < 1.0:
-        step *= 2.0
-    lo = hi - step
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        if tilt(mid).sum() > 1.0:
-            lo = mid
-        else:
-            hi = mid
+        def tilt(c):
+            return rf * np.exp(_inverse_penalty(np.maximum(rs - c, 0.0) / beta, estimator))
+
+        # f(c) = sum tilt(c) is at most sum_S pi_ref <= 1 at c = max r and grows without bound as c falls.
+        hi = rs.max()
+        step = 1.0
+        while tilt(hi - step).sum() < 1.0:
+            step *= 2.0
+        lo = hi - step
+        for _ in range(200):
+            mid = 0.5 * (lo + hi)
+            if tilt(mid).sum() > 1.0:
+                lo = mid
+            else:
+                hi = mid
+        c = 0.5 * (lo + hi)
+        return c, tilt(c)
+
+    while True:
+        c, mass = solve(keep)
+        # Round-off in c is ~1e-15; a bin 1e-12 below it is at d = 0, on the boundary, and stays.
+        below = keep & (r < c - 1e-12)
+        if not below.any():
+            break
+        keep[np.flatnonzero(below)[np.argmin(r[below])]] = False
     p = np.zeros_like(ref)
-    p[keep] = tilt(0.5 * (lo + hi))
+    p[keep] = mass
     return p / p.sum()
