@@ -96,7 +96,7 @@ def test_uniform_probability_exact_against_engine_and_sampling():
     assert exact == pytest.approx(0.05**8 + 0.95**8)
     # The engine's exact statistic is float32: 1e-6 is ~10 ulps at 1.
     assert uniform_groups._engine_exact_uniform(prob, g) == pytest.approx(exact, abs=1e-6)
-    share = uniform_groups.sampled_uniform_share(prob, g, groups, key=3)
+    share = uniform_groups.sampled_uniform_share(prob, (g,), groups, key=3)[g]
     se = np.sqrt(exact * (1 - exact) / groups)  # 0.0035
     # 4 standard errors: a false alarm has probability 6e-5; a wrong formula (e.g. (1-p)^G alone, 0.663) is 2e-9 away... so also
     # check that the p^G term is not what is being tested: at p = 0.05 it is 4e-11, so use the G-dependence instead.
