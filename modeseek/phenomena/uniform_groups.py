@@ -149,20 +149,21 @@ def loss_and_gradient(p: float = 0.3, group_size: int = TRAIN_G, key: int = 1) -
     """
     prob = rarity_problem(p)
     ref_logp = jnp.log(prob.ref_probs)
+    draw = jax.jit(regimes.sample_points, static_argnums=3)
     # Draw groups until one has both rewards (at p = 0.3 and G = 8 the first nearly always does).
     k = jax.random.key(key)
     for _ in range(100):
         k, sub = jax.random.split(k)
-        batch = regimes.sample_points(sub, ref_logp, prob.reward, group_size)
+        batch = draw(sub, ref_logp, prob.reward, group_size)
         if float(jnp.max(batch.reward)) != float(jnp.min(batch.reward)):
             break
     out: dict = {"rewards": np.asarray(batch.reward).tolist()}
     for name, opts in (("no_kl", {}), ("k3_loss", {"beta": 0.04, "kl_estimator": "k3", "kl_placement": "loss"})):
 
-        def f(logits, opts=opts):
+        def f(logits: jax.Array, opts: dict = opts) -> jax.Array:
             return on_policy.grpo(jax.nn.log_softmax(logits), batch, ref_logp=ref_logp, **opts)[0]
 
-        val, grad = jax.value_and_grad(f)(ref_logp)
+        val, grad = jax.jit(jax.value_and_grad(f))(ref_logp)
         out[f"{name}_loss"] = float(val)
         out[f"{name}_grad_norm"] = float(jnp.linalg.norm(grad))
     a = on_policy.group_advantages(batch.reward, batch, None, scale_rewards="group", beta=0.0, kl_estimator=None, kl_placement="reward")
