@@ -621,8 +621,8 @@ def bandit_stat(stat_fn: Callable[..., dict[str, jax.Array] | None]) -> Callable
 # ----------------------------------------------------------------------------- fixed points of KL in the loss
 
 
-def kl_fixed_point(ref_probs: ArrayLike, reward: ArrayLike, beta: float, estimator: str) -> np.ndarray:
-    """Where exact on-policy gradient ascent on E_pi[r] with a KL estimator in the loss converges (tabular softmax).
+def kl_fixed_point(ref_probs: ArrayLike, reward: ArrayLike, beta: float, estimator: str, placement: str = "loss", support: ArrayLike | None = None) -> np.ndarray:
+    """Where exact on-policy gradient ascent on E_pi[r] with a KL estimator in the loss (or the reward) converges (tabular softmax).
 
     On fresh samples y ~ pi (q = pi, held fixed inside the gradient), beta
     E_q[k(log pi(y) - log pi_ref(y))] has the logit gradient beta * g with
@@ -650,11 +650,36 @@ def kl_fixed_point(ref_probs: ArrayLike, reward: ArrayLike, beta: float, estimat
       is at most pi_ref(best) beta / (beta + lambda - r_max), so the forward
       KL keeps every bin of pi_ref covered.
 
+    In the reward (``placement="reward"``, :func:`_shaped_advantages`) the
+    estimate k(d), d = log(pi/pi_ref) at the sampled y, is computed from the
+    sampling policy's log-probability and enters the advantage as a constant:
+    the update is the policy gradient of the shaped reward s = r - beta k(d)
+    with d held fixed, sum_y pi(y) (s(y) - E_pi s) grad log pi(y). Its
+    stationary points have s equal (to c) on the support of pi:
+
+    * k1 (and "exact", which places k1): r_i - beta d_i = c on every bin, the
+      exponential tilt pi_star = pi_ref exp(r/beta) / Z. Here the dropped term
+      E_pi[grad k1] = E_pi[grad log pi] is 0, so the update is the exact
+      gradient of E_pi[r] - beta KL(pi || pi_ref) and pi_star is its unique maximiser.
+    * k2, k3: k(d) = k_+(d) is increasing for d > 0 and decreasing for d < 0,
+      so a bin below pi_ref that loses mass is penalised more (its s falls
+      further): such stationary points are unstable, and the bins below pi_ref
+      die out. A stable point keeps a support S on which d_i = k_+^{-1}((r_i - c) / beta) >= 0
+      with c fixed by sum_{i in S} pi_ref,i exp(d_i) = 1 (bisection; f(c)
+      falls in c), and 0 elsewhere. Which S the dynamics keep is decided by
+      the path (on the paper's bandits: a top set of bins by reward), so it
+      is an argument: ``support``, e.g. the bins where a run ends above pi_ref.
+      The result is mode-seeking however large beta is.
+
     Args:
       ref_probs: (K,) pi_ref.
       reward: (K,) rewards.
       beta: KL coefficient > 0.
       estimator: "k1", "k2", "k3" or "exact".
+      placement: "loss" (default) or "reward".
+      support: (K,) bool, the bins that keep mass; required for k2 and k3 in
+        the reward, ignored otherwise. Bins of it whose reward ends below c
+        cannot be stationary and are dropped (lowest reward first).
 
     Returns:
       (K,) numpy float64 probabilities.
@@ -663,6 +688,13 @@ def kl_fixed_point(ref_probs: ArrayLike, reward: ArrayLike, beta: float, estimat
     r = np.asarray(reward, np.float64)
     if not beta > 0:
         raise ValueError(f"beta={beta!r} is not positive; expected beta > 0")
+    _checks.choice("placement", placement, KL_PLACEMENTS)
+    if placement == "reward":
+        if estimator in ("k1", "exact"):
+            return kl_fixed_point(ref, r, beta, "k2")
+        if estimator not in ("k2", "k3"):
+            raise ValueError(f"estimator={estimator!r} is not valid; expected one of k1, k2, k3, exact")
+        return _reward_fixed_point(ref, r, beta, estimator, support)
     if estimator == "k1":
         best = (r == r.max()).astype(np.float64)
         return best / best.sum()
@@ -694,4 +726,70 @@ def kl_fixed_point(ref_probs: ArrayLike, reward: ArrayLike, beta: float, estimat
     lam = lo + hi_gap
     p = np.zeros_like(ref)
     p[support] = beta * ref[support] / (beta + lam - r[support])
+    return p / p.sum()
+
+
+def _inverse_penalty(y: np.ndarray, estimator: str) -> np.ndarray:
+    """d >= 0 with k(d) = y >= 0 (the increasing branch): sqrt(2 y) for k2, bisection for k3 = e^-d - 1 + d."""
+    import numpy as np
+
+    y = np.asarray(y, np.float64)
+    if estimator == "k2":
+        return np.sqrt(2.0 * y)
+    # k3 >= d - 1, so the root lies in [0, y + 1].
+    lo, hi = np.zeros_like(y), y + 1.0
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        below = np.expm1(-mid) + mid < y
+        lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
+    return 0.5 * (lo + hi)
+
+
+def _reward_fixed_point(ref: np.ndarray, r: np.ndarray, beta: float, estimator: str, support: ArrayLike | None) -> np.ndarray:
+    """The stable stationary point of k2 or k3 in the reward on ``support`` (:func:`kl_fixed_point`).
+
+    A kept bin needs r_i >= c (d_i >= 0); while the lowest-reward kept bin
+    falls below c it is dropped and c solved again (dropping a bin lowers c),
+    so the result is the stable point on the largest such subset of ``support``.
+    """
+    import numpy as np
+
+    if support is None:
+        raise ValueError(f"support=None; expected a (K,) bool mask of the bins that keep mass for estimator={estimator!r} in the reward")
+    if np.shape(support) != ref.shape:
+        raise ValueError(f"support has shape {np.shape(support)}; expected {ref.shape}")
+    keep = np.asarray(support, bool) & (ref > 0)
+    if not keep.any():
+        raise ValueError("support keeps no bin with pi_ref > 0; expected at least one")
+
+    def solve(keep: np.ndarray) -> tuple[float, np.ndarray]:
+        rs, rf = r[keep], ref[keep]
+
+        def tilt(c: float) -> np.ndarray:
+            return rf * np.exp(_inverse_penalty(np.maximum(rs - c, 0.0) / beta, estimator))
+
+        # f(c) = sum tilt(c) is at most sum_S pi_ref <= 1 at c = max r and grows without bound as c falls.
+        hi = rs.max()
+        step = 1.0
+        while tilt(hi - step).sum() < 1.0:
+            step *= 2.0
+        lo = hi - step
+        for _ in range(200):
+            mid = 0.5 * (lo + hi)
+            if tilt(mid).sum() > 1.0:
+                lo = mid
+            else:
+                hi = mid
+        c = 0.5 * (lo + hi)
+        return c, tilt(c)
+
+    while True:
+        c, mass = solve(keep)
+        # Round-off in c is ~1e-15; a bin 1e-12 below it is at d = 0, on the boundary, and stays.
+        below = keep & (r < c - 1e-12)
+        if not below.any():
+            break
+        keep[np.flatnonzero(below)[np.argmin(r[below])]] = False
+    p = np.zeros_like(ref)
+    p[keep] = mass
     return p / p.sum()
