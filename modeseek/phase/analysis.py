@@ -156,7 +156,7 @@ def boundary(view: Any, variant: str = "sampled") -> Any:
     v = view[view.variant == variant]
     for (m, j, b), g in v.groupby(["map", "coverage_index", "budget_index"], sort=True):
         rho, leads, seed_leads, pairs = [], [], [], []
-        for i, gi in g.groupby("rarity_index", sort=True):
+        for _, gi in g.groupby("rarity_index", sort=True):
             cov = gi[gi.side == "covering"]
             seek = gi[gi.side == "seeking"]
             if cov.empty or seek.empty:
@@ -218,8 +218,7 @@ def claims(view: Any, cfg: PhaseConfig) -> list[Claim]:
     out.append(
         Claim(
             "phase_common_covered_peak_all_good",
-            f"Map A, {q_last} queries: at the most common peak (rarity {rho.iloc[-1]:.2g}) with full coverage every family reaches "
-            f">= {GOOD_FRACTION:.0%} of the best family's expected gold reward",
+            f"Map A, {q_last} queries: at the most common peak (rarity {rho.iloc[-1]:.2g}) with full coverage every family reaches >= {GOOD_FRACTION:.0%} of the best family's expected gold reward",
             ok,
             "; ".join(f"{_label(f)} {fmt(v)}" for f, v in cell.items()),
             "" if ok else "below 90% of the best: " + ", ".join(_label(f) for f, v in cell.items() if v < GOOD_FRACTION * cell.max()),
@@ -260,8 +259,7 @@ def claims(view: Any, cfg: PhaseConfig) -> list[Claim]:
     out.append(
         Claim(
             "phase_offline_ml_falls_behind_first",
-            f"Map A, {q_last} queries, full coverage: as the peak becomes rare, offline maximum likelihood is the first group whose best "
-            f"objective falls below {GOOD_FRACTION:.0%} of the best group's",
+            f"Map A, {q_last} queries, full coverage: as the peak becomes rare, offline maximum likelihood is the first group whose best objective falls below {GOOD_FRACTION:.0%} of the best group's",
             bool(ok),
             ev,
             "" if ok else ("nobody falls behind at full coverage within this budget" if first is None else f"{', '.join(fallers)} fall behind first"),
@@ -287,7 +285,11 @@ def claims(view: Any, cfg: PhaseConfig) -> list[Claim]:
                 "; ".join(f"rarity {rho[i]:.2g}: proxy {fmt(pb[i])} vs oracle {fmt(po.get(i, np.nan))}" for i in pb.index),
                 ""
                 if ok
-                else ("the proxy extrapolates to the peak at rarity " + ", ".join(f"{rho[i]:.2g}" for i in pb.index if pb[i] >= SOLVED) if (pb >= SOLVED).any() else "the oracle does not solve every such cell"),
+                else (
+                    "the proxy extrapolates to the peak at rarity " + ", ".join(f"{rho[i]:.2g}" for i in pb.index if pb[i] >= SOLVED)
+                    if (pb >= SOLVED).any()
+                    else "the oracle does not solve every such cell"
+                ),
             )
         )
 
@@ -316,8 +318,7 @@ def claims(view: Any, cfg: PhaseConfig) -> list[Claim]:
     out.append(
         Claim(
             "phase_rarest_column_solvable_at_largest_budget",
-            f"Map A, {q_last} queries: at the rarest peak ({rho[i0]:.2g}) some tuned objective solves every coverage (progress >= {SOLVED}); "
-            "the map's 'never' cells are not a budget artefact there",
+            f"Map A, {q_last} queries: at the rarest peak ({rho[i0]:.2g}) some tuned objective solves every coverage (progress >= {SOLVED}); the map's 'never' cells are not a budget artefact there",
             ok,
             "; ".join(f"coverage {r.coverage:.2g}: {_label(r.winner)} {fmt(r.best_reward)}" for r in rare_cols.itertuples()),
             "" if ok else "no family reaches the peak at some coverage of the rarest column",

@@ -72,10 +72,10 @@ def _call(fam: Family, problems: list, steps: int, eval_every: int, seeds: int, 
     eval steps (E,) and the Trajectory, P = len(fam.configs) in
     :attr:`Family.configs` order.
     """
-    sweep_arrays = {n: np.asarray(v, np.float64) for n, v in fam.grid}
+    sweep_arrays: dict[str, Any] = {n: np.asarray(v, np.float64) for n, v in fam.grid}
     paired = ("problem",) + tuple(n for n in ("data", "train_reward") if n in kw)
     traj = ms.run(problems, loss=fam.loss, steps=steps, seeds=seeds, eval_every=eval_every, snapshot_every=steps, paired=paired, **sweep_arrays, **dict(fam.options), **kw)
-    names = [a[0] for a in traj.axes]
+    names = [a[0] for a in traj.axes or ()]
     order = [names.index("problem")] + [names.index(n) for n, _ in fam.grid]
     g = len(problems)
     p = len(fam.configs)
@@ -192,8 +192,6 @@ def _offline_entries(fam: Family, grid: Grid, variant: str) -> tuple[dict[str, n
 
 
 def _run_offline(grid: Grid, fam: Family, timing: dict) -> tuple[list, list]:
-    import pandas as pd
-
     cfg = grid.config
     tables, masses = [], []
     for variant in ("sampled", "exact") if fam.exact else ("sampled",):
@@ -247,11 +245,15 @@ def _run_on_policy(grid: Grid, fam: Family, timing: dict) -> tuple[list, list]:
     if fam.name not in cfg.rm_families:
         return tables, masses
     # Map B: each learned proxy, fitted to each budget's dataset; the proxy's queries are free, so read the last step.
+    from modeseek import losses
+
+    # Exact pair tables cost ~300x a points batch per step: exact pair objectives run on map A only.
+    rm_variants = variants if losses.get(fam.loss, "bandit").batch == "points" else ("sampled",)
     for model in cfg.reward_models:
         ri, ci, bi = np.indices((r_n, c_n, b_n)).reshape(3, -1)
         proxy = grid.proxies[model][ri, ci, bi]
         meta = {"rarity_index": ri, "coverage_index": ci, "budget_index": bi}
-        for variant in variants:
+        for variant in rm_variants:
             seeds = cfg.seeds if variant == "sampled" else 1
             sampling = "on_policy" if variant == "sampled" else "exact"
             mets, final, _, traj = _call(fam, grid.problems(ri), cfg.steps, cfg.eval_every, seeds, sampling=sampling, train_reward=proxy, num_samples=n)
