@@ -81,6 +81,8 @@ class Family:
         expected update under the current policy; "exact_offline": the
         expected update under mu, or under the exact best-of-N distribution).
       grid: traced hyperparameter name -> values crossed into the tuning grid.
+      exact_grid: the grid of the exact-population version, when it differs
+        (exact pair tables are costly; None: ``grid``).
       options: extra static options for :func:`modeseek.run`.
     """
 
@@ -91,7 +93,12 @@ class Family:
     on_policy: bool
     exact: bool = True
     grid: tuple[tuple[str, tuple[float, ...]], ...] = ()
+    exact_grid: tuple[tuple[str, tuple[float, ...]], ...] | None = None
     options: tuple[tuple[str, Any], ...] = ()
+
+    def for_variant(self, variant: str) -> Family:
+        """This family with the grid of ``variant`` ("sampled" or "exact")."""
+        return dataclasses.replace(self, grid=self.exact_grid) if variant == "exact" and self.exact_grid is not None else self
 
     @property
     def configs(self) -> list[dict[str, float]]:
@@ -113,11 +120,11 @@ FAMILIES = {
         Family("rwr", "RWR (offline)", "offline_ml", "rwr", False, grid=(_LR, ("beta", (0.1, 0.3)))),
         # Exact pair batches cost ~300x a points batch per step (a K x K table): DPO tunes beta at one step size.
         Family("dpo", "DPO (offline)", "offline_contrastive", "dpo", False, grid=(("learning_rate", (0.2,)), _BETA)),
-        Family("kto", "KTO (offline)", "offline_contrastive", "kto", False, grid=(_LR, _BETA)),
+        Family("kto", "KTO (offline)", "offline_contrastive", "kto", False, grid=(("learning_rate", (0.2,)), _BETA)),
         Family("ipo", "IPO (offline)", "offline_contrastive", "ipo", False, grid=(("learning_rate", (0.2,)), _BETA)),
         Family("reinforce", "REINFORCE", "on_policy_rl", "reinforce", True, grid=(_LR, _ENT)),
         Family("rloo", "RLOO", "on_policy_rl", "rloo", True, exact=False, grid=(_LR, _ENT)),
-        Family("online_dpo", "on-policy DPO", "on_policy_contrastive", "dpo", True, grid=(_LR, _BETA)),
+        Family("online_dpo", "on-policy DPO", "on_policy_contrastive", "dpo", True, grid=(_LR, _BETA), exact_grid=(("learning_rate", (0.2,)), _BETA)),
         Family("nash_md", "Nash-MD", "on_policy_contrastive", "nash_md", True, exact=False, grid=(_LR, _BETA)),
     )
 }

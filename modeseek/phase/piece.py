@@ -40,7 +40,15 @@ def _caption(cfg: PhaseConfig, res: SweepResult, view: Any) -> list[str]:
     rho = ", ".join(f"{r:.2g}" for r in man["rarity_achieved"])
     fams = "; ".join(
         f"{GROUPS[g][0]} ({GROUPS[g][1]}): "
-        + ", ".join(f"{FAMILIES[f].label} [loss {FAMILIES[f].loss}; grid " + " x ".join(f"{n} {list(v)}" for n, v in FAMILIES[f].grid) + "]" for f in cfg.families if FAMILIES[f].group == g)
+        + ", ".join(
+            f"{FAMILIES[f].label} [loss {FAMILIES[f].loss}; grid "
+            + " x ".join(f"{n} {list(v)}" for n, v in FAMILIES[f].grid)
+            + ("; exact version: " + " x ".join(f"{n} {list(v)}" for n, v in FAMILIES[f].exact_grid) if FAMILIES[f].exact_grid else "")
+            + ("" if FAMILIES[f].exact else "; no exact version")
+            + "]"
+            for f in cfg.families
+            if FAMILIES[f].group == g
+        )
         for g in GROUPS
     )
     return [

@@ -231,7 +231,8 @@ def _run_on_policy(grid: Grid, fam: Family, timing: dict) -> tuple[list, list]:
     for variant in variants:
         seeds = cfg.seeds if variant == "sampled" else 1
         sampling = "on_policy" if variant == "sampled" else "exact"
-        mets, final, steps, traj = _call(fam, grid.problems(ri), cfg.steps, cfg.eval_every, seeds, sampling=sampling, train_reward=grid.gold, num_samples=n)
+        fv = fam.for_variant(variant)
+        mets, final, steps, traj = _call(fv, grid.problems(ri), cfg.steps, cfg.eval_every, seeds, sampling=sampling, train_reward=grid.gold, num_samples=n)
         _account(timing, traj)
         at = np.searchsorted(steps, ckpt)
         for b, e in enumerate(at):
@@ -239,9 +240,9 @@ def _run_on_policy(grid: Grid, fam: Family, timing: dict) -> tuple[list, list]:
             vals = {m: v[..., e] for m, v in mets.items()}
             if variant == "exact":
                 vals["reward_queries"] = np.full(vals["expected_reward"].shape, np.inf)
-            tables.append(_rows(fam, cfg, grid, map_="oracle", variant=variant, meta=meta, values=vals))
+            tables.append(_rows(fv, cfg, grid, map_="oracle", variant=variant, meta=meta, values=vals))
         meta = {"rarity_index": ri, "coverage_index": np.full(r_n, -1), "budget_index": np.full(r_n, b_n - 1)}
-        masses.append(_mass_rows(fam, cfg, grid, map_="oracle", variant=variant, meta=meta, final=final, train_reward=grid.gold))
+        masses.append(_mass_rows(fv, cfg, grid, map_="oracle", variant=variant, meta=meta, final=final, train_reward=grid.gold))
     if fam.name not in cfg.rm_families:
         return tables, masses
     # Map B: each learned proxy, fitted to each budget's dataset; the proxy's queries are free, so read the last step.
@@ -256,13 +257,14 @@ def _run_on_policy(grid: Grid, fam: Family, timing: dict) -> tuple[list, list]:
         for variant in rm_variants:
             seeds = cfg.seeds if variant == "sampled" else 1
             sampling = "on_policy" if variant == "sampled" else "exact"
-            mets, final, _, traj = _call(fam, grid.problems(ri), cfg.steps, cfg.eval_every, seeds, sampling=sampling, train_reward=proxy, num_samples=n)
+            fv = fam.for_variant(variant)
+            mets, final, _, traj = _call(fv, grid.problems(ri), cfg.steps, cfg.eval_every, seeds, sampling=sampling, train_reward=proxy, num_samples=n)
             _account(timing, traj)
             vals = {m: v[..., -1] for m, v in mets.items()}
             # The gold labels this learner cost: the proxy's dataset.
             vals["reward_queries"] = np.broadcast_to(np.asarray(cfg.budgets, np.float64)[bi][:, None, None], vals["expected_reward"].shape)
-            tables.append(_rows(fam, cfg, grid, map_=f"rm_{model}", variant=variant, meta=meta, values=vals))
-            masses.append(_mass_rows(fam, cfg, grid, map_=f"rm_{model}", variant=variant, meta=meta, final=final, train_reward=proxy))
+            tables.append(_rows(fv, cfg, grid, map_=f"rm_{model}", variant=variant, meta=meta, values=vals))
+            masses.append(_mass_rows(fv, cfg, grid, map_=f"rm_{model}", variant=variant, meta=meta, final=final, train_reward=proxy))
     return tables, masses
 
 
