@@ -40,6 +40,24 @@ def _rarity_labels(view: Any) -> list[str]:
     return [f"{r:.0e}".replace("e-0", "e-") for r in rho]
 
 
+def _heat(ax: Any, values: np.ndarray, cmap: Any, vmin: float, vmax: float) -> None:
+    """A heatmap with cell (y, x) at [x, x + 1] x [y, y + 1], row 0 on top.
+
+    Drawn with pcolormesh: seaborn's heatmap draws the whole figure on every
+    call (to check tick overlap), quadratic in the number of panels.
+    """
+    ax.pcolormesh(np.ma.masked_invalid(values), cmap=cmap, vmin=vmin, vmax=vmax, edgecolors="w", linewidth=0.3)
+    ax.set_xlim(0, values.shape[1])
+    ax.set_ylim(values.shape[0], 0)
+
+
+def _annotate(ax: Any, text: np.ndarray, values: np.ndarray, size: float) -> None:
+    """Cell texts of a seaborn heatmap, white on dark cells (seaborn's own annot redraws the figure per call)."""
+    for (y, x), t in np.ndenumerate(text):
+        v = values[y, x]
+        ax.text(x + 0.5, y + 0.5, t, ha="center", va="center", fontsize=size, color="w" if np.isfinite(v) and v < 0.6 else "k")
+
+
 def _ticks(ax: Any, xlabels: list[str], cfg: PhaseConfig) -> None:
     """Rarity ticks (columns) and coverage ticks (rows, coverage 0 at the bottom) of a seaborn map."""
     ax.set_xticks(np.arange(len(xlabels)) + 0.5, xlabels, rotation=60, fontsize=6)
@@ -53,13 +71,14 @@ def maps(view: Any, cfg: PhaseConfig, map_: str, path: Path) -> Path:
     the number in brackets: the exact-population version, where it was run.
     """
     import matplotlib.pyplot as plt
-    import seaborn as sns
 
     v = view[view["map"] == map_]
     fams = family_order(list(v.family.unique()))
     b_n = len(cfg.budgets)
     xl = _rarity_labels(v)
-    fig, axes = plt.subplots(len(fams), b_n, figsize=(2.1 * b_n + 1.6, 1.15 * len(fams) + 1.2), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(len(fams), b_n, figsize=(2.1 * b_n + 1.6, 1.15 * len(fams) + 1.2), squeeze=False)
+    # Fixed margins: a layout engine over dozens of annotated axes costs more than the sweep's smaller chunks.
+    fig.subplots_adjust(left=0.12, right=0.86, top=0.92, bottom=0.08, hspace=0.45, wspace=0.15)
     for a, f in enumerate(fams):
         for b in range(b_n):
             ax = axes[a, b]
@@ -69,13 +88,14 @@ def maps(view: Any, cfg: PhaseConfig, map_: str, path: Path) -> Path:
             text = np.vectorize(_short)(s.to_numpy())
             if not d[d.variant == "exact"].empty:
                 text = np.char.add(np.char.add(text, "\n("), np.char.add(np.vectorize(_short)(e.to_numpy()), ")"))
-            sns.heatmap(s, ax=ax, vmin=0, vmax=1, cmap="viridis", cbar=False, annot=text, fmt="", annot_kws={"fontsize": 5})
+            _heat(ax, s.to_numpy(dtype=float), "viridis", 0, 1)
+            _annotate(ax, text, s.to_numpy(), 5)
             _ticks(ax, xl, cfg)
             ax.set_xlabel("rarity" if a == len(fams) - 1 else "", fontsize=7)
             ax.set_ylabel(f"{FAMILIES[f].label}\ncoverage" if b == 0 else "", fontsize=6.5, color=_GROUP_COLORS[FAMILIES[f].group])
             if a == 0:
                 ax.set_title(f"budget {cfg.budgets[b]} queries", fontsize=8)
-    fig.colorbar(plt.cm.ScalarMappable(cmap="viridis", norm=plt.Normalize(0, 1)), ax=axes.ravel().tolist(), shrink=0.5, label="final E_pi[r*] (sampled, report seeds)")
+    fig.colorbar(plt.cm.ScalarMappable(cmap="viridis", norm=plt.Normalize(0, 1)), cax=fig.add_axes((0.89, 0.3, 0.015, 0.4)), label="final E_pi[r*] (sampled, report seeds)")
     fig.suptitle(f"{MAPS[map_]}\nfinal gold reward, tuned per cell; (exact population); budget '{cfg.name}'", fontsize=9)
     pieces.save_figure(fig, path)
     return path
@@ -84,7 +104,6 @@ def maps(view: Any, cfg: PhaseConfig, map_: str, path: Path) -> Path:
 def winner(view: Any, cfg: PhaseConfig, path: Path) -> Path:
     """The winning group per cell for each map (rows) and budget (columns); grey: nobody solves it ("never" at the largest budget)."""
     import matplotlib.pyplot as plt
-    import seaborn as sns
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
 
@@ -106,27 +125,24 @@ def winner(view: Any, cfg: PhaseConfig, path: Path) -> Path:
                     t=[
                         ("never" if not never[(m, r.rarity_index, r.coverage_index)] else "unsolved") + f"\n{_short(r.best_reward)}"
                         if not r.solved
-                        else f"{FAMILIES[r.winner].label.split(' (')[0][:10]}\n{_short(r.best_reward)}" + (f" ={r.ties}" if r.ties > 1 else "")
+                        else f"{FAMILIES[r.winner].label.split(' (')[0][:13]}\n{_short(r.best_reward)}" + (f" ={r.ties}" if r.ties > 1 else "")
                         for r in d.itertuples()
                     ]
                 )
                 .pivot(index="coverage_index", columns="rarity_index", values="t")
                 .reindex_like(code)
             )
-            sns.heatmap(code, ax=ax, cmap=cmap, vmin=-0.5, vmax=len(groups) + 0.5, cbar=False, annot=lab.to_numpy(), fmt="", annot_kws={"fontsize": 4.5}, linewidths=0.3)
+            _heat(ax, code.to_numpy(dtype=float), cmap, -0.5, len(groups) + 0.5)
+            _annotate(ax, lab.to_numpy(), np.ones(code.shape), 4.5)
             _ticks(ax, xl, cfg)
             ax.set_xlabel("rarity" if a == len(cfg.maps) - 1 else "", fontsize=7)
             ax.set_ylabel(f"{m}\ncoverage" if b == 0 else "", fontsize=7)
             ax.set_title(f"{MAPS[m].split(':')[0].split(' (')[0]}, {cfg.budgets[b]} queries", fontsize=7)
     handles = [Patch(color=_GROUP_COLORS[g], label=GROUPS[g][0]) for g in groups] + [Patch(color="0.85", label=f"no family reaches progress {analysis.SOLVED}")]
     fig.legend(handles=handles, loc="lower center", ncol=5, fontsize=6.5)
-    pieces.save_figure(
-        fig,
-        path,
-        title=f"Winner per cell (sampled versions, tuned; '=n': n families within {analysis.TIE_MARGIN}); 'never': unsolved at the largest budget; budget '{cfg.name}'",
-        fontsize=8,
-        rect=(0, 0.05, 1, 1),
-    )
+    fig.subplots_adjust(left=0.1, right=0.98, top=0.88, bottom=0.16, hspace=0.6, wspace=0.15)
+    fig.suptitle(f"Winner per cell (sampled versions, tuned; '=n': n families within {analysis.TIE_MARGIN}); 'never': unsolved at the largest budget; budget '{cfg.name}'", fontsize=8)
+    pieces.save_figure(fig, path)
     return path
 
 

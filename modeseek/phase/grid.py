@@ -161,7 +161,7 @@ class PhaseConfig:
     batch_size: int = 16
     families: tuple[str, ...] = tuple(f for f in FAMILIES if f != "ipo")
     reward_models: tuple[str, ...] = ("rbf", "tabular")
-    rm_families: tuple[str, ...] = ("reinforce", "online_dpo")
+    rm_families: tuple[str, ...] = ("reinforce", "nash_md")
     selection_seeds: int = 2
     report_seeds: int = 2
     offline_steps: int = 100
