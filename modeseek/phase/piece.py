@@ -43,7 +43,7 @@ def _caption(cfg: PhaseConfig, res: SweepResult, view: Any) -> list[str]:
         + ", ".join(
             f"{FAMILIES[f].label} [loss {FAMILIES[f].loss}; grid "
             + " x ".join(f"{n} {list(v)}" for n, v in FAMILIES[f].grid)
-            + ("; exact version: " + " x ".join(f"{n} {list(v)}" for n, v in FAMILIES[f].exact_grid) if FAMILIES[f].exact_grid else "")
+            + ("; exact version: " + " x ".join(f"{n} {list(v)}" for n, v in FAMILIES[f].exact_grid or ()) if FAMILIES[f].exact_grid else "")
             + ("" if FAMILIES[f].exact else "; no exact version")
             + "]"
             for f in cfg.families
