@@ -274,7 +274,8 @@ BUDGETS = {
         coverages=(0.0, 1.0),
         budgets=(32, 64, 320),
         batch_size=16,
-        families=("best_of_n", "dpo", "reinforce", "online_dpo"),
+        # Three compiled programs (sft exact_offline, reinforce on_policy and exact): compiling is most of a smoke run.
+        families=("best_of_n", "reinforce"),
         rm_families=("reinforce",),
         reward_models=("rbf",),
         selection_seeds=1,
