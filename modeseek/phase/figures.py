@@ -165,7 +165,8 @@ def boundary(bound: Any, cfg: PhaseConfig, path: Path) -> Path:
             hi = np.where(np.isfinite(g.band_high), g.band_high, rmin)
             ax.errorbar(x, y, yerr=[np.maximum(y - lo, 0), np.maximum(hi - y, 0)], color=palette[q], marker="o", ms=4, lw=1, capsize=2, label=f"{q} queries")
             for xi, yi, kind in zip(x, y, g.kind):
-                if kind != "cross":
+                # One label per point of the largest budget: the smaller ones sit on top of it.
+                if kind != "cross" and q == cfg.budgets[-1]:
                     ax.annotate(kind, (xi, yi), fontsize=5, xytext=(2, 2), textcoords="offset points")
         ax.set_yscale("log")
         ax.set_ylim(rmin / 1.5, rmax)
