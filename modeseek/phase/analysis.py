@@ -199,7 +199,7 @@ def _label(f: str) -> str:
 def claims(view: Any, cfg: PhaseConfig) -> list[Claim]:
     """The maps' claims, each computed from the tuned, reported view (never typed in).
 
-    They test the thesis of docs/paper.md §5-6 (arXiv 2404.14367): on-policy
+    They test the thesis of arXiv 2404.14367 §5-6 (docs/paper.md §D.5, §E.3): on-policy
     sampling and negative gradients (mode-seeking) matter when the reward's peak
     is rare under the reference and the data covers it poorly; with common,
     covered peaks every family does well; and a learned reward model is only as

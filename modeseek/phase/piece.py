@@ -4,7 +4,7 @@ Runs (or resumes) the sweep of :mod:`modeseek.phase.sweep` at the "default"
 budget (or "smoke"), tunes every objective per cell on selection seeds and
 reports it on fresh ones (:func:`modeseek.phase.analysis.select`), draws the
 maps, the winner map, the covering / seeking boundary and the mass plot, writes
-the caption and returns the claims (docs/paper.md §5-6, §D.4, §D.6).
+the caption and returns the claims (arXiv 2404.14367 §5-6; docs/paper.md §D.4, §D.5, §D.6).
 
 The environment variable ``MODESEEK_PHASE_BUDGET`` picks another budget of
 :data:`modeseek.phase.BUDGETS` for the full (non-smoke) run, e.g.
