@@ -61,13 +61,13 @@ def _caption(cfg: PhaseConfig, res: SweepResult, view: Any) -> list[str]:
         f"{cfg.offline_steps} Adam steps (free). The table's reward_queries column holds what each run spent.",
         "Map A (oracle): on-policy objectives query the gold reward; with it the coverage does not enter, so each rarity is run once. "
         "Map B (learned reward model): on-policy objectives (" + ", ".join(cfg.rm_families) + ") query a Bradley-Terry proxy fitted (posterior mode) to the "
-        f"first dataset of Q labelled responses from mu: 'tabular' (one value per bin, prior N(0, {cfg.rm_prior_scale:g}^2)) or 'rbf' ({cfg.rbf_centers} radial-basis "
+        f"first dataset of Q labelled responses from mu (all-pairs counts scaled by 1/(Q - 1)): 'tabular' (one value per bin, prior N(0, {cfg.rm_prior_scale:g}^2)) or 'rbf' ({cfg.rbf_centers} radial-basis "
         f"features{' plus a linear trend' if cfg.rbf_linear else ''}); its queries are free, so the run's last step ({cfg.steps}) is read. "
         "Offline objectives use the same labelled datasets in both maps.",
         "Tuning rule: per (map, objective, version, rarity, coverage, budget), the configuration of the objective's grid with the highest mean final expected gold "
         f"reward over the {cfg.selection_seeds} selection seeds (offline: dataset draws) is chosen and reported by its mean over {cfg.report_seeds} fresh seeds. "
         "Exact-population versions are deterministic: one run, chosen and reported on itself. Grids (Adam learning rate, entropy bonus, beta): " + fams + ".",
-        "Exact versions: on-policy 'exact' (the expected update under the current policy); offline 'exact_offline' on mu (DPO, IPO, RWR) or on the "
+        "Exact versions: on-policy 'exact' (the expected update under the current policy); offline 'exact_offline' on mu (DPO, KTO, IPO, RWR) or on the "
         "exact distribution of the best of Q draws from mu (best-of-N); the sampled offline versions are the same program on the dataset's empirical distribution "
         "(best-of-N: SFT on the dataset's best response), which is exactly the all-pairs dataset loss for a tabular policy.",
         "Rarity = pi_ref(H), H = {y : r*(y) >= 0.5 max r*}; achieved: " + rho + ". Coverage c = mu(H)/pi_ref(H), mu_c = c pi_ref + (1 - c) mu_0, "
