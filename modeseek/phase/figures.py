@@ -78,7 +78,7 @@ def maps(view: Any, cfg: PhaseConfig, map_: str, path: Path) -> Path:
     xl = _rarity_labels(v)
     fig, axes = plt.subplots(len(fams), b_n, figsize=(2.1 * b_n + 1.6, 1.15 * len(fams) + 1.2), squeeze=False)
     # Fixed margins: a layout engine over dozens of annotated axes costs more than the sweep's smaller chunks.
-    fig.subplots_adjust(left=0.12, right=0.86, top=0.92, bottom=0.08, hspace=0.45, wspace=0.15)
+    fig.subplots_adjust(left=0.12, right=0.86, top=0.9, bottom=0.08, hspace=0.45, wspace=0.15)
     for a, f in enumerate(fams):
         for b in range(b_n):
             ax = axes[a, b]
