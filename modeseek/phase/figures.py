@@ -1,26 +1,25 @@
-"""Figures of a phase-diagram sweep: per-family heatmaps, the winner map, probability mass at marked cells.
+"""Figures of a phase-map sweep, drawn from the tidy tables with seaborn.
 
-Every function reads the summary (:func:`modeseek.phase.analysis.summarise`)
-or the mass table written by the sweep, never reruns anything, and writes one
-PNG atomically. Axes: rarity (columns, achieved pi_ref(H), rare on the left)
-and coverage (rows, mu(H)/pi_ref(H), 0 at the bottom). The three length
-presets of :mod:`modeseek.tasks` are drawn at their own coordinates.
+Every function reads the tuned view (:func:`modeseek.phase.analysis.map_view`),
+the boundary table or the mass table, never reruns anything, and writes one
+PNG atomically. Map axes: rarity (columns, achieved pi_ref(H), rare on the
+left) and coverage (rows, mu(H)/pi_ref(H), 0 at the bottom).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from modeseek import pieces, tasks
+from modeseek import pieces
 from modeseek.phase import analysis
-from modeseek.phase.grid import FAMILIES
+from modeseek.phase.grid import FAMILIES, GROUPS, MAPS, PhaseConfig
 
-__all__ = ["preset_positions", "heatmaps", "winner", "mass_plots", "reward_model_comparison", "cell_letter"]
+__all__ = ["maps", "winner", "boundary", "mass_plots", "family_order"]
 
-_FAMILY_COLORS = ["tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:pink"]
-_PRESET_STYLE = {"min_length": ("<", "Min Length"), "mode_length": ("s", "Mode Length"), "skew_length": ("v", "Skew Length")}
+_GROUP_COLORS = {"offline_ml": "tab:blue", "offline_contrastive": "tab:orange", "on_policy_rl": "tab:green", "on_policy_contrastive": "tab:purple"}
 
 
 def _short(v: float) -> str:
@@ -31,199 +30,198 @@ def _short(v: float) -> str:
     return "1" if s == "1.00" else s.replace("0.", ".", 1) if v >= 0 else s
 
 
-def cell_letter(k: int) -> str:
-    """Label of the k-th marked cell: A, B, ..."""
-    return chr(ord("A") + k)
+def family_order(families: list[str]) -> list[str]:
+    """Families grouped as GROUPS lists them, in FAMILIES order within a group."""
+    return [f for g in GROUPS for f in FAMILIES if f in families and FAMILIES[f].group == g]
 
 
-def preset_positions(cfg, rarity_cols: np.ndarray) -> dict:
-    """Map coordinates (x = rarity column, y = coverage row) of the three length presets.
+def _rarity_labels(view: Any) -> list[str]:
+    rho = view.groupby("rarity_index").rarity.first().sort_index()
+    return [f"{r:.0e}".replace("e-0", "e-") for r in rho]
 
-    Rarity is interpolated in log scale between the columns' achieved rarities
-    (and held half a column outside the map when a preset lies beyond it);
-    coverage is interpolated between the rows' coverages.
+
+def _heat(ax: Any, values: np.ndarray, cmap: Any, vmin: float, vmax: float) -> None:
+    """A heatmap with cell (y, x) at [x, x + 1] x [y, y + 1], row 0 on top.
+
+    Drawn with pcolormesh: seaborn's heatmap draws the whole figure on every
+    call (to check tick overlap), quadratic in the number of panels.
     """
-    out = {}
-    kw = dict(num_bins=cfg.num_bins, mean=cfg.length_mean, sd=cfg.length_sd, width=cfg.width)
-    x_cols = np.arange(len(rarity_cols))
-    for task in tasks.all_tasks(**kw):
-        lr = np.log(max(task.rarity, 1e-300))
-        x = float(np.interp(lr, np.log(rarity_cols), x_cols, left=-0.45, right=len(rarity_cols) - 0.55))
-        y = float(np.interp(task.coverage, np.asarray(cfg.coverages), np.arange(len(cfg.coverages))))
-        out[task.name] = (x, y, task)
-    return out
+    ax.pcolormesh(np.ma.masked_invalid(values), cmap=cmap, vmin=vmin, vmax=vmax, edgecolors="w", linewidth=0.3)
+    ax.set_xlim(0, values.shape[1])
+    ax.set_ylim(values.shape[0], 0)
 
 
-def _decorate(ax, cfg, rarity_cols, presets, *, left: bool, bottom: bool, marks: bool = True):
-    """Ticks and axis labels of a map, its marked cells (``marks``) and the length presets."""
-    from matplotlib.patches import Rectangle
-
-    ax.set_xticks(range(len(rarity_cols)))
-    ax.set_xticklabels([f"{r:.0e}".replace("e-0", "e-") for r in rarity_cols], rotation=60, fontsize=7)
-    ax.set_yticks(range(len(cfg.coverages)))
-    ax.set_yticklabels([f"{c:g}" for c in cfg.coverages], fontsize=7)
-    if bottom:
-        ax.set_xlabel("rarity pi_ref(H)  (rare <- -> common)", fontsize=8)
-    if left:
-        ax.set_ylabel("coverage mu(H)/pi_ref(H)", fontsize=8)
-    if marks:
-        for k, (i, j) in enumerate(cfg.marked):
-            ax.add_patch(Rectangle((i - 0.5, j - 0.5), 1, 1, fill=False, ec="w", lw=1.2))
-            ax.text(i - 0.42, j + 0.42, cell_letter(k), color="w", fontsize=6, va="top", ha="left", fontweight="bold")
-    for name, (x, y, _) in presets.items():
-        m, lab = _PRESET_STYLE[name]
-        ax.plot([x], [y], marker=m, ms=8, mfc="w", mec="k", mew=1.4, alpha=0.9, ls="none", label=lab)
+def _annotate(ax: Any, text: np.ndarray, values: np.ndarray, size: float) -> None:
+    """Cell texts of a seaborn heatmap, white on dark cells (seaborn's own annot redraws the figure per call)."""
+    for (y, x), t in np.ndenumerate(text):
+        v = values[y, x]
+        ax.text(x + 0.5, y + 0.5, t, ha="center", va="center", fontsize=size, color="w" if np.isfinite(v) and v < 0.6 else "k")
 
 
-def heatmaps(summary, cfg, path: Path) -> Path:
-    """Per-family heatmaps of final gold reward (top) and steps to 90% of the best achievable (bottom)."""
+def _ticks(ax: Any, xlabels: list[str], cfg: PhaseConfig) -> None:
+    """Rarity ticks (columns) and coverage ticks (rows, coverage 0 at the bottom) of a seaborn map."""
+    ax.set_xticks(np.arange(len(xlabels)) + 0.5, xlabels, rotation=60, fontsize=6)
+    ax.set_yticks(np.arange(len(cfg.coverages)) + 0.5, [f"{c:g}" for c in cfg.coverages[::-1]], rotation=0, fontsize=6)
+
+
+def maps(view: Any, cfg: PhaseConfig, map_: str, path: Path) -> Path:
+    """One map: per family (rows, grouped) and budget (columns), the tuned final gold reward over rarity x coverage.
+
+    Colour and the first number: the sampled version (reported on fresh seeds);
+    the number in brackets: the exact-population version, where it was run.
+    """
     import matplotlib.pyplot as plt
 
-    prim = analysis.primary(summary, cfg.primary_reward_model)
-    shape = (len(cfg.rarities), len(cfg.coverages))
-    rho = prim.groupby("rarity_index")["rarity"].first().reindex(range(shape[0])).to_numpy()
-    presets = preset_positions(cfg, rho)
-    fams = list(cfg.families)
-    pm = cfg.primary_reward_model
-    labels = {f: FAMILIES[f].label + (f"\n[{pm} reward model]" if FAMILIES[f].on_policy else "\n[dataset labels]") for f in fams}
-    fig, axes = plt.subplots(2, len(fams), figsize=(3.3 * len(fams), 6.6), squeeze=False, constrained_layout=True)
-    cmap_steps = plt.get_cmap("magma_r").with_extremes(bad="0.85")
-    for j, f in enumerate(fams):
-        fr = analysis.grid_of(prim, f, "final_reward", shape)
-        st = analysis.grid_of(prim, f, "steps_to_90", shape)
-        ax = axes[0, j]
-        im0 = ax.imshow(fr, origin="lower", vmin=0, vmax=1, cmap="viridis", aspect="auto")
-        for (y, x), v in np.ndenumerate(fr):
-            ax.text(x, y, _short(v), ha="center", va="center", fontsize=5.5, color="w" if v < 0.6 else "k")
-        ax.set_title(labels[f], fontsize=8)
-        _decorate(ax, cfg, rho, presets, left=j == 0, bottom=False)
-        ax = axes[1, j]
-        im1 = ax.imshow(np.ma.masked_invalid(st), origin="lower", vmin=0, vmax=cfg.steps, cmap=cmap_steps, aspect="auto")
-        for (y, x), v in np.ndenumerate(st):
-            ax.text(x, y, "-" if np.isnan(v) else f"{v:.0f}", ha="center", va="center", fontsize=5.5, color="k" if np.isnan(v) or v < cfg.steps / 2 else "w")
-        _decorate(ax, cfg, rho, presets, left=j == 0, bottom=True)
-    handles, names = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, names, loc="outside lower center", ncol=3, fontsize=7, title="length presets (markers); white squares: cells of the mass plots", title_fontsize=7)
-    fig.colorbar(im0, ax=axes[0, :].tolist(), shrink=0.8, label="final gold reward E_pi[r*]")
-    fig.colorbar(im1, ax=axes[1, :].tolist(), shrink=0.8, label=f"steps to {analysis.PROGRESS_LEVEL:.0%} of best achievable (grey/-: never)")
-    fig.suptitle(f"Phase diagrams over rarity x coverage ({cfg.seeds} seeds, {cfg.steps} steps; budget '{cfg.name}')", fontsize=10)
+    v = view[view["map"] == map_]
+    fams = family_order(list(v.family.unique()))
+    b_n = len(cfg.budgets)
+    xl = _rarity_labels(v)
+    fig, axes = plt.subplots(len(fams), b_n, figsize=(2.1 * b_n + 1.6, 1.15 * len(fams) + 1.2), squeeze=False)
+    # Fixed margins: a layout engine over dozens of annotated axes costs more than the sweep's smaller chunks.
+    fig.subplots_adjust(left=0.12, right=0.86, top=0.9, bottom=0.08, hspace=0.45, wspace=0.15)
+    for a, f in enumerate(fams):
+        for b in range(b_n):
+            ax = axes[a, b]
+            d = v[(v.family == f) & (v.budget_index == b)]
+            s = d[d.variant == "sampled"].pivot(index="coverage_index", columns="rarity_index", values="final_reward").sort_index(ascending=False)
+            e = d[d.variant == "exact"].pivot(index="coverage_index", columns="rarity_index", values="final_reward").reindex_like(s)
+            text = np.vectorize(_short)(s.to_numpy())
+            if not d[d.variant == "exact"].empty:
+                text = np.char.add(np.char.add(text, "\n("), np.char.add(np.vectorize(_short)(e.to_numpy()), ")"))
+            _heat(ax, s.to_numpy(dtype=float), "viridis", 0, 1)
+            _annotate(ax, text, s.to_numpy(), 5)
+            _ticks(ax, xl, cfg)
+            ax.set_xlabel("rarity" if a == len(fams) - 1 else "", fontsize=7)
+            ax.set_ylabel(f"{FAMILIES[f].label}\ncoverage" if b == 0 else "", fontsize=6.5, color=_GROUP_COLORS[FAMILIES[f].group])
+            if a == 0:
+                ax.set_title(f"budget {cfg.budgets[b]} queries", fontsize=8)
+    fig.colorbar(plt.cm.ScalarMappable(cmap="viridis", norm=plt.Normalize(0, 1)), cax=fig.add_axes((0.89, 0.3, 0.015, 0.4)), label="final E_pi[r*] (sampled, report seeds)")
+    fig.suptitle(f"{MAPS[map_]}\nfinal gold reward, tuned per cell; (exact population); budget '{cfg.name}'", fontsize=9)
     pieces.save_figure(fig, path)
     return path
 
 
-def winner(summary, cfg, path: Path) -> Path:
-    """The winner map: the family with the highest final gold reward per cell (hatched: ties within TIE_MARGIN)."""
+def winner(view: Any, cfg: PhaseConfig, path: Path) -> Path:
+    """The winning group per cell for each map (rows) and budget (columns); grey: nobody solves it ("never" at the largest budget)."""
     import matplotlib.pyplot as plt
     from matplotlib.colors import ListedColormap
-    from matplotlib.patches import Patch, Rectangle
+    from matplotlib.patches import Patch
 
-    prim = analysis.primary(summary, cfg.primary_reward_model)
-    shape = (len(cfg.rarities), len(cfg.coverages))
-    fams = list(cfg.families)
-    best, ties, finals = analysis.winner_map(prim, fams, shape)
-    rho = prim.groupby("rarity_index")["rarity"].first().reindex(range(shape[0])).to_numpy()
-    presets = preset_positions(cfg, rho)
-    colors = [_FAMILY_COLORS[k % len(_FAMILY_COLORS)] for k in range(len(fams))]
-    progress = np.stack([analysis.grid_of(prim, f, "final_progress", shape) for f in fams])
-    # A cell where no family gets 10% of the way to the best achievable has no meaningful winner.
-    none = np.nanmax(progress, axis=0) < 0.1
-    shown = np.where(none, len(fams), best)
-    fig, ax = plt.subplots(figsize=(6.4, 5.2), constrained_layout=True)
-    ax.imshow(shown, origin="lower", cmap=ListedColormap(colors + ["0.8"]), vmin=-0.5, vmax=len(fams) + 0.5, aspect="auto")
-    top = np.nanmax(finals, axis=0)
-    for (y, x), _ in np.ndenumerate(best):
-        if none[y, x]:
-            ax.text(x, y, f"{top[y, x]:.2f}\nnone", ha="center", va="center", fontsize=6, color="k")
-            continue
-        if ties[y, x] > 1:
-            ax.add_patch(Rectangle((x - 0.5, y - 0.5), 1, 1, fill=False, hatch="////", ec="w", lw=0))
-        ax.text(x, y, f"{top[y, x]:.2f}" + (f"\n={ties[y, x]}" if ties[y, x] > 1 else ""), ha="center", va="center", fontsize=6, color="w")
-    _decorate(ax, cfg, rho, presets, left=True, bottom=True, marks=False)
-    handles = [Patch(color=c, label=FAMILIES[f].label) for f, c in zip(fams, colors)]
-    handles.append(Patch(facecolor="0.6", hatch="////", edgecolor="w", label=f"tie: '=n' families within {analysis.TIE_MARGIN}"))
-    handles.append(Patch(facecolor="0.8", label="none: no family reaches 10% progress"))
-    h2, l2 = ax.get_legend_handles_labels()
-    ax.legend(handles=handles + h2, fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    ax.set_title(f"Winner map: best final gold reward per cell (on-policy: {cfg.primary_reward_model} reward model)", fontsize=9)
+    w = analysis.winners(view[view.variant == "sampled"])
+    groups = list(GROUPS)
+    cmap = ListedColormap([_GROUP_COLORS[g] for g in groups] + ["0.85"])
+    b_n = len(cfg.budgets)
+    never = w[w.budget_index == b_n - 1].set_index(["map", "rarity_index", "coverage_index"]).solved
+    fig, axes = plt.subplots(len(cfg.maps), b_n, figsize=(2.6 * b_n + 1.5, 2.3 * len(cfg.maps) + 0.8), squeeze=False)
+    xl = _rarity_labels(view)
+    for a, m in enumerate(cfg.maps):
+        for b in range(b_n):
+            ax = axes[a, b]
+            d = w[(w["map"] == m) & (w.budget_index == b)].copy()
+            d["code"] = np.where(d.solved, d.winner_group.map(groups.index), len(groups))
+            code = d.pivot(index="coverage_index", columns="rarity_index", values="code").sort_index(ascending=False)
+            lab = (
+                d.assign(
+                    t=[
+                        ("never" if not never[(m, r.rarity_index, r.coverage_index)] else "unsolved") + f"\n{_short(r.best_reward)}"
+                        if not r.solved
+                        else f"{FAMILIES[r.winner].label.split(' (')[0][:13]}\n{_short(r.best_reward)}" + (f" ={r.ties}" if r.ties > 1 else "")
+                        for r in d.itertuples()
+                    ]
+                )
+                .pivot(index="coverage_index", columns="rarity_index", values="t")
+                .reindex_like(code)
+            )
+            _heat(ax, code.to_numpy(dtype=float), cmap, -0.5, len(groups) + 0.5)
+            _annotate(ax, lab.to_numpy(), np.ones(code.shape), 4.5)
+            _ticks(ax, xl, cfg)
+            ax.set_xlabel("rarity" if a == len(cfg.maps) - 1 else "", fontsize=7)
+            ax.set_ylabel(f"{m}\ncoverage" if b == 0 else "", fontsize=7)
+            ax.set_title(f"{MAPS[m].split(':')[0].split(' (')[0]}, {cfg.budgets[b]} queries", fontsize=7)
+    handles = [Patch(color=_GROUP_COLORS[g], label=GROUPS[g][0]) for g in groups] + [Patch(color="0.85", label=f"no family reaches progress {analysis.SOLVED}")]
+    fig.legend(handles=handles, loc="lower center", ncol=5, fontsize=6.5)
+    fig.subplots_adjust(left=0.1, right=0.98, top=0.88, bottom=0.16, hspace=0.6, wspace=0.15)
+    fig.suptitle(f"Winner per cell (sampled versions, tuned; '=n': n families within {analysis.TIE_MARGIN}); 'never': unsolved at the largest budget; budget '{cfg.name}'", fontsize=8)
     pieces.save_figure(fig, path)
     return path
 
 
-def mass_plots(mass, summary, cfg, path: Path) -> Path:
-    """Final probability mass at the marked cells (rows) for each family (columns), with pi_ref, mu, gold and proxy."""
+def boundary(bound: Any, cfg: PhaseConfig, path: Path) -> Path:
+    """The rarity at which the best mode-seeking objective overtakes the best mode-covering one, per coverage and budget, with its seed band."""
     import matplotlib.pyplot as plt
+    import seaborn as sns
 
-    fams = list(cfg.families)
-    pm = cfg.primary_reward_model
-    rows = list(cfg.marked)
-    prim = analysis.primary(summary, pm)
-    fig, axes = plt.subplots(len(rows), len(fams), figsize=(3.0 * len(fams), 1.9 * len(rows)), squeeze=False, sharex=True, constrained_layout=True)
-    bins = np.arange(cfg.num_bins)
-    for a, (i, j) in enumerate(rows):
+    fig, axes = plt.subplots(1, len(cfg.maps), figsize=(3.6 * len(cfg.maps), 3.4), squeeze=False, sharey=True)
+    palette = dict(zip(cfg.budgets, sns.color_palette("crest", len(cfg.budgets))))
+    rmin = min(cfg.rarities) / 3
+    rmax = max(cfg.rarities) * 2
+    for a, m in enumerate(cfg.maps):
+        ax = axes[0, a]
+        d = bound[bound["map"] == m]
+        for k, (q, g) in enumerate(d.groupby("budget", sort=True)):
+            x = g.coverage.to_numpy() + (k - 1) * 0.012
+            y = np.where(g.kind == "never", rmin, g.crossing)
+            lo = np.where(np.isfinite(g.band_low), g.band_low, rmin)
+            hi = np.where(np.isfinite(g.band_high), g.band_high, rmin)
+            ax.errorbar(x, y, yerr=[np.maximum(y - lo, 0), np.maximum(hi - y, 0)], color=palette[q], marker="o", ms=4, lw=1, capsize=2, label=f"{q} queries")
+            for xi, yi, kind in zip(x, y, g.kind):
+                # One label per point of the largest budget: the smaller ones sit on top of it.
+                if kind != "cross" and q == cfg.budgets[-1]:
+                    ax.annotate(kind, (xi, yi), fontsize=5, xytext=(2, 2), textcoords="offset points")
+        ax.set_yscale("log")
+        ax.set_ylim(rmin / 1.5, rmax)
+        ax.set_xlabel("coverage mu(H)/pi_ref(H)", fontsize=8)
+        ax.set_title(MAPS[m].split(":")[0], fontsize=8)
+        ax.tick_params(labelsize=7)
+    axes[0, 0].set_ylabel("rarity where mode-seeking overtakes\n(seeking wins below the line)", fontsize=7)
+    axes[0, -1].legend(fontsize=6)
+    pieces.save_figure(
+        fig,
+        path,
+        title=f"Boundary: best mode-seeking vs best mode-covering (offline ML); band: min-max over report seeds; 'never' drawn at the bottom; budget '{cfg.name}'",
+        fontsize=8,
+    )
+    return path
+
+
+def mass_plots(mass: Any, view: Any, cfg: PhaseConfig, path: Path) -> Path:
+    """Final probability mass (oracle map, largest budget, chosen configuration) at the marked cells (rows) per family (columns)."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    fams = family_order(list(view.family.unique()))
+    b_last = len(cfg.budgets) - 1
+    v = view[(view["map"] == "oracle") & (view.variant == "sampled") & (view.budget_index == b_last)]
+    fig, axes = plt.subplots(len(cfg.marked), len(fams), figsize=(1.9 * len(fams), 1.45 * len(cfg.marked) + 0.6), squeeze=False, sharex=True)
+    for a, (i, j) in enumerate(cfg.marked):
         for b, f in enumerate(fams):
             ax = axes[a, b]
-            model = pm if FAMILIES[f].on_policy else "data"
-            d = mass[(mass.family == f) & (mass.reward_model == model) & (mass.rarity_index == i) & (mass.coverage_index == j)].sort_values("bin")
-            if d.empty:
+            row = v[(v.family == f) & (v.rarity_index == i) & (v.coverage_index == j)]
+            src = "oracle" if FAMILIES[f].on_policy else "offline"
+            d = mass[(mass["map"] == src) & (mass.family == f) & (mass.variant == "sampled") & (mass.rarity_index == i) & (mass.coverage_index == j)]
+            if row.empty or d.empty:
                 ax.set_axis_off()
                 continue
-            ax.bar(bins, d.final_prob, width=1.0, color=_FAMILY_COLORS[b % len(_FAMILY_COLORS)], alpha=0.85, label="final policy (seed mean)")
-            ax.plot(bins, d.ref_prob, color="0.4", ls="--", lw=0.8, label="pi_ref")
-            ax.plot(bins, d.data_prob, color="C9", ls=":", lw=1.0, label="data mu")
-            ax.set_ylim(0, 1.05 * max(float(d.final_prob.max()), float(d.ref_prob.max()), 1e-3))
+            d = d[d.config == int(row.config.iloc[0])].sort_values("bin")
+            sns.lineplot(x=d.bin, y=d.final_prob, ax=ax, color=_GROUP_COLORS[FAMILIES[f].group], lw=1.0, drawstyle="steps-mid")
+            ax.fill_between(d.bin, d.final_prob, step="mid", color=_GROUP_COLORS[FAMILIES[f].group], alpha=0.4)
+            ax.plot(d.bin, d.ref_prob, color="0.4", ls="--", lw=0.7)
+            ax.plot(d.bin, d.data_prob, color="C9", ls=":", lw=0.8)
             ax2 = ax.twinx()
-            ax2.plot(bins, d.gold_reward, color="C3", lw=0.8, label="gold reward")
-            tr = d.train_reward.to_numpy()
-            if FAMILIES[f].on_policy and np.all(np.isfinite(tr)) and model != "gold":
-                span = max(float(tr.max() - tr.min()), 1e-9)
-                ax2.plot(bins, (tr - tr.min()) / span, color="C1", lw=0.8, ls="-.", label=f"{model} proxy (rescaled)")
+            ax2.plot(d.bin, d.gold_reward, color="C3", lw=0.7)
             ax2.set_ylim(0, 1.05)
             ax2.set_yticks([])
-            row = prim[(prim.family == f) & (prim.rarity_index == i) & (prim.coverage_index == j)]
-            val = float(row.final_reward.iloc[0]) if len(row) else np.nan
-            ax.text(0.98, 0.95, f"E[r*]={val:.2f}", transform=ax.transAxes, ha="right", va="top", fontsize=6)
+            ax.set_ylim(0, 1.05 * max(float(d.final_prob.max()), float(d.ref_prob.max())))
+            ax.text(0.97, 0.93, f"E[r*]={float(row.final_reward.iloc[0]):.2f}", transform=ax.transAxes, ha="right", va="top", fontsize=5)
+            ax.set_ylabel(f"rarity {float(row.rarity.iloc[0]):.0e}\ncoverage {cfg.coverages[j]:g}" if b == 0 else "", fontsize=6)
+            ax.set_xlabel("response bin" if a == len(cfg.marked) - 1 else "", fontsize=6)
+            ax.tick_params(labelsize=5)
             if a == 0:
-                ax.set_title(FAMILIES[f].label, fontsize=7)
-            if b == 0:
-                rho = float(prim[prim.rarity_index == i].rarity.iloc[0])
-                cov = float(prim[(prim.rarity_index == i) & (prim.coverage_index == j)].coverage.iloc[0])
-                ax.set_ylabel(f"{cell_letter(a)}: rarity {rho:.1g}\ncoverage {cov:g}", fontsize=7)
-            ax.tick_params(labelsize=6)
-            if a == 0 and b == len(fams) - 1:
-                h1, l1 = ax.get_legend_handles_labels()
-                h2, l2 = ax2.get_legend_handles_labels()
-                ax.legend(h1 + h2, l1 + l2, fontsize=5, loc="upper left")
-    for ax in axes[-1]:
-        ax.set_xlabel("response bin (length)", fontsize=7)
-    fig.suptitle("Final probability mass at the marked cells (bars), pi_ref (dashed), data mu (dotted), gold reward (red), proxy (dash-dot)", fontsize=8)
-    pieces.save_figure(fig, path)
-    return path
-
-
-def reward_model_comparison(summary, cfg, path: Path) -> Path:
-    """Final gold reward of the on-policy families with each reward model (columns), and the proxy's gain."""
-    import matplotlib.pyplot as plt
-
-    on = [f for f in cfg.families if FAMILIES[f].on_policy]
-    models = list(cfg.reward_models)
-    shape = (len(cfg.rarities), len(cfg.coverages))
-    rho = summary.groupby("rarity_index")["rarity"].first().reindex(range(shape[0])).to_numpy()
-    presets = preset_positions(cfg, rho)
-    fig, axes = plt.subplots(max(len(on), 1), len(models), figsize=(3.2 * len(models), 3.2 * max(len(on), 1)), squeeze=False, constrained_layout=True)
-    im = None
-    for a, f in enumerate(on):
-        for b, m in enumerate(models):
-            ax = axes[a, b]
-            fr = analysis.grid_of(summary, f, "final_reward", shape, m)
-            im = ax.imshow(fr, origin="lower", vmin=0, vmax=1, cmap="viridis", aspect="auto")
-            for (y, x), v in np.ndenumerate(fr):
-                ax.text(x, y, _short(v), ha="center", va="center", fontsize=5.5, color="w" if v < 0.6 else "k")
-            ax.set_title(f"{FAMILIES[f].label}\nqueries: {m}", fontsize=8)
-            _decorate(ax, cfg, rho, presets, left=b == 0, bottom=a == len(on) - 1, marks=False)
-    if im is not None:
-        fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.7, label="final gold reward")
-        handles, names = axes[0, 0].get_legend_handles_labels()
-        fig.legend(handles, names, loc="outside lower center", ncol=3, fontsize=7)
-    fig.suptitle("Which reward the on-policy learner queries: learned proxies (smooth RBF, tabular) vs the gold reward", fontsize=9)
-    pieces.save_figure(fig, path)
+                ax.set_title(FAMILIES[f].label, fontsize=6)
+    pieces.save_figure(
+        fig,
+        path,
+        title=f"Map A (oracle), {cfg.budgets[-1]} queries: final policy (filled, report-seed mean, chosen configuration), pi_ref (dashed), data mu (dotted), gold reward (red); budget '{cfg.name}'",
+        fontsize=7,
+    )
     return path
