@@ -48,6 +48,7 @@ __all__ = [
     "make_train",
     "SAMPLINGS",
     "OPTIMIZERS",
+    "STORES",
     "BANDIT_POLICIES",
     "SEQUENCE_POLICIES",
     "compile_count",
@@ -58,6 +59,8 @@ __all__ = [
 #: "exact_offline" the population update on the data distribution.
 SAMPLINGS = ("offline", "on_policy", "exact", "exact_offline")
 OPTIMIZERS = ("adam", "sgd")
+#: What :func:`run` keeps: metrics at every evaluation step, or the final step's only.
+STORES = ("every", "final")
 BANDIT_POLICIES = ("tabular", "mlp")
 SEQUENCE_POLICIES = ("factorised", "bigram", "transformer")
 _OFFLINE = ("offline", "exact_offline")
@@ -830,6 +833,7 @@ def run(
     arms: Sequence[Mapping[str, Any]] | None = None,
     eval_every: int = 1,
     snapshot_every: int | None = None,
+    store: str = "every",
     devices: Sequence[Any] | None = None,
     seed_offset: int = 0,
     paired: Sequence[str] | Sequence[Sequence[str]] = (),
@@ -863,6 +867,13 @@ def run(
       eval_every: record metrics every this many steps (and at ``steps``).
       snapshot_every: store the policy every this many steps, a multiple of
         ``eval_every`` (default about steps / 10).
+      store: "every" keeps the metrics at every evaluation step and the
+        snapshots; "final" keeps only the last step's metrics (a last axis of
+        length 1, ``eval_steps == [steps]``) and the final policy as the one
+        snapshot, so that memory grows with the runs alone, not with the steps
+        (for huge sweeps). The runs are the same: the final values equal the
+        last step of ``store="every"`` bit for bit. Refuses ``eval_every`` and
+        ``snapshot_every``, which it sets itself.
       devices: devices to spread the runs over (default: all of ``jax.devices()``).
         The flattened grid x seeds axis is cut into blocks of ``block`` runs
         (the last padded by repeating its last run), every block computed by
@@ -932,6 +943,13 @@ def run(
     seeds = _checks.integer("seeds", seeds)
     seed_offset = _checks.integer("seed_offset", seed_offset, 0)
     eval_every = _checks.integer("eval_every", eval_every)
+    _checks.choice("store", store, STORES)
+    if store == "final":
+        if eval_every != 1 or snapshot_every is not None:
+            raise ValueError(f"store='final' keeps the last step only; expected no eval_every or snapshot_every (got eval_every={eval_every}, snapshot_every={snapshot_every})")
+        # Evaluating at 0 and `steps` only leaves the runs' bits unchanged (the
+        # evaluation never feeds back into training); step 0 is dropped below.
+        eval_every = snapshot_every = steps
     if seed_offset + seeds > 2**32:
         raise ValueError(f"seed_offset + seeds = {seed_offset + seeds} is too large; expected at most 2**32 seed indices")
     base_key = _checks.prng_key(key)
@@ -1164,12 +1182,17 @@ def run(
         for n in sorted(arm_set | ({"target_margin"} if "target_margin" not in hp_report and "target_margin" not in grid else set())):
             arm_values[n] = np.array([float(hp_values[n][first[a]]) for a in range(len(arm_list))])
     snap_shape = (cfg.length, cfg.vocab) if seq else (cfg.num_bins,)
+    final = np.asarray(out["final"]).reshape(shape_ + snap_shape)
+    eval_steps, snapshots, snapshot_steps = cfg.eval_steps, np.asarray(out["snapshots"]).reshape(shape_ + (len(cfg.snapshot_steps),) + snap_shape), cfg.snapshot_steps
+    if store == "final":
+        mets = {n: np.ascontiguousarray(v[..., -1:]) for n, v in mets.items()}
+        eval_steps, snapshots, snapshot_steps = cfg.eval_steps[-1:], np.expand_dims(final, len(shape_)), cfg.snapshot_steps[-1:]
     return Trajectory(
         metrics=mets,
-        eval_steps=cfg.eval_steps,
-        final_probs=np.asarray(out["final"]).reshape(shape_ + snap_shape),
-        snapshots=np.asarray(out["snapshots"]).reshape(shape_ + (len(cfg.snapshot_steps),) + snap_shape),
-        snapshot_steps=cfg.snapshot_steps,
+        eval_steps=eval_steps,
+        final_probs=final,
+        snapshots=snapshots,
+        snapshot_steps=snapshot_steps,
         grid={n: (np.asarray([p.name for p in problems]) if n == "problem" else v) for n, v in grid.items()},
         hyperparameters=hp_report,
         config=cfg,
