@@ -92,6 +92,8 @@ class Args:
     """Names of the cases to run (default all)."""
     host_devices: int | None = None
     """XLA CPU devices to shard runs over (default: one per usable core; set before JAX starts)."""
+    device: str = "cpu"
+    """Platform to run on: "cpu", or "gpu" (exits with one line when JAX sees no GPU); recorded in the JSON."""
 
 
 def machine() -> dict:
@@ -108,6 +110,8 @@ def machine() -> dict:
         "jax_version": jax.__version__,
         "jax_backend": jax.default_backend(),
         "device": getattr(dev, "device_kind", str(dev)),
+        "device_platform": dev.platform,
+        "devices": [str(d) for d in jax.devices()],
         "jax_device_count": jax.device_count(),
         "compilation_cache_dir": jax.config.jax_compilation_cache_dir,
         "load_average_1m_at_start": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
@@ -314,7 +318,7 @@ def targets(results: dict, factor: float = TARGET_RATIO) -> dict:
 
 def main(argv=None) -> dict:
     args = tyro.cli(Args, args=argv, description=__doc__.splitlines()[0])
-    common.configure_host_devices(args.host_devices)
+    common.configure_device(args.device, args.host_devices)
     from experiments.benchmarks import baseline
 
     seeds = args.seeds or (64 if args.quick else 1024)
