@@ -388,8 +388,12 @@ def _train(cfg: RunConfig, key, hp: HyperParams, arrays, sched: Schedule | None 
 
     def snapshot(snaps, t, snap):
         slot = jnp.where(t == cfg.steps, n_snap - 1, jnp.minimum(t // snap_every, n_snap - 1))
+        if snap_every == 1:
+            return snaps.at[slot].set(snap)
+        # A branch on t (unbatched): the other steps skip the write (measured 6% of
+        # an exact reverse KL step with snapshots at 0 and `steps` only; same values).
         keep = (t % snap_every == 0) | (t == cfg.steps)
-        return snaps.at[slot].set(jnp.where(keep, snap, snaps[slot]))
+        return jax.lax.cond(keep, lambda sn: sn.at[slot].set(snap), lambda sn: sn, snaps)
 
     def body(carry, t):
         # One loop body for every evaluation point t = 0..steps, the last one
@@ -416,7 +420,15 @@ def _train(cfg: RunConfig, key, hp: HyperParams, arrays, sched: Schedule | None 
                     nb = jax.tree.map(lambda new, old: jnp.where(due, new, old), nb, b)
                 return nb, st
 
-            batch, stats = jax.lax.cond(need, draw, lambda b: (b, m.stats0), batch)
+            if cfg.kind == "bandit" and cfg.reuse == 1 and not (cfg.schedule or mixed or all_offline or m.draws_for_eval):
+                # A fresh batch at every step but the last: drawing at every step and
+                # keeping the old batch at the last one is cheaper than a branch per
+                # step (measured 4-9% of an on-policy step at 32 runs per block) and
+                # gives the same values (the last draw, past the keys, is discarded).
+                nb, _ = m.collect(p, t, t, slot)
+                batch = jax.tree.map(lambda new, old: jnp.where(need, new, old), nb, batch)
+            else:
+                batch, stats = jax.lax.cond(need, draw, lambda b: (b, m.stats0), batch)
         (loss, aux), g = jax.value_and_grad(m.loss, has_aux=True)(p, batch, t)
         if dense:
             out, snap = m.evaluate(p, t, stats, loss, aux)
