@@ -1296,5 +1296,6 @@ def _reward_queries(cfg: RunConfig, spec, offline, reuse, num_samples) -> np.nda
     # A duel reads the rewards of both its responses.
     draws = 2 if spec.batch == "duels" else 1
     per = (np.asarray(num_samples, np.float64) * cfg.num_contexts * draws)[:, None]
-    collections = np.where(np.asarray(offline)[:, None], np.minimum(t, 1), np.ceil(t / np.asarray(reuse)[:, None]))
-    return (collections * per).astype(np.float64)
+    collections = np.where(np.asarray(offline)[:, None], np.minimum(t, 1), np.ceil(t / np.asarray(reuse)[:, None])).astype(np.float64, copy=False)
+    collections *= per  # in place: one (runs, E) array at a time
+    return collections
