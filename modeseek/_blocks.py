@@ -202,7 +202,7 @@ def _gather(outs: list, runs: int) -> Any:
     per_block = [jax.tree.leaves(o) for o in outs]
     outs.clear()
     gathered = []
-    for i in range(treedef.num_leaves):
+    for i in range(len(per_block[0])):
         first = np.asarray(per_block[0][i])
         rows = first.shape[0]
         dst = np.empty((rows * len(per_block),) + first.shape[1:], first.dtype)
