@@ -262,11 +262,13 @@ def test_all_quick_writes_every_report_and_the_summary(tmp_path):
     )
     assert res.returncode == 0, res.stderr[-3000:]
     names = {p.name for p in tmp_path.iterdir()}
-    assert {"throughput.json", "suite.json", "scaling.json", "naive.json", "roofline.json", "summary.json", "summary.md"} <= names
+    assert {"throughput.json", "suite.json", "scaling.json", "naive.json", "roofline.json", "memory.json", "sequences.json", "summary.json", "summary.md"} <= names
     s = json.loads((tmp_path / "summary.json").read_text())
     assert set(s["target_vs_baseline"]) == {"reverse_kl_exact", "reinforce_b64", "dpo_64pairs"}
     assert {"reinforce_b64", "dpo_64pairs"} <= set(s["target_1000x_naive"])
     assert set(s["fraction_of_limit"]) == {"reverse_kl/exact", "reinforce/on_policy"}
+    assert set(s["suite_target_vs_baseline"]) == {"reverse_kl/exact", "reinforce/on_policy", "dpo/on_policy"}
+    assert s["memory"]["fit"]["bytes_per_stored_seed_step"] > 0 and "vmap10" in s["sequences_ten_seed_over_one_seed_wall"]
     assert "summary" in res.stdout
 
 

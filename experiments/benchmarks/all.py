@@ -1,9 +1,10 @@
 """Every benchmark at full size, one after the other, and a summary of the issue's targets.
 
-Usage: python -m experiments.benchmarks.all [--quick --out-dir DIR] [--device cpu|gpu] [--only suite scaling naive roofline throughput memory]
+Usage: python -m experiments.benchmarks.all [--quick --out-dir DIR] [--device cpu|gpu] [--only throughput suite scaling naive roofline memory sequences]
 
 Runs throughput.py, suite.py, scaling.py and naive.py, then roofline.py (which
-reads the suite and scaling reports for its measured rates) and memory.py, each writing its
+reads the suite and scaling reports for its measured rates), memory.py and
+sequences.py (the transformer's 10-seeds-vs-1-seed ratio), each writing its
 JSON beside this script (or into ``--out-dir``), and finally summary.json (and
 summary.md, the Markdown tables of report.py for the README): the
 targets (engine / jit(vmap(scan)) >= 1.5 on throughput.py's three compared
@@ -30,7 +31,7 @@ import tyro
 
 from experiments.benchmarks import common
 
-SCRIPTS = ("throughput", "suite", "scaling", "naive", "roofline", "memory")
+SCRIPTS = ("throughput", "suite", "scaling", "naive", "roofline", "memory", "sequences")
 #: Scripts that measure the CPU itself and are skipped with --device gpu.
 CPU_ONLY = ("roofline",)
 
@@ -62,6 +63,7 @@ def summarise(out_dir: Path) -> dict:
     naive = _read(out_dir / "naive.json")
     roof = _read(out_dir / "roofline.json")
     mem = _read(out_dir / "memory.json")
+    seqs = _read(out_dir / "sequences.json")
     s: dict = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     # The engine / jit(vmap(scan)) ratios of throughput.py and of the suite (each measured side by side).
     if thr and "targets" in thr:
@@ -70,6 +72,8 @@ def summarise(out_dir: Path) -> dict:
         s["suite_target_vs_baseline"] = suite["targets"]
     if naive:
         s["target_1000x_naive"] = naive["target"]
+    if seqs:
+        s["sequences_ten_seed_over_one_seed_wall"] = seqs["summary"]["ten_seed_over_one_seed_wall"]
     if mem:
         s["memory"] = {"issue_run": mem["issue_run"], "fit": mem["fit"]}
     if roof:
