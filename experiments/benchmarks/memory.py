@@ -6,8 +6,8 @@ Every point is one ``modeseek.run`` call in a new Python process (so that no
 other call's allocations count): REINFORCE with 64 samples per step on the
 "far" paper bandit (K = 100, tabular policy, Adam), the issue's configuration.
 The child first compiles with a one-seed call, then runs the measured call
-and reports its peak resident set size (``resource.getrusage`` ``ru_maxrss``)
-and its resident size just before the call. Points:
+and reports its peak resident set size (Linux ``VmHWM``, which starts afresh
+in the new process, unlike ``ru_maxrss``) and its resident size just before the call. Points:
 
 * seeds x steps with every metric stored (``store="every"``, metrics at every
   step, snapshots at steps 0 and ``steps``): the issue's 1024 x 1000, and
@@ -58,8 +58,6 @@ class Args:
 
 def child(seeds: int, steps: int, store: str, host_devices: int | None, device: str) -> dict:
     """One measured call in this process (the child's side): peak and starting resident sizes in bytes."""
-    import resource
-
     common.configure_device(device, host_devices)
     import modeseek as ms
 
@@ -67,9 +65,9 @@ def child(seeds: int, steps: int, store: str, host_devices: int | None, device: 
     kw = dict(loss="reinforce", sampling="on_policy", num_samples=64, steps=steps, store=store)
     ms.run(problem, seeds=1, key=0, **kw)  # compiles the program the measured call uses
     before = _rss_bytes()
-    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak_before = _peak_rss_bytes()
     tr = ms.run(problem, seeds=seeds, key=1, **kw)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = _peak_rss_bytes()
     stored = sum(np.asarray(v).nbytes for v in tr.metrics.values()) + tr.snapshots.nbytes + tr.final_probs.nbytes
     return {
         "seeds": seeds,
@@ -91,6 +89,24 @@ def _device_name() -> str:
 
     d = jax.devices()[0]
     return f"{d.platform}:{getattr(d, 'device_kind', d)}"
+
+
+def _peak_rss_bytes() -> int:
+    """This process's peak resident size: VmHWM (Linux), else ru_maxrss.
+
+    VmHWM belongs to the address space, which starts afresh at exec; ru_maxrss
+    survives exec, so a child started by a large parent would report the parent's peak.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def _rss_bytes() -> int:
