@@ -69,7 +69,11 @@ PROFILE_NOTE = (
     "searchsorted sampling, unrolling the scan (2, 4, 8: no gain), packing the metrics into one output per step. "
     "Kept (same bits): a select instead of a per-step cond for the reuse-1 on-policy draw, and a branch around "
     "sparse snapshot writes (4-9% and 6% of the step). A select for the discarded last update saves 11% but "
-    "changes the bits (XLA then fuses the Adam update into the addition)."
+    "changes the bits (XLA then fuses the Adam update into the addition). The cause of the width dependence: XLA's "
+    "CPU reduction over the bins (jnp.sum of a (W, 100) array) gives the 32-wide bits at widths 1-33 but not at "
+    "100, 256 or 1024, while the same sum as a matrix-vector product with ones gives identical bits at every width "
+    "from 8 to 1024; reductions written that way (a one-time change of every run's bits) would let the blocks of a "
+    "device run as one wide program."
 )
 
 
