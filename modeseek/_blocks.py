@@ -189,8 +189,30 @@ def run_blocks(
         return jax.block_until_ready(exes[j](*args, *shared_on[j]))
 
     outs = _map(one, range(n_blocks), min(n_blocks, _threads()))
-    out = jax.tree.map(lambda *xs: np.concatenate([np.asarray(x) for x in xs])[:runs], *outs)
-    return out, compile_s
+    return _gather(outs, runs), compile_s
+
+
+def _gather(outs: list, runs: int) -> Any:
+    """Concatenate the blocks' outputs into host arrays (first ``runs`` rows), releasing each block's as it is copied.
+
+    Dropping a block's reference right after its copy lets its buffer go, so the
+    peak holds about one copy of the outputs rather than the device's and the
+    host's together (measured by ``experiments/benchmarks/memory.py``).
+    """
+    treedef = jax.tree.structure(outs[0])
+    per_block = [jax.tree.leaves(o) for o in outs]
+    outs.clear()
+    gathered = []
+    for i in range(len(per_block[0])):
+        first = np.asarray(per_block[0][i])
+        rows = first.shape[0]
+        dst = np.empty((rows * len(per_block),) + first.shape[1:], first.dtype)
+        del first
+        for b, leaves in enumerate(per_block):
+            dst[b * rows : (b + 1) * rows] = np.asarray(leaves[i])
+            leaves[i] = None
+        gathered.append(dst[:runs])
+    return jax.tree.unflatten(treedef, gathered)
 
 
 def _batched(fn: Callable[..., Any], n_per_run: int, n_shared: int, batching: str) -> jax.stages.Wrapped:

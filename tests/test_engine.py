@@ -311,3 +311,36 @@ def test_run_rejects_bad_problems(far):
         _run("far", seeds=1)
     with pytest.raises(ValueError, match=r"swept problems must share the number of bins; got \[100, 50\]"):
         _run([far, ms.paper_bandit("far", num_bins=50)], seeds=1)
+
+
+# ----------------------------------------------------------------------------- store="final"
+
+
+def test_store_final_is_the_last_step_of_store_every_bit_for_bit(far):
+    # A swept learning rate and sample reuse: the final step of a 2 x 3-seed grid.
+    kw = dict(loss="reinforce", sampling="on_policy", steps=6, reuse=2, num_samples=4, seeds=3, key=5, learning_rate=[0.05, 0.2])
+    every = ms.run(far, **kw)
+    final = ms.run(far, store="final", **kw)
+    assert set(final.metrics) == set(every.metrics)
+    for name, v in final.metrics.items():
+        assert v.shape == (2, 3, 1), name
+        np.testing.assert_array_equal(v[..., 0], every.metrics[name][..., -1], err_msg=name)
+    np.testing.assert_array_equal(final.eval_steps, [6])
+    np.testing.assert_array_equal(final.snapshot_steps, [6])
+    np.testing.assert_array_equal(final.final_probs, every.final_probs)
+    np.testing.assert_array_equal(final.snapshots[:, :, 0], every.final_probs)
+    df = final.to_dataframe()
+    assert len(df) == 6 and set(df["step"]) == {6}
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(store="last"), "store='last' is not valid"),
+        (dict(store="final", eval_every=2), "store='final' keeps the last step only"),
+        (dict(store="final", snapshot_every=3), "store='final' keeps the last step only"),
+    ],
+)
+def test_store_refusals(far, kw, match):
+    with pytest.raises(ValueError, match=match):
+        _run(far, **kw)

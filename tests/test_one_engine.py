@@ -166,3 +166,13 @@ def test_sequence_presets_run():
     for prob in (problems.length_problem(length=3, vocab=6), problems.sparse_problem(1, 4, length=3, vocab=6)):
         tr = ms.run(prob, loss="reinforce", policy="factorised", steps=2, num_contexts=2, num_samples=4)
         assert np.all(np.isfinite(tr.metrics["expected_reward"]))
+
+
+def test_store_final_on_a_sequence_problem(seq):
+    kw = dict(loss="reinforce", policy="factorised", steps=4, num_contexts=2, num_samples=4, seeds=2, key=1)
+    every = ms.run(seq, **kw)
+    final = ms.run(seq, store="final", **kw)
+    for name, v in final.metrics.items():
+        np.testing.assert_array_equal(v[..., 0], every.metrics[name][..., -1], err_msg=name)
+    assert final.snapshots.shape == (2, 1) + every.final_probs.shape[1:]
+    np.testing.assert_array_equal(final.snapshots[:, 0], every.final_probs)

@@ -47,6 +47,38 @@ def configure_host_devices(count: int | None) -> int | None:
     return count
 
 
+#: Platforms the scripts accept for ``--device``.
+DEVICES = ("cpu", "gpu")
+
+
+def configure_device(device: str, host_devices: int | None = None) -> None:
+    """Run this process's JAX programs on ``device`` ("cpu" or "gpu"); exits with one line if it is absent.
+
+    "cpu" keeps JAX to its CPU backend (even where a GPU is visible) with
+    :func:`configure_host_devices`'s devices; "gpu" leaves every backend on and
+    requires that JAX's default backend be a GPU (a CUDA or ROCm jaxlib plugin
+    and a visible GPU), so that ``modeseek.run`` and the baselines, which use
+    ``jax.devices()``, run there. Must run before JAX is first imported for
+    "cpu" to take effect; in a process that already imported JAX the backend
+    in use is only checked.
+    """
+    if device not in DEVICES:
+        raise SystemExit(f"--device {device!r} is not valid; expected one of {', '.join(DEVICES)}")
+    if device == "cpu":
+        if "jax" not in sys.modules:
+            os.environ["JAX_PLATFORMS"] = "cpu"
+        configure_host_devices(host_devices)
+        return
+    import jax
+
+    try:
+        backend = jax.default_backend()
+    except RuntimeError as e:  # a GPU plugin that fails to start
+        raise SystemExit(f"--device gpu: JAX could not start its GPU backend ({str(e).splitlines()[0]})") from None
+    if backend != "gpu":
+        raise SystemExit(f"--device gpu: no GPU is visible to JAX (default backend {backend!r}, devices {[str(d) for d in jax.devices()]}); expected a CUDA or ROCm jaxlib and a GPU")
+
+
 def write_json(path: Path, obj) -> None:
     """Write ``obj`` as indented JSON, atomically (temporary name, then rename)."""
     import json
@@ -103,29 +135,3 @@ def timed(fn, repeats: int):
         walls.append(time.perf_counter() - t0)
         cpus.append(time.process_time() - c0)
     return min(walls), min(cpus)
-
-
-def targets(results: dict, reference: dict, factor: float = 2.0) -> dict:
-    """Whether each reference case reaches ``factor`` x its reference wall rate (seed-steps/s).
-
-    ``results`` maps case names to throughput.bench_case reports. Besides the
-    measured verdict, the CPU-time rate times the number of devices estimates
-    an idle machine on which every device has a core to itself (labelled as an
-    estimate: it assumes the devices scale perfectly).
-    """
-    out = {}
-    for name, ref in reference.items():
-        r = results.get(name)
-        if r is None:
-            continue
-        need = factor * ref
-        idle = r["seed_steps_per_cpu_s_best"] * r["devices"]
-        out[name] = {
-            "reference_seed_steps_per_s": ref,
-            "required_seed_steps_per_s": need,
-            "measured_seed_steps_per_s": r["seed_steps_per_s_best"],
-            "met": r["seed_steps_per_s_best"] >= need,
-            "estimated_idle_seed_steps_per_s": idle,
-            "met_estimated_idle": idle >= need,
-        }
-    return out

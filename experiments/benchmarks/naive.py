@@ -171,6 +171,8 @@ class Args:
     """JSON output (default: naive.json beside this script, except with --quick)."""
     host_devices: int | None = None
     """XLA CPU devices the engine shards runs over (default: one per usable core)."""
+    device: str = "cpu"
+    """Platform to run on: "cpu", or "gpu" (exits with one line when JAX sees no GPU); recorded in the JSON."""
 
 
 def time_naive(loss, ref, reward, *, seeds, steps, num_samples):
@@ -194,7 +196,7 @@ def main(argv=None) -> dict:
     bad = sorted(set(args.only) - set(CASES))
     if bad:
         raise SystemExit(f"unknown case(s) {bad}; valid names are {', '.join(CASES)}")
-    common.configure_host_devices(args.host_devices)
+    common.configure_device(args.device, args.host_devices)
     import modeseek as ms
     from experiments.benchmarks.throughput import Case, bench_case
 

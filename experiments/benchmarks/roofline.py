@@ -71,6 +71,8 @@ class Args:
     """JSON output (default: roofline.json beside this script, except with --quick)."""
     host_devices: int | None = None
     """XLA CPU devices (default: one per usable core)."""
+    device: str = "cpu"
+    """Platform to run on: "cpu", or "gpu" (exits with one line when JAX sees no GPU); recorded in the JSON."""
 
 
 # ----------------------------------------------------------------------------- the machine
@@ -279,7 +281,7 @@ def _measure_rate(case, problem, quick, seeds=None, steps=None) -> dict:
 
 def main(argv=None) -> dict:
     args = tyro.cli(Args, args=argv, description=__doc__.splitlines()[0])
-    common.configure_host_devices(args.host_devices)
+    common.configure_device(args.device, args.host_devices)
     import jax
 
     import modeseek as ms

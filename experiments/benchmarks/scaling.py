@@ -57,6 +57,8 @@ class Args:
     """JSON output (default: scaling.json beside this script, except with --quick)."""
     host_devices: int | None = None
     """XLA CPU devices to shard runs over (default: one per usable core)."""
+    device: str = "cpu"
+    """Platform to run on: "cpu", or "gpu" (exits with one line when JAX sees no GPU); recorded in the JSON."""
 
 
 def _steps(budget: float, lo: int, hi: int) -> int:
@@ -171,7 +173,7 @@ def main(argv=None) -> dict:
     bad = sorted(set(args.axes) - set(AXES))
     if bad:
         raise SystemExit(f"unknown axis {bad}; valid axes are {', '.join(AXES)}")
-    common.configure_host_devices(args.host_devices)
+    common.configure_device(args.device, args.host_devices)
     repeats = args.repeats or (1 if args.quick else 2)
     budget = args.budget or (256 if args.quick else 2**21)
     seeds = (1, 4) if args.quick else SEEDS
