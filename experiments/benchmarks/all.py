@@ -1,8 +1,9 @@
 """Every benchmark at full size, one after the other, and a summary of the issue's targets.
 
-Usage: python -m experiments.benchmarks.all [--quick --out-dir DIR] [--only suite scaling naive roofline throughput]
+Usage: python -m experiments.benchmarks.all [--quick --out-dir DIR] [--only suite scaling naive paper_mlp roofline throughput]
 
-Runs throughput.py, suite.py, scaling.py and naive.py, then roofline.py (which
+Runs throughput.py, suite.py, scaling.py, naive.py and paper_mlp.py (the
+paper's MLP protocol for 1, 10 and 100 seeds), then roofline.py (which
 reads the suite and scaling reports for its measured rates), each writing its
 JSON beside this script (or into ``--out-dir``), and finally summary.json (and
 summary.md, the Markdown tables of report.py for the README): the
@@ -11,7 +12,8 @@ cases, timed side by side in one process; the suite's older 2x fixed
 reference rates; 1000x the naive NumPy loop at 1024 seeds), the achieved fractions of the
 roofline limit, and the largest speed-up over the naive loop that the limit
 allows on this machine. On an idle 2-core machine the full run takes roughly
-half an hour, most of it compiling (about 80 programs) and the seeds sweep.
+half an hour, most of it compiling (about 80 programs) and the seeds sweep, plus
+about 8 minutes for paper_mlp.py (100 MLP runs of 1500 steps in each implementation).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import tyro
 
 from experiments.benchmarks import common
 
-SCRIPTS = ("throughput", "suite", "scaling", "naive", "roofline")
+SCRIPTS = ("throughput", "suite", "scaling", "naive", "paper_mlp", "roofline")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +55,7 @@ def summarise(out_dir: Path) -> dict:
     thr = _read(out_dir / "throughput.json")
     naive = _read(out_dir / "naive.json")
     roof = _read(out_dir / "roofline.json")
+    mlp = _read(out_dir / "paper_mlp.json")
     s: dict = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     # The engine / jit(vmap(scan)) ratios of throughput.py (measured side by side),
     # and the suite's older targets against fixed reference rates.
@@ -62,6 +65,13 @@ def summarise(out_dir: Path) -> dict:
         s["target_2x_reference"] = suite["targets"]
     if naive:
         s["target_1000x_naive"] = naive["target"]
+    if mlp:
+        case = mlp["results"]["paper_mlp_on_policy_bon"]
+        s["paper_mlp_on_policy_bon"] = {
+            "seconds": {str(r["seeds"]): r["seconds_median"]["map"] for r in case["rows"]},
+            "speedup_over_vmap": {str(r["seeds"]): r["speedup_over_vmap"] for r in case["rows"]},
+            "target": case.get("target"),
+        }
     if roof:
         s["fraction_of_limit"] = {name: {"cpu": r["fraction_of_limit_cpu"], "wall": r["fraction_of_limit_wall"], "bound": r["limit"]["bound"]} for name, r in roof["results"].items()}
     if roof and naive:
