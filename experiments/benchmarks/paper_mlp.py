@@ -15,7 +15,9 @@ the machine's drift hits both (the README's "measure side by side"):
 * ``vmap``: the previous default, each run a vmap of width 1
   (``modeseek.run(..., batching="vmap")``).
 
-Compile seconds are reported apart from run seconds. The two differ in the
+Compile seconds are reported apart from run seconds; the CPU seconds of each
+call (process time) are recorded too, since on a shared machine wall times
+drift 2-5x with the load while CPU time moves far less. The two differ in the
 last bits only (the weight gradients' dots are laid out differently, so XLA
 sums their terms in another order): the report gives the largest difference of
 each metric between them over the timed runs. The issue's target is 100 seeds
@@ -79,14 +81,18 @@ def bench(seeds: tuple[int, ...], steps: int, repeats: int, eval_contexts: int) 
     rows = []
     for n in seeds:
         times: dict[str, list[float]] = {impl: [] for impl in IMPLEMENTATIONS}
+        cpus: dict[str, list[float]] = {impl: [] for impl in IMPLEMENTATIONS}
         last = {}
         for r in range(repeats if n < 100 else 1):
             for impl in IMPLEMENTATIONS if r % 2 == 0 else IMPLEMENTATIONS[::-1]:
+                c0 = time.process_time()
                 tr = call(impl, n)
                 times[impl].append(tr.run_seconds)
+                cpus[impl].append(time.process_time() - c0)
                 last[impl] = tr
         diff = {m: float(np.max(np.abs(last["map"].metrics[m] - last["vmap"].metrics[m]))) for m in protocol.METRICS if m in last["map"].metrics}
         med = {impl: statistics.median(v) for impl, v in times.items()}
+        cpu = {impl: statistics.median(v) for impl, v in cpus.items()}
         rows.append(
             {
                 "seeds": n,
@@ -95,11 +101,14 @@ def bench(seeds: tuple[int, ...], steps: int, repeats: int, eval_contexts: int) 
                 "seconds_all": times,
                 "seconds_per_seed_step": {impl: med[impl] / (n * steps) for impl in IMPLEMENTATIONS},
                 "speedup_over_vmap": med["vmap"] / med["map"],
+                "cpu_seconds_median": cpu,
+                "cpu_seconds_all": cpus,
+                "cpu_speedup_over_vmap": cpu["vmap"] / cpu["map"],
                 "max_abs_difference": diff,
             }
         )
         print(
-            f"{CASE} seeds={n:4d} steps={steps}: map {med['map']:8.2f} s, vmap {med['vmap']:8.2f} s (x{med['vmap'] / med['map']:.2f}); max |diff| expected_reward {diff['expected_reward']:.1e}",
+            f"{CASE} seeds={n:4d} steps={steps}: map {med['map']:8.2f} s, vmap {med['vmap']:8.2f} s (x{med['vmap'] / med['map']:.2f}); CPU map {cpu['map']:.2f} s, vmap {cpu['vmap']:.2f} s (x{cpu['vmap'] / cpu['map']:.2f}); max |diff| expected_reward {diff['expected_reward']:.1e}",
             flush=True,
         )
     out = {"case": CASE, "config": protocol.ON_POLICY_BEST_OF_N.describe(), "eval_contexts": eval_contexts, "compile_seconds": compile_s, "rows": rows}
