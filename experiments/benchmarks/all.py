@@ -130,6 +130,11 @@ def main(argv=None) -> dict:
     for name, t in tgt.items():
         if isinstance(t, dict):
             print(f"{name:22s} vs naive at {tgt['at_seeds']} seeds: x{t['speedup_wall']:.0f} wall, x{t['speedup_cpu']:.0f} CPU -> {'met' if t['met'] else 'NOT met'}")
+    mlp = summary.get("paper_mlp_on_policy_bon")
+    if mlp:
+        per = ", ".join(f"{n} seeds {t:.1f} s (x{mlp['speedup_over_vmap'][n]:.2f} over vmap)" for n, t in mlp["seconds"].items())
+        tgt = mlp["target"]
+        print(f"paper MLP protocol, batching=map: {per}" + (f"; 100 seeds <= {tgt['seconds_100_seeds']:.0f} s -> {'met' if tgt['met'] else 'NOT met'}" if tgt else ""))
     for name, v in summary.get("largest_possible_speedup_over_naive", {}).items():
         print(f"{name:22s} largest speed-up over naive the roofline allows: x{v:.0f}")
     for name, f in summary.get("fraction_of_limit", {}).items():
