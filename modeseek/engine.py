@@ -95,9 +95,12 @@ class RunConfig:
         data distribution in on-policy bandit runs.
       num_bins, has_target, has_train_reward: bandit problem shape and arrays.
       length, vocab, reward_kind, include_prompt: sequence problem shape.
-      shared, shift, ratio, sft_batch, layers, heads, embed, dropout, batching:
+      shared, shift, ratio, sft_batch, layers, heads, embed, dropout:
         sequence options (see :func:`run`).
       block: runs per compiled call (:mod:`modeseek._blocks`).
+      batching: "vmap" (a block's runs vectorised together) or "map" (one
+        after another, unbatched: the transformer's default; faster for the
+        MLP, see :func:`default_block`).
       scale_rewards, drop_uniform_groups: GRPO's advantage scale and DAPO's
         dynamic sampling (grpo, gspo, cispo; :mod:`modeseek.losses.on_policy`).
       loss_aggregation: how GRPO-style sequence losses reduce per-token terms
@@ -336,7 +339,12 @@ def default_block(policy: str, num_bins: int = 100) -> int:
     vector units on their own, so they get smaller blocks (not measured; a
     single K = 8192 run does not pay for 31 padded ones). The MLP's and the
     transformer's matmuls gain nothing from batching runs (32 MLP runs in blocks
-    of 1 ran 0.94x the time of one 32-wide program): 1. A Markov sequence
+    of 1 ran 0.94x the time of one 32-wide program): 1. With ``batching="map"``
+    such a run is one unbatched program: the paper's MLP protocol then took
+    25-35% less CPU time per step than as a vmap of width 1, whose layouts put
+    transposes into Adam's updates (``experiments/benchmarks/paper_mlp.py``),
+    but its weight gradients are summed in another order, which moves the
+    last bits (Adam amplifies them where a gradient is near zero). A Markov sequence
     policy's L x V tables are vectors as wide as a K = 900 bandit's: 8.
     """
     if policy in ("mlp", "transformer"):
@@ -442,7 +450,20 @@ def _train(cfg: RunConfig, key, hp: HyperParams, arrays, sched: Schedule | None 
             buf, snaps = jax.lax.cond(eval_due, write, lambda b_, s_: (b_, s_), buf, snaps)
             out = None
         u, s_new = opt.update(g, s, p)
-        p, s = jax.lax.cond(t < cfg.steps, lambda: (optax.apply_updates(p, u), s_new), lambda: (p, s))
+        if cfg.batching == "map" and cfg.kind != "sequence":
+            # The update made at t == steps is never read (the scan's final carry
+            # is dropped), so an unbatched bandit program (the MLP's) applies it
+            # unconditionally and saves the cond's copies of the parameters and
+            # optimiser state (14% of the MLP's CPU time per step). The barrier
+            # keeps the add a pass of its own, as in the cond's branch. Results
+            # still differ from the cond's in the last bits (XLA fuses the rest
+            # of the update differently; paper's MLP protocol, 300 steps: 2e-7 of
+            # expected reward), which the unbatched program's gradients already
+            # do; the vmapped programs and the transformer keep the cond and
+            # their bits.
+            p, s = optax.apply_updates(p, jax.lax.optimization_barrier(u)), s_new
+        else:
+            p, s = jax.lax.cond(t < cfg.steps, lambda: (optax.apply_updates(p, u), s_new), lambda: (p, s))
         return (p, s, batch, buf, snaps), out
 
     buf0 = None
@@ -736,7 +757,7 @@ class Trajectory:
 
 _DERIVED = {"loss", "sampling", "steps", "num_bins", "has_target", "has_train_reward", "length", "vocab", "reward_kind", "include_prompt", "schedule", "eval_every", "snapshot_every"}
 _STATIC_FIELDS = {f.name for f in dataclasses.fields(RunConfig)} - _DERIVED
-_SEQUENCE_ONLY = {"shared", "shift", "ratio", "sft_batch", "layers", "heads", "embed", "dropout", "batching", "loss_aggregation"}
+_SEQUENCE_ONLY = {"shared", "shift", "ratio", "sft_batch", "layers", "heads", "embed", "dropout", "loss_aggregation"}
 _BANDIT_ONLY = {"first_batch", "minibatch", "max_samples"}
 _SCHEDULE = ("reuse", "num_samples", "minibatch")
 _TRACED_FIELDS = [f.name for f in dataclasses.fields(HyperParams)]
@@ -903,10 +924,11 @@ def run(
         "tabular" for a Problem, "transformer" for a SequenceProblem),
         num_contexts, num_eval_contexts, eval_samples, init, optimizer,
         negative, advantage, kl_estimator, kl_placement, normalize, labels,
-        pairing, sft_steps, block; bandits: first_batch ("policy", or "data"
-        for the paper's epoch 0 drawn from the data distribution); sequences:
-        shared, shift, ratio, sft_batch, layers, heads, embed, dropout,
-        batching); the schedule values reuse, num_samples and, for bandits,
+        pairing, sft_steps, block, batching ("vmap" or "map": see
+        RunConfig; default "map" for the transformer, else "vmap");
+        bandits: first_batch ("policy", or "data" for the paper's epoch 0
+        drawn from the data distribution); sequences: shared, shift, ratio,
+        sft_batch, layers, heads, embed, dropout); the schedule values reuse, num_samples and, for bandits,
         minibatch (an array of values sweeps them in one compiled program, as
         does giving ``minibatch``: see :class:`Schedule`; sequence runs sweep
         reuse only; ``max_samples``
@@ -1002,6 +1024,7 @@ def run(
         static.setdefault("num_contexts", 1 if policy == "tabular" else 10)
         if policy == "tabular":
             static["num_eval_contexts"] = static["num_contexts"]
+        static.setdefault("batching", "vmap")
         static.setdefault("block", default_block(policy, k))
         if static.get("first_batch", "policy") == "data" and sampling == "exact":
             raise ValueError("first_batch='data' applies to sampling='on_policy' only (offline regimes always use the data); got sampling='exact'")

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments.benchmarks import baseline, naive, report, roofline, scaling, suite
+from experiments.benchmarks import baseline, naive, paper_mlp, report, roofline, scaling, suite
 from modeseek import losses, regimes
 from modeseek.batches import Pairs, Points
 
@@ -250,6 +250,22 @@ def test_step_cost_grows_with_the_number_of_bins():
 
 
 @pytest.mark.slow
+def test_paper_mlp_quick_report(tmp_path):
+    # Compiles two MLP programs per host device, hence slow.
+    out = tmp_path / "paper_mlp.json"
+    paper_mlp.main(["--quick", "--seeds", "1", "2", "--repeats", "1", "--steps", "15", "--out", str(out)])
+    rep = _report(out, "paper_mlp")
+    case = rep["results"][paper_mlp.CASE]
+    assert set(case["compile_seconds"]) == set(paper_mlp.IMPLEMENTATIONS)
+    assert [r["seeds"] for r in case["rows"]] == [1, 2]
+    for r in case["rows"]:
+        assert r["speedup_over_vmap"] == pytest.approx(r["seconds_median"]["vmap"] / r["seconds_median"]["map"])
+        # The two implementations differ in the last bits only (15 steps at lr 1e-3).
+        assert max(r["max_abs_difference"].values()) < 1e-4, r["max_abs_difference"]
+    assert "target" not in case  # only a full-size run (100 seeds x 1500 steps) is checked against 60 s
+
+
+@pytest.mark.slow
 def test_all_quick_writes_every_report_and_the_summary(tmp_path):
     env = dict(os.environ, MPLBACKEND="Agg")
     res = subprocess.run(
@@ -262,7 +278,7 @@ def test_all_quick_writes_every_report_and_the_summary(tmp_path):
     )
     assert res.returncode == 0, res.stderr[-3000:]
     names = {p.name for p in tmp_path.iterdir()}
-    assert {"throughput.json", "suite.json", "scaling.json", "naive.json", "roofline.json", "memory.json", "sequences.json", "summary.json", "summary.md"} <= names
+    assert {"throughput.json", "suite.json", "scaling.json", "naive.json", "paper_mlp.json", "roofline.json", "memory.json", "sequences.json", "summary.json", "summary.md"} <= names
     s = json.loads((tmp_path / "summary.json").read_text())
     assert set(s["target_vs_baseline"]) == {"reverse_kl_exact", "reinforce_b64", "dpo_64pairs"}
     assert {"reinforce_b64", "dpo_64pairs"} <= set(s["target_1000x_naive"])

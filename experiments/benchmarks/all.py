@@ -1,8 +1,9 @@
 """Every benchmark at full size, one after the other, and a summary of the issue's targets.
 
-Usage: python -m experiments.benchmarks.all [--quick --out-dir DIR] [--device cpu|gpu] [--only throughput suite scaling naive roofline memory sequences]
+Usage: python -m experiments.benchmarks.all [--quick --out-dir DIR] [--device cpu|gpu] [--only throughput suite scaling naive paper_mlp roofline memory sequences]
 
-Runs throughput.py, suite.py, scaling.py and naive.py, then roofline.py (which
+Runs throughput.py, suite.py, scaling.py, naive.py and paper_mlp.py (the
+paper's MLP protocol for 1, 10 and 100 seeds), then roofline.py (which
 reads the suite and scaling reports for its measured rates), memory.py and
 sequences.py (the transformer's 10-seeds-vs-1-seed ratio), each writing its
 JSON beside this script (or into ``--out-dir``), and finally summary.json (and
@@ -16,7 +17,8 @@ allows on this machine, and the peak memory per stored seed-step.
 ``--device gpu`` runs every script on the GPU (each records the device in its
 JSON; roofline.py, which measures the CPU, is skipped) and exits with one line
 when JAX sees no GPU; ``--device cpu`` (the default) keeps JAX on the CPU. On an idle 2-core machine the full run takes roughly
-half an hour, most of it compiling (about 80 programs) and the seeds sweep.
+half an hour, most of it compiling (about 80 programs) and the seeds sweep, plus
+about 8 minutes for paper_mlp.py (100 MLP runs of 1500 steps in each implementation).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import tyro
 
 from experiments.benchmarks import common
 
-SCRIPTS = ("throughput", "suite", "scaling", "naive", "roofline", "memory", "sequences")
+SCRIPTS = ("throughput", "suite", "scaling", "naive", "paper_mlp", "roofline", "memory", "sequences")
 #: Scripts that measure the CPU itself and are skipped with --device gpu.
 CPU_ONLY = ("roofline",)
 
@@ -64,6 +66,7 @@ def summarise(out_dir: Path) -> dict:
     roof = _read(out_dir / "roofline.json")
     mem = _read(out_dir / "memory.json")
     seqs = _read(out_dir / "sequences.json")
+    mlp = _read(out_dir / "paper_mlp.json")
     s: dict = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     # The engine / jit(vmap(scan)) ratios of throughput.py and of the suite (each measured side by side).
     if thr and "targets" in thr:
@@ -76,6 +79,13 @@ def summarise(out_dir: Path) -> dict:
         s["sequences_ten_seed_over_one_seed_wall"] = seqs["summary"]["ten_seed_over_one_seed_wall"]
     if mem:
         s["memory"] = {"issue_run": mem["issue_run"], "fit": mem["fit"]}
+    if mlp:
+        case = mlp["results"]["paper_mlp_on_policy_bon"]
+        s["paper_mlp_on_policy_bon"] = {
+            "seconds": {str(r["seeds"]): r["seconds_median"]["map"] for r in case["rows"]},
+            "speedup_over_vmap": {str(r["seeds"]): r["speedup_over_vmap"] for r in case["rows"]},
+            "target": case.get("target"),
+        }
     if roof:
         s["fraction_of_limit"] = {name: {"cpu": r["fraction_of_limit_cpu"], "wall": r["fraction_of_limit_wall"], "bound": r["limit"]["bound"]} for name, r in roof["results"].items()}
     if roof and naive:
@@ -134,6 +144,11 @@ def main(argv=None) -> dict:
     for name, t in tgt.items():
         if isinstance(t, dict):
             print(f"{name:22s} vs naive at {tgt['at_seeds']} seeds: x{t['speedup_wall']:.0f} wall, x{t['speedup_cpu']:.0f} CPU -> {'met' if t['met'] else 'NOT met'}")
+    mlp = summary.get("paper_mlp_on_policy_bon")
+    if mlp:
+        per = ", ".join(f"{n} seeds {t:.1f} s (x{mlp['speedup_over_vmap'][n]:.2f} over vmap)" for n, t in mlp["seconds"].items())
+        tgt = mlp["target"]
+        print(f"paper MLP protocol, batching=map: {per}" + (f"; 100 seeds <= {tgt['seconds_100_seeds']:.0f} s -> {'met' if tgt['met'] else 'NOT met'}" if tgt else ""))
     for name, v in summary.get("largest_possible_speedup_over_naive", {}).items():
         print(f"{name:22s} largest speed-up over naive the roofline allows: x{v:.0f}")
     for name, f in summary.get("fraction_of_limit", {}).items():
