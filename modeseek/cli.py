@@ -158,6 +158,8 @@ class RunCommand:
     """grpo / gspo: groups whose rewards are all equal give no signal and are dropped (DAPO's dynamic sampling)."""
     baseline: bool = False
     """reinforce_pp: subtract the group mean before whitening over the batch (REINFORCE++-baseline)."""
+    batching: OptStr = None
+    """vmap (a block's runs vectorised together; default) or map (one unbatched program per run: faster for the MLP, other last bits)."""
     paired: Annotated[tuple[str, ...], tyro.conf.arg(metavar="NAME [NAME ...]")] = ()
     """Swept axes to zip instead of crossing (equal numbers of values), e.g. --paired beta learning_rate."""
 
