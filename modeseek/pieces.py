@@ -14,11 +14,18 @@ import dataclasses
 import importlib
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
 from modeseek._files import atomic_write
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+    from matplotlib.typing import ColorType
+    from numpy.typing import ArrayLike
 
 __all__ = [
     "Claim",
@@ -131,12 +138,21 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
-def save_table(df, path: Path) -> None:
+def save_table(df: pd.DataFrame, path: Path) -> None:
     """Write a DataFrame to Parquet atomically (temporary name, then rename)."""
     atomic_write(path, lambda tmp: df.to_parquet(tmp, index=False))
 
 
-def save_figure(fig, path: Path, *, title: str | None = None, smoke: bool = False, fontsize: float = 11, rect=None, dpi: int = 120) -> None:
+def save_figure(
+    fig: Figure,
+    path: Path,
+    *,
+    title: str | None = None,
+    smoke: bool = False,
+    fontsize: float = 11,
+    rect: tuple[float, float, float, float] | None = None,
+    dpi: int = 120,
+) -> None:
     """Save a matplotlib figure atomically and close it.
 
     With ``title``, first give the figure that title (marked [SMOKE] when ``smoke``) at ``fontsize``
@@ -168,7 +184,7 @@ def mean_band(x: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray, np.
     return m, m - 1.96 * se, m + 1.96 * se
 
 
-def plot_band(ax, x, curves, *, label, color, ls="-", lw=1.6, alpha=0.18):
+def plot_band(ax: Axes, x: ArrayLike, curves: ArrayLike, *, label: str, color: ColorType, ls: str = "-", lw: float = 1.6, alpha: float = 0.18) -> None:
     """Plot on ``ax`` the mean over seeds of ``curves`` (seeds, points) with its 95% band (:func:`mean_band`)."""
     m, lo, hi = mean_band(np.asarray(curves), axis=0)
     ax.plot(x, m, color=color, ls=ls, lw=lw, label=label)

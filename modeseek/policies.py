@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
 import optax
+from jax.typing import ArrayLike
 
 from modeseek import _checks
 from modeseek.metrics import kl
@@ -37,7 +38,7 @@ class Policy(NamedTuple):
     tabular: bool
 
 
-def tabular(ref_probs=None, *, init: str = "reference", init_scale: float = 1.0) -> Policy:
+def tabular(ref_probs: ArrayLike | None = None, *, init: str = "reference", init_scale: float = 1.0) -> Policy:
     """One free logit vector per context.
 
     Args:
@@ -51,14 +52,15 @@ def tabular(ref_probs=None, *, init: str = "reference", init_scale: float = 1.0)
     if init in ("reference", "random") and ref_probs is None:
         raise ValueError(f"init={init!r} needs ref_probs")
 
-    def init_fn(key, *, num_bins: int, num_contexts: int):
-        base = jnp.zeros((num_bins,), jnp.float32) if init == "zeros" else safe_log(ref_probs)
+    def init_fn(key: jax.Array, *, num_bins: int, num_contexts: int) -> tuple[jax.Array, jax.Array]:
+        # ref_probs is not None unless init == "zeros" (checked above); the closure loses that narrowing.
+        base = jnp.zeros((num_bins,), jnp.float32) if init == "zeros" else safe_log(cast(ArrayLike, ref_probs))
         params = jnp.broadcast_to(base, (num_contexts, num_bins))
         if init == "random":
             params = params + init_scale * jax.random.normal(key, params.shape)
         return params, jnp.arange(num_contexts)
 
-    def logits_fn(params, contexts):
+    def logits_fn(params: jax.Array, contexts: jax.Array) -> jax.Array:
         return params[contexts]
 
     return Policy("tabular", init_fn, logits_fn, tabular=True)
@@ -74,7 +76,7 @@ class MLPSizes:
     init_gain: float = 1e-2
 
 
-def _xavier(key, fan_in, fan_out, gain):
+def _xavier(key: jax.Array, fan_in: int, fan_out: int, gain: float) -> jax.Array:
     bound = gain * jnp.sqrt(6.0 / (fan_in + fan_out))
     return jax.random.uniform(key, (fan_in, fan_out), minval=-bound, maxval=bound)
 
@@ -88,7 +90,7 @@ def mlp(sizes: MLPSizes = MLPSizes()) -> Policy:
     Contexts are drawn uniform on [0, 1]^D.
     """
 
-    def init_fn(key, *, num_bins: int, num_contexts: int):
+    def init_fn(key: jax.Array, *, num_bins: int, num_contexts: int) -> tuple[dict[str, Any], jax.Array]:
         kc, *ks = jax.random.split(key, 5)
         dims = [sizes.context_dim, sizes.feature_dim, sizes.hidden_dim, sizes.hidden_dim, num_bins]
         layers = [{"w": _xavier(k, a, b, sizes.init_gain), "b": jnp.zeros((b,))} for k, a, b in zip(ks, dims[:-1], dims[1:])]
@@ -96,7 +98,7 @@ def mlp(sizes: MLPSizes = MLPSizes()) -> Policy:
         contexts = jax.random.uniform(kc, (num_contexts, sizes.context_dim))
         return params, contexts
 
-    def logits_fn(params, contexts):
+    def logits_fn(params: dict[str, Any], contexts: jax.Array) -> jax.Array:
         l0, l1, l2, l3 = params["layers"]
         h = contexts @ l0["w"] + l0["b"]
         mu = h.mean(-1, keepdims=True)
@@ -115,7 +117,7 @@ def names() -> tuple[str, ...]:
     return ("tabular", "mlp")
 
 
-def make(name: str, ref_probs=None, *, init: str = "reference", init_scale: float = 1.0) -> Policy:
+def make(name: str, ref_probs: ArrayLike | None = None, *, init: str = "reference", init_scale: float = 1.0) -> Policy:
     """Build a policy by name ("tabular" or "mlp")."""
     _checks.choice("policy", name, names())
     if name == "tabular":
@@ -123,12 +125,12 @@ def make(name: str, ref_probs=None, *, init: str = "reference", init_scale: floa
     return mlp()
 
 
-def kl_to_reference(logits, ref_logp):
+def kl_to_reference(logits: jax.Array, ref_logp: jax.Array) -> jax.Array:
     """Mean over contexts of the exact KL(pi(.|x) || pi_ref); logits (C, K), ref_logp (K,)."""
     return jnp.mean(kl(jax.nn.log_softmax(logits, axis=-1), ref_logp))
 
 
-def sft_to_reference(policy: Policy, params, contexts, ref_logp, *, steps: int = 100, learning_rate: float = 1e-2):
+def sft_to_reference(policy: Policy, params: Any, contexts: jax.Array, ref_logp: jax.Array, *, steps: int = 100, learning_rate: float = 1e-2) -> Any:
     """Fit the policy to pi_ref before fine-tuning, as the paper does before every run.
 
     Minimises the exact mean reverse KL(pi_theta(.|x) || pi_ref) over the train
@@ -145,10 +147,10 @@ def sft_to_reference(policy: Policy, params, contexts, ref_logp, *, steps: int =
     """
     opt = optax.adam(learning_rate)
 
-    def loss(p):
+    def loss(p: Any) -> jax.Array:
         return kl_to_reference(policy.logits(p, contexts), ref_logp)
 
-    def step(carry, _):
+    def step(carry: tuple[Any, optax.OptState], _: None) -> tuple[tuple[Any, optax.OptState], None]:
         p, s = carry
         g = jax.grad(loss)(p)
         u, s = opt.update(g, s, p)

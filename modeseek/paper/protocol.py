@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import ArrayLike
 
 from modeseek import _checks, losses
+
+if TYPE_CHECKING:
+    from modeseek.engine import Trajectory
 
 __all__ = [
     "Config",
@@ -93,7 +96,7 @@ class Config:
     published: bool = True
     source: str = ""
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         losses.get(self.loss)
         _checks.positive("learning_rate", self.learning_rate)
         for n in ("train_contexts", "epochs", "num_samples", "reuse"):
@@ -128,11 +131,11 @@ class Config:
         """Monte-Carlo draws per eval context for the sampled reward (docs/paper.md §A.7: 4 for DPO/IPO, else 1)."""
         return 4 if self.loss in ("dpo", "ipo") else 1
 
-    def replace(self, **changes) -> Config:
+    def replace(self, **changes: Any) -> Config:
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
 
-    def run_kwargs(self, *, num_eval_contexts: int = EVAL_CONTEXTS, **overrides) -> dict[str, Any]:
+    def run_kwargs(self, *, num_eval_contexts: int = EVAL_CONTEXTS, **overrides: Any) -> dict[str, Any]:
         """Keyword arguments for :func:`modeseek.run` under the authors' protocol.
 
         Args:
@@ -270,7 +273,7 @@ class Budget:
     policy: str = "mlp"
     smoke: bool = False
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         for n in ("seeds", "tune_seeds", "on_policy_epochs", "offline_steps", "eval_contexts"):
             object.__setattr__(self, n, _checks.integer(n, getattr(self, n)))
         _checks.choice("policy", self.policy, ("mlp", "tabular"))
@@ -311,13 +314,13 @@ def problems() -> list:
 _RUNS: dict[tuple, Any] = {}
 
 
-def _freeze(v):
+def _freeze(v: Any) -> Any:
     if isinstance(v, np.ndarray) or isinstance(v, (list, tuple)):
         return ("array",) + tuple(np.asarray(v, dtype=np.float64).ravel().tolist())
     return v
 
 
-def run_config(cfg: Config, b: Budget, *, tuned: bool = False, key: int = 0, **overrides):
+def run_config(cfg: Config, b: Budget, *, tuned: bool = False, key: int = 0, **overrides: Any) -> Trajectory:
     """Run ``cfg`` on both geometries under budget ``b``, memoised within the process; returns the engine's Trajectory.
 
     The problem list is the first grid axis ("far", "near"), traced values
@@ -407,7 +410,7 @@ RL_LEARNING_RATES = (1e-3, 3e-3, 1e-2)
 ON_POLICY_BEST_OF_N_LRS = (1e-3, 1e-2)
 
 
-def offline_worst_sweep(b: Budget):
+def offline_worst_sweep(b: Budget) -> Trajectory:
     """Offline best-of-N + "worst" over WORST_COEFS (coef 0 is plain offline best-of-N), with tuning seeds."""
     return run_config(offline_negative_best_of_n("worst"), b, tuned=True, negative_coef=np.asarray(WORST_COEFS))
 
@@ -424,17 +427,17 @@ def sum_worse_grid(num_samples: int = OFFLINE_BEST_OF_N.num_samples) -> tuple[np
     return np.concatenate([mean, total]), np.concatenate([np.ones(mean.size, bool), np.zeros(total.size, bool)])
 
 
-def offline_sum_worse_sweep(b: Budget):
+def offline_sum_worse_sweep(b: Budget) -> Trajectory:
     """Offline best-of-N + "sum over worse" over sum_worse_grid() (mean-over-worse included), with tuning seeds."""
     coefs, _ = sum_worse_grid()
     return run_config(offline_negative_best_of_n("sum_worse"), b, tuned=True, negative_coef=coefs)
 
 
-def on_policy_best_of_n(b: Budget):
+def on_policy_best_of_n(b: Budget) -> Trajectory:
     """On-policy best-of-N at ON_POLICY_BEST_OF_N_LRS (index 0 is the authors' setting)."""
     return run_config(ON_POLICY_BEST_OF_N, b, learning_rate=np.asarray(ON_POLICY_BEST_OF_N_LRS))
 
 
-def rl_sweep(loss: str, b: Budget):
+def rl_sweep(loss: str, b: Budget) -> Trajectory:
     """REINFORCE or PPO over RL_LEARNING_RATES, with tuning seeds."""
     return run_config(on_policy_rl(loss), b, tuned=True, learning_rate=np.asarray(RL_LEARNING_RATES))

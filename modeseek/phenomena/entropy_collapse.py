@@ -44,11 +44,13 @@ entropy falls towards 0. Three counter-measures:
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 
 import modeseek as ms
 from modeseek import pieces
@@ -77,14 +79,14 @@ OPT_TOL = 0.05
 COLLAPSE = 0.1
 
 
-def entropy(p) -> float:
+def entropy(p: ArrayLike) -> float:
     """Entropy in nats of a probability vector, in float64 (renormalised; zero terms vanish)."""
-    p = np.asarray(p, np.float64)
-    p = p / p.sum()
-    return float(-np.sum(np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0)))
+    q = np.asarray(p, np.float64)
+    q = q / q.sum()
+    return float(-np.sum(np.where(q > 0, q * np.log(np.where(q > 0, q, 1.0)), 0.0)))
 
 
-def first_order(pi, reward, eta: float) -> float:
+def first_order(pi: ArrayLike, reward: ArrayLike, eta: float) -> float:
     """-eta Cov_{y~pi}(log pi(y), pi(y) A(y)) with A = r - E_pi r: the first-order entropy change of one exact SGD REINFORCE step."""
     pi = np.asarray(pi, np.float64)
     a = np.asarray(reward, np.float64) - pi @ np.asarray(reward, np.float64)
@@ -93,7 +95,7 @@ def first_order(pi, reward, eta: float) -> float:
     return float(-eta * (pi @ (lp * dz) - (pi @ lp) * (pi @ dz)))
 
 
-def check(etas=ETAS) -> pd.DataFrame:
+def check(etas: Sequence[float] = ETAS) -> pd.DataFrame:
     """One exact SGD REINFORCE step per eta and problem; rows: problem, eta, observed and predicted dH."""
     probs = [ms.problems.get(n) for n in CHECK_PROBLEMS]
     tr = ms.run(probs, loss="reinforce", sampling="exact", optimizer="sgd", steps=1, learning_rate=np.asarray(etas, np.float64), snapshot_every=1, block=1)

@@ -40,10 +40,12 @@ measurements disagree with the paper's statements.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 
 import modeseek as ms
 from modeseek import pieces
@@ -73,7 +75,7 @@ def setup() -> tuple[ms.Problem, np.ndarray]:
     return ms.Problem(base.ref_probs, np.arange(k) / (k - 1.0), name="far_increasing"), data
 
 
-def pairs(reward) -> tuple[np.ndarray, np.ndarray]:
+def pairs(reward: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     """(winners, losers): every unordered pair of :data:`BINS` with distinct rewards, the higher-reward bin first."""
     b = np.asarray(BINS)
     i, j = np.triu_indices(len(b), 1)
@@ -84,18 +86,18 @@ def pairs(reward) -> tuple[np.ndarray, np.ndarray]:
     return hi[keep], lo[keep]
 
 
-def accuracy(logp, w: np.ndarray, lo: np.ndarray) -> np.ndarray:
+def accuracy(logp: ArrayLike, w: np.ndarray, lo: np.ndarray) -> np.ndarray:
     """Ranking accuracy over the pairs: mean of log pi(y_w) > log pi(y_l); ``logp`` (..., K) -> (...)."""
     logp = np.asarray(logp, np.float64)
     return np.mean(logp[..., w] > logp[..., lo], axis=-1)
 
 
-def idealised_logp(ref_probs, reward, beta: float, scale: float = BT_SCALE) -> np.ndarray:
+def idealised_logp(ref_probs: ArrayLike, reward: ArrayLike, beta: float, scale: float = BT_SCALE) -> np.ndarray:
     """(K,) log of the idealised DPO optimum on the data's support: log pi_ref + s r / beta (up to a constant; off the support unchanged)."""
     return np.log(np.asarray(ref_probs, np.float64)) + scale * np.asarray(reward, np.float64) / beta
 
 
-def measure(steps: int, betas=BETAS, policies=POLICIES) -> tuple[pd.DataFrame, pd.DataFrame, float, float]:
+def measure(steps: int, betas: Sequence[float] = BETAS, policies: Sequence[str] = POLICIES) -> tuple[pd.DataFrame, pd.DataFrame, float, float]:
     """Train DPO per policy over ``betas``; returns (curves, per-pair steps to flip, compile s, run s).
 
     curves: policy, beta, step, accuracy, flipped (fraction of the reference-wrong pairs ranked correctly), idealised accuracy.

@@ -37,10 +37,12 @@ least likely responses shrink, and y- itself vanishes.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 
 import modeseek as ms
 from modeseek import pieces
@@ -72,7 +74,7 @@ def setup() -> tuple[ms.Problem, np.ndarray]:
     return ms.Problem(base.ref_probs, reward, name="push_down"), data
 
 
-def first_order(pi, neg: int, eta: float) -> np.ndarray:
+def first_order(pi: ArrayLike, neg: int, eta: float) -> np.ndarray:
     """(K,) first-order change of log pi after one SGD step of size eta on log pi(neg) (module docstring)."""
     pi = np.asarray(pi, np.float64)
     if not 0 <= neg < pi.shape[-1]:
@@ -82,7 +84,7 @@ def first_order(pi, neg: int, eta: float) -> np.ndarray:
     return d
 
 
-def push_down(steps: int, etas, snapshot_every: int = 1):
+def push_down(steps: int, etas: Sequence[float], snapshot_every: int = 1) -> ms.Trajectory:
     """The engine run: ``steps`` SGD steps on log pi(NEG) from pi_ref, one run per learning rate in ``etas``."""
     prob, data = setup()
     return ms.run(
@@ -99,7 +101,7 @@ def push_down(steps: int, etas, snapshot_every: int = 1):
     )
 
 
-def check(etas=ETAS) -> pd.DataFrame:
+def check(etas: Sequence[float] = ETAS) -> pd.DataFrame:
     """One engine step per eta against :func:`first_order`; one row per eta and bin (observed, predicted)."""
     tr = push_down(1, etas)
     rows = []

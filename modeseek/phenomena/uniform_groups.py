@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING
 import jax
 import jax.numpy as jnp
 import numpy as np
+from numpy.typing import ArrayLike
 
 import modeseek as ms
 from modeseek import pieces, regimes
@@ -110,7 +111,7 @@ def rarity_problem(p: float, num_bins: int = 100) -> Problem:
     return Problem(ref, reward, name=f"rarity {p:g}")
 
 
-def uniform_probability(p, group_size: int):
+def uniform_probability(p: ArrayLike, group_size: int) -> np.ndarray:
     """P(G binary rewards all equal) = p^G + (1 - p)^G, float64, for scalar or array success probability ``p``."""
     p = np.asarray(p, np.float64)
     if np.any((p < 0) | (p > 1)) or int(group_size) < 1:
