@@ -26,17 +26,24 @@ import dataclasses
 import functools
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.typing import ArrayLike
+from numpy.typing import ArrayLike as NpArrayLike
 
 from modeseek import _checks, losses, metrics, policies, regimes
 from modeseek._blocks import resolve_devices, run_blocks, run_keys
 from modeseek.batches import BestOfN, Points, Target
 from modeseek.problems import Problem, safe_log
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from modeseek.sequences.problems import SequenceProblem
 
 __all__ = [
     "RunConfig",
@@ -374,7 +381,7 @@ def make_train(cfg: RunConfig) -> Callable:
     return functools.partial(_train, cfg)
 
 
-def _train(cfg: RunConfig, key, hp: HyperParams, arrays, sched: Schedule | None = None):
+def _train(cfg: RunConfig, key: jax.Array, hp: HyperParams, arrays: dict[str, Any], sched: Schedule | None = None) -> dict[str, Any]:
     # The loop is written once: every policy kind supplies a Model and this scan
     # schedules collections, steps, evaluations and snapshots for all of them.
     _compile_counter[0] += 1  # Python side effect: runs once per trace.
@@ -394,7 +401,7 @@ def _train(cfg: RunConfig, key, hp: HyperParams, arrays, sched: Schedule | None 
     all_offline = cfg.sampling in _OFFLINE
     dense = every == 1
 
-    def snapshot(snaps, t, snap):
+    def snapshot(snaps: jax.Array, t: jax.Array, snap: jax.Array) -> jax.Array:
         slot = jnp.where(t == cfg.steps, n_snap - 1, jnp.minimum(t // snap_every, n_snap - 1))
         if snap_every == 1:
             return snaps.at[slot].set(snap)
@@ -403,7 +410,7 @@ def _train(cfg: RunConfig, key, hp: HyperParams, arrays, sched: Schedule | None 
         keep = (t % snap_every == 0) | (t == cfg.steps)
         return jax.lax.cond(keep, lambda sn: sn.at[slot].set(snap), lambda sn: sn, snaps)
 
-    def body(carry, t):
+    def body(carry: tuple[Any, ...], t: jax.Array) -> tuple[tuple[Any, ...], Any]:
         # One loop body for every evaluation point t = 0..steps, the last one
         # included (its update is discarded): code outside the loop is compiled
         # per batch shape and may round differently, which would break
@@ -419,7 +426,7 @@ def _train(cfg: RunConfig, key, hp: HyperParams, arrays, sched: Schedule | None 
             on_schedule = (t == 0) if all_offline else ((t % reuse == 0) & ~last)
             need = on_schedule | (eval_due & m.draws_for_eval)
 
-            def draw(b):
+            def draw(b: Any) -> tuple[Any, Any]:
                 nb, st = m.collect(p, t, t // reuse, slot)
                 if mixed or m.draws_for_eval:
                     # A draw made for the evaluation alone keeps the batch, and so
@@ -443,7 +450,7 @@ def _train(cfg: RunConfig, key, hp: HyperParams, arrays, sched: Schedule | None 
             snaps = snapshot(snaps, t, snap)
         else:
 
-            def write(buf, snaps):
+            def write(buf: Any, snaps: jax.Array) -> tuple[Any, jax.Array]:
                 out, snap = m.evaluate(p, t, stats, loss, aux)
                 return jax.tree.map(lambda b_, v: b_.at[slot].set(v), buf, out), snapshot(snaps, t, snap)
 
@@ -479,12 +486,12 @@ def _train(cfg: RunConfig, key, hp: HyperParams, arrays, sched: Schedule | None 
 # ----------------------------------------------------------------------------- bandit policies
 
 
-def _collector(spec, cfg: RunConfig, exact: bool, hp: HyperParams, reward, ref_logp=None):
+def _collector(spec: losses.LossSpec, cfg: RunConfig, exact: bool, hp: HyperParams, reward: jax.Array, ref_logp: jax.Array | None = None) -> Callable[[jax.Array, jax.Array], Any]:
     """A function (key, logq (K,)) -> batch for one context (``ref_logp``: pi_ref, for duels' opponents)."""
     n = cfg.num_samples
     if cfg.schedule:
         # Raw draws at the largest size; the loss masks them to the schedule's window.
-        def draws(key, lq):
+        def draws(key: jax.Array, lq: jax.Array) -> tuple[jax.Array, jax.Array]:
             y = regimes.sample_bins(key, lq, n)
             return y, jax.nn.log_softmax(lq)[y]
 
@@ -507,11 +514,12 @@ def _collector(spec, cfg: RunConfig, exact: bool, hp: HyperParams, reward, ref_l
             return lambda key, lq: regimes.exact_pairs(lq, reward, **kw)
         return lambda key, lq: regimes.sample_pairs(key, lq, reward, n, pairing=cfg.pairing, **kw)
     if spec.batch == "duels":
-        return _duel_collector(spec, cfg, exact, hp, reward, ref_logp)
+        # Duel losses always receive pi_ref's log-probabilities from _bandit_model.
+        return _duel_collector(spec, cfg, exact, hp, reward, cast("jax.Array", ref_logp))
     raise AssertionError(spec.batch)
 
 
-def _duel_collector(spec, cfg: RunConfig, exact: bool, hp: HyperParams, reward, ref_logp):
+def _duel_collector(spec: losses.LossSpec, cfg: RunConfig, exact: bool, hp: HyperParams, reward: jax.Array, ref_logp: jax.Array) -> Callable[[jax.Array, jax.Array], Any]:
     """Duels of the sampling distribution against the loss's opponent (losses.self_play.OPPONENTS)."""
     kw = dict(labels=cfg.labels, min_reward_gap=hp.min_reward_gap, bt_scale=hp.bt_scale)
     if losses.self_play.OPPONENTS[spec.name] == "mixture":
@@ -523,13 +531,13 @@ def _duel_collector(spec, cfg: RunConfig, exact: bool, hp: HyperParams, reward, 
     return lambda key, lq: regimes.sample_duels(key, lq, opponent(lq), reward, cfg.num_samples, **kw)
 
 
-def _window(spec, reward, sched: Schedule, t, num_slots: int):
+def _window(spec: losses.LossSpec, reward: jax.Array, sched: Schedule, t: ArrayLike, num_slots: int) -> Callable[[jax.Array, jax.Array], BestOfN | Points]:
     """The loss's batch at step t from one context's raw draws (ys, logq(ys)), under a traced schedule."""
     slots = jnp.arange(num_slots)
     offset = ((t % sched.reuse) * sched.minibatch) % sched.num_samples
     m = sched.minibatch.astype(jnp.float32)
 
-    def one(ys, lqy):
+    def one(ys: jax.Array, lqy: jax.Array) -> BestOfN | Points:
         valid = (slots >= offset) & (slots < offset + sched.minibatch) & (slots < sched.num_samples)
         r = reward[ys]
         if spec.batch == "best_of_n":
@@ -542,7 +550,7 @@ def _window(spec, reward, sched: Schedule, t, num_slots: int):
     return one
 
 
-def _bandit_model(cfg: RunConfig, key, hp: HyperParams, a, sched: Schedule | None) -> Model:
+def _bandit_model(cfg: RunConfig, key: jax.Array, hp: HyperParams, a: Mapping[str, Any], sched: Schedule | None) -> Model:
     """The bandit parts of one run (tabular logits or the MLP; SFT to pi_ref first for the MLP).
 
     ``a["reward"]`` is the gold reward behind every metric; ``a["train_reward"]``
@@ -570,29 +578,30 @@ def _bandit_model(cfg: RunConfig, key, hp: HyperParams, a, sched: Schedule | Non
     if spec.batch == "target":
         target = a["target_probs"] if cfg.has_target else jax.nn.softmax(ref_logp + train_reward / hp.beta)
         batch0 = Target(jnp.broadcast_to(target, (c, cfg.num_bins)))
-    one = None if spec.batch == "target" else _collector(spec, cfg, exact, hp, train_reward, ref_logp)
+    one: Callable[[jax.Array, jax.Array], Any] | None = None if spec.batch == "target" else _collector(spec, cfg, exact, hp, train_reward, ref_logp)
 
-    def batch_for(k, logq):
-        return jax.vmap(one)(jax.random.split(k, c), logq)
+    def batch_for(k: jax.Array, logq: jax.Array) -> Any:
+        # Only called for sampled batches, where `one` is set.
+        return jax.vmap(cast("Callable[[jax.Array, jax.Array], Any]", one))(jax.random.split(k, c), logq)
 
     if spec.batch != "target" and (fixed or cfg.sampling == "mixed"):
         batch0 = batch_for(k_data, data_logq)
     batch_keys = jax.random.split(k_loop, cfg.iterations)
 
-    def on_policy(p, i):
+    def on_policy(p: Any, i: ArrayLike) -> Any:
         logits = jax.lax.stop_gradient(policy.logits(p, contexts))
         return batch_for(batch_keys[i], jax.nn.log_softmax(logits, axis=-1))
 
-    def collect(p, t, i, slot):
+    def collect(p: Any, t: ArrayLike, i: ArrayLike, slot: ArrayLike) -> tuple[Any, dict[str, jax.Array]]:
         if cfg.first_batch == "data":
             # The paper's epoch 0 samples from pi_data, later epochs from the policy (docs/paper.md §A.6).
             return jax.lax.cond(i == 0, lambda: batch_for(batch_keys[i], data_logq), lambda: on_policy(p, i)), {}
         return on_policy(p, i), {}
 
-    def loss_fn(p, batch, t):
+    def loss_fn(p: Any, batch: Any, t: ArrayLike) -> tuple[jax.Array, Any]:
         logp = jax.nn.log_softmax(policy.logits(p, contexts), axis=-1)
         if cfg.schedule:
-            batch = jax.vmap(_window(spec, train_reward, sched, t, cfg.num_samples))(*batch)
+            batch = jax.vmap(_window(spec, train_reward, cast("Schedule", sched), t, cfg.num_samples))(*batch)
         if hook is not None:
             batch = hook(batch, ref_logp, hp, cfg.num_samples)
         vals, aux = jax.vmap(lambda lp, b: apply(lp, b, ref_logp, hp))(logp, batch)
@@ -601,7 +610,7 @@ def _bandit_model(cfg: RunConfig, key, hp: HyperParams, a, sched: Schedule | Non
     consts = metrics.metric_constants(ref_probs, reward, hp.beta)
     k_evals = jax.random.fold_in(k_eval, 1)
 
-    def evaluate(p, t, stats, loss, aux):
+    def evaluate(p: Any, t: ArrayLike, stats: Any, loss: jax.Array, aux: Mapping[str, jax.Array]) -> tuple[dict[str, jax.Array], jax.Array]:
         logp = jax.nn.log_softmax(policy.logits(p, eval_contexts), axis=-1)
         m = jax.vmap(lambda lp: metrics.metrics_from_constants(lp, consts))(logp)
         m = {name: jnp.mean(v) for name, v in m.items()}
@@ -678,7 +687,7 @@ class Trajectory:
     axes: tuple[tuple[str, ...], ...] | None = None
     arm_values: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.axes is None:
             self.axes = tuple((name,) for name in self.grid)
 
@@ -692,7 +701,7 @@ class Trajectory:
         """(E,) step index of the metrics' last axis (``eval_steps``)."""
         return self.eval_steps
 
-    def _columns(self, t: int):
+    def _columns(self, t: int) -> tuple[dict[str, Any], int]:
         gshape = self.grid_shape
         runs = int(np.prod(gshape, dtype=int)) * self.seeds
         idx = np.indices(gshape + (self.seeds,)).reshape(len(gshape) + 1, runs)
@@ -706,7 +715,7 @@ class Trajectory:
         cols["seed"] = np.repeat(idx[-1] + self.seed_offset, t)
         return cols, runs
 
-    def to_dataframe(self):
+    def to_dataframe(self) -> pd.DataFrame:
         """A tidy pandas DataFrame: one row per (grid point, seed, evaluation step)."""
         import pandas as pd
 
@@ -729,7 +738,7 @@ class Trajectory:
             cols[name] = np.asarray(arr).reshape(runs * t)
         return pd.DataFrame(cols)
 
-    def snapshots_dataframe(self, *, mean_over_seeds: bool = True):
+    def snapshots_dataframe(self, *, mean_over_seeds: bool = True) -> pd.DataFrame:
         """The policy at the snapshot steps, one row per (grid point, [seed,] step, bin): bandits
         have a "bin" column, sequences "position" (1..L) and "token" (their per-position marginals)."""
         import pandas as pd
@@ -798,7 +807,7 @@ _INTEGERS = {
 }
 
 
-def _as_sweep(name, value):
+def _as_sweep(name: str, value: NpArrayLike) -> tuple[bool, np.ndarray]:
     """Return (is_swept, numpy value)."""
     arr = np.asarray(value, dtype=np.float64)
     if arr.ndim > 1:
@@ -808,7 +817,7 @@ def _as_sweep(name, value):
     return arr.ndim == 1, arr
 
 
-def _check_traced(name, arr):
+def _check_traced(name: str, arr: NpArrayLike) -> None:
     if name in _POSITIVE:
         _checks.positive(name, arr)
     elif name in _NONNEGATIVE:
@@ -824,7 +833,7 @@ def _check_traced(name, arr):
             raise ValueError(f"{name}={float(a[bad].ravel()[0]) if a.ndim else float(a)!r} is invalid; expected a value in [0, 1]")
 
 
-def _check_arms(arms, sampling):
+def _check_arms(arms: Sequence[Mapping[str, Any]] | None, sampling: str) -> tuple[list[Mapping[str, Any]] | None, list[str], list[str]]:
     """(arms or None, labels, per-arm sampling); without arms, one implicit arm."""
     if arms is None:
         return None, [sampling], [sampling]
@@ -853,16 +862,16 @@ def _check_arms(arms, sampling):
 
 
 def run(
-    problem,
+    problem: Problem | SequenceProblem | Sequence[Problem | SequenceProblem],
     *,
     loss: str,
     sampling: str = "on_policy",
     steps: int = 500,
     seeds: int = 1,
     key: int | jax.Array = 0,
-    data=None,
-    target=None,
-    train_reward=None,
+    data: NpArrayLike | None = None,
+    target: NpArrayLike | None = None,
+    train_reward: NpArrayLike | None = None,
     arms: Sequence[Mapping[str, Any]] | None = None,
     eval_every: int = 1,
     snapshot_every: int | None = None,
@@ -870,7 +879,7 @@ def run(
     devices: Sequence[Any] | None = None,
     seed_offset: int = 0,
     paired: Sequence[str] | Sequence[Sequence[str]] = (),
-    **hyperparameters,
+    **hyperparameters: Any,
 ) -> Trajectory:
     """Run ``seeds`` independent fine-tuning runs (per grid point) and return their trajectories.
 
@@ -944,7 +953,8 @@ def run(
     from modeseek.sequences.problems import SequenceProblem
 
     spec = losses.get(loss)
-    problems = list(problem) if isinstance(problem, (list, tuple)) else [problem]
+    # Elements are checked to be all Problems or all SequenceProblems just below.
+    problems: list[Any] = list(problem) if isinstance(problem, (list, tuple)) else [problem]
     if not problems:
         raise ValueError("problem is an empty list; expected a Problem, a SequenceProblem or a list of them")
     seq = isinstance(problems[0], SequenceProblem)
@@ -1002,7 +1012,7 @@ def run(
         sig = lambda p: (p.vocab, p.length, p.reward.kind, p.reward.include_prompt)  # noqa: E731
         if any(sig(p) != sig(p0) for p in problems):
             raise ValueError(f"swept problems must share vocab, length and reward kind/include_prompt; got {[sig(p) for p in problems]}")
-        shape = dict(length=p0.length, vocab=p0.vocab, reward_kind=p0.reward.kind, include_prompt=p0.reward.include_prompt)
+        shape: dict[str, Any] = dict(length=p0.length, vocab=p0.vocab, reward_kind=p0.reward.kind, include_prompt=p0.reward.include_prompt)
         from modeseek.sequences import policies as seq_policies
 
         seq_policies.TransformerSizes(static.get("layers", 3), static.get("heads", 3), static.get("embed", 48), float(static.get("dropout", 0.0)))
@@ -1121,7 +1131,7 @@ def run(
     idx = np.indices(gshape + (seeds,)).reshape(len(gshape) + 1, runs)
     axis_of = {n: i for i, names in enumerate(axes) for n in names}
 
-    def per_run(name, scalar=None):
+    def per_run(name: str, scalar: Any = None) -> np.ndarray:
         if name in grid:
             return np.asarray(grid[name])[idx[axis_of[name]]]
         return np.full(runs, scalar)
@@ -1130,7 +1140,7 @@ def run(
     arm_of = idx[axis_of["arm"]] if arm_list is not None else np.zeros(runs, int)
     for n in arm_set:
         base_v = hp_values.get(n, np.full(runs, getattr(HyperParams, n) if getattr(HyperParams, n) is not None else np.nan))
-        hp_values[n] = np.array([float(arm_list[a].get(n, b)) for a, b in zip(arm_of, base_v)])
+        hp_values[n] = np.array([float(cast("list[Mapping[str, Any]]", arm_list)[a].get(n, b)) for a, b in zip(arm_of, base_v)])
     if "target_margin" not in hp_values or np.any(np.isnan(hp_values["target_margin"])):
         beta = hp_values.get("beta", np.full(runs, HyperParams.beta))
         tm = hp_values.get("target_margin", np.full(runs, np.nan))
@@ -1241,7 +1251,7 @@ def run(
     )
 
 
-def _rows(name, value, k: int, grid: dict, check) -> np.ndarray | None:
+def _rows(name: str, value: NpArrayLike | None, k: int, grid: dict, check: Callable[[str, Any], np.ndarray]) -> np.ndarray | None:
     """A (K,) or (G, K) bandit array as (rows, K), each row checked; (G, K) adds a grid axis ``name``."""
     if value is None:
         return None
@@ -1254,7 +1264,7 @@ def _rows(name, value, k: int, grid: dict, check) -> np.ndarray | None:
     return np.stack([check(f"{name}[{i}]", r) for i, r in enumerate(rows)])
 
 
-def _grid_axes(grid: dict, paired) -> tuple[tuple[str, ...], ...]:
+def _grid_axes(grid: dict, paired: Sequence[Any]) -> tuple[tuple[str, ...], ...]:
     """The grid's axes: one per swept name, except that each ``paired`` group shares one."""
     if isinstance(paired, str):
         raise ValueError(f"paired={paired!r} is a single name; expected a sequence of names, e.g. ('problem', 'data')")
@@ -1284,7 +1294,7 @@ def _grid_axes(grid: dict, paired) -> tuple[tuple[str, ...], ...]:
     return tuple(axes)
 
 
-def _working_bytes(cfg: RunConfig, spec) -> int:
+def _working_bytes(cfg: RunConfig, spec: losses.LossSpec) -> int:
     """A rough upper estimate of one bandit run's temporaries (bytes), for the memory check before compiling.
 
     Per context and step: a sample's index, reward, log-probability and weights
@@ -1306,7 +1316,7 @@ def _working_bytes(cfg: RunConfig, spec) -> int:
     return c * per_context + evals + hidden
 
 
-def _reward_queries(cfg: RunConfig, spec, offline, reuse, num_samples) -> np.ndarray:
+def _reward_queries(cfg: RunConfig, spec: losses.LossSpec, offline: np.ndarray, reuse: np.ndarray, num_samples: np.ndarray) -> np.ndarray:
     """(runs, E) reward queries used to produce the policy at each evaluation step.
 
     Exact updates read the reward table once per context (K queries); offline
