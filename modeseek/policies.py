@@ -6,6 +6,11 @@ A policy is a pair of pure functions (optax/distrax style):
   and the fixed context set (indices for tabular, feature vectors for the MLP);
 * ``logits(params, contexts) -> (C, K)`` logits.
 
+Shapes: tabular params are a (C, K) array of logits with contexts (C,) int
+indices; MLP params are a dict of weight matrices and biases, with contexts
+(C, context_dim) float feature vectors. C is the number of contexts and K the
+number of bins.
+
 Later policy classes (token sequences) implement the same two functions.
 """
 
