@@ -11,23 +11,9 @@ import modeseek.phase as ph
 from modeseek.phase import analysis, figures
 from modeseek.phase.sweep import table_paths
 
-# One offline and one on-policy objective, one learned proxy: three compiled programs
-# (sft exact_offline, reinforce on_policy, reinforce exact).
-TINY = ph.PhaseConfig(
-    rarities=(0.01, 0.3),
-    coverages=(0.0, 1.0),
-    budgets=(32, 64, 160),
-    batch_size=16,
-    families=("best_of_n", "reinforce"),
-    rm_families=("reinforce",),
-    reward_models=("rbf",),
-    selection_seeds=1,
-    report_seeds=2,
-    offline_steps=5,
-    rm_steps=20,
-    marked=((1, 1),),
-    name="tiny",
-)
+# The smoke budget's objectives, proxy and seeds (three compiled programs: sft exact_offline,
+# reinforce on_policy, reinforce exact), on a smaller grid with shorter offline and proxy fits.
+TINY = dataclasses.replace(ph.budget("smoke", rarities=(0.01, 0.3), budgets=(32, 64, 160), offline_steps=5, rm_steps=20, marked=((1, 1),)), name="tiny")
 
 
 @pytest.fixture(scope="module")
