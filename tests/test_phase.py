@@ -9,7 +9,7 @@ import pytest
 
 import modeseek.phase as ph
 from modeseek.phase import analysis, figures
-from modeseek.phase.sweep import table_paths
+from modeseek.phase.sweep import HP_COLUMNS, table_paths
 
 # The smoke budget's objectives, proxy and seeds (three compiled programs: sft exact_offline,
 # reinforce on_policy, reinforce exact), on a smaller grid with shorter offline and proxy fits.
@@ -90,7 +90,7 @@ def _fake_table(sel: dict[int, float], rep: dict[int, float]) -> pd.DataFrame:
     const = dict(map="oracle", family="reinforce", group="on_policy_rl", variant="sampled", rarity_index=0, coverage_index=-1, budget_index=0, budget=16, rarity=1e-3, coverage=np.nan)
     for k, v in const.items():
         df[k] = v
-    for h in ("learning_rate", "entropy_coef", "beta"):
+    for h in HP_COLUMNS:
         df[h] = df.config.map({0: 0.05, 1: 0.2}) if h == "learning_rate" else np.nan
     df["progress"] = df.expected_reward
     df["reward_queries"] = 16.0
@@ -220,3 +220,27 @@ def test_smoke_piece_runs_through_the_pipeline(tmp_path):
     for name in ("phase_map_oracle.png", "phase_winner.png", "phase_boundary.png", "phase_mass.png", "phase.caption.md"):
         assert (tmp_path / name).exists()
     assert "phase" in (tmp_path / "CLAIMS.md").read_text()
+
+
+def test_batch_size_is_tuned_at_equal_queries(tiny, tmp_path):
+    # Two batch sizes: each spends exactly the budget's queries (B = 8 runs twice the steps), the B = 16 runs are the
+    # single-batch sweep's runs bit for bit (same program, same keys), and exact versions carry no batch size.
+    cfg = dataclasses.replace(TINY, families=("reinforce",), batch_sizes=(8, 16))
+    t = ph.sweep(cfg, tmp_path, workers=1).table
+    s = t[t.variant == "sampled"]
+    assert set(s.batch_size) == {8.0, 16.0} and t[t.variant == "exact"].batch_size.isna().all()
+    on = s[s["map"] == "oracle"]
+    assert (on.reward_queries == on.budget).all()
+    assert s.groupby(["map", "batch_size"]).config.nunique().eq(len(ph.FAMILIES["reinforce"].configs)).all()
+    keys = ["map", "variant", "rarity_index", "coverage_index", "budget_index", "learning_rate", "entropy_coef", "seed"]
+    old = tiny[1].table
+    old = old[(old.family == "reinforce") & (old.variant == "sampled")].set_index(keys).sort_index()
+    new = s[s.batch_size == 16].set_index(keys).sort_index()
+    np.testing.assert_array_equal(new.expected_reward.to_numpy(), old.expected_reward.to_numpy())
+    # B = 8 is a different run, not a relabelled copy.
+    b8 = s[s.batch_size == 8].set_index(keys).sort_index()
+    assert not np.array_equal(b8.expected_reward.to_numpy(), new.expected_reward.to_numpy())
+    with pytest.raises(ValueError, match="odd"):
+        ph.PhaseConfig(batch_sizes=(16, 7))
+    with pytest.raises(ValueError, match="multiple of batch_size=48"):
+        ph.PhaseConfig(batch_sizes=(16, 48))

@@ -7,9 +7,12 @@ offline data distribution mu (:func:`modeseek.geometry.coverage_data`); the
 budget is a number of gold reward queries (labels), the same for every
 objective:
 
-* on-policy objectives draw ``batch_size`` responses per step and query the
-  reward of each, so budget Q buys Q / batch_size steps. One long run per
-  cell is read at the checkpoints Q_b / batch_size (its ``eval_every``);
+* on-policy objectives draw B responses per step and query the reward of
+  each, so budget Q buys Q / B steps. The batch size B is a tuning knob (it
+  decides exploration as much as the learning rate does): every B of
+  ``batch_sizes`` gets one long run per cell, read at its checkpoints Q_b / B.
+  Exact-population versions have no batch; they run the step counts of the
+  reference ``batch_size``;
 * offline objectives get a dataset of Q gold-labelled responses drawn from mu
   (all pairs, labelled by the gold reward), a separate axis value per budget;
 * on-policy objectives of the "learned reward model" map query a
@@ -44,7 +47,7 @@ from modeseek.problems import Problem
 
 #: Version of the sweep's outputs (table columns, proxy fits, datasets); part of
 #: the configuration digest, so a change here invalidates resumed results.
-SCHEMA = 2
+SCHEMA = 3
 
 __all__ = ["Family", "FAMILIES", "GROUPS", "MAPS", "PhaseConfig", "BUDGETS", "budget", "Grid", "build_grid", "fit_proxies", "pair_counts_from_bins"]
 
@@ -112,6 +115,8 @@ class Family:
 _LR = ("learning_rate", (0.05, 0.2))
 _ENT = ("entropy_coef", (0.0, 0.01))
 _BETA = ("beta", (0.1, 1.0))
+# Offline pair objectives see no new data, only their 100 free steps: a larger step size is their exploration knob.
+_LR_OFFLINE_PAIRS = ("learning_rate", (0.2, 1.0))
 
 FAMILIES = {
     f.name: f
@@ -119,9 +124,9 @@ FAMILIES = {
         Family("best_of_n", "best-of-N (offline ML)", "offline_ml", "sft", False, grid=(_LR,)),
         Family("rwr", "RWR (offline)", "offline_ml", "rwr", False, grid=(_LR, ("beta", (0.1, 0.3)))),
         # Exact pair batches cost ~300x a points batch per step (a K x K table): DPO tunes beta at one step size.
-        Family("dpo", "DPO (offline)", "offline_contrastive", "dpo", False, grid=(("learning_rate", (0.2,)), _BETA)),
-        Family("kto", "KTO (offline)", "offline_contrastive", "kto", False, grid=(("learning_rate", (0.2,)), _BETA)),
-        Family("ipo", "IPO (offline)", "offline_contrastive", "ipo", False, grid=(("learning_rate", (0.2,)), _BETA)),
+        Family("dpo", "DPO (offline)", "offline_contrastive", "dpo", False, grid=(_LR_OFFLINE_PAIRS, _BETA)),
+        Family("kto", "KTO (offline)", "offline_contrastive", "kto", False, grid=(_LR_OFFLINE_PAIRS, _BETA)),
+        Family("ipo", "IPO (offline)", "offline_contrastive", "ipo", False, grid=(_LR_OFFLINE_PAIRS, _BETA)),
         Family("reinforce", "REINFORCE", "on_policy_rl", "reinforce", True, grid=(_LR, _ENT)),
         Family("rloo", "RLOO", "on_policy_rl", "rloo", True, exact=False, grid=(_LR, _ENT)),
         Family("online_dpo", "on-policy DPO", "on_policy_contrastive", "dpo", True, grid=(_LR, _BETA), exact_grid=(("learning_rate", (0.2,)), _BETA)),
@@ -140,7 +145,12 @@ class PhaseConfig:
       budgets: gold reward queries (labels) per objective, ascending, each a
         multiple of ``batch_size``: on-policy Q / batch_size steps, offline a
         dataset of Q responses, the proxy of map B fitted to Q responses.
-      batch_size: responses (reward queries) per on-policy step.
+      batch_size: the reference batch size: budgets are multiples of it, and
+        the exact-population on-policy versions (no batch) run Q / batch_size
+        steps, read at :attr:`checkpoints`.
+      batch_sizes: responses (reward queries) per on-policy step, a tuning
+        knob of every sampled on-policy objective (duels draw B / 2 pairs of
+        responses); each B runs Q_max / B steps, read at Q_b / B.
       families: names from FAMILIES.
       reward_models: learned proxies of map B ("rbf", "tabular").
       rm_families: on-policy families also run on map B (the learned proxies).
@@ -159,6 +169,7 @@ class PhaseConfig:
     coverages: tuple[float, ...] = (0.0, 0.3, 1.0)
     budgets: tuple[int, ...] = (1600, 4800, 16000)
     batch_size: int = 16
+    batch_sizes: tuple[int, ...] = (8, 16, 32)
     families: tuple[str, ...] = tuple(f for f in FAMILIES if f != "ipo")
     reward_models: tuple[str, ...] = ("rbf", "tabular")
     rm_families: tuple[str, ...] = ("reinforce", "nash_md")
@@ -197,10 +208,17 @@ class PhaseConfig:
         object.__setattr__(self, "batch_size", _checks.integer("batch_size", self.batch_size, 2, reason="for pair losses"))
         if not self.budgets or list(self.budgets) != sorted(set(self.budgets)):
             raise ValueError(f"budgets={self.budgets} must be a non-empty strictly increasing tuple of query counts")
+        if not self.batch_sizes or len(set(self.batch_sizes)) != len(self.batch_sizes):
+            raise ValueError(f"batch_sizes={self.batch_sizes} must be a non-empty tuple without repeats")
+        for b in self.batch_sizes:
+            _checks.integer("batch_sizes entry", b, 2, reason="for pair losses")
+            if b % 2:
+                raise ValueError(f"batch size {b} is odd; expected even sizes (a duel reads two rewards, so it draws B / 2)")
         for q in self.budgets:
             _checks.integer("budget", q, self.batch_size)
-            if q % self.batch_size:
-                raise ValueError(f"budget {q} is not a multiple of batch_size={self.batch_size}; expected whole steps")
+            for b in (self.batch_size,) + tuple(self.batch_sizes):
+                if q % b:
+                    raise ValueError(f"budget {q} is not a multiple of batch_size={b}; expected whole steps")
         if self.steps % self.eval_every:
             raise ValueError(f"budgets {self.budgets} give checkpoints that are not multiples of their gcd; expected integers")
         _checks.choice("labels", self.labels, regimes.PAIR_LABELS)
@@ -216,7 +234,11 @@ class PhaseConfig:
     @property
     def checkpoints(self) -> tuple[int, ...]:
         """On-policy steps at which each budget is read: Q_b / batch_size."""
-        return tuple(q // self.batch_size for q in self.budgets)
+        return self.checkpoints_for(self.batch_size)
+
+    def checkpoints_for(self, batch_size: int) -> tuple[int, ...]:
+        """On-policy steps at which each budget is read with ``batch_size`` responses per step: Q_b / batch_size."""
+        return tuple(q // batch_size for q in self.budgets)
 
     @property
     def steps(self) -> int:
@@ -274,6 +296,7 @@ BUDGETS = {
         coverages=(0.0, 1.0),
         budgets=(32, 64, 320),
         batch_size=16,
+        batch_sizes=(16,),
         # Three compiled programs (sft exact_offline, reinforce on_policy and exact): compiling is most of a smoke run.
         families=("best_of_n", "reinforce"),
         rm_families=("reinforce",),

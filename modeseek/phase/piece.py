@@ -54,19 +54,21 @@ def _caption(cfg: PhaseConfig, res: SweepResult, view: Any) -> list[str]:
     return [
         f"Budget '{cfg.name}': {len(cfg.rarities)} rarities x {len(cfg.coverages)} coverages x {len(cfg.budgets)} budgets x {len(cfg.families)} objectives; "
         f"{cfg.selection_seeds} selection + {cfg.report_seeds} report seeds. Full run at another budget: {BUDGET_ENV}=large modeseek reproduce --only phase --force.",
-        f"Budget = gold reward queries (labels), equal for every objective: on-policy objectives draw {cfg.batch_size} responses per step and query each "
-        f"(a duel reads two rewards, so duel objectives draw {cfg.batch_size // 2}), so Q queries are Q/{cfg.batch_size} steps: one run of {cfg.steps} steps per cell, "
-        f"read at steps {', '.join(map(str, cfg.checkpoints))} for budgets {', '.join(map(str, cfg.budgets))}. Offline objectives get a dataset of Q responses "
+        f"Budget = gold reward queries (labels), equal for every objective: on-policy objectives draw B responses per step and query each "
+        f"(a duel reads two rewards, so duel objectives draw B/2 pairs), so Q queries are Q/B steps: per B one run per cell of Q_max/B steps, "
+        f"read at steps Q/B for budgets Q in {', '.join(map(str, cfg.budgets))}; B in {list(cfg.batch_sizes)} is part of every sampled on-policy objective's tuning grid. "
+        f"Exact-population versions have no batch and run the steps of B = {cfg.batch_size} ({', '.join(map(str, cfg.checkpoints))}). Offline objectives get a dataset of Q responses "
         "drawn from mu, all pairs labelled by the gold reward (higher reward preferred, ties skipped), and train on it for "
         f"{cfg.offline_steps} Adam steps (free). The table's reward_queries column holds what each run spent.",
         "Map A (oracle): on-policy objectives query the gold reward; with it the coverage does not enter, so each rarity is run once. "
         "Map B (learned reward model): on-policy objectives (" + ", ".join(cfg.rm_families) + ") query a Bradley-Terry proxy fitted (posterior mode) to the "
         f"first dataset of Q labelled responses from mu (all-pairs counts scaled by 1/(Q - 1)): 'tabular' (one value per bin, prior N(0, {cfg.rm_prior_scale:g}^2)) or 'rbf' ({cfg.rbf_centers} radial-basis "
-        f"features{' plus a linear trend' if cfg.rbf_linear else ''}); its queries are free, so the run's last step ({cfg.steps}) is read. "
+        f"features{' plus a linear trend' if cfg.rbf_linear else ''}); its queries are free, so each run's last step (Q_max/B) is read. "
         "Offline objectives use the same labelled datasets in both maps.",
         "Tuning rule: per (map, objective, version, rarity, coverage, budget), the configuration of the objective's grid with the highest mean final expected gold "
         f"reward over the {cfg.selection_seeds} selection seeds (offline: dataset draws) is chosen and reported by its mean over {cfg.report_seeds} fresh seeds. "
-        "Exact-population versions are deterministic: one run, chosen and reported on itself. Grids (Adam learning rate, entropy bonus, beta): " + fams + ".",
+        "Exact-population versions are deterministic: one run, chosen and reported on itself. Grids (Adam learning rate, entropy bonus, beta; "
+        f"sampled on-policy objectives also batch size B in {list(cfg.batch_sizes)}): " + fams + ".",
         "Exact versions: on-policy 'exact' (the expected update under the current policy); offline 'exact_offline' on mu (DPO, KTO, IPO, RWR) or on the "
         "exact distribution of the best of Q draws from mu (best-of-N); the sampled offline versions are the same program on the dataset's empirical distribution "
         "(best-of-N: SFT on the dataset's best response), which is exactly the all-pairs dataset loss for a tabular policy.",

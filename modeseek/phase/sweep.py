@@ -41,7 +41,7 @@ __all__ = ["sweep", "SweepResult", "table_paths", "METRICS", "load", "HP_COLUMNS
 #: Gold metrics stored per run.
 METRICS = ("expected_reward", "mass_high_reward", "entropy")
 #: Hyperparameter columns of the table (NaN where a family does not tune it).
-HP_COLUMNS = ("learning_rate", "entropy_coef", "beta")
+HP_COLUMNS = ("learning_rate", "entropy_coef", "beta", "batch_size")
 
 
 def table_paths(out_dir: str | Path) -> dict[str, Path]:
@@ -57,12 +57,12 @@ class SweepResult:
         self.table, self.mass, self.manifest, self.grid, self.ran = table, mass, manifest, grid, ran
 
 
-def _queries_per_step(cfg: PhaseConfig, fam: Family) -> tuple[int, int]:
-    """(num_samples, reward reads per sample): a duel reads two rewards, so duels get half the samples."""
+def _queries_per_step(batch_size: int, fam: Family) -> tuple[int, int]:
+    """(num_samples, reward reads per sample) for ``batch_size`` queries a step: a duel reads two rewards, so duels get half the samples."""
     from modeseek import losses
 
     draws = 2 if losses.get(fam.loss, "bandit").batch == "duels" else 1
-    return cfg.batch_size // draws, draws
+    return batch_size // draws, draws
 
 
 def _call(fam: Family, problems: list, steps: int, eval_every: int, seeds: int, **kw: Any) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, Any]:
@@ -89,13 +89,18 @@ def _call(fam: Family, problems: list, steps: int, eval_every: int, seeds: int, 
     return mets, arrange(np.asarray(traj.final_probs)), np.asarray(traj.eval_steps), traj
 
 
-def _rows(fam: Family, cfg: PhaseConfig, grid: Grid, *, map_: str, variant: str, meta: dict[str, np.ndarray], values: dict[str, np.ndarray], seed0: int = 0) -> Any:
-    """A DataFrame of runs: ``meta`` (G,) entry columns, ``values`` (G, P, S) metrics; one row per (entry, config, seed)."""
+def _rows(
+    fam: Family, cfg: PhaseConfig, grid: Grid, *, map_: str, variant: str, meta: dict[str, np.ndarray], values: dict[str, np.ndarray], seed0: int = 0, configs: list[dict[str, float]] | None = None
+) -> Any:
+    """A DataFrame of runs: ``meta`` (G,) entry columns, ``values`` (G, P, S) metrics; one row per (entry, config, seed).
+
+    ``configs`` (P dicts of hyperparameters; default ``fam.configs``) fill the hyperparameter columns.
+    """
     import pandas as pd
 
     g, p, s = values["expected_reward"].shape
     gi, pi, si = np.indices((g, p, s)).reshape(3, -1)
-    configs = fam.configs
+    configs = fam.configs if configs is None else configs
     ri = meta["rarity_index"][gi]
     ci = meta["coverage_index"][gi]
     seed = seed0 + si
@@ -219,33 +224,56 @@ def _run_offline(grid: Grid, fam: Family, timing: dict) -> tuple[list, list]:
     return tables, masses
 
 
+def _on_policy_calls(grid: Grid, fam: Family, variant: str, problems: list, timing: dict, **kw: Any) -> tuple[dict[str, np.ndarray], np.ndarray, list[dict[str, float]]]:
+    """One engine call per batch size of an on-policy family's ``variant``, read at every budget's checkpoint.
+
+    The sampled version runs each B of ``batch_sizes`` for Q_max / B steps
+    (reward queries are the budget); the exact version has no batch and runs
+    the reference ``batch_size``'s steps. Batch sizes become part of the
+    tuning grid: configuration index = batch index x len(fam.configs) + the
+    traced grid's index.
+
+    Returns:
+      metrics name -> (G, P', S, B) at the budgets' checkpoints, final probs
+      (G, P', S, K) at the largest budget, and the P' configurations.
+    """
+    cfg = grid.config
+    fv = fam.for_variant(variant)
+    sampled = variant == "sampled"
+    mets_all, finals, configs = [], [], []
+    for size in cfg.batch_sizes if sampled else (cfg.batch_size,):
+        n, _ = _queries_per_step(size, fam)
+        ckpt = np.asarray(cfg.checkpoints_for(size))
+        mets, final, steps, traj = _call(fv, problems, int(ckpt[-1]), int(np.gcd.reduce(ckpt)), cfg.seeds if sampled else 1, sampling="on_policy" if sampled else "exact", num_samples=n, **kw)
+        _account(timing, traj)
+        at = np.searchsorted(steps, ckpt)
+        mets_all.append({m: v[..., at] for m, v in mets.items()})
+        finals.append(final)
+        configs += [{**c, "batch_size": float(size)} for c in fv.configs] if sampled else fv.configs
+    mets = {m: np.concatenate([x[m] for x in mets_all], axis=1) for m in mets_all[0]}
+    if not sampled:
+        mets["reward_queries"] = np.full(mets["expected_reward"].shape, np.inf)
+    return mets, np.concatenate(finals, axis=1), configs
+
+
 def _run_on_policy(grid: Grid, fam: Family, timing: dict) -> tuple[list, list]:
     cfg = grid.config
     r_n, c_n, b_n, _, k = grid.counts.shape
-    n, _ = _queries_per_step(cfg, fam)
-    ckpt = np.asarray(cfg.checkpoints)
     tables, masses = [], []
     variants = ("sampled", "exact") if fam.exact else ("sampled",)
     # Map A: the gold reward; one run per rarity (coverage does not enter), read at every budget's checkpoint.
     ri = np.arange(r_n)
     for variant in variants:
-        seeds = cfg.seeds if variant == "sampled" else 1
-        sampling = "on_policy" if variant == "sampled" else "exact"
         fv = fam.for_variant(variant)
-        mets, final, steps, traj = _call(fv, grid.problems(ri), cfg.steps, cfg.eval_every, seeds, sampling=sampling, train_reward=grid.gold, num_samples=n)
-        _account(timing, traj)
-        at = np.searchsorted(steps, ckpt)
-        for b, e in enumerate(at):
+        mets, final, configs = _on_policy_calls(grid, fam, variant, grid.problems(ri), timing, train_reward=grid.gold)
+        for b in range(b_n):
             meta = {"rarity_index": ri, "coverage_index": np.full(r_n, -1), "budget_index": np.full(r_n, b)}
-            vals = {m: v[..., e] for m, v in mets.items()}
-            if variant == "exact":
-                vals["reward_queries"] = np.full(vals["expected_reward"].shape, np.inf)
-            tables.append(_rows(fv, cfg, grid, map_="oracle", variant=variant, meta=meta, values=vals))
+            tables.append(_rows(fv, cfg, grid, map_="oracle", variant=variant, meta=meta, values={m: v[..., b] for m, v in mets.items()}, configs=configs))
         meta = {"rarity_index": ri, "coverage_index": np.full(r_n, -1), "budget_index": np.full(r_n, b_n - 1)}
         masses.append(_mass_rows(fv, cfg, grid, map_="oracle", variant=variant, meta=meta, final=final, train_reward=grid.gold))
     if fam.name not in cfg.rm_families:
         return tables, masses
-    # Map B: each learned proxy, fitted to each budget's dataset; the proxy's queries are free, so read the last step.
+    # Map B: each learned proxy, fitted to each budget's dataset; the proxy's queries are free, so read the largest budget's step.
     from modeseek import losses
 
     # Exact pair tables cost ~300x a points batch per step: exact pair objectives run on map A only.
@@ -255,15 +283,12 @@ def _run_on_policy(grid: Grid, fam: Family, timing: dict) -> tuple[list, list]:
         proxy = grid.proxies[model][ri, ci, bi]
         meta = {"rarity_index": ri, "coverage_index": ci, "budget_index": bi}
         for variant in rm_variants:
-            seeds = cfg.seeds if variant == "sampled" else 1
-            sampling = "on_policy" if variant == "sampled" else "exact"
             fv = fam.for_variant(variant)
-            mets, final, _, traj = _call(fv, grid.problems(ri), cfg.steps, cfg.eval_every, seeds, sampling=sampling, train_reward=proxy, num_samples=n)
-            _account(timing, traj)
+            mets, final, configs = _on_policy_calls(grid, fam, variant, grid.problems(ri), timing, train_reward=proxy)
             vals = {m: v[..., -1] for m, v in mets.items()}
             # The gold labels this learner cost: the proxy's dataset.
             vals["reward_queries"] = np.broadcast_to(np.asarray(cfg.budgets, np.float64)[bi][:, None, None], vals["expected_reward"].shape)
-            tables.append(_rows(fv, cfg, grid, map_=f"rm_{model}", variant=variant, meta=meta, values=vals))
+            tables.append(_rows(fv, cfg, grid, map_=f"rm_{model}", variant=variant, meta=meta, values=vals, configs=configs))
             masses.append(_mass_rows(fv, cfg, grid, map_=f"rm_{model}", variant=variant, meta=meta, final=final, train_reward=proxy))
     return tables, masses
 
