@@ -54,7 +54,7 @@ __all__ = ["CPU_COMPILER_OPTIONS", "FAST_COMPILE_OPTIONS", "compile_lowered", "o
 
 
 #: Options passed to ``Lowered.compile`` for every CPU program.
-CPU_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
+CPU_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1, "xla_cpu_experimental_ynn_fusion_type": ""}
 #: Added inside :func:`fast_compile`.
 FAST_COMPILE_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
 
