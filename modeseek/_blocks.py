@@ -96,7 +96,7 @@ def run_keys(base: np.ndarray, seeds: np.ndarray) -> np.ndarray:
     return np.asarray(jax.vmap(jax.random.fold_in, (None, 0))(jax.numpy.asarray(base), jax.numpy.asarray(seeds, jax.numpy.uint32)))
 
 
-def _threads() -> int:
+def usable_cores() -> int:
     """Blocks run at once: one per usable core (a block program runs on one core)."""
     try:
         return max(1, len(os.sched_getaffinity(0)))
@@ -188,7 +188,7 @@ def run_blocks(
         args = jax.tree.map(lambda x: jax.device_put(x[b * block : (b + 1) * block], devs[j]), host)
         return jax.block_until_ready(exes[j](*args, *shared_on[j]))
 
-    outs = _map(one, range(n_blocks), min(n_blocks, _threads()))
+    outs = _map(one, range(n_blocks), min(n_blocks, usable_cores()))
     return _gather(outs, runs), compile_s
 
 
