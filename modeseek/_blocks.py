@@ -1,24 +1,36 @@
-"""Fixed-shape blocks of runs: why a seed's bits never depend on what shares its call.
+"""Blocks of runs: why a seed's bits never depend on what shares its call.
 
-XLA vectorises a batched program differently for different batch widths (a
-reduction over bins may be summed along the bins for one run and across runs
-for many), so the same run computed in a batch of 1, of 8 or of 64 can differ
-in the last bits; Adam and on-policy sampling then amplify the difference (the
+XLA may compile a batched program differently for different batch widths, so
+the same run computed in a batch of 1, of 8 or of 64 could differ in the last
+bits; Adam and on-policy sampling then amplify the difference (the
 reproducibility issue in the project's issue list measured 0.12 of expected
-reward after 1000 steps). The cure is to never let the width vary: every run is
-computed by one program compiled for exactly ``block`` runs, called once per
-block, the last block padded by repeating its last run. A run's position in its
-block does not change its bits either (each lane of a fixed-width program goes
-through the same code; ``tests/test_reproducibility.py`` checks it across
-seed offsets, grids, chunks and devices).
+reward after 1000 steps). Every run is therefore computed by one program
+compiled for exactly ``block`` runs, called once per block, the last block
+padded by repeating its last run. A run's position in its block does not
+change its bits either (each lane of a fixed-width program goes through the
+same code; ``tests/test_reproducibility.py`` checks it across seed offsets,
+grids, chunks and devices).
+
+For tabular bandits the width itself no longer matters. The width dependence
+came from XLA's CPU library fusions (YNNPACK), which take over element-wise and
+reduction fusions above a size threshold and sum over the bins in another
+order: ``jnp.sum`` over a (W, 100) array gave the 32-wide bits for W <= 33 only,
+and ``log_softmax`` and its gradient likewise. :mod:`modeseek._xla` compiles
+without them, and then a tabular run has the same bits in blocks of 2 to 1024
+runs (checked at K = 100, 1000 and 8192 bins; a block of exactly 1 run is
+another program, since XLA drops the unit batch axis). So the engine fits the
+tabular block to each call (``modeseek.engine.fit_block``: one block per device
+or core, a power of two) instead of a fixed 32, which cuts the fixed cost per
+block-step of wide calls and the padding of small ones. The MLP, sequence and
+transformer runs keep a fixed width (``modeseek.engine.default_block``): a
+factorised sequence run still differs between blocks of 2 and of 8.
 
 Several devices take blocks in turn, each running the same block program, so a
 sharded call equals a single-device one bit for bit; blocks run concurrently,
 one per usable core (a wide program gets its parallelism from XLA splitting its
 large operations over threads; a narrow block runs on one core, so the blocks
-take the cores instead). The cost is the padding: one seed runs a whole block.
-``experiments/benchmarks/blocks.py`` measures both against the unblocked
-program, and the README gives the numbers behind each default block size.
+take the cores instead). ``experiments/benchmarks/blocks.py`` measures blocks
+of several widths against the unblocked program.
 """
 
 from __future__ import annotations
