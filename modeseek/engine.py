@@ -342,10 +342,11 @@ def default_block(policy: str, num_bins: int = 100) -> int:
     out of the library fusions whose rounding depended on the width; checked at
     2 to 1024 runs and K = 100, 1000 and 8192 bins, and by
     ``tests/test_reproducibility.py``), so its block is :func:`fit_block`'s
-    width for the call rather than a fixed one: one block per device or core,
-    without padding many runs for a small call. Only a block of exactly 1 run
-    differs (XLA drops the unit batch axis and compiles another program), so a
-    tabular run never gets one by default.
+    width for the call rather than a fixed one: wide blocks for wide calls
+    (less fixed cost per block-step), narrow ones for small calls (less
+    padding); ``num_bins`` bounds the width there. Only a block of exactly 1
+    run differs (XLA drops the unit batch axis and compiles another program),
+    so a tabular run never gets one by default.
 
     The other kinds keep a fixed width, on which their bits depend. The MLP's
     and the transformer's matmuls gain nothing from batching runs (32 MLP runs
@@ -366,18 +367,24 @@ def default_block(policy: str, num_bins: int = 100) -> int:
     return 0
 
 
-#: Most bins x runs in one fitted block (K = 100: blocks of up to 1024 runs).
-FIT_BLOCK_ELEMENTS = 2**17
+#: Most bins x runs in one fitted block (K = 100: blocks of up to 128 runs). Measured
+#: in one process, 1024 runs x 1000 steps on two devices, against the baseline of
+#: experiments/benchmarks/throughput.py: blocks of 128 ran exact reverse KL,
+#: REINFORCE B = 64 and DPO 64 pairs at x0.77, x0.87, x0.94 of the baseline's speed,
+#: blocks of 256 at x0.77, x0.88, x0.90, one 512-run block per device at x0.72,
+#: x0.87, x0.86, fixed blocks of 32 (before) at x0.68, x0.74, x0.88.
+FIT_BLOCK_ELEMENTS = 2**14
 
 
 def fit_block(runs: int, parts: int, num_bins: int) -> int:
     """The block width of a call of ``runs`` tabular runs spread over ``parts`` devices or cores.
 
     The smallest power of two (at least 2) that covers each part's share of the
-    runs, so that the runs take one block per part and the call compiles one
-    of a few programs whatever its size (the padding stays below half a block);
-    at most ``FIT_BLOCK_ELEMENTS / num_bins`` runs, so that wide problems keep
-    narrow blocks. A run's bits do not depend on the width (:func:`default_block`).
+    runs, so that a small call pads less than half a block and every call
+    compiles one of a few programs; at most ``FIT_BLOCK_ELEMENTS / num_bins``
+    runs (128 at K = 100: wider blocks were no faster, see the constant), so
+    that wide calls take several blocks per part and wide problems narrow ones.
+    A run's bits do not depend on the width (:func:`default_block`).
     """
     share = -(-runs // max(1, parts))
     width = 1 << max(1, (share - 1).bit_length())
