@@ -16,15 +16,17 @@ came from XLA's CPU library fusions (YNNPACK), which take over element-wise and
 reduction fusions above a size threshold and sum over the bins in another
 order: ``jnp.sum`` over a (W, 100) array gave the 32-wide bits for W <= 33 only,
 and ``log_softmax`` and its gradient likewise. :mod:`modeseek._xla` compiles
-without them, and then a tabular run has the same bits in blocks of 2 to 1024
-runs (checked at K = 100, 1000 and 8192 bins; a block of exactly 1 run is
-another program, since XLA drops the unit batch axis). So the engine fits the
-tabular block to each call (``modeseek.engine.fit_block``: a power of two
-covering each device's or core's share, at most 128 runs at K = 100) instead of
-a fixed 32, which cuts the fixed cost per block-step of wide calls and the
-padding of small ones. The MLP, sequence and
-transformer runs keep a fixed width (``modeseek.engine.default_block``): a
-factorised sequence run still differs between blocks of 2 and of 8.
+the tabular programs without them (``width_stable``), and then a tabular run
+has the same bits in blocks of 2 to 1024 runs (checked at K = 100, 1000 and
+8192 bins, and for every loss of the catalogue in each of its data regimes at
+widths 2 and 128; a block of exactly 1 run is another program, since XLA drops
+the unit batch axis). So the engine fits the tabular block to each call
+(``modeseek.engine.fit_block``: a power of two covering each device's or
+core's share, at most 128 runs at K = 100) instead of a fixed 32, which cuts
+the fixed cost per block-step of wide calls and the padding of small ones.
+The MLP, sequence and transformer runs keep a fixed width
+(``modeseek.engine.default_block``): a factorised sequence run still differs
+between blocks of 2 and of 8.
 
 Several devices take blocks in turn, each running the same block program, so a
 sharded call equals a single-device one bit for bit; blocks run concurrently,
@@ -142,6 +144,7 @@ def run_blocks(
     cache_key: Hashable,
     batching: str = "vmap",
     working_per_run: int = 0,
+    width_stable: bool = False,
 ) -> tuple[Any, float]:
     """Run the unbatched ``fn(*per_run_i, *shared)`` for every run i, in fixed-width blocks.
 
@@ -157,6 +160,8 @@ def run_blocks(
         another inside the program, for policies whose matmuls are faster unbatched).
       working_per_run: estimated bytes of one run's temporaries, for the memory
         check made before compiling (:func:`check_memory`).
+      width_stable: compile with ``modeseek._xla.WIDTH_STABLE_OPTIONS`` (the
+        tabular bandit programs, whose bits then do not depend on ``block``).
 
     Returns:
       (outputs as NumPy arrays with the leading run axis, seconds spent
@@ -170,7 +175,7 @@ def run_blocks(
     devs = list(devices)
     t0 = time.perf_counter()
     used = devs[: min(n_blocks, len(devs))]
-    keys = [(cache_key, block, batching, d.platform, d.id, options_key(d.platform)) for d in used]
+    keys = [(cache_key, block, batching, d.platform, d.id, options_key(d.platform, width_stable)) for d in used]
     missing = [j for j, k in enumerate(keys) if k not in _executables]
     if missing:
         prog = _batched(fn, len(per_run), len(shared), batching)
@@ -184,7 +189,7 @@ def run_blocks(
         check_memory(runs, block, out_bytes, working_per_run)
 
         def build(j: int) -> tuple[jax.stages.Compiled, int]:
-            return compile_lowered(lowered[j], used[j].platform), out_bytes
+            return compile_lowered(lowered[j], used[j].platform, width_stable), out_bytes
 
         # One compile per device (a program is bound to its device), in parallel.
         built = _map(build, missing, len(missing))

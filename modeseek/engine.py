@@ -1230,6 +1230,7 @@ def run(
             (take(keys), jax.tree.map(take, hp), jax.tree.map(take, arrays)),
             shared,
             block=cfg.block or fit_block(len(sel), parts, cfg.num_bins),
+            width_stable=cfg.policy == "tabular",
             cache_key=("run", cfg),
             working_per_run=working,
         )

@@ -124,7 +124,7 @@ WIDTH_CASES = {
 def test_tabular_bits_do_not_depend_on_the_block_width(far, case):
     """Blocks of 8 and of 256 runs, and the width fitted to the call, give the same bits.
 
-    With XLA's library fusions on (they are off in modeseek._xla), the 256-wide
+    With XLA's library fusions on (modeseek._xla turns them off for tabular programs), the 256-wide
     program rounded the sums over the bins differently from the first step on
     (REINFORCE, 64 samples: 6e-4 of expected reward after one step).
     """

@@ -57,7 +57,7 @@ DEFAULT_OUT = Path(__file__).with_name("throughput.json")
 #: Why the engine / baseline ratio stays below TARGET_RATIO, from profiles in one process (written into the JSON).
 PROFILE_NOTE = (
     "Tabular runs are computed in blocks fitted to the call (modeseek.engine.fit_block: up to 128 runs at K = 100); "
-    "their bits do not depend on the width since modeseek compiles without XLA's CPU library fusions (YNNPACK), "
+    "their bits do not depend on the width since modeseek compiles them without XLA's CPU library fusions (YNNPACK), "
     "whose sums over the bins rounded differently at different widths (modeseek._xla). The baseline is one program "
     "512 runs wide per device. Same process, 1024 runs x 1000 steps, two devices, 3 alternating pairs: blocks of 128 "
     "ran at x0.77 (exact reverse KL), x0.87 (REINFORCE B=64), x0.94 (DPO 64 pairs) of the baseline's speed, the "
