@@ -1,24 +1,39 @@
-"""Fixed-shape blocks of runs: why a seed's bits never depend on what shares its call.
+"""Blocks of runs: why a seed's bits never depend on what shares its call.
 
-XLA vectorises a batched program differently for different batch widths (a
-reduction over bins may be summed along the bins for one run and across runs
-for many), so the same run computed in a batch of 1, of 8 or of 64 can differ
-in the last bits; Adam and on-policy sampling then amplify the difference (the
+XLA may compile a batched program differently for different batch widths, so
+the same run computed in a batch of 1, of 8 or of 64 could differ in the last
+bits; Adam and on-policy sampling then amplify the difference (the
 reproducibility issue in the project's issue list measured 0.12 of expected
-reward after 1000 steps). The cure is to never let the width vary: every run is
-computed by one program compiled for exactly ``block`` runs, called once per
-block, the last block padded by repeating its last run. A run's position in its
-block does not change its bits either (each lane of a fixed-width program goes
-through the same code; ``tests/test_reproducibility.py`` checks it across
-seed offsets, grids, chunks and devices).
+reward after 1000 steps). Every run is therefore computed by one program
+compiled for exactly ``block`` runs, called once per block, the last block
+padded by repeating its last run. A run's position in its block does not
+change its bits either (each lane of a fixed-width program goes through the
+same code; ``tests/test_reproducibility.py`` checks it across seed offsets,
+grids, chunks and devices).
+
+For tabular bandits the width itself no longer matters. The width dependence
+came from XLA's CPU library fusions (YNNPACK), which take over element-wise and
+reduction fusions above a size threshold and sum over the bins in another
+order: ``jnp.sum`` over a (W, 100) array gave the 32-wide bits for W <= 33 only,
+and ``log_softmax`` and its gradient likewise. :mod:`modeseek._xla` compiles
+the tabular programs without them (``width_stable``), and then a tabular run
+has the same bits in blocks of 2 to 1024 runs (checked at K = 100, 1000 and
+8192 bins, and for every loss of the catalogue in each of its data regimes at
+widths 2 and 128; a block of exactly 1 run is another program, since XLA drops
+the unit batch axis). So the engine fits the tabular block to each call
+(``modeseek.engine.fit_block``: a power of two covering each device's or
+core's share, at most 128 runs at K = 100) instead of a fixed 32, which cuts
+the fixed cost per block-step of wide calls and the padding of small ones.
+The MLP, sequence and transformer runs keep a fixed width
+(``modeseek.engine.default_block``): a factorised sequence run still differs
+between blocks of 2 and of 8.
 
 Several devices take blocks in turn, each running the same block program, so a
 sharded call equals a single-device one bit for bit; blocks run concurrently,
 one per usable core (a wide program gets its parallelism from XLA splitting its
 large operations over threads; a narrow block runs on one core, so the blocks
-take the cores instead). The cost is the padding: one seed runs a whole block.
-``experiments/benchmarks/blocks.py`` measures both against the unblocked
-program, and the README gives the numbers behind each default block size.
+take the cores instead). ``experiments/benchmarks/blocks.py`` measures blocks
+of several widths against the unblocked program.
 """
 
 from __future__ import annotations
@@ -96,7 +111,7 @@ def run_keys(base: np.ndarray, seeds: np.ndarray) -> np.ndarray:
     return np.asarray(jax.vmap(jax.random.fold_in, (None, 0))(jax.numpy.asarray(base), jax.numpy.asarray(seeds, jax.numpy.uint32)))
 
 
-def _threads() -> int:
+def usable_cores() -> int:
     """Blocks run at once: one per usable core (a block program runs on one core)."""
     try:
         return max(1, len(os.sched_getaffinity(0)))
@@ -129,6 +144,7 @@ def run_blocks(
     cache_key: Hashable,
     batching: str = "vmap",
     working_per_run: int = 0,
+    width_stable: bool = False,
 ) -> tuple[Any, float]:
     """Run the unbatched ``fn(*per_run_i, *shared)`` for every run i, in fixed-width blocks.
 
@@ -144,6 +160,8 @@ def run_blocks(
         another inside the program, for policies whose matmuls are faster unbatched).
       working_per_run: estimated bytes of one run's temporaries, for the memory
         check made before compiling (:func:`check_memory`).
+      width_stable: compile with ``modeseek._xla.WIDTH_STABLE_OPTIONS`` (the
+        tabular bandit programs, whose bits then do not depend on ``block``).
 
     Returns:
       (outputs as NumPy arrays with the leading run axis, seconds spent
@@ -157,7 +175,7 @@ def run_blocks(
     devs = list(devices)
     t0 = time.perf_counter()
     used = devs[: min(n_blocks, len(devs))]
-    keys = [(cache_key, block, batching, d.platform, d.id, options_key(d.platform)) for d in used]
+    keys = [(cache_key, block, batching, d.platform, d.id, options_key(d.platform, width_stable)) for d in used]
     missing = [j for j, k in enumerate(keys) if k not in _executables]
     if missing:
         prog = _batched(fn, len(per_run), len(shared), batching)
@@ -171,7 +189,7 @@ def run_blocks(
         check_memory(runs, block, out_bytes, working_per_run)
 
         def build(j: int) -> tuple[jax.stages.Compiled, int]:
-            return compile_lowered(lowered[j], used[j].platform), out_bytes
+            return compile_lowered(lowered[j], used[j].platform, width_stable), out_bytes
 
         # One compile per device (a program is bound to its device), in parallel.
         built = _map(build, missing, len(missing))
@@ -188,7 +206,7 @@ def run_blocks(
         args = jax.tree.map(lambda x: jax.device_put(x[b * block : (b + 1) * block], devs[j]), host)
         return jax.block_until_ready(exes[j](*args, *shared_on[j]))
 
-    outs = _map(one, range(n_blocks), min(n_blocks, _threads()))
+    outs = _map(one, range(n_blocks), min(n_blocks, usable_cores()))
     return _gather(outs, runs), compile_s
 
 

@@ -14,6 +14,22 @@ by another ~30% and costs ~10% of run time (measured: MLP DPO program 2.4 s ->
 1.7 s compile, 0.92 s -> 1.00 s run; tabular REINFORCE 0.85 s -> 0.42 s
 compile, 0.34 s -> 0.38 s run).
 
+XLA's CPU backend also hands some element-wise and reduction fusions to
+YNNPACK library kernels once the arrays are large enough; those kernels sum in
+another order than XLA's own loops, so a batched program's bits depended on
+its batch width (a sum over K = 100 bins matched the 32-run block's bits up to
+33 runs only, and a REINFORCE run moved by 6e-4 of expected reward after one
+step between blocks of 8 and of 256). ``WIDTH_STABLE_OPTIONS`` turns them off
+(``xla_cpu_experimental_ynn_fusion_type`` set to no fusion types): a tabular
+run then has the same bits in blocks of any width from 2 to 1024
+(:mod:`modeseek._blocks`), and tabular runs at the old width of 32 kept their
+bits. Only the tabular bandit programs get it: it cost nothing measurable
+there at 32 runs per block, but the transformer's unbatched program ran 1.4x
+slower without the library fusions (and the MLP's about 1.1x; one same-process
+measurement each on the shared 2-core machine), and their
+blocks keep a fixed width anyway. jaxlib releases without YNNPACK fusions do
+not know the option; it is then left out.
+
 Results are deterministic for a given option set but may differ in the last
 bits between option sets, so the options are part of every compiled-program
 cache key (in-process and JAX's persistent cache alike).
@@ -37,6 +53,7 @@ flags and the package versions.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import platform
 import threading
@@ -46,15 +63,18 @@ from modeseek._isa import cpu_isa  # sets the ceiling, if it still can, before j
 
 # isort: split
 import jax  # noqa: E402
+import numpy as np  # noqa: E402
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-__all__ = ["CPU_COMPILER_OPTIONS", "FAST_COMPILE_OPTIONS", "compile_lowered", "options_key", "fast_compile", "cpu_isa", "provenance"]
+__all__ = ["CPU_COMPILER_OPTIONS", "WIDTH_STABLE_OPTIONS", "FAST_COMPILE_OPTIONS", "compile_lowered", "options_key", "fast_compile", "cpu_isa", "provenance"]
 
 
 #: Options passed to ``Lowered.compile`` for every CPU program.
 CPU_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
+#: Added for programs whose bits must not depend on their batch width (tabular bandit blocks; see the module docstring).
+WIDTH_STABLE_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
 #: Added inside :func:`fast_compile`.
 FAST_COMPILE_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
 
@@ -64,16 +84,33 @@ _lock = threading.Lock()
 _fast_depth = [0]
 
 
-def options_key(platform: str | None = None) -> tuple:
-    """The current compiler options for ``platform`` as a hashable cache-key part."""
+#: Options that older jaxlib releases do not know (they have no YNNPACK fusions to turn off).
+_OPTIONAL = ("xla_cpu_experimental_ynn_fusion_type",)
+
+
+@functools.cache
+def _known(name: str) -> bool:
+    """Whether this jaxlib's CPU compiler accepts the option ``name`` (always True outside ``_OPTIONAL``)."""
+    if name not in _OPTIONAL:
+        return True
+    try:
+        probe = jax.jit(lambda x: x + 1).trace(np.float32(0)).lower(lowering_platforms=("cpu",))
+        probe.compile(compiler_options={name: WIDTH_STABLE_OPTIONS[name]})
+    except Exception:  # jaxlib raises its own error type for an unknown option
+        return False
+    return True
+
+
+def options_key(platform: str | None = None, width_stable: bool = False) -> tuple:
+    """The current compiler options for ``platform`` as a hashable cache-key part (with ``WIDTH_STABLE_OPTIONS`` if ``width_stable``)."""
     platform = platform or jax.default_backend()
-    opts = {**CPU_COMPILER_OPTIONS, **(FAST_COMPILE_OPTIONS if _fast_depth[0] else {})}
-    return tuple(sorted(opts.items())) if platform == "cpu" else ()
+    opts = {**CPU_COMPILER_OPTIONS, **(WIDTH_STABLE_OPTIONS if width_stable else {}), **(FAST_COMPILE_OPTIONS if _fast_depth[0] else {})}
+    return tuple(sorted((k, v) for k, v in opts.items() if _known(k))) if platform == "cpu" else ()
 
 
-def compile_lowered(lowered: jax.stages.Lowered, platform: str | None = None) -> jax.stages.Compiled:
+def compile_lowered(lowered: jax.stages.Lowered, platform: str | None = None, width_stable: bool = False) -> jax.stages.Compiled:
     """Compile a ``jax.stages.Lowered`` with modeseek's options for ``platform`` (default: the default backend)."""
-    return lowered.compile(compiler_options=dict(options_key(platform)) or None)
+    return lowered.compile(compiler_options=dict(options_key(platform, width_stable)) or None)
 
 
 @contextlib.contextmanager
@@ -118,6 +155,7 @@ def provenance() -> dict:
         "versions": {n: version(n) for n in ("modeseek", "jax", "jaxlib", "optax", "numpy", "pandas", "pyarrow")} | {"python": platform.python_version()},
         "backend": jax.default_backend(),
         "compiler_options": dict(options_key("cpu")),
+        "width_stable_compiler_options": dict(options_key("cpu", width_stable=True)),
         "cpu_isa_ceiling": cpu_isa(),
         "machine": platform.machine(),
         "cpu_flags": _cpu_flags(),

@@ -35,7 +35,7 @@ import optax
 from jax.typing import ArrayLike
 from numpy.typing import ArrayLike as NpArrayLike
 
-from modeseek import _checks, losses, metrics, policies, regimes
+from modeseek import _blocks, _checks, losses, metrics, policies, regimes
 from modeseek._blocks import resolve_devices, run_blocks, run_keys
 from modeseek.batches import BestOfN, Points, Target
 from modeseek.problems import Problem, safe_log
@@ -104,7 +104,8 @@ class RunConfig:
       length, vocab, reward_kind, include_prompt: sequence problem shape.
       shared, shift, ratio, sft_batch, layers, heads, embed, dropout:
         sequence options (see :func:`run`).
-      block: runs per compiled call (:mod:`modeseek._blocks`).
+      block: runs per compiled call (:mod:`modeseek._blocks`); 0 (the tabular
+        policy's default) fits the width to each call (:func:`fit_block`).
       batching: "vmap" (a block's runs vectorised together) or "map" (one
         after another, unbatched: the transformer's default; faster for the
         MLP, see :func:`default_block`).
@@ -138,7 +139,7 @@ class RunConfig:
     pairing: str = "all"
     sft_steps: int = 100
     first_batch: str = "policy"
-    block: int = 32
+    block: int = 0
     num_bins: int = 0
     has_target: bool = False
     has_train_reward: bool = False
@@ -334,31 +335,61 @@ def default_learning_rate(policy: str, optimizer: str = "adam") -> float:
 
 
 def default_block(policy: str, num_bins: int = 100) -> int:
-    """Runs per compiled call (see :mod:`modeseek._blocks`); a seed's bits depend on it, never on the call's size.
+    """Runs per compiled call (see :mod:`modeseek._blocks`); 0 for the tabular policy: a width fitted to each call.
 
-    Chosen from ``experiments/benchmarks/blocks.py`` (README, "Reproducibility"):
-    large enough that a block runs near the throughput of one wide program, small
-    enough that a single seed does not pay for many padded ones. Measured at
-    K = 100 (1 CPU device, blocks on both cores): blocks of 32 ran 1024 runs in
-    0.79x (REINFORCE, 64 samples) and 0.95x (exact reverse KL) the time of one
-    1024-wide program, and one seed in 16x and 5x the time of a 1-wide one
-    (0.20 s and 0.04 s per 1000 steps). Runs with many bins already fill the
-    vector units on their own, so they get smaller blocks (not measured; a
-    single K = 8192 run does not pay for 31 padded ones). The MLP's and the
-    transformer's matmuls gain nothing from batching runs (32 MLP runs in blocks
-    of 1 ran 0.94x the time of one 32-wide program): 1. With ``batching="map"``
-    such a run is one unbatched program: the paper's MLP protocol then took
-    25-35% less CPU time per step than as a vmap of width 1, whose layouts put
-    transposes into Adam's updates (``experiments/benchmarks/paper_mlp.py``),
-    but its weight gradients are summed in another order, which moves the
-    last bits (Adam amplifies them where a gradient is near zero). A Markov sequence
-    policy's L x V tables are vectors as wide as a K = 900 bandit's: 8.
+    A tabular bandit run has the same bits in every vmapped block of 2 runs or
+    more (the compiler options of :mod:`modeseek._xla` keep XLA's reductions
+    out of the library fusions whose rounding depended on the width; checked at
+    2 to 1024 runs and K = 100, 1000 and 8192 bins, and by
+    ``tests/test_reproducibility.py``), so its block is :func:`fit_block`'s
+    width for the call rather than a fixed one: wide blocks for wide calls
+    (less fixed cost per block-step), narrow ones for small calls (less
+    padding); ``num_bins`` bounds the width there. Only a block of exactly 1
+    run differs (XLA drops the unit batch axis and compiles another program),
+    so a tabular run never gets one by default.
+
+    The other kinds keep a fixed width, on which their bits depend. The MLP's
+    and the transformer's matmuls gain nothing from batching runs (32 MLP runs
+    in blocks of 1 ran 0.94x the time of one 32-wide program): 1. With
+    ``batching="map"`` such a run is one unbatched program: the paper's MLP
+    protocol then took 25-35% less CPU time per step than as a vmap of width 1,
+    whose layouts put transposes into Adam's updates
+    (``experiments/benchmarks/paper_mlp.py``), but its weight gradients are
+    summed in another order, which moves the last bits (Adam amplifies them
+    where a gradient is near zero). A Markov sequence policy's L x V tables
+    are vectors as wide as a K = 900 bandit's: 8 (a factorised sequence run
+    has other bits in blocks of 2 than of 8 or 64).
     """
     if policy in ("mlp", "transformer"):
         return 1
     if policy in SEQUENCE_POLICIES:
         return 8
-    return 32 if num_bins <= 128 else 8 if num_bins <= 1024 else 1
+    return 0
+
+
+#: Most bins x runs in one fitted block (K = 100: blocks of up to 128 runs). Measured
+#: in one process, 1024 runs x 1000 steps on two devices, against the baseline of
+#: experiments/benchmarks/throughput.py: blocks of 128 ran exact reverse KL,
+#: REINFORCE B = 64 and DPO 64 pairs at x0.77, x0.87, x0.94 of the baseline's speed,
+#: blocks of 256 at x0.77, x0.88, x0.90, one 512-run block per device at x0.72,
+#: x0.87, x0.86, fixed blocks of 32 (before) at x0.68, x0.74, x0.88.
+FIT_BLOCK_ELEMENTS = 2**14
+
+
+def fit_block(runs: int, parts: int, num_bins: int) -> int:
+    """The block width of a call of ``runs`` tabular runs spread over ``parts`` devices or cores.
+
+    The smallest power of two (at least 2) that covers each part's share of the
+    runs, so that a small call pads less than half a block and every call
+    compiles one of a few programs; at most ``FIT_BLOCK_ELEMENTS / num_bins``
+    runs (128 at K = 100: wider blocks were no faster, see the constant), so
+    that wide calls take several blocks per part and wide problems narrow ones.
+    A run's bits do not depend on the width (:func:`default_block`).
+    """
+    share = -(-runs // max(1, parts))
+    width = 1 << max(1, (share - 1).bit_length())
+    cap = 1 << max(1, (FIT_BLOCK_ELEMENTS // max(1, num_bins)).bit_length() - 1)
+    return min(width, cap)
 
 
 # ----------------------------------------------------------------------------- the one run loop
@@ -921,7 +952,9 @@ def run(
         (the last padded by repeating its last run), every block computed by
         the same fixed-width program, block j on device j mod n. A run's bits
         therefore depend on its key, hyperparameters and ``block`` only: not
-        on the number of seeds, the grid, the chunking or the devices.
+        on the number of seeds, the grid, the chunking or the devices. A
+        tabular run's bits are the same in every block of 2 runs or more, so
+        its default block is fitted to the call (:func:`default_block`).
       seed_offset: index of the first seed, so that a sweep split into chunks of
         seeds (or over hosts) reproduces the unsplit sweep's runs exactly.
       paired: names of swept axes to zip instead of crossing: they must have
@@ -1161,7 +1194,10 @@ def run(
         arrays["data_probs"] = ref if data_arr is None else jnp.asarray(data_arr[di], jnp.float32)
         arrays["target_probs"] = jnp.asarray(np.broadcast_to(target_arr if target_arr is not None else np.zeros(cfg.num_bins), (runs, cfg.num_bins)), jnp.float32)
     keys = run_keys(base_key, idx[-1] + seed_offset)
-    blocked = functools.partial(run_blocks, block=cfg.block, devices=resolve_devices(devices), batching=cfg.batching)
+    devs = resolve_devices(devices)
+    # Blocks run one per device, or one per core on a single device (modeseek._blocks).
+    parts = len(devs) if len(devs) > 1 else _blocks.usable_cores()
+    blocked = functools.partial(run_blocks, devices=devs, batching=cfg.batching)
 
     t0 = time.perf_counter()
     compile_s = 0.0
@@ -1169,7 +1205,7 @@ def run(
         from modeseek.sequences import model as sequence_model
 
         icfg = RunConfig(loss="sft", sampling="offline", steps=1, **{f: getattr(cfg, f) for f in sequence_model.INIT_FIELDS})
-        arrays["init_params"], compile_s = blocked(functools.partial(sequence_model.init_params, icfg), (keys, hp, ref), cache_key=("init", icfg))
+        arrays["init_params"], compile_s = blocked(functools.partial(sequence_model.init_params, icfg), (keys, hp, ref), block=cfg.block, cache_key=("init", icfg))
         working = sequence_model.working_bytes(cfg)
     else:
         working = _working_bytes(cfg, spec)
@@ -1193,6 +1229,8 @@ def run(
             make_train(cfg),
             (take(keys), jax.tree.map(take, hp), jax.tree.map(take, arrays)),
             shared,
+            block=cfg.block or fit_block(len(sel), parts, cfg.num_bins),
+            width_stable=cfg.policy == "tabular",
             cache_key=("run", cfg),
             working_per_run=working,
         )

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 import modeseek as ms
 from modeseek.sequences import problems as seq_problems
 
-TOTAL = 70  # seeds in the reference call: more than two 32-run blocks
+TOTAL = 70  # seeds in the reference call: padded blocks (of 64 tabular runs on two cores, of 8 sequence runs)
 SIZES = st.one_of(st.sampled_from([1, 2, 33, 48, 64]), st.integers(1, TOTAL))
 
 BANDIT_CASES = {
@@ -109,6 +109,38 @@ def test_traced_schedule_seed_bits_do_not_depend_on_call_size(far):
         for name in got.metrics:
             np.testing.assert_array_equal(got.metrics[name], many.metrics[name][..., start : start + size, :], err_msg=name)
         np.testing.assert_array_equal(got.final_probs, many.final_probs[..., start : start + size, :])
+
+
+WIDTH_CASES = {
+    "reverse_kl-exact": dict(loss="reverse_kl", sampling="exact"),
+    "reinforce-on_policy-64": dict(loss="reinforce", sampling="on_policy", num_samples=64),
+    "dpo-on_policy-disjoint-128": dict(loss="dpo", sampling="on_policy", pairing="disjoint", num_samples=128),
+    "sft-offline": dict(loss="sft", sampling="offline"),
+    "best_of_n-offline": dict(loss="best_of_n", sampling="offline"),
+}
+
+
+@pytest.mark.parametrize("case", WIDTH_CASES)
+def test_tabular_bits_do_not_depend_on_the_block_width(far, case):
+    """Blocks of 8 and of 256 runs, and the width fitted to the call, give the same bits.
+
+    With XLA's library fusions on (modeseek._xla turns them off for tabular programs), the 256-wide
+    program rounded the sums over the bins differently from the first step on
+    (REINFORCE, 64 samples: 6e-4 of expected reward after one step).
+    """
+    kw = WIDTH_CASES[case]
+    narrow = _rows(_bandit(far, kw, 5, block=8), 0, 5)
+    _assert_same(_rows(_bandit(far, kw, 5, block=256), 0, 5), narrow)
+    _assert_same(_rows(_bandit(far, kw, 5), 0, 5), narrow)
+
+
+def test_fitted_blocks_cover_each_part_with_one_power_of_two():
+    from modeseek.engine import fit_block
+
+    # One block per part, never a block of 1 (the unit batch axis compiles another program).
+    assert [fit_block(n, 2, 100) for n in (1, 2, 3, 4, 5, 64, 65, 200, 1024)] == [2, 2, 2, 2, 4, 32, 64, 128, 128]
+    # Capped by bins x runs, so wide problems keep narrow blocks (more blocks per part).
+    assert fit_block(10_000, 1, 100) == 128 and fit_block(100, 2, 1000) == 16 and fit_block(100, 2, 8192) == 2 and fit_block(100, 2, 10**6) == 2
 
 
 # ----------------------------------------------------------------------------- keys

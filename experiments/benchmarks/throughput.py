@@ -56,24 +56,21 @@ DEFAULT_OUT = Path(__file__).with_name("throughput.json")
 
 #: Why the engine / baseline ratio stays below TARGET_RATIO, from profiles in one process (written into the JSON).
 PROFILE_NOTE = (
-    "The engine computes every run in fixed blocks of 32 (modeseek._blocks: a run's bits must not depend on what shares "
-    "its call); the baseline is one program 512 runs wide per device. Per step, the CPU cost is a fixed part per "
-    "program call plus a part per run: REINFORCE B=64, one device, same process, CPU time, 256 runs x 1000 steps: "
-    "engine 1.74 s in 32-wide blocks against 0.95 s 256 wide (1.8x); baseline 1.41 s 32 wide, 0.86 s 256 wide; "
-    "so about 107 us (engine) and 79 us (baseline) per block-step plus 3.3 and 3.0 us per run-step. With the "
-    "engine's own blocks 512 wide (block=512, an opt-in that changes the runs' bits) the ratio was x0.89 (exact "
-    "reverse KL) and x0.99 (REINFORCE) against x0.62 and x0.74 with the default blocks in the same hour. Running "
-    "several 32-run blocks as one wider program (vmap over blocks) is 1.8x faster but not bit-identical: the first "
-    "update already rounds differently, so it would change every stored reference run. Measured and rejected as "
+    "Tabular runs are computed in blocks fitted to the call (modeseek.engine.fit_block: up to 128 runs at K = 100); "
+    "their bits do not depend on the width since modeseek compiles them without XLA's CPU library fusions (YNNPACK), "
+    "whose sums over the bins rounded differently at different widths (modeseek._xla). The baseline is one program "
+    "512 runs wide per device. Same process, 1024 runs x 1000 steps, two devices, 3 alternating pairs: blocks of 128 "
+    "ran at x0.77 (exact reverse KL), x0.87 (REINFORCE B=64), x0.94 (DPO 64 pairs) of the baseline's speed, the "
+    "former fixed blocks of 32 at x0.68, x0.74, x0.88, blocks of 256 at x0.77, x0.88, x0.90 and one 512-run block per "
+    "device at x0.72, x0.87, x0.86: the remaining gap is a cost per run-step, not per block-step. Earlier profile at "
+    "32 runs per block (REINFORCE B=64, one device, CPU time, 256 runs x 1000 steps): about 107 us (engine) and 79 us "
+    "(baseline) per block-step plus 3.3 and 3.0 us per run-step. "
+    "Measured and rejected as "
     "not helping at 32 runs: fusing the metrics (the seven exact metrics cost about 4% of a REINFORCE step), "
     "searchsorted sampling, unrolling the scan (2, 4, 8: no gain), packing the metrics into one output per step. "
     "Kept (same bits): a select instead of a per-step cond for the reuse-1 on-policy draw, and a branch around "
     "sparse snapshot writes (4-9% and 6% of the step). A select for the discarded last update saves 11% but "
-    "changes the bits (XLA then fuses the Adam update into the addition). The cause of the width dependence: XLA's "
-    "CPU reduction over the bins (jnp.sum of a (W, 100) array) gives the 32-wide bits at widths 1-33 but not at "
-    "100, 256 or 1024, while the same sum as a matrix-vector product with ones gives identical bits at every width "
-    "from 8 to 1024; reductions written that way (a one-time change of every run's bits) would let the blocks of a "
-    "device run as one wide program."
+    "changes the bits (XLA then fuses the Adam update into the addition)."
 )
 
 
