@@ -384,24 +384,17 @@ SMALL_BLOCK = 32
 def fit_block(runs: int, parts: int, num_bins: int) -> int:
     """The block width of a call of ``runs`` tabular runs spread over ``parts`` devices or cores.
 
-    Up to K = 128 bins: ``SMALL_BLOCK`` when each part's share of the runs
-    fits in it (the width these runs had before widths were fitted), otherwise
-    the widest block, ``FIT_BLOCK_ELEMENTS / num_bins`` runs as a power of two
-    (128 at K = 100: wider blocks were no faster, see the constant), so that a
-    wide call takes fewer, wider blocks per part. Wider problems keep their
-    former fixed widths (8 up to K = 1024, then 2, the narrowest batched
-    block), since their exact pair and duel tables grow as K^2 per run. A
-    run's bits do not depend on the width (:func:`default_block`), so this is
-    a choice of speed and memory only.
+    ``SMALL_BLOCK`` when each part's share of the runs fits in it (the width
+    every tabular run had before widths were fitted), otherwise the widest
+    block, ``FIT_BLOCK_ELEMENTS / num_bins`` runs as a power of two (128 at
+    K = 100: wider blocks were no faster, see the constant), so that a wide
+    call takes fewer, wider blocks per part. Both are capped by the widest
+    block, so that wide problems get narrow blocks. A run's bits do not depend
+    on the width (:func:`default_block`), so this is a choice of speed only.
     """
     share = -(-runs // max(1, parts))
-    # Wider problems keep the fixed widths they had before widths were fitted (8 up to K = 1024, then the
-    # narrowest batched block): their exact pair and duel tables grow as K^2 per run.
-    small = SMALL_BLOCK if num_bins <= 128 else 8 if num_bins <= 1024 else 2
-    if num_bins > 128:
-        return small
     cap = 1 << max(1, (FIT_BLOCK_ELEMENTS // max(1, num_bins)).bit_length() - 1)
-    return max(small, cap) if share > small else small
+    return min(SMALL_BLOCK if share <= SMALL_BLOCK else cap, cap)
 
 
 # ----------------------------------------------------------------------------- the one run loop

@@ -141,10 +141,8 @@ def test_fitted_blocks_are_small_or_wide():
     # (the unit batch axis compiles another program).
     assert SMALL_BLOCK == 32
     assert [fit_block(n, 2, 100) for n in (1, 2, 3, 64, 65, 200, 1024)] == [32, 32, 32, 32, 128, 128, 128]
-    # Problems past 128 bins keep the fixed widths they had before (K^2 pair and duel tables per run).
-    assert fit_block(1024, 2, 512) == 8 and fit_block(1, 2, 1000) == 8 and fit_block(100, 2, 8192) == 2
     # Capped by bins x runs, so wide problems keep narrow blocks (more blocks per part).
-    assert fit_block(10_000, 1, 100) == 128 and fit_block(100, 2, 128) == 128 and fit_block(100, 2, 10**6) == 2
+    assert fit_block(10_000, 1, 100) == 128 and fit_block(100, 2, 1000) == 16 and fit_block(100, 2, 8192) == 2 and fit_block(100, 2, 10**6) == 2
 
 
 # ----------------------------------------------------------------------------- keys
