@@ -21,9 +21,9 @@ has the same bits in blocks of 2 to 1024 runs (checked at K = 100, 1000 and
 8192 bins, and for every loss of the catalogue in each of its data regimes at
 widths 2 and 128; a block of exactly 1 run is another program, since XLA drops
 the unit batch axis). So the engine fits the tabular block to each call
-(``modeseek.engine.fit_block``: 32 runs for a call whose share per device or
-core fits in 32, otherwise the widest block, 128 runs at K = 100) instead of
-a fixed 32, which cuts the fixed cost per block-step of wide calls.
+(``modeseek.engine.fit_block``: a power of two covering each device's or
+core's share, at most 128 runs at K = 100) instead of a fixed 32, which cuts
+the fixed cost per block-step of wide calls and the padding of small ones.
 The MLP, sequence and transformer runs keep a fixed width
 (``modeseek.engine.default_block``): a factorised sequence run still differs
 between blocks of 2 and of 8.

@@ -343,8 +343,8 @@ def default_block(policy: str, num_bins: int = 100) -> int:
     2 to 1024 runs and K = 100, 1000 and 8192 bins, and by
     ``tests/test_reproducibility.py``), so its block is :func:`fit_block`'s
     width for the call rather than a fixed one: wide blocks for wide calls
-    (less fixed cost per block-step), 32 for small ones; ``num_bins`` bounds
-    the width. Only a block of exactly 1
+    (less fixed cost per block-step), narrow ones for small calls (less
+    padding); ``num_bins`` bounds the width there. Only a block of exactly 1
     run differs (XLA drops the unit batch axis and compiles another program),
     so a tabular run never gets one by default.
 
@@ -374,27 +374,22 @@ def default_block(policy: str, num_bins: int = 100) -> int:
 #: blocks of 256 at x0.77, x0.88, x0.90, one 512-run block per device at x0.72,
 #: x0.87, x0.86, fixed blocks of 32 (before) at x0.68, x0.74, x0.88.
 FIT_BLOCK_ELEMENTS = 2**14
-#: The width of calls whose share per device or core is at most this many runs (the width every tabular
-#: run had before widths were fitted). One width for every small call keeps a configuration at two
-#: programs, small and wide, where a width per power of two compiles up to seven across calls of
-#: different sizes (the test suite's calls are small and of many sizes).
-SMALL_BLOCK = 32
 
 
 def fit_block(runs: int, parts: int, num_bins: int) -> int:
     """The block width of a call of ``runs`` tabular runs spread over ``parts`` devices or cores.
 
-    ``SMALL_BLOCK`` when each part's share of the runs fits in it (the width
-    every tabular run had before widths were fitted), otherwise the widest
-    block, ``FIT_BLOCK_ELEMENTS / num_bins`` runs as a power of two (128 at
-    K = 100: wider blocks were no faster, see the constant), so that a wide
-    call takes fewer, wider blocks per part. Both are capped by the widest
-    block, so that wide problems get narrow blocks. A run's bits do not depend
-    on the width (:func:`default_block`), so this is a choice of speed only.
+    The smallest power of two (at least 2) that covers each part's share of the
+    runs, so that a small call pads less than half a block and every call
+    compiles one of a few programs; at most ``FIT_BLOCK_ELEMENTS / num_bins``
+    runs (128 at K = 100: wider blocks were no faster, see the constant), so
+    that wide calls take several blocks per part and wide problems narrow ones.
+    A run's bits do not depend on the width (:func:`default_block`).
     """
     share = -(-runs // max(1, parts))
+    width = 1 << max(1, (share - 1).bit_length())
     cap = 1 << max(1, (FIT_BLOCK_ELEMENTS // max(1, num_bins)).bit_length() - 1)
-    return min(SMALL_BLOCK if share <= SMALL_BLOCK else cap, cap)
+    return min(width, cap)
 
 
 # ----------------------------------------------------------------------------- the one run loop

@@ -134,13 +134,11 @@ def test_tabular_bits_do_not_depend_on_the_block_width(far, case):
     _assert_same(_rows(_bandit(far, kw, 5), 0, 5), narrow)
 
 
-def test_fitted_blocks_are_small_or_wide():
-    from modeseek.engine import SMALL_BLOCK, fit_block
+def test_fitted_blocks_cover_each_part_with_one_power_of_two():
+    from modeseek.engine import fit_block
 
-    # Small calls share one width (one program), wider ones take the widest block; never a block of 1
-    # (the unit batch axis compiles another program).
-    assert SMALL_BLOCK == 32
-    assert [fit_block(n, 2, 100) for n in (1, 2, 3, 64, 65, 200, 1024)] == [32, 32, 32, 32, 128, 128, 128]
+    # One block per part, never a block of 1 (the unit batch axis compiles another program).
+    assert [fit_block(n, 2, 100) for n in (1, 2, 3, 4, 5, 64, 65, 200, 1024)] == [2, 2, 2, 2, 4, 32, 64, 128, 128]
     # Capped by bins x runs, so wide problems keep narrow blocks (more blocks per part).
     assert fit_block(10_000, 1, 100) == 128 and fit_block(100, 2, 1000) == 16 and fit_block(100, 2, 8192) == 2 and fit_block(100, 2, 10**6) == 2
 
