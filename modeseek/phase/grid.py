@@ -246,10 +246,14 @@ class PhaseConfig:
         """Steps of the one long on-policy run (the largest budget)."""
         return self.checkpoints[-1]
 
+    def eval_every_for(self, batch_size: int) -> int:
+        """Evaluation period with ``batch_size`` responses per step: the gcd of its checkpoints, so every checkpoint is recorded."""
+        return int(np.gcd.reduce(np.asarray(self.checkpoints_for(batch_size))))
+
     @property
     def eval_every(self) -> int:
-        """Evaluation period: the gcd of the checkpoints, so every checkpoint is recorded."""
-        return int(np.gcd.reduce(np.asarray(self.checkpoints)))
+        """Evaluation period of the reference ``batch_size`` (:meth:`eval_every_for`)."""
+        return self.eval_every_for(self.batch_size)
 
     @property
     def maps(self) -> tuple[str, ...]:

@@ -57,12 +57,11 @@ class SweepResult:
         self.table, self.mass, self.manifest, self.grid, self.ran = table, mass, manifest, grid, ran
 
 
-def _queries_per_step(batch_size: int, fam: Family) -> tuple[int, int]:
-    """(num_samples, reward reads per sample) for ``batch_size`` queries a step: a duel reads two rewards, so duels get half the samples."""
+def _samples_per_step(batch_size: int, fam: Family) -> int:
+    """num_samples for ``batch_size`` reward queries a step: a duel reads two rewards, so duels get half the samples."""
     from modeseek import losses
 
-    draws = 2 if losses.get(fam.loss, "bandit").batch == "duels" else 1
-    return batch_size // draws, draws
+    return batch_size // (2 if losses.get(fam.loss, "bandit").batch == "duels" else 1)
 
 
 def _call(fam: Family, problems: list, steps: int, eval_every: int, seeds: int, **kw: Any) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, Any]:
@@ -242,9 +241,9 @@ def _on_policy_calls(grid: Grid, fam: Family, variant: str, problems: list, timi
     sampled = variant == "sampled"
     mets_all, finals, configs = [], [], []
     for size in cfg.batch_sizes if sampled else (cfg.batch_size,):
-        n, _ = _queries_per_step(size, fam)
         ckpt = np.asarray(cfg.checkpoints_for(size))
-        mets, final, steps, traj = _call(fv, problems, int(ckpt[-1]), int(np.gcd.reduce(ckpt)), cfg.seeds if sampled else 1, sampling="on_policy" if sampled else "exact", num_samples=n, **kw)
+        n = _samples_per_step(size, fam)
+        mets, final, steps, traj = _call(fv, problems, int(ckpt[-1]), cfg.eval_every_for(size), cfg.seeds if sampled else 1, sampling="on_policy" if sampled else "exact", num_samples=n, **kw)
         _account(timing, traj)
         at = np.searchsorted(steps, ckpt)
         mets_all.append({m: v[..., at] for m, v in mets.items()})
