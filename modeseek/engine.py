@@ -194,6 +194,11 @@ def _every(steps: int, every: int) -> np.ndarray:
     return s if s[-1] == steps else np.append(s, steps)
 
 
+def _count_every(steps: int, every: int) -> int:
+    """``len(_every(steps, every))`` without building the array (a refused call must not allocate it)."""
+    return steps // every + 1 + (steps % every != 0)
+
+
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class HyperParams:
@@ -295,6 +300,9 @@ class Model(NamedTuple):
 
 
 _compile_counter = [0]
+#: Metrics every run stores at each evaluation step, at least (a sequence run's
+#: expected_reward, kl_pi_ref, entropy, mass_high_reward and train_loss; a bandit run stores more).
+_FEWEST_METRICS = 5
 
 
 def compile_count() -> int:
@@ -1161,6 +1169,14 @@ def run(
     axes = _grid_axes(grid, paired)
     gshape = tuple(len(grid[names[0]]) for names in axes)
     runs = int(np.prod(gshape, dtype=int)) * seeds
+    # Refuse a call whose stored outputs alone cannot fit before building any
+    # array that grows with the steps (the evaluation schedule, reward queries):
+    # at 10**9 steps the schedule alone is 8 GB. A lower bound (the fewest
+    # metrics any run stores, the bandit policy's snapshots); the full estimate
+    # follows in run_blocks once the program's outputs are known.
+    snap_elems = cfg.num_bins if cfg.kind == "bandit" else 0
+    stored = 4 * (_count_every(steps, cfg.eval_every) * _FEWEST_METRICS + _count_every(steps, cfg.snapshot_every) * snap_elems)
+    _blocks.check_memory(runs, runs, runs * stored, 0)
     idx = np.indices(gshape + (seeds,)).reshape(len(gshape) + 1, runs)
     axis_of = {n: i for i, names in enumerate(axes) for n in names}
 

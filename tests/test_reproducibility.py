@@ -196,11 +196,11 @@ def test_bad_keys_get_one_line_errors(far, key, message):
 @pytest.mark.parametrize(
     "call",
     [
-        # 10**8 steps, not more: the engine builds its (steps + 1,) evaluation schedule before the memory check,
-        # and at 10**9 that array alone took 8 GB in the test process.
-        lambda far: ms.run(far, loss="reinforce", steps=10**8, seeds=64),
+        # 10**12 steps: an engine that built its (steps + 1,) evaluation schedule
+        # before refusing would need 8 TB for it and fail with another error.
+        lambda far: ms.run(far, loss="reinforce", steps=10**12),
         lambda far: ms.run(far, loss="reinforce", steps=10, num_samples=10**9),
-        lambda far: ms.run(far, loss="reverse_kl", sampling="exact", steps=10**8, seeds=64),
+        lambda far: ms.run(far, loss="reverse_kl", sampling="exact", steps=10**12),
         lambda far: ms.run(seq_problems.paper_sequence_bandit("far", vocab=6, length=3), loss="reinforce", policy="factorised", steps=10, num_samples=10**9),
     ],
 )
