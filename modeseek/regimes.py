@@ -62,6 +62,44 @@ PAIRINGS = ("all", "disjoint")
 _MONOTONE_CDF_BINS = 256
 
 
+#: The block length of XLA:CPU's rewrite of a cumulative sum (see above).
+_CUMSUM_BLOCK = 16
+
+
+def _running_sums(x: jax.Array) -> jax.Array:
+    # Left-to-right sums along the last axis as a loop: one vector add per
+    # entry instead of the reduce-window kernel's scalar loop over each window.
+    def step(acc: jax.Array, col: jax.Array) -> tuple[jax.Array, jax.Array]:
+        acc = acc + col
+        return acc, acc
+
+    _, out = jax.lax.scan(step, jnp.zeros(x.shape[:-1], x.dtype), jnp.moveaxis(x, -1, 0))
+    return jnp.moveaxis(out, 0, -1)
+
+
+def prefix_sums(x: jax.Array) -> jax.Array:
+    """Cumulative sums of a (K,) vector with the bits of ``jnp.cumsum`` on XLA:CPU, about twice as fast for 16 < K <= 256.
+
+    XLA:CPU computes ``jnp.cumsum`` as sequential sums inside blocks of 16
+    entries plus the sequential sum of the preceding block totals, each with a
+    reduce-window kernel that re-adds every window (a (128, 100) cumsum took
+    about 50 us, this about 20 us, both under one program per core). This
+    function performs the same additions in the same order as two short loops,
+    so every bit agrees (tests/test_sample_bins_fast.py checks it for K from 1
+    to 1000, under jit and vmap, with either set of compile options). Outside
+    16 < K <= 256 the rewrite has one level or more than two, and this is
+    ``jnp.cumsum`` itself.
+    """
+    k = x.shape[-1]
+    if not _CUMSUM_BLOCK < k <= _MONOTONE_CDF_BINS:
+        return jnp.cumsum(x, axis=-1)
+    nb = -(-k // _CUMSUM_BLOCK)
+    blocks = jnp.concatenate([x, jnp.zeros((nb * _CUMSUM_BLOCK - k,), x.dtype)]).reshape(nb, _CUMSUM_BLOCK)
+    local = _running_sums(blocks)
+    before = jnp.concatenate([jnp.zeros((1,), x.dtype), _running_sums(local[:, -1])[:-1]])
+    return (local + before[:, None]).reshape(-1)[:k]
+
+
 def _le(x: jax.Array, u: jax.Array) -> jax.Array:
     # searchsorted's total order for these values: u is NaN only when the whole
     # CDF is (cumsum propagates NaN), and a NaN query sorts after everything.
@@ -98,7 +136,7 @@ def sample_bins(key: jax.Array, logq: jax.Array, n: int) -> jax.Array:
     binary search and 10x faster than the exhaustive count at K = 100.
     """
     probs = jnp.exp(logq - jnp.max(logq))
-    cdf = jnp.cumsum(probs)
+    cdf = prefix_sums(probs)
     u = jax.random.uniform(key, (n,), dtype=cdf.dtype) * cdf[-1]
     k = cdf.shape[0]
     if k <= _MONOTONE_CDF_BINS:

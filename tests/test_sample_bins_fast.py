@@ -81,3 +81,24 @@ def test_two_level_search_under_float64(x64):
     new = jax.vmap(lambda kk, lg: regimes.sample_bins(kk, lg, n))(keys, lq)
     old = jax.vmap(lambda kk, lg: _exhaustive(kk, lg, n))(keys, lq)
     np.testing.assert_array_equal(np.asarray(new), np.asarray(old))
+
+
+@pytest.mark.parametrize("width_stable", [False, True])
+def test_prefix_sums_have_the_bits_of_cumsum(width_stable):
+    # regimes.prefix_sums re-enacts XLA:CPU's blocked cumsum as two loops; every
+    # draw of sample_bins depends on these bits. Rows of 700 awkward
+    # distributions (zeros, ties, a dominant bin, NaN) at K around the block
+    # length of 16 and the 256 limit, batched and unbatched, under both option
+    # sets the engine compiles with (modeseek._xla.WIDTH_STABLE_OPTIONS for
+    # tabular programs). A plain left-to-right sum fails this for K > 16.
+    from modeseek._xla import compile_lowered
+
+    platform = jax.devices()[0].platform
+    for k in (1, 16, 17, 33, 100, 128, 200, 256, 257, 1000):
+        x = jnp.exp(jnp.asarray(_logits(k, 700, seed=2000 + k)))
+        batched = (jax.vmap(regimes.prefix_sums), jax.vmap(jnp.cumsum))
+        one_row = (lambda v: regimes.prefix_sums(v[3]), lambda v: jnp.cumsum(v[3]))
+        for f, g in (batched, one_row):
+            new = compile_lowered(jax.jit(f).lower(x), platform, width_stable)(x)
+            old = compile_lowered(jax.jit(g).lower(x), platform, width_stable)(x)
+            np.testing.assert_array_equal(np.asarray(new), np.asarray(old), err_msg=f"K={k}")
