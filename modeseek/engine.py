@@ -107,8 +107,8 @@ class RunConfig:
       block: runs per compiled call (:mod:`modeseek._blocks`); 0 (the tabular
         policy's default) fits the width to each call (:func:`fit_block`).
       batching: "vmap" (a block's runs vectorised together) or "map" (one
-        after another, unbatched: the transformer's default; faster for the
-        MLP, see :func:`default_block`).
+        after another, unbatched: the MLP's and the transformer's default,
+        see :func:`default_block`).
       scale_rewards, drop_uniform_groups: GRPO's advantage scale and DAPO's
         dynamic sampling (grpo, gspo, cispo; :mod:`modeseek.losses.on_policy`).
       loss_aggregation: how GRPO-style sequence losses reduce per-token terms
@@ -358,13 +358,13 @@ def default_block(policy: str, num_bins: int = 100) -> int:
 
     The other kinds keep a fixed width, on which their bits depend. The MLP's
     and the transformer's matmuls gain nothing from batching runs (32 MLP runs
-    in blocks of 1 ran 0.94x the time of one 32-wide program): 1. With
-    ``batching="map"`` such a run is one unbatched program: the paper's MLP
-    protocol then took 25-35% less CPU time per step than as a vmap of width 1,
-    whose layouts put transposes into Adam's updates
-    (``experiments/benchmarks/paper_mlp.py``), but its weight gradients are
-    summed in another order, which moves the last bits (Adam amplifies them
-    where a gradient is near zero). A Markov sequence policy's L x V tables
+    in blocks of 1 ran 0.94x the time of one 32-wide program): 1, and by
+    default (``batching="map"``) such a run is one unbatched program: the
+    paper's MLP protocol takes 25-35% less time per step than as a vmap of
+    width 1 (``batching="vmap"``, the MLP's default before), whose layouts put
+    transposes into Adam's updates (``experiments/benchmarks/paper_mlp.py``).
+    The two sum the weight gradients in another order, so their last bits
+    differ (Adam amplifies them where a gradient is near zero). A Markov sequence policy's L x V tables
     are vectors as wide as a K = 900 bandit's: 8 (a factorised sequence run
     has other bits in blocks of 2 than of 8 or 64).
     """
@@ -975,7 +975,7 @@ def run(
         num_contexts, num_eval_contexts, eval_samples, init, optimizer,
         negative, advantage, kl_estimator, kl_placement, normalize, labels,
         pairing, sft_steps, block, batching ("vmap" or "map": see
-        RunConfig; default "map" for the transformer, else "vmap");
+        RunConfig; default "map" for the MLP and the transformer, else "vmap");
         bandits: first_batch ("policy", or "data" for the paper's epoch 0
         drawn from the data distribution); sequences: shared, shift, ratio,
         sft_batch, layers, heads, embed, dropout); the schedule values reuse, num_samples and, for bandits,
@@ -1075,7 +1075,7 @@ def run(
         static.setdefault("num_contexts", 1 if policy == "tabular" else 10)
         if policy == "tabular":
             static["num_eval_contexts"] = static["num_contexts"]
-        static.setdefault("batching", "vmap")
+        static.setdefault("batching", "map" if policy == "mlp" else "vmap")
         static.setdefault("block", default_block(policy, k))
         if static.get("first_batch", "policy") == "data" and sampling == "exact":
             raise ValueError("first_batch='data' applies to sampling='on_policy' only (offline regimes always use the data); got sampling='exact'")
