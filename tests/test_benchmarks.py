@@ -253,7 +253,8 @@ def test_step_cost_grows_with_the_number_of_bins():
 def test_paper_mlp_quick_report(tmp_path):
     # Compiles two MLP programs per host device, hence slow.
     out = tmp_path / "paper_mlp.json"
-    paper_mlp.main(["--quick", "--seeds", "1", "2", "--repeats", "1", "--steps", "15", "--out", str(out)])
+    # With --device, as experiments.benchmarks.all passes it to every script.
+    paper_mlp.main(["--quick", "--seeds", "1", "2", "--repeats", "1", "--steps", "15", "--device", "cpu", "--out", str(out)])
     rep = _report(out, "paper_mlp")
     case = rep["results"][paper_mlp.CASE]
     assert set(case["compile_seconds"]) == set(paper_mlp.IMPLEMENTATIONS)

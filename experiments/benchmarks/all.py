@@ -139,6 +139,9 @@ def main(argv=None) -> dict:
     for name, t in summary.get("target_vs_baseline", {}).items():
         print(f"{name:22s} engine / jit(vmap(scan)): x{t['ratio_median']:.2f} ({t['ratio_min']:.2f}-{t['ratio_max']:.2f}), need x{t['required_ratio']:.1f} -> {'met' if t['met'] else 'NOT met'}")
     for name, t in summary.get("suite_target_vs_baseline", {}).items():
+        if "ratio_median" not in t:
+            print(f"{name:22s} (suite) no engine / jit(vmap(scan)) ratio: suite.json predates the same-process baseline; rerun --only suite")
+            continue
         print(f"{name:22s} (suite) engine / jit(vmap(scan)): x{t['ratio_median']:.2f} ({t['ratio_min']:.2f}-{t['ratio_max']:.2f}) -> {'met' if t['met'] else 'NOT met'}")
     tgt = summary.get("target_1000x_naive", {})
     for name, t in tgt.items():

@@ -1,6 +1,6 @@
 """The paper's MLP protocol, timed: on-policy best-of-N for 1, 10 and 100 seeds (case ``paper_mlp_on_policy_bon``).
 
-Usage: python -m experiments.benchmarks.paper_mlp [--quick] [--repeats R] [--out FILE.json]
+Usage: python -m experiments.benchmarks.paper_mlp [--quick] [--repeats R] [--device cpu|gpu] [--out FILE.json]
 
 The configuration is ``modeseek.paper.protocol.ON_POLICY_BEST_OF_N`` at the
 authors' full length (docs/paper.md §A.6: 10 train contexts, N = 10, T = 15,
@@ -54,6 +54,10 @@ class Args:
     steps: int | None = None
     """Gradient steps (default: the authors' 1500; --quick: 30)."""
     out: Path | None = None
+    host_devices: int | None = None
+    """XLA CPU devices to shard runs over (default: one per usable core; set before JAX starts)."""
+    device: str = "cpu"
+    """Platform to run on: "cpu", or "gpu" (exits with one line when JAX sees no GPU); recorded in the JSON."""
 
 
 def bench(seeds: tuple[int, ...], steps: int, repeats: int, eval_contexts: int) -> dict:
@@ -123,7 +127,7 @@ def main(argv=None) -> dict:
     for n in args.seeds:
         if n < 1:
             raise SystemExit(f"seeds={n} is invalid; expected positive seed counts")
-    common.configure_host_devices(None)
+    common.configure_device(args.device, args.host_devices)
     steps = args.steps if args.steps is not None else (30 if args.quick else 1500)
     seeds = tuple(min(n, 2) for n in args.seeds) if args.quick else args.seeds
     report = common.header("paper_mlp", args.quick)
