@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import jax
 import jax.numpy as jnp
 
-from modeseek import _checks
+from modeseek import _checks, regimes
 
 if TYPE_CHECKING:
     from modeseek.sequences.policies import SequencePolicy
@@ -43,7 +43,7 @@ def inverse_cdf(logits: jax.Array, u: jax.Array) -> jax.Array:
     same bin as the core sampler.
     """
     probs = jnp.exp(logits - jnp.max(logits))
-    cdf = jnp.cumsum(probs)
+    cdf = regimes.prefix_sums(probs)
     idx = jnp.searchsorted(cdf, u * cdf[-1], side="right", method="compare_all")
     return jnp.minimum(idx, logits.shape[-1] - 1).astype(jnp.int32)
 
