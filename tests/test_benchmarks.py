@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments.benchmarks import baseline, naive, paper_mlp, report, roofline, scaling, suite
+from experiments.benchmarks import baseline, cumsum, naive, paper_mlp, report, roofline, scaling, suite
 from modeseek import losses, regimes
 from modeseek.batches import Pairs, Points
 
@@ -264,6 +265,24 @@ def test_paper_mlp_quick_report(tmp_path):
         # The two implementations differ in the last bits only (15 steps at lr 1e-3).
         assert max(r["max_abs_difference"].values()) < 1e-4, r["max_abs_difference"]
     assert "target" not in case  # only a full-size run (100 seeds x 1500 steps) is checked against 60 s
+
+
+@pytest.mark.slow
+def test_cumsum_quick_report(tmp_path):
+    # Compiles each engine case twice (one program per cumulative sum), hence slow.
+    from modeseek import regimes
+
+    fast = regimes.prefix_sums
+    out = tmp_path / "cumsum.json"
+    cumsum.main(["--quick", "--repeats", "2", "--device", "cpu", "--out", str(out)])
+    res = _report(out, "cumsum")["results"]
+    assert [k["rows"] for k in res["kernel"]] == [128, 100]
+    assert [e["case"] for e in res["engine"]] == ["reinforce_b64", "dpo_64pairs", "paper_mlp_on_policy_bon"]
+    for r in res["kernel"] + res["engine"]:
+        assert len(r["seconds"]["cumsum"]) == len(r["seconds"]["prefix_sums"]) == 2
+        assert r["ratio_median"] == pytest.approx(statistics.median(c / f for c, f in zip(r["seconds"]["cumsum"], r["seconds"]["prefix_sums"])))
+    # The swapped sampler is put back.
+    assert regimes.prefix_sums is fast
 
 
 @pytest.mark.slow

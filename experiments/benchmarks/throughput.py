@@ -70,8 +70,8 @@ PROFILE_NOTE = (
     "searchsorted sampling, unrolling the scan (2, 4, 8: no gain), packing the metrics into one output per step. "
     "Kept (same bits): a select instead of a per-step cond for the reuse-1 on-policy draw, and a branch around "
     "sparse snapshot writes (4-9% and 6% of the step); cumulative sums for inverse-CDF sampling as two loops in "
-    "XLA:CPU's own blocked order (modeseek.regimes.prefix_sums; 1.08x REINFORCE B=64 and DPO 64 pairs, 4 "
-    "alternating pairs in one process). A select for the discarded last update saves 11% but "
+    "XLA:CPU's own blocked order (modeseek.regimes.prefix_sums; experiments/benchmarks/cumsum.py: the sum x2.4, "
+    "DPO 64 pairs x1.24, REINFORCE B=64 x0.96, within the spread between alternating pairs). A select for the discarded last update saves 11% but "
     "changes the bits (XLA then fuses the Adam update into the addition); with optimisation barriers around it "
     "the tabular bits still moved (up to 3.8e-6 of expected reward in tests/data/reference_runs.npz), so it was not taken."
 )
